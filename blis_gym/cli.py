@@ -1,0 +1,109 @@
+"""The command line: `blis-gym run SCENARIO [--seed N] [--out DIR]`.
+
+Bad input (scenario, file, option) prints one line naming the field and exits with status 2.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .errors import ConfigError
+
+DEFAULT_SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "default.yaml"
+err_console = Console(stderr=True)
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    sys.exit(2)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="blis-gym")
+def main() -> None:
+    """blis-gym: simulate llm-d serving clusters, fast and deterministically."""
+
+
+@main.command()
+@click.argument("scenario", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--seed", type=int, default=None, help="Override the scenario's seed.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output folder (default: results/<scenario name>).")
+@click.option("--quiet", is_flag=True, help="No progress bar and no table; just write the files.")
+def run(scenario: Path | None, seed: int | None, out_dir: Path | None, quiet: bool) -> None:
+    """Run SCENARIO (default: the bundled scenarios/default.yaml), print a summary table and
+    write summary.json, requests.csv and timeseries.csv."""
+    from .scenario import build, load_scenario
+    from .sim.simulation import Simulation
+
+    path = scenario or DEFAULT_SCENARIO
+    try:
+        sc = load_scenario(path, {"seed": seed} if seed is not None else None)
+        cfg = build(sc)
+        sim = Simulation(cfg)
+    except ConfigError as e:
+        _fail(str(e))
+    out_dir = out_dir or Path("results") / sc.name
+    t0 = time.perf_counter()
+    summary = _run_with_progress(sim, quiet)
+    wall = time.perf_counter() - t0
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        _fail(f"--out: cannot create {out_dir}: {e.strerror}")
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    sim.metrics.write_requests_csv(out_dir / "requests.csv")
+    sim.metrics.write_timeseries_csv(out_dir / "timeseries.csv")
+    if not quiet:
+        _print_summary(summary, wall)
+        Console().print(f"wrote {out_dir}/summary.json, requests.csv, timeseries.csv", highlight=False)
+
+
+def _run_with_progress(sim, quiet: bool) -> dict:
+    total = sim.cfg.workload.num_requests or None
+    if quiet or not sys.stderr.isatty():
+        return sim.run()
+    with Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=True) as bar:
+        task = bar.add_task("run", total=total)
+        return sim.run(progress=lambda done, _total: bar.update(task, completed=done))
+
+
+def _print_summary(s: dict, wall: float) -> None:
+    console = Console()
+    t = Table(title=f"{s['scenario']} (seed {s['seed']})", show_header=True, header_style="bold")
+    t.add_column("metric")
+    for col in ("mean", "p50", "p90", "p99"):
+        t.add_column(col, justify="right")
+    for name, label in (("ttft", "TTFT (ms)"), ("itl", "ITL (ms)"), ("e2e", "E2E (ms)"),
+                        ("scheduling_delay", "sched. delay (ms)")):
+        t.add_row(label, *[_fmt(s.get(f"{name}_{c}_ms")) for c in ("mean", "p50", "p90", "p99")])
+    console.print(t)
+    c = Table(show_header=False, box=None)
+    c.add_column(style="bold")
+    c.add_column(justify="right")
+    rows = [("requests completed / injected", f"{s['completed_requests']} / {s['injected_requests']}"),
+            ("timed out / dropped / rejected",
+             f"{s['timed_out_requests']} / {s['dropped_requests']} / {s['rejected_requests']}"),
+            ("throughput", f"{s['requests_per_s']:.3f} req/s, {s['output_tokens_per_s']:.1f} output tok/s"),
+            ("preemptions", str(s["preemption_count"])),
+            ("prefix-cache hit rate", f"{s['prefix_cache_hit_rate']:.3f}"),
+            ("simulated / wall time", f"{s['duration_s']:.2f} s / {wall:.2f} s")]
+    for k, v in rows:
+        c.add_row(k, v)
+    console.print(c)
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,231 @@
+"""Scenario files: YAML validated with pydantic, then built into a simulator configuration.
+
+Every field and its default is documented in docs/scenarios.md. A wrong field gets one
+ConfigError naming it and what is allowed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---- lengths --------------------------------------------------------------------------------
+class ConstantLen(_Strict):
+    dist: Literal["constant"]
+    value: PositiveInt
+
+
+class GaussianLen(_Strict):
+    dist: Literal["gaussian"]
+    mean: PositiveFloat
+    std: Annotated[float, Field(ge=0)] = 0.0
+    min: PositiveInt = 1
+    max: PositiveInt = 1 << 30
+
+    @model_validator(mode="after")
+    def _range(self):
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
+        return self
+
+
+class ExponentialLen(_Strict):
+    dist: Literal["exponential"]
+    mean: PositiveFloat
+    min: PositiveInt = 1
+    max: PositiveInt = 1 << 30
+
+    @model_validator(mode="after")
+    def _range(self):
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
+        return self
+
+
+LengthSpec = Annotated[Union[ConstantLen, GaussianLen, ExponentialLen], Field(discriminator="dist")]
+
+
+# ---- arrivals -------------------------------------------------------------------------------
+class ArrivalSpec(_Strict):
+    process: Literal["poisson", "constant"] = "poisson"
+
+
+class WorkloadSpec(_Strict):
+    rate: PositiveFloat = Field(description="requests per second")
+    arrival: ArrivalSpec = ArrivalSpec()
+    input: LengthSpec
+    output: LengthSpec
+    prefix_tokens: Annotated[int, Field(ge=0)] = 0
+    num_requests: Optional[PositiveInt] = None
+    horizon_s: Optional[PositiveFloat] = None
+    timeout_s: Annotated[float, Field(ge=0)] = 300.0
+    slo_class: Literal["critical", "standard", "batch", "sheddable", "background"] = "standard"
+
+    @model_validator(mode="after")
+    def _bounded(self):
+        if self.num_requests is None and self.horizon_s is None:
+            raise ValueError("give num_requests or horizon_s (or both)")
+        return self
+
+
+class VLLMSpec(_Strict):
+    max_num_seqs: Optional[PositiveInt] = None            # None: vLLM's default for the GPU
+    max_num_batched_tokens: Optional[PositiveInt] = None
+    long_prefill_token_threshold: Annotated[int, Field(ge=0)] = 0
+    max_model_len: Optional[PositiveInt] = None           # None: the model's, capped by KV capacity
+    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.9
+    total_kv_blocks: Optional[Annotated[int, Field(ge=2)]] = None
+    scheduling_policy: Literal["fcfs", "priority", "sjf"] = "fcfs"
+    preemption_policy: Literal["fcfs", "priority"] = "fcfs"
+
+
+class Scenario(_Strict):
+    name: str = ""
+    description: str = ""
+    seed: int = 42
+    model: str
+    hardware: str = "H100"
+    tp: PositiveInt = 1
+    latency_model: Literal["trained-physics", "roofline"] = "trained-physics"
+    vllm: VLLMSpec = VLLMSpec()
+    workload: WorkloadSpec
+    sample_interval_s: Annotated[float, Field(ge=0)] = 1.0
+
+    @field_validator("model", "hardware")
+    @classmethod
+    def _nonempty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        return v
+
+
+# ---- loading --------------------------------------------------------------------------------
+def _first_error(e: ValidationError) -> ConfigError:
+    err = e.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p in
+                                                      ("constant", "gaussian", "exponential")))
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown field"
+    elif err["type"] == "missing":
+        msg = "required field is missing"
+    elif err["type"] == "literal_error":
+        msg = f"{msg} (got {err.get('input')!r})"
+    elif err["type"] == "union_tag_invalid":
+        msg = f"{msg}"
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    return ConfigError(loc or "scenario", msg)
+
+
+def parse_scenario(data, overrides: dict | None = None) -> Scenario:
+    if not isinstance(data, dict):
+        raise ConfigError("scenario", "must be a YAML mapping of fields")
+    if overrides:
+        data = {**data, **overrides}
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as e:
+        raise _first_error(e) from None
+
+
+def load_scenario(path: str | Path, overrides: dict | None = None) -> Scenario:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError("scenario", f"no such file: {p}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError("scenario", f"{p} is not valid YAML{where}") from None
+    sc = parse_scenario(data, overrides)
+    if not sc.name:
+        sc = sc.model_copy(update={"name": p.stem})
+    return sc
+
+
+# ---- building the simulator configuration ------------------------------------------------------
+def vllm_batch_defaults(hw) -> tuple[int, int]:
+    """`vllm serve` defaults: GPUs with >= 70 GiB that are not A100 get 1024 seqs / 8192
+    tokens per step; others 256 / 2048 (vllm/engine/arg_utils.py get_batch_defaults)."""
+    if hw.memory_gib >= 70 and not hw.name.upper().startswith("A100"):
+        return 1024, 8192
+    return 256, 2048
+
+
+def build(sc: Scenario, check_invariants: bool = False):
+    """Turn a validated scenario into a SimConfig (raises ConfigError for impossible setups)."""
+    from .sim.engine import EngineConfig
+    from .sim.latency import kv_blocks_per_instance, load_hardware, load_model, make_step_model, validate_tp
+    from .sim.simulation import InstanceConfig, SimConfig
+    from .sim.workload import Client, Workload
+    from .sim.workload import distributions as d
+
+    model = load_model(sc.model)
+    hw = load_hardware(sc.hardware)
+    validate_tp(model, sc.tp)
+    v = sc.vllm
+    blocks = v.total_kv_blocks or kv_blocks_per_instance(model, hw, sc.tp, v.gpu_memory_utilization)
+    seqs_default, tokens_default = vllm_batch_defaults(hw)
+    mml = v.max_model_len or model.max_model_len
+    capacity = (blocks - 1) * 16
+    if v.max_model_len and v.max_model_len > capacity:
+        raise ConfigError("vllm.max_model_len", f"{v.max_model_len} tokens do not fit in the KV cache "
+                          f"({blocks} blocks = {capacity} tokens); lower it or raise total_kv_blocks")
+    mml = min(mml, capacity)
+    engine = EngineConfig(
+        max_num_seqs=v.max_num_seqs or seqs_default,
+        max_num_batched_tokens=v.max_num_batched_tokens or tokens_default,
+        long_prefill_token_threshold=v.long_prefill_token_threshold,
+        max_model_len=mml,
+        scheduler=v.scheduling_policy,
+        preemption=v.preemption_policy,
+    )
+    step_model = make_step_model(sc.latency_model, model, hw, sc.tp)
+
+    w = sc.workload
+    proc = d.ConstantArrivals(w.rate) if w.arrival.process == "constant" else d.PoissonArrivals(w.rate)
+    longest = _max_len(w.input) + w.prefix_tokens
+    if longest >= mml and _min_len(w.input) + w.prefix_tokens >= mml:
+        raise ConfigError("workload.input", f"every prompt is at least {_min_len(w.input) + w.prefix_tokens} "
+                          f"tokens, not below max_model_len {mml}")
+    client = Client(name="default", arrival=proc, input=_length(w.input), output=_length(w.output),
+                    slo_class=w.slo_class, prefix_group="shared" if w.prefix_tokens else "",
+                    prefix_tokens=w.prefix_tokens, timeout_us=int(w.timeout_s * 1e6))
+    workload = Workload(clients=[client], num_requests=w.num_requests or 0,
+                        horizon_us=int(w.horizon_s * 1e6) if w.horizon_s else 0)
+    inst = InstanceConfig(name="instance-0", engine=engine, step_model=step_model, total_kv_blocks=blocks)
+    return SimConfig(instances=[inst], workload=workload, seed=sc.seed,
+                     horizon_us=int(w.horizon_s * 1e6) if w.horizon_s else 0,
+                     sample_interval_us=int(sc.sample_interval_s * 1e6), check_invariants=check_invariants,
+                     name=sc.name)
+
+
+def _length(spec):
+    from .sim.workload import distributions as d
+    if spec.dist == "constant":
+        return d.Constant(spec.value)
+    if spec.dist == "gaussian":
+        return d.Gaussian(spec.mean, spec.std, spec.min, spec.max)
+    return d.Exponential(spec.mean, spec.min, spec.max)
+
+
+def _max_len(spec) -> int:
+    return spec.value if spec.dist == "constant" else spec.max
+
+
+def _min_len(spec) -> int:
+    return spec.value if spec.dist == "constant" else spec.min

@@ -1,0 +1,459 @@
+"""One vLLM v1 instance: waiting queue, continuous batching with chunked prefill, paged KV with
+prefix caching, recompute preemption.
+
+State changes happen at step boundaries: the boundary event at time t applies the step that
+just ended (tokens, first tokens, completions) and forms the next batch. Decoding requests are
+not touched one by one: a decoding request holds `base + tick` tokens in KV, where `tick` counts
+the instance's steps, so a decode step that only adds a token to each costs O(1); aggregate
+sums (context tokens, requests per block phase) are kept up to date incrementally. Requests are
+visited one by one only when the budget or the KV store cannot serve every running request
+(the exact vLLM walk, with preemption).
+"""
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from dataclasses import dataclass
+
+from ..core import P_STEP
+from .kv import KVStore
+from .request import BLOCK_SIZE, Content, Request, State
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 2048
+    long_prefill_token_threshold: int = 0      # 0 = off
+    max_model_len: int = 0                     # 0 = unlimited
+    scheduler: str = "fcfs"                    # fcfs | priority | sjf
+    preemption: str = "fcfs"                   # fcfs (newest) | priority (least urgent, newest)
+
+
+class WaitQueue:
+    """The waiting queue: FIFO with preempted requests at the front (fcfs), or ordered by a
+    key (priority: most important first, then arrival; sjf: shortest prompt first).
+    Entries whose request left (timed out) are dropped lazily when they reach the head."""
+
+    def __init__(self, policy: str):
+        self.policy = policy
+        self.fifo: deque[Request] = deque()
+        self.heap: list[tuple] = []
+        self.n = 0
+        self._seq = 0
+
+    def _key(self, r: Request) -> tuple:
+        if self.policy == "priority":
+            return (-r.priority, r.arrival, r.id)
+        return (r.target, r.arrival, r.id)
+
+    def push(self, r: Request, front: bool = False) -> None:
+        self.n += 1
+        if self.policy == "fcfs":
+            if front:
+                self.fifo.appendleft(r)
+            else:
+                self.fifo.append(r)
+        else:
+            heapq.heappush(self.heap, (self._key(r), r))
+
+    def head(self, owner) -> Request | None:
+        if self.policy == "fcfs":
+            q = self.fifo
+            while q:
+                r = q[0]
+                if r.state is State.QUEUED and r.instance is owner:
+                    return r
+                q.popleft()
+        else:
+            h = self.heap
+            while h:
+                r = h[0][1]
+                if r.state is State.QUEUED and r.instance is owner:
+                    return r
+                heapq.heappop(h)
+        return None
+
+    def pop(self) -> None:
+        self.n -= 1
+        if self.policy == "fcfs":
+            self.fifo.popleft()
+        else:
+            heapq.heappop(self.heap)
+
+    def removed(self) -> None:
+        """A queued request left without being popped (its entry is skipped later)."""
+        self.n -= 1
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        items = self.fifo if self.policy == "fcfs" else (r for _, r in sorted(self.heap, key=lambda e: e[0]))
+        return (r for r in items if r.state is State.QUEUED)
+
+
+class Instance:
+    """A vLLM engine. `sink` receives first tokens, completions and drops."""
+
+    def __init__(self, name: str, loop, cfg: EngineConfig, step_model, total_blocks: int, sink):
+        self.name = name
+        self.loop = loop
+        self.cfg = cfg
+        self.model = step_model
+        self.kv = KVStore(total_blocks)
+        self.sink = sink
+        self.waiting = WaitQueue(cfg.scheduler)
+        self.running: dict[Request, None] = {}      # admission order
+        self.prefilling: dict[Request, None] = {}   # running requests still computing their prompt
+        # decoding requests, in aggregate
+        self.tick = 0
+        self.n_dec = 0
+        self.sum_base = 0                    # sum of base; context = sum_base + n_dec * tick
+        self.phase = [0] * BLOCK_SIZE        # decoders by base mod 16: who needs a block at a tick
+        self.dec_max_seq = -1                # newest admission among decoders (an upper bound)
+        self.finish_heap: list[tuple[int, int, int, Request]] = []
+        # the step in flight
+        self.busy = False                    # a boundary event is pending
+        self.step_open = False
+        self.step_chunks: list[Request] = []
+        self.starved: dict[Request, None] = {}  # decoders that get no token in the step in flight
+        self.step_started = 0
+        self.admit_seq = 0
+        # counters
+        self.steps = 0
+        self.busy_us = 0
+        self.preemptions = 0
+        self.decode_tokens = 0
+        self.itl_hist: dict[int, int] = {}   # decode step duration + α2 (µs) -> tokens emitted
+        self.alpha_out = step_model.output_token_us
+
+    # ---- queries (what a metrics scrape reads) -----------------------------------------
+    def num_waiting(self) -> int:
+        return len(self.waiting)
+
+    def num_running(self) -> int:
+        return len(self.running)
+
+    def kv_usage(self) -> float:
+        return self.kv.usage()
+
+    def tokens_in_kv(self, r: Request) -> int:
+        """Tokens the request holds KV room for, including what the step in flight adds."""
+        if r in self.prefilling:
+            return r.computed + r.chunk
+        t = r.base + self.tick
+        if self.step_open and r not in self.starved:
+            t += 1
+        return t
+
+    # ---- arrivals ---------------------------------------------------------------------
+    def unservable_reason(self, r: Request) -> str:
+        mml = self.cfg.max_model_len
+        if mml:
+            if r.input_len >= mml:
+                return f"prompt of {r.input_len} tokens >= max_model_len {mml}"
+            if r.input_len + r.output_len > mml:
+                return f"prompt + output = {r.input_len + r.output_len} tokens > max_model_len {mml}"
+        need = -(-(r.input_len + r.output_len) // BLOCK_SIZE)
+        if need > self.kv.usable:
+            return f"needs {need} KV blocks, the instance has {self.kv.usable}"
+        return ""
+
+    def enqueue(self, r: Request, now: int) -> None:
+        reason = self.unservable_reason(r)
+        if reason:
+            self.sink.dropped(r, now, reason)
+            return
+        r.instance = self
+        r.state = State.QUEUED
+        r.enqueued = now
+        self.waiting.push(r)
+        if not self.busy:
+            self.busy = True
+            self.loop.at(now, P_STEP, self._boundary)
+
+    # ---- the step boundary ------------------------------------------------------------
+    def _boundary(self, _arg, now: int) -> None:
+        if self.step_open:
+            self._finish_step(now)
+        self._form_step(now)
+
+    def _finish_step(self, now: int) -> None:
+        self.step_open = False
+        sink = self.sink
+        tick = self.tick
+        self.tick = tick + 1
+        if self.starved:
+            phase = self.phase
+            for r in self.starved:           # they got no token: hold their place
+                phase[r.base & 15] -= 1
+                r.base -= 1
+                phase[r.base & 15] += 1
+                self.sum_base -= 1
+                heapq.heappush(self.finish_heap, (self._finish_tick(r), r.id, r.gen, r))
+            self.starved = {}
+        fh = self.finish_heap
+        while fh and fh[0][0] <= tick:
+            _, _, gen, r = heapq.heappop(fh)
+            if r.gen == gen and r.state is State.RUNNING and r not in self.prefilling:
+                r.generated = r.output_len
+                self._leave(r, now)
+                sink.completed(r, now)
+        for r in self.step_chunks:
+            if r.state is not State.RUNNING or r not in self.prefilling:
+                continue
+            r.computed += r.chunk
+            r.chunk = 0
+            if r.computed >= r.target:
+                r.generated += 1
+                if r.first_token < 0:
+                    r.first_token = now + self.alpha_out
+                    sink.first_token(r, now)
+                del self.prefilling[r]
+                if r.generated >= r.output_len:
+                    self._leave(r, now)
+                    sink.completed(r, now)
+                else:
+                    r.base = r.computed - self.tick
+                    self._dec_add(r)
+                    if r.seq > self.dec_max_seq:
+                        self.dec_max_seq = r.seq
+                    heapq.heappush(fh, (self._finish_tick(r), r.id, r.gen, r))
+        self.step_chunks = []
+
+    def _finish_tick(self, r: Request) -> int:
+        # Tick of the step that emits the last token: KV then holds input + output - 1 tokens.
+        return r.input_len + r.output_len - 2 - r.base
+
+    def _dec_add(self, r: Request) -> None:
+        self.n_dec += 1
+        self.sum_base += r.base
+        self.phase[r.base & 15] += 1
+
+    def _dec_remove(self, r: Request) -> None:
+        self.n_dec -= 1
+        self.sum_base -= r.base
+        self.phase[r.base & 15] -= 1
+        if self.n_dec == 0:
+            self.dec_max_seq = -1
+
+    def _leave(self, r: Request, now: int) -> None:
+        """Take a running request out of the batch and free its KV."""
+        tokens = self.tokens_in_kv(r)
+        del self.running[r]
+        if r in self.prefilling:
+            del self.prefilling[r]
+        else:
+            r.generated = max(r.generated, r.base + self.tick - r.input_len + 1)
+            self._dec_remove(r)
+            self.starved.pop(r, None)
+        r.gen += 1
+        content = None
+        if r.rehash:
+            content = self._full_content(r)
+        self.kv.release(r, tokens, content)
+
+    def _full_content(self, r: Request) -> Content:
+        """The request's tokens so far: its prompt and the outputs it has generated."""
+        if r.generated <= 0:
+            return r.content
+        kc = r.kv_content
+        if kc.length >= r.input_len + r.generated:
+            return kc
+        return Content(r.content, ((r.id * 4 + 2, r.generated),))
+
+    def abort(self, r: Request, now: int) -> None:
+        """The client gave up (timeout) or the request is withdrawn."""
+        if r.state is State.QUEUED:
+            self.waiting.removed()
+        elif r.state is State.RUNNING:
+            self._leave(r, now)
+        r.state = State.CREATED
+        if not self.running and len(self.waiting) and not self.busy:
+            self.busy = True
+            self.loop.at(now, P_STEP, self._boundary)
+
+    # ---- forming a step -----------------------------------------------------------------
+    def _form_step(self, now: int) -> None:
+        cfg = self.cfg
+        kv = self.kv
+        budget = cfg.max_num_batched_tokens
+        thr = cfg.long_prefill_token_threshold
+        chunks: list[Request] = []
+        preempted = False
+        n_dec = self.n_dec
+        dec_blocks = self.phase[(-self.tick) & 15] if n_dec else 0
+
+        # Phase 1, fast path: every decoder precedes every prefilling request in batch order,
+        # and budget and KV serve all of them, so order does not matter.
+        fast = n_dec <= budget and dec_blocks <= kv.free_count
+        if fast and self.prefilling:
+            first = next(iter(self.prefilling))
+            fast = first.seq > self.dec_max_seq
+        if fast:
+            b = budget - n_dec
+            blocks = dec_blocks
+            for r in self.prefilling:
+                if b <= 0:
+                    break
+                n = r.target - r.computed
+                if thr and n > thr:
+                    n = thr
+                if n > b:
+                    n = b
+                have = r.computed
+                blocks += -(-(have + n) // BLOCK_SIZE) - (-(-have // BLOCK_SIZE))
+                r.chunk = n
+                chunks.append(r)
+                b -= n
+            if blocks <= kv.free_count:
+                kv._take_free(dec_blocks)
+                for r in chunks:
+                    kv.extend_prefill(r, r.chunk)
+                budget = b
+            else:
+                for r in chunks:
+                    r.chunk = 0
+                chunks = []
+                fast = False
+        if not fast:
+            budget, preempted = self._walk_running(now, budget, chunks)
+            chunks[:] = [r for r in chunks if r.state is State.RUNNING]
+
+        # Phase 2: admit from the head of the waiting queue (never in a step that preempted).
+        running = self.running
+        waiting = self.waiting
+        max_seqs = cfg.max_num_seqs
+        while budget > 0 and len(running) < max_seqs and not preempted:
+            r = waiting.head(self)
+            if r is None:
+                break
+            hit = kv.cached_prefix_blocks(r)
+            start = hit * BLOCK_SIZE
+            n = r.target - start
+            if thr and n > thr:
+                n = thr
+            if n > budget:
+                n = budget
+            if not kv.admit(r, hit, n):
+                break
+            waiting.pop()
+            r.state = State.RUNNING
+            r.computed = start
+            r.chunk = n
+            self.admit_seq += 1
+            r.seq = self.admit_seq
+            if r.scheduled < 0:
+                r.scheduled = now
+            running[r] = None
+            self.prefilling[r] = None
+            chunks.append(r)
+            budget -= n
+
+        if not running:
+            self.busy = False
+            return
+        # Step time from the batch description.
+        n_dec = self.n_dec
+        ctx = self.sum_base + n_dec * self.tick
+        if self.starved:
+            n_dec -= len(self.starved)
+            ctx -= sum(r.base + self.tick for r in self.starved)
+        if chunks:
+            pre = [(r.chunk, r.computed, r.target) for r in chunks]
+            dt = self.model.step_time_us(pre, n_dec, ctx)
+        else:
+            dt = self.model.decode_step_us(n_dec, ctx)
+        if n_dec:
+            k = dt + self.alpha_out
+            self.itl_hist[k] = self.itl_hist.get(k, 0) + n_dec
+            self.decode_tokens += n_dec
+        self.step_chunks = chunks
+        self.step_open = True
+        self.step_started = now
+        self.steps += 1
+        self.busy_us += dt
+        self.loop.at(now + dt, P_STEP, self._boundary)
+
+    def _walk_running(self, now: int, budget: int, chunks: list[Request]):
+        """Phase 1 the exact way: running requests in batch order, each a prefill chunk or one
+        decode token, preempting the newest (or least urgent) request when KV runs out."""
+        kv = self.kv
+        thr = self.cfg.long_prefill_token_threshold
+        tick = self.tick
+        granted: set[Request] = set()
+        preempted = False
+        for r in list(self.running):
+            if budget <= 0:
+                break
+            if r.state is not State.RUNNING:      # preempted earlier in this walk
+                continue
+            if r in self.prefilling:
+                n = r.target - r.computed
+                if thr and n > thr:
+                    n = thr
+                if n > budget:
+                    n = budget
+                while not kv.extend_prefill(r, n):
+                    victim = self._victim()
+                    budget += self._preempt(victim, now, granted)
+                    preempted = True
+                    if victim is r:
+                        break
+                if r.state is not State.RUNNING:
+                    break
+                r.chunk = n
+                chunks.append(r)
+                budget -= n
+            else:
+                if (r.base + tick) % BLOCK_SIZE == 0:
+                    while kv.free_count < 1:
+                        victim = self._victim()
+                        budget += self._preempt(victim, now, granted)
+                        preempted = True
+                        if victim is r:
+                            break
+                    if r.state is not State.RUNNING:
+                        break
+                    kv._take_free(1)
+                granted.add(r)
+                budget -= 1
+        self.starved = {r: None for r in self.running if r not in self.prefilling and r not in granted}
+        return budget, preempted
+
+    def _victim(self) -> Request:
+        if self.cfg.preemption == "priority":
+            return max(self.running, key=lambda r: (-r.priority, r.arrival))
+        return next(reversed(self.running))
+
+    def _preempt(self, r: Request, now: int, granted: set) -> int:
+        """Recompute preemption: free the victim's KV (its blocks stay cached), put it back at
+        the front of the queue. Returns the budget it had been granted in this step."""
+        if r in self.prefilling:
+            returned = r.chunk
+            tokens = r.computed + r.chunk
+        else:
+            returned = 1 if r in granted else 0
+            tokens = r.base + self.tick + returned
+            granted.discard(r)
+            r.generated = tokens - r.input_len + 1 - returned
+        del self.running[r]
+        if r in self.prefilling:
+            del self.prefilling[r]
+        else:
+            self._dec_remove(r)
+        r.gen += 1
+        r.chunk = 0
+        # Everything it held will be recomputed: prompt plus the outputs emitted so far.
+        full = self._full_content(r)
+        self.kv.release(r, tokens, full)
+        if r.generated > 0:
+            r.kv_content = full
+            r.target = r.input_len + r.generated
+        r.computed = 0
+        r.state = State.QUEUED
+        r.preemptions += 1
+        self.preemptions += 1
+        self.waiting.push(r, front=True)
+        return returned

@@ -1,0 +1,145 @@
+"""A request and the token content it carries.
+
+Token content is described by segments, not token IDs: a segment is (key, length), where
+the key stands for a run of tokens nobody else has unless they share the key (a group's system
+prompt, a session's earlier turns). Block hashes chain over the segments exactly as vLLM
+chains over token IDs, so two requests share a cached block iff they share its content.
+"""
+from __future__ import annotations
+
+from enum import IntEnum
+
+BLOCK_SIZE = 16
+
+
+class State(IntEnum):
+    CREATED = 0
+    QUEUED = 1        # in an instance's waiting queue (or between arrival and enqueue)
+    RUNNING = 2
+    COMPLETED = 3
+    TIMED_OUT = 4
+    DROPPED = 5       # unservable: can never fit (reason recorded)
+    REJECTED = 6      # by gateway admission
+    GATEWAY = 7       # held in the gateway's flow-control queue
+    TRANSFER = 8      # P/D: waiting for its KV to arrive
+
+
+FINAL_STATES = (State.COMPLETED, State.TIMED_OUT, State.DROPPED, State.REJECTED)
+
+
+class Content:
+    """A token sequence: an optional parent content followed by own segments.
+
+    Full-block hashes are computed on demand and memoised; blocks that lie wholly inside the
+    parent are the parent's, so a group prefix shared by thousands of requests is hashed once.
+    `shared` marks content that requests in flight may reference together (group prefixes):
+    its blocks are published as soon as they are computed.
+    """
+
+    __slots__ = ("parent", "segments", "length", "shared", "_own", "_pfull")
+
+    def __init__(self, parent: "Content | None", segments: tuple[tuple[int, int], ...], shared: bool = False):
+        self.parent = parent
+        self.segments = segments
+        self.length = (parent.length if parent else 0) + sum(n for _, n in segments)
+        self.shared = shared
+        self._own: list[int] = []                      # hashes of blocks from _pfull on
+        self._pfull = parent.length // BLOCK_SIZE if parent else 0
+
+    def block_hash(self, i: int) -> int:
+        """Hash of full block i, chained over every block before it."""
+        if i < self._pfull:
+            return self.parent.block_hash(i)
+        j = i - self._pfull
+        own = self._own
+        if j >= len(own):
+            self._extend(j + 1)
+        return own[j]
+
+    def _pieces(self):
+        """Yield (key, lo, hi) runs of the whole token sequence in order."""
+        if self.parent is not None:
+            yield from self.parent._pieces()
+        for key, n in self.segments:
+            yield key, 0, n
+
+    def _extend(self, n_own: int) -> None:
+        own = self._own
+        first = self._pfull + len(own)
+        if (self._pfull + n_own) * BLOCK_SIZE > self.length:
+            raise IndexError("block beyond content")
+        start = first * BLOCK_SIZE
+        prev = self.block_hash(first - 1) if first else 0
+        block: list[tuple[int, int, int]] = []
+        fill = 0
+        pos = 0
+        for key, lo, hi in self._pieces():
+            if pos + hi - lo <= start:
+                pos += hi - lo
+                continue
+            a = lo + max(0, start - pos)
+            pos += hi - lo
+            while a < hi:
+                take = min(hi - a, BLOCK_SIZE - fill)
+                block.append((key, a, a + take))
+                a += take
+                fill += take
+                if fill == BLOCK_SIZE:
+                    prev = hash((prev, tuple(block)))
+                    own.append(prev)
+                    if len(own) >= n_own:
+                        return
+                    block = []
+                    fill = 0
+
+
+class Request:
+    """One request from arrival to its final state. Times are integer microseconds."""
+
+    __slots__ = (
+        "id", "arrival", "input_len", "output_len", "content", "slo_class", "priority",
+        "tenant", "client", "session", "turn", "deadline", "state", "reason",
+        # engine bookkeeping
+        "instance", "computed", "chunk", "target", "generated", "base", "gen", "seq",
+        "shared_blocks", "rehash", "hit_blocks", "kv_content",
+        # timestamps and counters for metrics
+        "enqueued", "scheduled", "first_token", "finished", "preemptions",
+    )
+
+    def __init__(self, rid: int, arrival: int, input_len: int, output_len: int, content: Content,
+                 slo_class: str = "standard", priority: int = 0, tenant: str = "",
+                 client: str = "", session=None, turn: int = 0, deadline: int = 0):
+        self.id = rid
+        self.arrival = arrival
+        self.input_len = input_len
+        self.output_len = output_len
+        self.content = content
+        self.slo_class = slo_class
+        self.priority = priority          # cluster convention: higher is more important
+        self.tenant = tenant
+        self.client = client
+        self.session = session
+        self.turn = turn
+        self.deadline = deadline          # absolute µs; 0 = none
+        self.state = State.CREATED
+        self.reason = ""
+        self.instance = None
+        self.computed = 0                 # tokens in KV while prefilling
+        self.chunk = 0                    # prefill tokens granted in the step being formed or run
+        self.target = input_len           # tokens to prefill before decoding (grows after preemption)
+        self.generated = 0                # output tokens emitted so far
+        self.seq = 0                      # admission order on its instance
+        self.kv_content = content         # content covering the tokens it will hold in KV
+        self.base = 0                     # decoding: tokens in KV = base + instance tick
+        self.gen = 0                      # bumped on preemption/finish: invalidates stale events
+        self.shared_blocks: list[int] = []  # hashes of referenced published blocks (a prefix of its blocks)
+        self.rehash = session is not None  # publish its own blocks on release (a follow-up may hit them)
+        self.hit_blocks = 0               # cached blocks found at its latest admission
+        self.enqueued = -1
+        self.scheduled = -1
+        self.first_token = -1
+        self.finished = -1
+        self.preemptions = 0
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return f"Request({self.id}, in={self.input_len}, out={self.output_len}, {self.state.name})"

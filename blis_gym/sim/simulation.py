@@ -1,0 +1,225 @@
+"""A simulation: a workload driving instances on one shared clock, with metrics.
+
+Request path: arrival -> (route) -> the instance's queueing overhead α0 -> its waiting queue
+-> batches -> completion. Every injected request ends in exactly one state: completed, timed
+out, dropped as unservable, rejected, or still in the system when the horizon cuts the run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .core import P_ARRIVAL, P_ENQUEUE, P_SAMPLE, P_TIMEOUT, EventLoop, Streams
+from .engine import EngineConfig, Instance, Request, State
+from .metrics import Metrics, percentiles, weighted_percentiles
+from .workload import Workload, WorkloadSource
+
+
+@dataclass
+class InstanceConfig:
+    name: str
+    engine: EngineConfig
+    step_model: object
+    total_kv_blocks: int
+
+
+@dataclass
+class SimConfig:
+    instances: list[InstanceConfig]
+    workload: Workload
+    seed: int = 42
+    horizon_us: int = 0                     # 0 = run until every request is finished
+    sample_interval_us: int = 1_000_000     # time-series sampling period
+    check_invariants: bool = False          # verify DESIGN.md invariants at every event (slow)
+    name: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+class Simulation:
+    def __init__(self, cfg: SimConfig):
+        self.cfg = cfg
+        self.loop = EventLoop()
+        self.streams = Streams(cfg.seed)
+        self.metrics = Metrics()
+        self.instances = [Instance(ic.name, self.loop, ic.engine, ic.step_model, ic.total_kv_blocks, self)
+                          for ic in cfg.instances]
+        self.source = WorkloadSource(cfg.workload, self.streams)
+        self.injected = 0
+        self.finished = 0
+        self.in_transit = 0
+        self.counts = {s: 0 for s in (State.COMPLETED, State.TIMED_OUT, State.DROPPED, State.REJECTED)}
+        self.drop_reasons: dict[str, int] = {}
+        self._rr = 0
+        self._last_time = 0
+        self._next_arrival()
+        if cfg.sample_interval_us > 0:
+            self.loop.at(0, P_SAMPLE, self._sample)
+
+    # ---- request path -----------------------------------------------------------------
+    def _next_arrival(self) -> None:
+        r = self.source.next()
+        if r is not None:
+            if self.cfg.horizon_us and r.arrival > self.cfg.horizon_us:
+                return
+            self.loop.at(r.arrival, P_ARRIVAL, self._arrive, r)
+
+    def _arrive(self, r: Request, now: int) -> None:
+        self.injected += 1
+        self._next_arrival()
+        if r.deadline:
+            self.loop.at(r.deadline, P_TIMEOUT, self._timeout, (r, r.gen))
+        self.dispatch(r, now)
+
+    def route(self, r: Request) -> Instance:
+        """Pick the instance (the cluster layer replaces this with the EPP router)."""
+        inst = self.instances[self._rr % len(self.instances)]
+        self._rr += 1
+        return inst
+
+    def dispatch(self, r: Request, now: int) -> None:
+        inst = self.route(r)
+        r.instance = inst
+        self.in_transit += 1
+        self.loop.at(now + inst.model.queueing_us, P_ENQUEUE, self._enqueue, r)
+
+    def _enqueue(self, r: Request, now: int) -> None:
+        self.in_transit -= 1
+        if r.state is not State.CREATED:        # timed out during the queueing overhead
+            return
+        r.instance.enqueue(r, now)
+        if self.cfg.check_invariants:
+            self.check(now)
+
+    def _timeout(self, arg, now: int) -> None:
+        r, gen = arg
+        if r.state in (State.COMPLETED, State.TIMED_OUT, State.DROPPED, State.REJECTED):
+            return
+        if r.state in (State.QUEUED, State.RUNNING):
+            r.instance.abort(r, now)
+        r.reason = "client deadline"
+        self._final(r, State.TIMED_OUT, now)
+
+    # ---- sink: called by instances ----------------------------------------------------
+    def first_token(self, r: Request, now: int) -> None:
+        pass
+
+    def completed(self, r: Request, now: int) -> None:
+        m = r.instance.model
+        done = now + r.output_len * m.output_token_us + m.post_decode_us
+        e2e = done - r.arrival
+        decode = e2e - (r.first_token - r.arrival) - m.post_decode_us
+        r.finished = done
+        self._final(r, State.COMPLETED, now, e2e, decode)
+
+    def dropped(self, r: Request, now: int, reason: str) -> None:
+        r.reason = reason
+        self.drop_reasons[reason] = self.drop_reasons.get(reason, 0) + 1
+        self._final(r, State.DROPPED, now)
+
+    def _final(self, r: Request, state: State, now: int, e2e: int = -1, decode: int = -1) -> None:
+        r.state = state
+        r.gen += 1
+        self.counts[state] += 1
+        self.finished += 1
+        self._last_time = max(self._last_time, now)
+        self.metrics.record(r, state, e2e, decode)
+        if self.cfg.check_invariants:
+            self.check(now)
+
+    # ---- time series ------------------------------------------------------------------
+    def _sample(self, _arg, now: int) -> None:
+        for inst in self.instances:
+            self.metrics.sample(now, inst.name, inst.num_waiting(), inst.num_running(), inst.kv_usage())
+        if self.injected > self.finished or not self.source.exhausted():
+            self.loop.at(now + self.cfg.sample_interval_us, P_SAMPLE, self._sample)
+
+    # ---- running ----------------------------------------------------------------------
+    def run(self, progress=None, chunk_events: int = 50_000) -> dict:
+        """Run to the end (or the horizon). `progress(finished, total)` is called now and then."""
+        limit = self.cfg.horizon_us or None
+        total = self.cfg.workload.num_requests or 0
+        while self.loop.run(until_us=limit, max_events=chunk_events):
+            if progress is not None:
+                progress(self.finished, total)
+        if progress is not None:
+            progress(self.finished, total)
+        return self.summary()
+
+    def end_time_us(self) -> int:
+        """The horizon, or else the time the last request finished (stale timeouts popped
+        after that do not count)."""
+        if self.cfg.horizon_us:
+            return self.cfg.horizon_us
+        return self._last_time
+
+    # ---- checks -----------------------------------------------------------------------
+    def check(self, now: int) -> None:
+        """The invariants of DESIGN.md: conservation, timestamp order, KV accounting."""
+        queued = sum(len(i.waiting) for i in self.instances)
+        running = sum(len(i.running) for i in self.instances)
+        assert self.injected == self.finished + queued + running + self.in_transit, \
+            (self.injected, self.finished, queued, running, self.in_transit)
+        for inst in self.instances:
+            held = 0
+            holders: dict[int, int] = {}
+            for r in inst.running:
+                assert r.state is State.RUNNING
+                assert r.arrival <= r.enqueued <= r.scheduled <= now
+                n = inst.tokens_in_kv(r)
+                blocks = -(-n // 16)
+                held += blocks - len(r.shared_blocks)
+                for h in r.shared_blocks:
+                    holders[h] = holders.get(h, 0) + 1
+            held += len(holders)
+            inst.kv.check(held, holders)
+
+    # ---- results ----------------------------------------------------------------------
+    def summary(self) -> dict:
+        a = self.metrics.arrays()
+        done = a["state"] == State.COMPLETED
+        dur_us = self.end_time_us()
+        dur_s = dur_us / 1e6 if dur_us > 0 else 0.0
+        completed = int(done.sum())
+        still_q = sum(len(i.waiting) for i in self.instances)
+        still_r = sum(len(i.running) for i in self.instances)
+        hist: dict[int, int] = {}
+        for inst in self.instances:
+            for k, v in inst.itl_hist.items():
+                hist[k] = hist.get(k, 0) + v
+        hit = sum(i.kv.hit_tokens for i in self.instances)
+        query = sum(i.kv.query_tokens for i in self.instances)
+        out = {
+            "scenario": self.cfg.name,
+            "seed": self.cfg.seed,
+            "duration_s": round(dur_s, 6),
+            "injected_requests": self.injected,
+            "completed_requests": completed,
+            "timed_out_requests": self.counts[State.TIMED_OUT],
+            "dropped_requests": self.counts[State.DROPPED],
+            "rejected_requests": self.counts[State.REJECTED],
+            "still_queued": still_q,
+            "still_running": still_r,
+            "still_in_transit": self.in_transit,
+            "input_tokens": int(a["inp"][done].sum()),
+            "output_tokens": int(a["out"][done].sum()),
+            "requests_per_s": round(completed / dur_s, 6) if dur_s else 0.0,
+            "output_tokens_per_s": round(float(a["out"][done].sum()) / dur_s, 6) if dur_s else 0.0,
+        }
+        ttft = a["ttft"][done] / 1000
+        e2e = a["e2e"][done] / 1000
+        sched = a["sched"][a["sched"] >= 0] / 1000
+        multi = done & (a["out"] > 1)
+        per_req_itl = a["decode"][multi] / (a["out"][multi] - 1) / 1000
+        for name, stats in (("ttft", percentiles(ttft)), ("itl", weighted_percentiles(hist)),
+                            ("e2e", percentiles(e2e)), ("scheduling_delay", percentiles(sched))):
+            for k, v in stats.items():
+                if name == "itl" and v is not None:
+                    v = v / 1000
+                out[f"{name}_{k}_ms"] = None if v is None else round(v, 6)
+        out["tpot_mean_ms"] = round(float(per_req_itl.mean()), 6) if per_req_itl.size else None
+        out["preemption_count"] = int(sum(i.preemptions for i in self.instances))
+        out["prefix_cache_hit_rate"] = round(hit / query, 6) if query else 0.0
+        out["drop_reasons"] = dict(sorted(self.drop_reasons.items()))
+        out["steps"] = int(sum(i.steps for i in self.instances))
+        out["kv_usage_peak"] = round(max((i.kv.peak_used / i.kv.usable for i in self.instances), default=0.0), 6)
+        out["instances"] = len(self.instances)
+        return out
