@@ -1,0 +1,78 @@
+"""GPU constants (datasheet figures) loaded from ``blis_gym/data/hardware.json``."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+from blis_gym.errors import ConfigError
+
+__all__ = ["Hardware", "load_hardware", "known_hardware"]
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """One GPU type. Rates are decimal (TFLOPS = 1e12 FLOP/s, TB/s = 1e12 B/s); memory in GiB."""
+
+    name: str
+    tflops_bf16: float
+    tflops_fp8: float
+    hbm_tb_s: float
+    mfu_prefill: float
+    mfu_decode: float
+    memory_gib: float
+    source: str = ""
+
+    def peak_tflops(self, weight_bytes: float) -> float:
+        """FLOP rate for a model: the FP8 rate iff weights are 1 byte and the GPU has FP8 units."""
+        if weight_bytes == 1.0 and self.tflops_fp8 > 0:
+            return self.tflops_fp8
+        return self.tflops_bf16
+
+
+def _norm(name: str) -> str:
+    return str(name).strip().upper().replace("_", "-").replace(" ", "-")
+
+
+@lru_cache(maxsize=1)
+def _table() -> tuple[dict[str, Hardware], dict[str, str]]:
+    text = resources.files("blis_gym").joinpath("data", "hardware.json").read_text(encoding="utf-8")
+    raw = json.loads(text)["gpus"]
+    gpus: dict[str, Hardware] = {}
+    index: dict[str, str] = {}
+    for name, f in raw.items():
+        gpus[name] = Hardware(
+            name=name,
+            tflops_bf16=float(f["tflops_bf16"]),
+            tflops_fp8=float(f["tflops_fp8"]),
+            hbm_tb_s=float(f["hbm_tb_s"]),
+            mfu_prefill=float(f["mfu_prefill"]),
+            mfu_decode=float(f["mfu_decode"]),
+            memory_gib=float(f["memory_gib"]),
+            source=str(f.get("source", "")),
+        )
+        index[_norm(name)] = name
+        for alias in f.get("aliases", []):
+            index[_norm(alias)] = name
+    return gpus, index
+
+
+def known_hardware() -> list[str]:
+    """Canonical GPU names."""
+    return list(_table()[0])
+
+
+def load_hardware(name: "str | Hardware") -> Hardware:
+    """Look up a GPU by name or alias (case-insensitive; '_' and ' ' count as '-')."""
+    if isinstance(name, Hardware):
+        return name
+    gpus, index = _table()
+    key = index.get(_norm(name)) if isinstance(name, str) else None
+    if key is None:
+        aliases = sorted(a for a, c in index.items() if _norm(c) != a)
+        raise ConfigError(
+            "hardware",
+            f"unknown GPU {name!r}; known: {', '.join(gpus)} (aliases: {', '.join(aliases)})",
+        )
+    return gpus[key]

@@ -1,0 +1,320 @@
+"""Model architecture parsed from a HuggingFace ``config.json`` (BLIS-compatible field rules).
+
+Field sources follow BLIS ``sim/latency/config.go`` (see inventory §3.1, §2.3, §2.4): configs with a
+``text_config`` (e.g. Llama-4) are pivoted to it; weight bytes are quantization-aware; the maximum
+model length follows vLLM/BLIS rope-scaling rules.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from blis_gym.errors import ConfigError
+
+__all__ = ["ModelConfig", "load_model", "model_from_dict", "known_models", "SUPPORTED_HIDDEN_ACTS"]
+
+GIB = float(2**30)
+
+#: hidden_act values with a gated (SwiGLU-family) MLP, the only ones BLIS's formulas cover.
+SUPPORTED_HIDDEN_ACTS = frozenset({"silu", "swiglu", "geglu", "situ", ""})
+
+_DTYPE_BYTES = {
+    "float32": 4, "fp32": 4, "float": 4,
+    "float16": 2, "fp16": 2, "half": 2, "bfloat16": 2, "bf16": 2,
+    "int8": 1, "uint8": 1, "fp8": 1, "float8": 1, "float8_e4m3fn": 1, "float8_e5m2": 1,
+    "int4": 1, "nf4": 1,
+}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture numbers needed by the latency models and the KV-capacity planner."""
+
+    name: str
+    num_layers: int
+    hidden: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: float            # config head_dim, else hidden / num_heads
+    intermediate: int          # dense-MLP width (intermediate_size_mlp if present, else intermediate_size)
+    moe_intermediate: int      # per-expert width (moe_intermediate_size, else intermediate_size); 0 if dense
+    shared_expert_intermediate: int  # shared-expert width (or n_shared_experts x expert width); 0 if none
+    num_experts: int           # routed experts; 0 = dense
+    experts_per_token: int     # top-k; 0 if dense
+    interleave_moe_layer_step: int
+    first_k_dense_replace: int
+    kv_lora_rank: int          # > 0 = MLA (compressed latent KV)
+    qk_rope_head_dim: int
+    vocab: int
+    tie_word_embeddings: bool
+    dtype_bytes: int           # torch_dtype bytes (activations / KV cache)
+    weight_bytes: float        # bytes per weight, quantization-aware
+    max_model_len: int
+    hidden_act: str = "silu"
+    model_type: str = ""
+
+    @property
+    def is_moe(self) -> bool:
+        return self.num_experts >= 2
+
+    @property
+    def is_mla(self) -> bool:
+        return self.kv_lora_rank > 0
+
+    @property
+    def moe_layer_split(self) -> tuple[int, int]:
+        """(n_moe_layers, n_dense_layers) as the step-time models count them (inventory §3.3)."""
+        L = self.num_layers
+        if not self.is_moe:
+            return 0, L
+        s = self.interleave_moe_layer_step
+        if s > 0:
+            n_moe = L // (s + 1)
+            return n_moe, L - n_moe
+        return L, 0
+
+    def kv_bytes_per_token(self, tp: int = 1) -> float:
+        """KV-cache bytes per token held by ONE GPU of a TP group.
+
+        Standard attention: 2 (K and V) x layers x kv_heads x head_dim x dtype bytes, sharded over TP
+        (KV heads are replicated when tp > num_kv_heads, as vLLM does). MLA (kv_lora_rank > 0): the
+        latent (kv_lora_rank + qk_rope_head_dim) per layer, replicated on every GPU (not divided by TP).
+        """
+        if self.is_mla:
+            return float(self.num_layers * (self.kv_lora_rank + self.qk_rope_head_dim) * self.dtype_bytes)
+        heads_per_gpu = max(self.num_kv_heads / tp, 1.0)
+        return self.num_layers * 2 * self.head_dim * heads_per_gpu * self.dtype_bytes
+
+    def param_count(self) -> float:
+        """Parameter count by the llm-d capacity-planner formula BLIS uses (inventory §2.4)."""
+        L, d, V = self.num_layers, self.hidden, self.vocab
+        kv_dim = self.num_kv_heads * self.head_dim
+        embed = V * d
+        attn = L * (d * (d + 2 * kv_dim) + d * d + 2 * d)
+        if self.is_moe:
+            k_dense = self.first_k_dense_replace
+            i_exp = self.moe_intermediate or self.intermediate
+            n = self.num_experts
+            mlp = k_dense * 3 * d * self.intermediate + (L - k_dense) * (
+                3 * d * i_exp * n + 3 * d * self.shared_expert_intermediate + n * d
+            )
+        else:
+            mlp = L * 3 * d * self.intermediate
+        lm_head = 0 if self.tie_word_embeddings else V * d
+        return float(embed + attn + mlp + lm_head + d)
+
+    def weight_gib(self) -> float:
+        """Total weight memory (all GPUs together) in GiB."""
+        return self.param_count() * self.weight_bytes / GIB
+
+
+# --------------------------------------------------------------------------------------------
+# parsing
+
+def _first(cfg: Mapping[str, Any], *keys: str, default: Any = None) -> Any:
+    for k in keys:
+        v = cfg.get(k)
+        if v is not None:
+            return v
+    return default
+
+
+def _dtype_bytes(value: Any) -> int:
+    if value is None:
+        return 2
+    s = str(value).lower().replace("torch.", "")
+    return _DTYPE_BYTES.get(s, 2)
+
+
+def _weight_bytes(qc: Any, dtype_bytes: int, names: tuple[str, ...]) -> float:
+    if isinstance(qc, Mapping) and qc:
+        bits = qc.get("bits")
+        if isinstance(bits, (int, float)) and not isinstance(bits, bool) and bits > 0:
+            return bits / 8.0
+        if str(qc.get("quant_method", "")).lower() == "fp8":
+            return 1.0
+        groups = qc.get("config_groups")
+        if isinstance(groups, Mapping):  # compressed-tensors
+            for group in groups.values():
+                w = group.get("weights") if isinstance(group, Mapping) else None
+                if isinstance(w, Mapping) and isinstance(w.get("num_bits"), (int, float)):
+                    return w["num_bits"] / 8.0
+    text = " ".join(n.lower() for n in names if n)
+    if "w4a16" in text or "int4" in text:
+        return 0.5
+    if "fp8" in text or "w8a8" in text or "w8a16" in text or "int8" in text:
+        return 1.0
+    return float(dtype_bytes)
+
+
+def _max_model_len(cfg: Mapping[str, Any], model_type: str, name: str) -> int:
+    base = _first(cfg, "max_position_embeddings", "seq_length", "n_positions", "max_sequence_length")
+    if base is None:
+        raise ConfigError("model", f"{name}: config.json lacks max_position_embeddings")
+    rope = cfg.get("rope_scaling")
+    if isinstance(rope, Mapping):
+        rtype = str(_first(rope, "rope_type", "type", default="")).lower()
+        factor = rope.get("factor")
+        if rtype == "yarn" and rope.get("original_max_position_embeddings"):
+            base = rope["original_max_position_embeddings"]
+        if (isinstance(factor, (int, float)) and factor > 1
+                and rtype not in ("su", "longrope", "llama3") and "gemma3" not in model_type):
+            return int(base * factor)
+    return int(base)
+
+
+def model_from_dict(cfg: Mapping[str, Any], name: str = "custom", source: str = "") -> ModelConfig:
+    """Build a ModelConfig from a parsed HF config dict."""
+    if not isinstance(cfg, Mapping):
+        raise ConfigError("model", f"{name}: config.json must hold a JSON object")
+    top = cfg
+    text = cfg.get("text_config")
+    if isinstance(text, Mapping) and text:
+        cfg = text
+    model_type = str(_first(cfg, "model_type", default=top.get("model_type", "")) or "")
+
+    def need(*keys: str) -> Any:
+        v = _first(cfg, *keys)
+        if v is None:
+            raise ConfigError("model", f"{name}: config.json lacks {keys[0]!r}")
+        return v
+
+    L = int(need("num_hidden_layers", "num_layers", "n_layer"))
+    d = int(need("hidden_size", "d_model", "n_embd"))
+    H = int(need("num_attention_heads", "n_head"))
+    Hkv = int(_first(cfg, "num_key_value_heads", "num_kv_heads", "multi_query_group_num", default=H))
+    hd_cfg = cfg.get("head_dim")
+    if hd_cfg:
+        head_dim: float = hd_cfg
+    else:
+        head_dim = d // H if d % H == 0 else d / H
+    inter_base = int(need("intermediate_size", "ffn_hidden_size"))
+    intermediate = int(_first(cfg, "intermediate_size_mlp", default=inter_base))
+    n_exp = int(_first(cfg, "num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts", default=0))
+    if n_exp < 2:
+        n_exp = 0
+    if n_exp:
+        k = _first(cfg, "num_experts_per_tok", "moe_topk", "num_experts_per_token")
+        if k is None:
+            raise ConfigError("model", f"{name}: MoE config lacks num_experts_per_tok")
+        k = int(k)
+        moe_inter = int(_first(cfg, "moe_intermediate_size", default=inter_base))
+        shared = cfg.get("shared_expert_intermediate_size")
+        if not shared:
+            shared = int(cfg.get("n_shared_experts") or 0) * moe_inter
+        shared = int(shared)
+    else:
+        k, moe_inter, shared = 0, 0, 0
+    act = str(_first(cfg, "hidden_act", default="") or "").lower()
+    if act not in SUPPORTED_HIDDEN_ACTS:
+        raise ConfigError(
+            "model",
+            f"{name}: hidden_act {act!r} is not supported (allowed: gated-MLP activations "
+            f"{', '.join(sorted(a for a in SUPPORTED_HIDDEN_ACTS if a))})",
+        )
+    dtype_b = _dtype_bytes(_first(cfg, "torch_dtype", "dtype", default=_first(top, "torch_dtype", "dtype")))
+    qc = top.get("quantization_config") or cfg.get("quantization_config")
+    wbytes = _weight_bytes(qc, dtype_b, (name, source, str(top.get("_name_or_path", ""))))
+    vocab = int(need("vocab_size", "padded_vocab_size"))
+    tie = bool(_first(cfg, "tie_word_embeddings", default=top.get("tie_word_embeddings", False)))
+    for field, val in (("num_hidden_layers", L), ("hidden_size", d), ("num_attention_heads", H),
+                       ("num_key_value_heads", Hkv), ("intermediate_size", intermediate), ("vocab_size", vocab)):
+        if val <= 0:
+            raise ConfigError("model", f"{name}: {field} must be positive, got {val}")
+    return ModelConfig(
+        name=name,
+        num_layers=L,
+        hidden=d,
+        num_heads=H,
+        num_kv_heads=Hkv,
+        head_dim=head_dim,
+        intermediate=intermediate,
+        moe_intermediate=moe_inter,
+        shared_expert_intermediate=shared,
+        num_experts=n_exp,
+        experts_per_token=k,
+        interleave_moe_layer_step=int(cfg.get("interleave_moe_layer_step") or 0),
+        first_k_dense_replace=int(cfg.get("first_k_dense_replace") or 0),
+        kv_lora_rank=int(cfg.get("kv_lora_rank") or 0),
+        qk_rope_head_dim=int(cfg.get("qk_rope_head_dim") or 0),
+        vocab=vocab,
+        tie_word_embeddings=tie,
+        dtype_bytes=dtype_b,
+        weight_bytes=wbytes,
+        max_model_len=_max_model_len(cfg, model_type, name),
+        hidden_act=act,
+        model_type=model_type,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# bundled models and lookup
+
+def _models_dir():
+    return resources.files("blis_gym").joinpath("data", "models")
+
+
+@lru_cache(maxsize=1)
+def _bundled() -> tuple[str, ...]:
+    return tuple(sorted(
+        p.name for p in _models_dir().iterdir() if p.is_dir() and p.joinpath("config.json").is_file()
+    ))
+
+
+@lru_cache(maxsize=1)
+def _aliases() -> dict[str, str]:
+    text = _models_dir().joinpath("aliases.yaml").read_text(encoding="utf-8")
+    return {str(k).lower(): str(v) for k, v in (yaml.safe_load(text) or {}).items()}
+
+
+def known_models() -> list[str]:
+    """Bundled folder names followed by the HF ids that map to them."""
+    return list(_bundled()) + sorted(_aliases())
+
+
+@lru_cache(maxsize=64)
+def _load_bundled(folder: str) -> ModelConfig:
+    text = _models_dir().joinpath(folder, "config.json").read_text(encoding="utf-8")
+    return model_from_dict(json.loads(text), name=folder)
+
+
+def _load_path(path: Path, given: str) -> ModelConfig:
+    file = path / "config.json" if path.is_dir() else path
+    if not file.is_file():
+        raise ConfigError("model", f"{given!r}: no config.json found at {file}")
+    try:
+        cfg = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ConfigError("model", f"cannot read {file}: {e}") from e
+    name = file.parent.name if file.name == "config.json" else file.stem
+    return model_from_dict(cfg, name=name or given, source=str(file))
+
+
+def load_model(name_or_path: "str | os.PathLike | ModelConfig") -> ModelConfig:
+    """A bundled model by HF id (any case) or folder name, or a config.json / folder holding one."""
+    if isinstance(name_or_path, ModelConfig):
+        return name_or_path
+    given = os.fspath(name_or_path) if isinstance(name_or_path, os.PathLike) else name_or_path
+    if not isinstance(given, str) or not given.strip():
+        raise ConfigError("model", f"expected a model name or path, got {name_or_path!r}")
+    key = given.strip().lower()
+    folder = _aliases().get(key)
+    if folder is None and key in _bundled():
+        folder = key
+    if folder is not None:
+        return _load_bundled(folder)
+    path = Path(given).expanduser()
+    if path.exists():
+        return _load_path(path, given)
+    raise ConfigError(
+        "model",
+        f"unknown model {given!r}: not a bundled model, a known HF id, or a path to a config.json; "
+        f"known: {', '.join(_bundled())}; HF ids: {', '.join(sorted(_aliases()))}",
+    )
