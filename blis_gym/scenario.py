@@ -112,21 +112,33 @@ class Scenario(_Strict):
 
 
 # ---- loading --------------------------------------------------------------------------------
+def _allowed_fields(loc: tuple) -> list[str]:
+    """Field names allowed at the mapping that holds loc[-1] (for 'unknown field' messages)."""
+    model = Scenario
+    for part in loc[:-1]:
+        if not isinstance(part, str) or model is None:
+            return []
+        field = model.model_fields.get(part)
+        ann = getattr(field, "annotation", None)
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    return sorted(model.model_fields) if model is not None else []
+
+
 def _first_error(e: ValidationError) -> ConfigError:
     err = e.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p in
-                                                      ("constant", "gaussian", "exponential")))
+    parts = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in ("constant", "gaussian", "exponential")))
+    loc = ".".join(str(p) for p in parts)
     msg = err["msg"]
-    if err["type"] == "extra_forbidden":
-        msg = "unknown field"
-    elif err["type"] == "missing":
-        msg = "required field is missing"
-    elif err["type"] == "literal_error":
-        msg = f"{msg} (got {err.get('input')!r})"
-    elif err["type"] == "union_tag_invalid":
-        msg = f"{msg}"
+    got = err.get("input")
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
+    if err["type"] == "extra_forbidden":
+        allowed = _allowed_fields(parts)
+        msg = "unknown field" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
+    elif err["type"] == "missing":
+        msg = "required field is missing"
+    elif isinstance(got, (int, float, str)) and not isinstance(got, bool) and "got" not in msg:
+        msg = f"{msg[0].lower()}{msg[1:]} (got {got!r})"
     return ConfigError(loc or "scenario", msg)
 
 

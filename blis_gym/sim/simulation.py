@@ -42,7 +42,9 @@ class Simulation:
         self.metrics = Metrics()
         self.instances = [Instance(ic.name, self.loop, ic.engine, ic.step_model, ic.total_kv_blocks, self)
                           for ic in cfg.instances]
-        self.source = WorkloadSource(cfg.workload, self.streams)
+        # A Workload description, or any ready source with next() / exhausted() / finished().
+        w = cfg.workload
+        self.source = w if hasattr(w, "next") else WorkloadSource(w, self.streams)
         self.injected = 0
         self.finished = 0
         self.in_transit = 0
@@ -65,6 +67,12 @@ class Simulation:
     def _arrive(self, r: Request, now: int) -> None:
         self.injected += 1
         self._next_arrival()
+        if r.deadline:
+            self.loop.at(r.deadline, P_TIMEOUT, self._timeout, (r, r.gen))
+        self.dispatch(r, now)
+
+    def _arrive_followup(self, r: Request, now: int) -> None:
+        self.injected += 1
         if r.deadline:
             self.loop.at(r.deadline, P_TIMEOUT, self._timeout, (r, r.gen))
         self.dispatch(r, now)
@@ -122,6 +130,9 @@ class Simulation:
         self.finished += 1
         self._last_time = max(self._last_time, now)
         self.metrics.record(r, state, e2e, decode)
+        for f in self.source.finished(r, r.finished if state is State.COMPLETED else now, state is State.COMPLETED):
+            if not self.cfg.horizon_us or f.arrival <= self.cfg.horizon_us:
+                self.loop.at(f.arrival, P_ARRIVAL, self._arrive_followup, f)
         if self.cfg.check_invariants:
             self.check(now)
 
@@ -136,7 +147,7 @@ class Simulation:
     def run(self, progress=None, chunk_events: int = 50_000) -> dict:
         """Run to the end (or the horizon). `progress(finished, total)` is called now and then."""
         limit = self.cfg.horizon_us or None
-        total = self.cfg.workload.num_requests or 0
+        total = getattr(self.cfg.workload, "num_requests", 0) or 0
         while self.loop.run(until_us=limit, max_events=chunk_events):
             if progress is not None:
                 progress(self.finished, total)

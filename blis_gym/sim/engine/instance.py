@@ -126,6 +126,7 @@ class Instance:
         self.preemptions = 0
         self.decode_tokens = 0
         self.itl_hist: dict[int, int] = {}   # decode step duration + α2 (µs) -> tokens emitted
+        self.step_log: list | None = None    # set to [] to record (start, duration, chunks, decoders)
         self.alpha_out = step_model.output_token_us
 
     # ---- queries (what a metrics scrape reads) -----------------------------------------
@@ -369,6 +370,8 @@ class Instance:
             k = dt + self.alpha_out
             self.itl_hist[k] = self.itl_hist.get(k, 0) + n_dec
             self.decode_tokens += n_dec
+        if self.step_log is not None:
+            self.step_log.append((now, dt, [(r.id, r.chunk) for r in chunks], n_dec))
         self.step_chunks = chunks
         self.step_open = True
         self.step_started = now

@@ -92,6 +92,11 @@ class WorkloadSource:
             return True
         return bool(w.horizon_us) and self._heap[0][0] > w.horizon_us
 
+    def finished(self, req: Request, now: int, completed: bool) -> list[Request]:
+        """A request ended (completed, or not). Returns follow-up requests (next session turns,
+        closed-loop users' next requests), each with its arrival time set."""
+        return []
+
     def next(self) -> Request | None:
         if self.exhausted():
             return None

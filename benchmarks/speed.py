@@ -1,0 +1,85 @@
+"""Speed and memory of the simulator on the reference workloads.
+
+    python benchmarks/speed.py                      # all workloads, a table
+    python benchmarks/speed.py single-10k --repeat 3
+    python benchmarks/speed.py --json speed.json    # {"workload": {"requests_per_s": x, "peak_rss_mb": y}}
+
+Each workload runs in its own process, so its peak RSS is its own. `requests_per_s` is the
+number of simulated requests divided by the wall time of building and running the simulation
+(interpreter start-up and imports excluded); with --repeat the median is reported.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# workload name -> (scenario file, overrides applied to the parsed YAML)
+WORKLOADS: dict[str, tuple[str, dict]] = {
+    "single-10k": ("scenarios/single-10k.yaml", {}),
+}
+
+
+def run_one(name: str) -> dict:
+    import yaml
+
+    from blis_gym.scenario import build, parse_scenario
+    from blis_gym.sim.simulation import Simulation
+
+    path, overrides = WORKLOADS[name]
+    data = yaml.safe_load((ROOT / path).read_text())
+    data.update(overrides)
+    sc = parse_scenario(data)
+    t0 = time.perf_counter()
+    sim = Simulation(build(sc))
+    summary = sim.run()
+    wall = time.perf_counter() - t0
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"requests": summary["injected_requests"], "wall_s": wall,
+            "requests_per_s": summary["injected_requests"] / wall, "peak_rss_mb": peak_kb / 1024,
+            "simulated_s": summary["duration_s"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("workloads", nargs="*", help=f"subset of: {', '.join(WORKLOADS)}")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per workload (median reported)")
+    ap.add_argument("--json", type=Path, help="write the results to this file")
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(run_one(args.one)))
+        return
+    names = args.workloads or list(WORKLOADS)
+    unknown = [n for n in names if n not in WORKLOADS]
+    if unknown:
+        ap.error(f"unknown workload {unknown[0]!r}; known: {', '.join(WORKLOADS)}")
+    results = {}
+    print(f"{'workload':<28}{'requests':>10}{'wall s':>9}{'req/s':>11}{'peak MB':>9}{'sim s':>10}")
+    for name in names:
+        runs = []
+        for _ in range(args.repeat):
+            p = subprocess.run([sys.executable, __file__, "--one", name], capture_output=True, text=True)
+            if p.returncode != 0:
+                sys.exit(f"{name} failed:\n{p.stderr}")
+            runs.append(json.loads(p.stdout))
+        rate = statistics.median(r["requests_per_s"] for r in runs)
+        rss = max(r["peak_rss_mb"] for r in runs)
+        r0 = runs[0]
+        print(f"{name:<28}{r0['requests']:>10}{statistics.median(r['wall_s'] for r in runs):>9.2f}"
+              f"{rate:>11.0f}{rss:>9.0f}{r0['simulated_s']:>10.1f}")
+        results[name] = {"requests_per_s": round(rate, 1), "peak_rss_mb": round(rss, 1)}
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+"""What the gateway and the router see of each pod: a scraped snapshot plus router-local counts.
+
+Scraped fields (waiting, running, kv_usage) are refreshed by the metrics scraper every
+`scrape_interval` (50 ms by default, as llm-d's --refresh-metrics-interval); between scrapes
+they keep their old values, stale on purpose. In-flight counts are kept by the router itself
+on every dispatch and completion, so they are always fresh.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class PodSignals:
+    index: int                 # position in the pool (the router's action index)
+    name: str
+    role: str = "both"         # "both" | "prefill" | "decode"
+    available: bool = True     # False while loading, draining or absent
+    # scraped (vllm:num_requests_waiting, vllm:num_requests_running, vllm:kv_cache_usage_perc)
+    waiting: int = 0
+    running: int = 0
+    kv_usage: float = 0.0
+    scraped_at: int = -1       # µs of the snapshot; -1 = never scraped
+    # router-local, always fresh
+    in_flight: int = 0         # requests dispatched to the pod and not finished
+    in_flight_tokens: int = 0  # uncached prompt tokens of those requests not yet past their first token
+    num_kv_blocks: int = 0     # the pod's KV capacity (vllm:cache_config_info num_gpu_blocks)
