@@ -91,6 +91,36 @@ class VLLMSpec(_Strict):
     preemption_policy: Literal["fcfs", "priority"] = "fcfs"
 
 
+class SaturationSpec(_Strict):
+    """Flow control's pool saturation detector (llm-d utilization-detector by default)."""
+    detector: Literal["utilization", "concurrency"] = "utilization"
+    queue_threshold: PositiveFloat = 5
+    kv_threshold: PositiveFloat = 0.8
+    staleness_ms: Annotated[float, Field(ge=0)] = 200
+    max_concurrency: PositiveInt = 100
+
+
+class FlowControlSpec(_Strict):
+    per_band_capacity: Annotated[int, Field(ge=0)] = 5000
+    max_queue: Annotated[int, Field(ge=0)] = 0
+    ttl_s: Annotated[float, Field(ge=0)] = 60.0
+    fairness: Literal["global-strict", "round-robin"] = "global-strict"
+    usage_limits: Optional[dict] = None
+    saturation: SaturationSpec = SaturationSpec()
+    dispatch_tick_ms: PositiveFloat = 1.0
+
+
+class GatewaySpec(_Strict):
+    admission: Union[str, dict] = "always-admit"
+    flow_control: Optional[FlowControlSpec] = None
+
+
+class ClusterSpec(_Strict):
+    instances: PositiveInt = 1
+    scrape_interval_ms: Annotated[float, Field(ge=0)] = 50.0     # 0 = oracle signals
+    trace_decisions: bool = False
+
+
 class Scenario(_Strict):
     name: str = ""
     description: str = ""
@@ -101,6 +131,9 @@ class Scenario(_Strict):
     latency_model: Literal["trained-physics", "roofline"] = "trained-physics"
     vllm: VLLMSpec = VLLMSpec()
     workload: WorkloadSpec
+    cluster: ClusterSpec = ClusterSpec()
+    gateway: GatewaySpec = GatewaySpec()
+    router: dict = Field(default_factory=lambda: {"policy": "default"})
     sample_interval_s: Annotated[float, Field(ge=0)] = 1.0
 
     @field_validator("model", "hardware")
@@ -219,11 +252,39 @@ def build(sc: Scenario, check_invariants: bool = False):
                     prefix_tokens=w.prefix_tokens, timeout_us=int(w.timeout_s * 1e6))
     workload = Workload(clients=[client], num_requests=w.num_requests or 0,
                         horizon_us=int(w.horizon_s * 1e6) if w.horizon_s else 0)
-    inst = InstanceConfig(name="instance-0", engine=engine, step_model=step_model, total_kv_blocks=blocks)
-    return SimConfig(instances=[inst], workload=workload, seed=sc.seed,
+    instances = [InstanceConfig(name=f"instance-{i}", engine=engine, step_model=step_model, total_kv_blocks=blocks)
+                 for i in range(sc.cluster.instances)]
+    return SimConfig(instances=instances, workload=workload, seed=sc.seed, gateway=_gateway(sc),
                      horizon_us=int(w.horizon_s * 1e6) if w.horizon_s else 0,
                      sample_interval_us=int(sc.sample_interval_s * 1e6), check_invariants=check_invariants,
                      name=sc.name)
+
+
+def _gateway(sc: Scenario):
+    from .policies.admission import concurrency_saturation, make_admission, role_saturation, utilization_saturation
+    from .policies.routing import make_router
+    from .sim.cluster import FlowControl, GatewayConfig
+
+    fc = None
+    saturation = None
+    f = sc.gateway.flow_control
+    if f is not None:
+        fc = FlowControl(per_band_capacity=f.per_band_capacity, max_queue=f.max_queue, ttl_us=int(f.ttl_s * 1e6),
+                         usage_limits=f.usage_limits, fairness=f.fairness)
+        d = f.saturation
+        if d.detector == "utilization":
+            def detect(pods, now):
+                return role_saturation(pods, lambda ps: utilization_saturation(
+                    ps, now, d.queue_threshold, d.kv_threshold, int(d.staleness_ms * 1000)))
+        else:
+            def detect(pods, now):
+                return role_saturation(pods, lambda ps: concurrency_saturation(ps, d.max_concurrency))
+        saturation = detect
+    return GatewayConfig(admission=make_admission(sc.gateway.admission, field="gateway.admission"),
+                         router=make_router(sc.router, field="router"), flow_control=fc,
+                         scrape_interval_us=int(sc.cluster.scrape_interval_ms * 1000),
+                         dispatch_tick_us=int(f.dispatch_tick_ms * 1000) if f else 1000,
+                         saturation=saturation, trace_decisions=sc.cluster.trace_decisions)
 
 
 def _length(spec):

@@ -10,7 +10,6 @@ import subprocess
 import sys
 from collections import Counter
 
-import numpy as np
 import pytest
 
 from blis_gym.errors import ConfigError
@@ -58,7 +57,7 @@ def ctx_(seed=0, cached=None):
 
 
 def scorer(name, **params):
-    return SCORERS[name](params, f"router.scorers[0]")
+    return SCORERS[name](params, "router.scorers[0]")
 
 
 def by_pod(router, req, pods, ctx):

@@ -21,35 +21,16 @@ Core code: standard library only.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from numbers import Real
 from typing import Any, Callable, Protocol, Sequence
 
 from blis_gym.errors import ConfigError
 from blis_gym.sim.cluster.signals import PodSignals
 
-# Drop reasons (llm-d's x-llm-d-request-dropped-reason values, plus BLIS's own).
-REASON_SATURATED = "rejected-saturated"
-REASON_PROBABILISTIC = "rejected-probabilistic"
-REASON_TOKEN_BUCKET = "rejected-token-bucket"
-REASON_TIER_SHED = "rejected-tier-shed"
-REASON_NO_ENDPOINTS = "rejected-no-endpoints"
-REASON_TTL_EXPIRED = "rejected-ttl-expired"
-REASON_REJECT_ALL = "rejected-all"
-
-# HTTP statuses (llm-d pkg/common/error/error.go).
-HTTP_OK = 200
-HTTP_TOO_MANY = 429        # ResourceExhausted
-HTTP_INTERNAL = 500        # Internal (admitter denials)
-HTTP_UNAVAILABLE = 503     # ServiceUnavailable
-
-
-@dataclass(frozen=True)
-class Decision:
-    admit: bool
-    status: int = HTTP_OK
-    reason: str = ""
-
+from blis_gym.sim.cluster.signals import (  # noqa: F401  (re-exported for policy authors)
+    HTTP_INTERNAL, HTTP_OK, HTTP_TOO_MANY, HTTP_UNAVAILABLE, REASON_NO_ENDPOINTS, REASON_PROBABILISTIC,
+    REASON_REJECT_ALL, REASON_SATURATED, REASON_TIER_SHED, REASON_TOKEN_BUCKET, REASON_TTL_EXPIRED, Decision,
+)
 
 ADMIT = Decision(True)
 NO_ENDPOINTS = Decision(False, HTTP_UNAVAILABLE, REASON_NO_ENDPOINTS)

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from .cluster.gateway import Gateway
 from .core import P_ARRIVAL, P_ENQUEUE, P_SAMPLE, P_TIMEOUT, EventLoop, Streams
 from .engine import EngineConfig, Instance, Request, State
-from .metrics import Metrics, percentiles, weighted_percentiles
+from .metrics import Metrics
+from .metrics.summary import goodput, jain, latency_block
 from .workload import Workload, WorkloadSource
 
 
@@ -31,6 +35,7 @@ class SimConfig:
     sample_interval_us: int = 1_000_000     # time-series sampling period
     check_invariants: bool = False          # verify DESIGN.md invariants at every event (slow)
     name: str = ""
+    gateway: object | None = None           # cluster.GatewayConfig; None = plain round-robin
     extra: dict = field(default_factory=dict)
 
 
@@ -52,6 +57,9 @@ class Simulation:
         self.drop_reasons: dict[str, int] = {}
         self._rr = 0
         self._last_time = 0
+        self.gateway = Gateway(self, cfg.gateway) if cfg.gateway is not None else None
+        self.live: dict[int, Request] = {}       # injected and not yet final, in injection order
+        self._closed = False
         self._next_arrival()
         if cfg.sample_interval_us > 0:
             self.loop.at(0, P_SAMPLE, self._sample)
@@ -65,26 +73,32 @@ class Simulation:
             self.loop.at(r.arrival, P_ARRIVAL, self._arrive, r)
 
     def _arrive(self, r: Request, now: int) -> None:
-        self.injected += 1
         self._next_arrival()
-        if r.deadline:
-            self.loop.at(r.deadline, P_TIMEOUT, self._timeout, (r, r.gen))
-        self.dispatch(r, now)
+        self._inject(r, now)
 
     def _arrive_followup(self, r: Request, now: int) -> None:
+        self._inject(r, now)
+
+    def _inject(self, r: Request, now: int) -> None:
         self.injected += 1
+        self.live[r.id] = r
         if r.deadline:
             self.loop.at(r.deadline, P_TIMEOUT, self._timeout, (r, r.gen))
-        self.dispatch(r, now)
+        if self.gateway is not None:
+            self.gateway.arrive(r, now)
+        else:
+            self.dispatch(r, self.instances[self._rr % len(self.instances)], now)
+            self._rr += 1
 
-    def route(self, r: Request) -> Instance:
-        """Pick the instance (the cluster layer replaces this with the EPP router)."""
-        inst = self.instances[self._rr % len(self.instances)]
-        self._rr += 1
-        return inst
+    def active(self) -> bool:
+        """Requests remain in the system or are still to come."""
+        return self.injected > self.finished or not self.source.exhausted()
 
-    def dispatch(self, r: Request, now: int) -> None:
-        inst = self.route(r)
+    def reject(self, r: Request, now: int) -> None:
+        self._final(r, State.REJECTED, now)
+
+    def dispatch(self, r: Request, inst: Instance, now: int) -> None:
+        """Send r to `inst`: after the instance's queueing overhead α0 it joins the queue."""
         r.instance = inst
         self.in_transit += 1
         self.loop.at(now + inst.model.queueing_us, P_ENQUEUE, self._enqueue, r)
@@ -103,12 +117,15 @@ class Simulation:
             return
         if r.state in (State.QUEUED, State.RUNNING):
             r.instance.abort(r, now)
+        elif r.state is State.GATEWAY:
+            self.gateway.withdraw(r)
         r.reason = "client deadline"
         self._final(r, State.TIMED_OUT, now)
 
     # ---- sink: called by instances ----------------------------------------------------
     def first_token(self, r: Request, now: int) -> None:
-        pass
+        if self.gateway is not None:
+            self.gateway.first_token(r)
 
     def completed(self, r: Request, now: int) -> None:
         m = r.instance.model
@@ -124,8 +141,11 @@ class Simulation:
         self._final(r, State.DROPPED, now)
 
     def _final(self, r: Request, state: State, now: int, e2e: int = -1, decode: int = -1) -> None:
+        if self.gateway is not None and r.instance is not None:
+            self.gateway.finished(r)
         r.state = state
         r.gen += 1
+        del self.live[r.id]
         self.counts[state] += 1
         self.finished += 1
         self._last_time = max(self._last_time, now)
@@ -140,7 +160,7 @@ class Simulation:
     def _sample(self, _arg, now: int) -> None:
         for inst in self.instances:
             self.metrics.sample(now, inst.name, inst.num_waiting(), inst.num_running(), inst.kv_usage())
-        if self.injected > self.finished or not self.source.exhausted():
+        if self.active():
             self.loop.at(now + self.cfg.sample_interval_us, P_SAMPLE, self._sample)
 
     # ---- running ----------------------------------------------------------------------
@@ -153,7 +173,16 @@ class Simulation:
                 progress(self.finished, total)
         if progress is not None:
             progress(self.finished, total)
+        self.close()
         return self.summary()
+
+    def close(self) -> None:
+        """Record the requests still in the system (horizon), once, in their current state."""
+        if self._closed:
+            return
+        self._closed = True
+        for r in self.live.values():
+            self.metrics.record(r, r.state)
 
     def end_time_us(self) -> int:
         """The horizon, or else the time the last request finished (stale timeouts popped
@@ -167,8 +196,9 @@ class Simulation:
         """The invariants of DESIGN.md: conservation, timestamp order, KV accounting."""
         queued = sum(len(i.waiting) for i in self.instances)
         running = sum(len(i.running) for i in self.instances)
-        assert self.injected == self.finished + queued + running + self.in_transit, \
-            (self.injected, self.finished, queued, running, self.in_transit)
+        gw = self.gateway.queued() if self.gateway is not None else 0
+        assert self.injected == self.finished + queued + running + self.in_transit + gw, \
+            (self.injected, self.finished, queued, running, self.in_transit, gw)
         for inst in self.instances:
             held = 0
             holders: dict[int, int] = {}
@@ -186,51 +216,61 @@ class Simulation:
     # ---- results ----------------------------------------------------------------------
     def summary(self) -> dict:
         a = self.metrics.arrays()
-        done = a["state"] == State.COMPLETED
+        names = self.metrics.strings.names
         dur_us = self.end_time_us()
         dur_s = dur_us / 1e6 if dur_us > 0 else 0.0
-        completed = int(done.sum())
-        still_q = sum(len(i.waiting) for i in self.instances)
-        still_r = sum(len(i.running) for i in self.instances)
+        everything = np.ones(len(a["id"]), dtype=bool)
         hist: dict[int, int] = {}
         for inst in self.instances:
             for k, v in inst.itl_hist.items():
                 hist[k] = hist.get(k, 0) + v
         hit = sum(i.kv.hit_tokens for i in self.instances)
         query = sum(i.kv.query_tokens for i in self.instances)
-        out = {
-            "scenario": self.cfg.name,
-            "seed": self.cfg.seed,
-            "duration_s": round(dur_s, 6),
-            "injected_requests": self.injected,
-            "completed_requests": completed,
-            "timed_out_requests": self.counts[State.TIMED_OUT],
-            "dropped_requests": self.counts[State.DROPPED],
-            "rejected_requests": self.counts[State.REJECTED],
-            "still_queued": still_q,
-            "still_running": still_r,
+        out = {"scenario": self.cfg.name, "seed": self.cfg.seed, "duration_s": round(dur_s, 6)}
+        out.update(latency_block(a, everything, dur_s, hist))
+        out["injected_requests"] = self.injected
+        out.update({
+            "still_queued": sum(len(i.waiting) for i in self.instances),
+            "still_running": sum(len(i.running) for i in self.instances),
             "still_in_transit": self.in_transit,
-            "input_tokens": int(a["inp"][done].sum()),
-            "output_tokens": int(a["out"][done].sum()),
-            "requests_per_s": round(completed / dur_s, 6) if dur_s else 0.0,
-            "output_tokens_per_s": round(float(a["out"][done].sum()) / dur_s, 6) if dur_s else 0.0,
-        }
-        ttft = a["ttft"][done] / 1000
-        e2e = a["e2e"][done] / 1000
-        sched = a["sched"][a["sched"] >= 0] / 1000
-        multi = done & (a["out"] > 1)
-        per_req_itl = a["decode"][multi] / (a["out"][multi] - 1) / 1000
-        for name, stats in (("ttft", percentiles(ttft)), ("itl", weighted_percentiles(hist)),
-                            ("e2e", percentiles(e2e)), ("scheduling_delay", percentiles(sched))):
-            for k, v in stats.items():
-                if name == "itl" and v is not None:
-                    v = v / 1000
-                out[f"{name}_{k}_ms"] = None if v is None else round(v, 6)
-        out["tpot_mean_ms"] = round(float(per_req_itl.mean()), 6) if per_req_itl.size else None
-        out["preemption_count"] = int(sum(i.preemptions for i in self.instances))
-        out["prefix_cache_hit_rate"] = round(hit / query, 6) if query else 0.0
-        out["drop_reasons"] = dict(sorted(self.drop_reasons.items()))
-        out["steps"] = int(sum(i.steps for i in self.instances))
-        out["kv_usage_peak"] = round(max((i.kv.peak_used / i.kv.usable for i in self.instances), default=0.0), 6)
-        out["instances"] = len(self.instances)
+            "still_in_gateway": self.gateway.queued() if self.gateway is not None else 0,
+            "preemption_count": int(sum(i.preemptions for i in self.instances)),
+            "prefix_cache_hit_rate": round(hit / query, 6) if query else 0.0,
+            "drop_reasons": dict(sorted(self.drop_reasons.items())),
+            "rejection_reasons": dict(sorted(self.gateway.rejections.items())) if self.gateway else {},
+            "timeout_reasons": {"client deadline": self.counts[State.TIMED_OUT]} if self.counts[State.TIMED_OUT] else {},
+            "steps": int(sum(i.steps for i in self.instances)),
+            "kv_usage_peak": round(max((i.kv.peak_used / i.kv.usable for i in self.instances), default=0.0), 6),
+            "instances": len(self.instances),
+        })
+        targets = getattr(self.cfg.workload, "slo_targets", None) or {}
+        classes = sorted({names[c] for c in a["cls"].tolist()})
+        if targets:
+            good = 0
+            for c in classes:
+                g = goodput(a, a["cls"] == self.metrics.strings(c), dur_s, targets.get(c))
+                good += g.get("good_requests", 0)
+            out["good_requests"] = good
+            out["goodput_rps"] = round(good / dur_s, 6) if dur_s else 0.0
+            out["slo_attainment"] = round(good / len(a["id"]), 6) if len(a["id"]) else None
+        out["per_class"] = {}
+        for c in classes:
+            m = a["cls"] == self.metrics.strings(c)
+            block = latency_block(a, m, dur_s)
+            block.update(goodput(a, m, dur_s, targets.get(c)))
+            out["per_class"][c] = block
+        tenants = sorted({names[t] for t in a["tenant"].tolist()})
+        out["per_tenant"] = {}
+        served = []
+        for t in tenants:
+            m = a["tenant"] == self.metrics.strings(t)
+            block = latency_block(a, m, dur_s)
+            served.append(block["output_tokens"])
+            out["per_tenant"][t or "default"] = block
+        out["tenant_fairness_jain"] = round(jain(served), 6)
+        out["per_instance"] = {i.name: {"steps": i.steps, "preemptions": i.preemptions,
+                                        "busy_fraction": round(i.busy_us / dur_us, 6) if dur_us else 0.0,
+                                        "prefix_cache_hit_rate": round(i.kv.hit_tokens / i.kv.query_tokens, 6)
+                                        if i.kv.query_tokens else 0.0}
+                               for i in self.instances}
         return out

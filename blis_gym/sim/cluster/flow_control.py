@@ -36,7 +36,7 @@ from collections import deque
 from typing import Any
 
 from blis_gym.errors import ConfigError
-from blis_gym.policies.admission import (
+from blis_gym.sim.cluster.signals import (
     HTTP_TOO_MANY, HTTP_UNAVAILABLE, REASON_NO_ENDPOINTS, REASON_SATURATED, Decision,
 )
 

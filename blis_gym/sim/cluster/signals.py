@@ -9,6 +9,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Drop reasons (llm-d's x-llm-d-request-dropped-reason values, plus BLIS's own).
+REASON_SATURATED = "rejected-saturated"
+REASON_PROBABILISTIC = "rejected-probabilistic"
+REASON_TOKEN_BUCKET = "rejected-token-bucket"
+REASON_TIER_SHED = "rejected-tier-shed"
+REASON_NO_ENDPOINTS = "rejected-no-endpoints"
+REASON_TTL_EXPIRED = "rejected-ttl-expired"
+REASON_REJECT_ALL = "rejected-all"
+
+# HTTP statuses (llm-d pkg/common/error/error.go).
+HTTP_OK = 200
+HTTP_TOO_MANY = 429        # ResourceExhausted
+HTTP_INTERNAL = 500        # Internal (admitter denials)
+HTTP_UNAVAILABLE = 503     # ServiceUnavailable
+
+
+@dataclass(frozen=True)
+class Decision:
+    admit: bool
+    status: int = HTTP_OK
+    reason: str = ""
+
 
 @dataclass(slots=True)
 class PodSignals:

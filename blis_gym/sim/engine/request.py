@@ -53,7 +53,8 @@ class Content:
         j = i - self._pfull
         own = self._own
         if j >= len(own):
-            self._extend(j + 1)
+            # Hash ahead in one pass (walking the segments is the costly part), up to 512 blocks.
+            self._extend(max(j + 1, min(self.length // BLOCK_SIZE - self._pfull, len(own) + 512)))
         return own[j]
 
     def _pieces(self):
@@ -64,6 +65,9 @@ class Content:
             yield key, 0, n
 
     def _extend(self, n_own: int) -> None:
+        """Hash own blocks up to n_own. A block inside one segment is hashed as
+        (prev, key, offset), one spanning segments as (prev, ((key, lo, hi), ...)): each block
+        has one such form, so equal tokens give equal hashes whichever Content holds them."""
         own = self._own
         first = self._pfull + len(own)
         if (self._pfull + n_own) * BLOCK_SIZE > self.length:
@@ -73,6 +77,7 @@ class Content:
         block: list[tuple[int, int, int]] = []
         fill = 0
         pos = 0
+        append = own.append
         for key, lo, hi in self._pieces():
             if pos + hi - lo <= start:
                 pos += hi - lo
@@ -80,13 +85,23 @@ class Content:
             a = lo + max(0, start - pos)
             pos += hi - lo
             while a < hi:
+                if fill == 0 and a + BLOCK_SIZE <= hi:
+                    # the common case: whole blocks inside one segment
+                    stop = min(hi - BLOCK_SIZE, a + (n_own - len(own) - 1) * BLOCK_SIZE)
+                    while a <= stop:
+                        prev = hash((prev, key, a))
+                        append(prev)
+                        a += BLOCK_SIZE
+                    if len(own) >= n_own:
+                        return
+                    continue
                 take = min(hi - a, BLOCK_SIZE - fill)
                 block.append((key, a, a + take))
                 a += take
                 fill += take
                 if fill == BLOCK_SIZE:
                     prev = hash((prev, tuple(block)))
-                    own.append(prev)
+                    append(prev)
                     if len(own) >= n_own:
                         return
                     block = []
