@@ -39,7 +39,7 @@ def run_one(name: str) -> dict:
     data.update(overrides)
     sc = parse_scenario(data)
     t0 = time.perf_counter()
-    sim = Simulation(build(sc))
+    sim = Simulation(build(sc, base_dir=(ROOT / path).parent))
     summary = sim.run()
     wall = time.perf_counter() - t0
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -46,7 +46,7 @@ def run(scenario: Path | None, seed: int | None, out_dir: Path | None, quiet: bo
     path = scenario or DEFAULT_SCENARIO
     try:
         sc = load_scenario(path, {"seed": seed} if seed is not None else None)
-        cfg = build(sc)
+        cfg = build(sc, base_dir=path.parent)
         sim = Simulation(cfg)
     except ConfigError as e:
         _fail(str(e))
@@ -61,9 +61,28 @@ def run(scenario: Path | None, seed: int | None, out_dir: Path | None, quiet: bo
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     sim.metrics.write_requests_csv(out_dir / "requests.csv")
     sim.metrics.write_timeseries_csv(out_dir / "timeseries.csv")
+    written = ["summary.json", "requests.csv", "timeseries.csv"]
+    if sim.gateway is not None and sim.gateway.decisions is not None:
+        _write_decisions(sim.gateway, out_dir / "decisions.csv")
+        written.append("decisions.csv")
     if not quiet:
         _print_summary(summary, wall)
-        Console().print(f"wrote {out_dir}/summary.json, requests.csv, timeseries.csv", highlight=False)
+        Console().print(f"wrote {out_dir}/: {', '.join(written)}", highlight=False)
+
+
+def _write_decisions(gateway, path: Path) -> None:
+    """One row per (routing decision, candidate pod): its total, scorer scores, and whether chosen."""
+    import csv
+    names = [p.name for p in gateway.pods]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(("time_s", "request_id", "pod", "total", "chosen", "scores"))
+        for rec in gateway.decisions:
+            t, rid, scores = rec[:3]
+            chosen = rec[3] if len(rec) > 3 else -1
+            for i, total, parts in scores:
+                detail = ";".join(f"{k}={v:.6g}" for k, v in parts.items())
+                w.writerow((f"{t / 1e6:.6f}", rid, names[i], f"{total:.6g}", int(i == chosen), detail))
 
 
 def _run_with_progress(sim, quiet: bool) -> dict:
@@ -86,6 +105,15 @@ def _print_summary(s: dict, wall: float) -> None:
                         ("scheduling_delay", "sched. delay (ms)")):
         t.add_row(label, *[_fmt(s.get(f"{name}_{c}_ms")) for c in ("mean", "p50", "p90", "p99")])
     console.print(t)
+    if len(s.get("per_class", {})) > 1:
+        pc = Table(title="per SLO class", show_header=True, header_style="bold")
+        for col in ("class", "completed / injected", "rejected", "timed out", "TTFT mean", "TTFT p90", "E2E mean"):
+            pc.add_column(col, justify="right")
+        for name, b in s["per_class"].items():
+            pc.add_row(name, f"{b['completed_requests']} / {b['injected_requests']}", str(b["rejected_requests"]),
+                       str(b["timed_out_requests"]), _fmt(b["ttft_mean_ms"]), _fmt(b["ttft_p90_ms"]),
+                       _fmt(b["e2e_mean_ms"]))
+        console.print(pc)
     c = Table(show_header=False, box=None)
     c.add_column(style="bold")
     c.add_column(justify="right")

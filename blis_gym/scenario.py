@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Annotated, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
+from .workload_spec import WorkloadSpec, build_workload
 
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -19,65 +20,6 @@ PositiveFloat = Annotated[float, Field(gt=0)]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-# ---- lengths --------------------------------------------------------------------------------
-class ConstantLen(_Strict):
-    dist: Literal["constant"]
-    value: PositiveInt
-
-
-class GaussianLen(_Strict):
-    dist: Literal["gaussian"]
-    mean: PositiveFloat
-    std: Annotated[float, Field(ge=0)] = 0.0
-    min: PositiveInt = 1
-    max: PositiveInt = 1 << 30
-
-    @model_validator(mode="after")
-    def _range(self):
-        if self.min > self.max:
-            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
-        return self
-
-
-class ExponentialLen(_Strict):
-    dist: Literal["exponential"]
-    mean: PositiveFloat
-    min: PositiveInt = 1
-    max: PositiveInt = 1 << 30
-
-    @model_validator(mode="after")
-    def _range(self):
-        if self.min > self.max:
-            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
-        return self
-
-
-LengthSpec = Annotated[Union[ConstantLen, GaussianLen, ExponentialLen], Field(discriminator="dist")]
-
-
-# ---- arrivals -------------------------------------------------------------------------------
-class ArrivalSpec(_Strict):
-    process: Literal["poisson", "constant"] = "poisson"
-
-
-class WorkloadSpec(_Strict):
-    rate: PositiveFloat = Field(description="requests per second")
-    arrival: ArrivalSpec = ArrivalSpec()
-    input: LengthSpec
-    output: LengthSpec
-    prefix_tokens: Annotated[int, Field(ge=0)] = 0
-    num_requests: Optional[PositiveInt] = None
-    horizon_s: Optional[PositiveFloat] = None
-    timeout_s: Annotated[float, Field(ge=0)] = 300.0
-    slo_class: Literal["critical", "standard", "batch", "sheddable", "background"] = "standard"
-
-    @model_validator(mode="after")
-    def _bounded(self):
-        if self.num_requests is None and self.horizon_s is None:
-            raise ValueError("give num_requests or horizon_s (or both)")
-        return self
 
 
 class VLLMSpec(_Strict):
@@ -145,6 +87,9 @@ class Scenario(_Strict):
 
 
 # ---- loading --------------------------------------------------------------------------------
+_UNION_TAGS = ("constant", "gaussian", "exponential", "lognormal", "empirical", "ThinkDist", "float", "str", "dict")
+
+
 def _allowed_fields(loc: tuple) -> list[str]:
     """Field names allowed at the mapping that holds loc[-1] (for 'unknown field' messages)."""
     model = Scenario
@@ -159,7 +104,7 @@ def _allowed_fields(loc: tuple) -> list[str]:
 
 def _first_error(e: ValidationError) -> ConfigError:
     err = e.errors()[0]
-    parts = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in ("constant", "gaussian", "exponential")))
+    parts = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
     loc = ".".join(str(p) for p in parts)
     msg = err["msg"]
     got = err.get("input")
@@ -176,6 +121,7 @@ def _first_error(e: ValidationError) -> ConfigError:
 
 
 def parse_scenario(data, overrides: dict | None = None) -> Scenario:
+    """Validate a scenario mapping (raises one ConfigError naming the field)."""
     if not isinstance(data, dict):
         raise ConfigError("scenario", "must be a YAML mapping of fields")
     if overrides:
@@ -211,13 +157,12 @@ def vllm_batch_defaults(hw) -> tuple[int, int]:
     return 256, 2048
 
 
-def build(sc: Scenario, check_invariants: bool = False):
-    """Turn a validated scenario into a SimConfig (raises ConfigError for impossible setups)."""
+def build(sc: Scenario, check_invariants: bool = False, base_dir: Path | str | None = None):
+    """Turn a validated scenario into a SimConfig (raises ConfigError for impossible setups).
+    Trace paths in the workload are relative to `base_dir` (default: the current folder)."""
     from .sim.engine import EngineConfig
     from .sim.latency import kv_blocks_per_instance, load_hardware, load_model, make_step_model, validate_tp
     from .sim.simulation import InstanceConfig, SimConfig
-    from .sim.workload import Client, Workload
-    from .sim.workload import distributions as d
 
     model = load_model(sc.model)
     hw = load_hardware(sc.hardware)
@@ -241,21 +186,12 @@ def build(sc: Scenario, check_invariants: bool = False):
     )
     step_model = make_step_model(sc.latency_model, model, hw, sc.tp)
 
-    w = sc.workload
-    proc = d.ConstantArrivals(w.rate) if w.arrival.process == "constant" else d.PoissonArrivals(w.rate)
-    longest = _max_len(w.input) + w.prefix_tokens
-    if longest >= mml and _min_len(w.input) + w.prefix_tokens >= mml:
-        raise ConfigError("workload.input", f"every prompt is at least {_min_len(w.input) + w.prefix_tokens} "
-                          f"tokens, not below max_model_len {mml}")
-    client = Client(name="default", arrival=proc, input=_length(w.input), output=_length(w.output),
-                    slo_class=w.slo_class, prefix_group="shared" if w.prefix_tokens else "",
-                    prefix_tokens=w.prefix_tokens, timeout_us=int(w.timeout_s * 1e6))
-    workload = Workload(clients=[client], num_requests=w.num_requests or 0,
-                        horizon_us=int(w.horizon_s * 1e6) if w.horizon_s else 0)
+    workload = build_workload(sc.workload, Path(base_dir or "."))
+    _check_prompts_fit(workload, mml)
     instances = [InstanceConfig(name=f"instance-{i}", engine=engine, step_model=step_model, total_kv_blocks=blocks)
                  for i in range(sc.cluster.instances)]
     return SimConfig(instances=instances, workload=workload, seed=sc.seed, gateway=_gateway(sc),
-                     horizon_us=int(w.horizon_s * 1e6) if w.horizon_s else 0,
+                     horizon_us=workload.horizon_us,
                      sample_interval_us=int(sc.sample_interval_s * 1e6), check_invariants=check_invariants,
                      name=sc.name)
 
@@ -287,18 +223,18 @@ def _gateway(sc: Scenario):
                          saturation=saturation, trace_decisions=sc.cluster.trace_decisions)
 
 
-def _length(spec):
-    from .sim.workload import distributions as d
-    if spec.dist == "constant":
-        return d.Constant(spec.value)
-    if spec.dist == "gaussian":
-        return d.Gaussian(spec.mean, spec.std, spec.min, spec.max)
-    return d.Exponential(spec.mean, spec.min, spec.max)
-
-
-def _max_len(spec) -> int:
-    return spec.value if spec.dist == "constant" else spec.max
-
-
-def _min_len(spec) -> int:
-    return spec.value if spec.dist == "constant" else spec.min
+def _check_prompts_fit(workload, mml: int) -> None:
+    """A client none of whose prompts fit max_model_len is a mistake, not a workload."""
+    for c in workload.clients:
+        dist = getattr(c, "input", None)
+        if dist is None or getattr(c, "trace", None) is not None:
+            continue
+        low = getattr(dist, "value", None)
+        if low is None:
+            low = getattr(dist, "min", None)
+        if low is None and hasattr(dist, "values"):
+            low = min(dist.values)
+        if low is not None and low + c.prefix_tokens >= mml:
+            where = "workload.input" if len(workload.clients) == 1 else f"workload.clients.{c.name}.input"
+            raise ConfigError(where, f"every prompt is at least {low + c.prefix_tokens} tokens, "
+                                     f"not below max_model_len {mml}")

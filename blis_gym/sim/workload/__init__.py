@@ -1,7 +1,14 @@
-"""Workloads: arrival processes, length distributions, clients and the request source."""
-from .distributions import (Constant, ConstantArrivals, Empirical, Exponential, GammaArrivals, Gaussian,
-                            LogNormal, PoissonArrivals, WeibullArrivals)
-from .source import Client, Workload, WorkloadSource
+"""Workloads: arrival processes, length distributions, clients, sessions, closed loops, traces
+and the request source."""
+from .builders import from_blis_spec, inference_perf_client, inference_perf_workload, load_blis_spec
+from .distributions import (Constant, ConstantArrivals, Diurnal, Empirical, Exponential, GammaArrivals, Gaussian,
+                            LogNormal, ParetoLogNormal, PoissonArrivals, Spike, Stages, ThinkTime, TimeVarying,
+                            WeibullArrivals, make_arrivals)
+from .source import PRIORITY, Client, ClosedLoop, Session, SessionConfig, TraceSession, Workload, WorkloadSource
+from .traces import TraceData, load_trace, read_trace
 
-__all__ = ["Client", "Constant", "ConstantArrivals", "Empirical", "Exponential", "GammaArrivals", "Gaussian",
-           "LogNormal", "PoissonArrivals", "WeibullArrivals", "Workload", "WorkloadSource"]
+__all__ = ["Client", "ClosedLoop", "Constant", "ConstantArrivals", "Diurnal", "Empirical", "Exponential",
+           "GammaArrivals", "Gaussian", "LogNormal", "PRIORITY", "ParetoLogNormal", "PoissonArrivals", "Session",
+           "SessionConfig", "Spike", "Stages", "ThinkTime", "TimeVarying", "TraceData", "TraceSession",
+           "WeibullArrivals", "Workload", "WorkloadSource", "from_blis_spec", "inference_perf_client",
+           "inference_perf_workload", "load_blis_spec", "load_trace", "make_arrivals", "read_trace"]

@@ -1,115 +1,552 @@
-"""Clients and the request source: requests are generated lazily, in arrival order.
+"""Clients, workloads and the request source: requests are generated lazily, in arrival order.
 
-Each client draws its inter-arrival gaps and token lengths from its own named streams
-(`arrivals/<client>`, `lengths/<client>`), so adding a client or changing a policy never
-shifts another client's requests.
+Each client draws from its own named streams, so adding a client or changing a policy never
+shifts another client's requests:
+
+- `arrivals/<client>`: inter-arrival gaps (open-loop clients);
+- `lengths/<client>`: input then output lengths, in chunks of 1024 requests;
+- `sessions/<client>`: the follow-up turns of each session (lengths and think times), drawn when
+  the session's first turn is generated, so they do not depend on the order turns complete in;
+- `users/<client>/<u>`: closed-loop user u's lengths and think times.
+
+Token content (see engine.request.Content): a prefix group's shared prefix is
+`Content(None, ((negative key, prefix_tokens),), shared=True)`, one key per group name, shared
+across clients; a request's own prompt segment has key `rid*4+1`, its output `rid*4+2`.
 """
 from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from ...errors import ConfigError
 from ..engine.request import Content, Request
+from .distributions import CHUNK, PoissonArrivals, ThinkTime, TimeVarying
 
 # SLO classes and their llm-d priorities (higher is more important; sheddable iff < 0).
 PRIORITY = {"critical": 4, "standard": 3, "batch": -1, "sheddable": -2, "background": -3}
 
 
+@dataclass(frozen=True)
+class SessionConfig:
+    """Multi-turn sessions: each open-loop arrival starts a session of `turns` turns; turn k+1
+    arrives at turn k's completion + think time. With `accumulate`, the next prompt is the
+    previous prompt + its output + a new question (so the previous turn's KV blocks are hit).
+    A turn that does not complete (timed out, dropped, rejected) ends the session."""
+    turns: int
+    think_time: ThinkTime | float = 0.0          # seconds, or a ThinkTime distribution
+    accumulate: bool = True
+
+
+@dataclass(frozen=True)
+class ClosedLoop:
+    """`users` virtual users: user u sends its first request at u·mean_think/users, and each
+    next one at the previous one's completion (or failure) + think time."""
+    users: int
+    think_time: ThinkTime | float = 0.0
+
+
+class Session:
+    """A conversation in flight (`req.session`): its id, client and pre-drawn follow-up turns."""
+    __slots__ = ("accumulate", "client", "id", "ins", "outs", "prefix", "tenant", "thinks", "turns")
+
+    def __init__(self, sid, client, turns, ins, outs, thinks, accumulate, prefix, tenant):
+        self.id = sid
+        self.client = client
+        self.turns = turns
+        self.ins = ins
+        self.outs = outs
+        self.thinks = thinks
+        self.accumulate = accumulate
+        self.prefix = prefix
+        self.tenant = tenant
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return f"Session({self.id}, {self.client}, turns={self.turns})"
+
+
+class TraceSession:
+    """`req.session` of replayed requests that share a trace's session id."""
+    __slots__ = ("full", "id", "name", "turns")
+
+    def __init__(self, sid: int, name: str):
+        self.id = sid
+        self.name = name
+        self.full: Content | None = None      # previous turn's prompt + output
+        self.turns = 0                        # turns replayed so far
+
+
 @dataclass
 class Client:
     name: str
-    arrival: object                   # an arrival process (gaps_us)
-    input: object                     # length distribution of the prompt (after any prefix)
-    output: object                    # length distribution of the output
+    arrival: object = None            # an arrival process; None or rate None: a share of Workload.rate
+    input: object = None              # length distribution of the prompt (after any prefix)
+    output: object = None             # length distribution of the output
     rate_fraction: float = 1.0
     slo_class: str = "standard"
     tenant: str = ""
-    prefix_group: str = ""
+    prefix_group: str = ""            # "" with prefix_tokens > 0: a group named after the client
     prefix_tokens: int = 0
     timeout_us: int = 0               # client deadline after arrival; 0 = none
+    session: SessionConfig | None = None
+    closed_loop: ClosedLoop | None = None
+    trace: object = None              # a TraceData: replay its rows instead of sampling
+    cycle: tuple = ()                 # ((prefix_group, tenant), ...): request k uses entry k % len
+    repeat_prompts: bool = False      # with cycle: each entry re-sends one fixed question
+
+    @property
+    def kind(self) -> str:
+        if self.trace is not None:
+            return "trace"
+        if self.closed_loop is not None:
+            return "closed-loop"
+        return "open-loop"
 
 
 @dataclass
 class Workload:
     clients: list[Client]
-    num_requests: int = 0             # 0 = until the horizon
+    num_requests: int = 0             # 0 = until the horizon (counts every generated request)
     horizon_us: int = 0               # 0 = until num_requests
     priorities: dict = field(default_factory=lambda: dict(PRIORITY))
+    rate: float = 0.0                 # aggregate req/s, split over clients by rate_fraction
+    profile: object = None            # aggregate time-varying rate (Stages/Diurnal/Spike)
+    slo_targets: dict = field(default_factory=dict)   # class -> {ttft_ms, itl_ms, e2e_ms}
+
+    def priority(self, slo_class: str) -> int:
+        return int(self.priorities.get(slo_class, 0))
+
+    def sheddable(self, slo_class: str) -> bool:
+        return self.priority(slo_class) < 0
+
+    def arrivals(self) -> list:
+        """Each client's arrival process with its rate resolved (None for trace and closed-loop
+        clients): a client whose process has no rate gets rate·fraction/Σfractions of the
+        workload's rate or profile (Σ over such clients)."""
+        rel = [c for c in self.clients if c.kind == "open-loop" and _relative(c.arrival)]
+        total = sum(c.rate_fraction for c in rel)
+        out = []
+        for c in self.clients:
+            if c.kind != "open-loop":
+                out.append(None)
+                continue
+            a = c.arrival if c.arrival is not None else PoissonArrivals()
+            if not _relative(a):
+                out.append(a)
+                continue
+            if c.rate_fraction <= 0:
+                raise ConfigError(f"clients.{c.name}.rate_fraction", "must be > 0")
+            share = c.rate_fraction / total
+            if self.profile is not None:
+                out.append(TimeVarying(a, self.profile.scaled(share)))
+            elif self.rate and self.rate > 0:
+                out.append(a.with_rate(self.rate * share))
+            else:
+                raise ConfigError(f"clients.{c.name}.arrival",
+                                  "no rate: give the client's arrival a rate or the workload a rate")
+        return out
+
+    @property
+    def finite(self) -> bool:
+        """Whether the workload ends by itself (traces, finite stages, sessions of those)."""
+        for c, a in zip(self.clients, self.arrivals()):
+            if c.kind == "closed-loop":
+                return False
+            if c.kind == "open-loop":
+                prof = a.profile if isinstance(a, TimeVarying) else None
+                if prof is None or not getattr(prof, "finite", False):
+                    return False
+        return True
+
+    def validate(self) -> None:
+        """Raise ConfigError for a workload that cannot run."""
+        names = [c.name for c in self.clients]
+        if not self.clients:
+            raise ConfigError("workload.clients", "give at least one client")
+        for n in names:
+            if names.count(n) > 1:
+                raise ConfigError("workload.clients", f"client name {n!r} is used twice")
+        for c in self.clients:
+            if c.slo_class not in self.priorities:
+                raise ConfigError(f"clients.{c.name}.slo_class",
+                                  f"unknown class {c.slo_class!r}; use one of {list(self.priorities)}")
+            if c.kind != "trace" and (c.input is None or c.output is None):
+                raise ConfigError(f"clients.{c.name}", "give input and output length distributions")
+            if c.session is not None and c.closed_loop is not None:
+                raise ConfigError(f"clients.{c.name}", "a client has either session or closed_loop, not both")
+            if c.session is not None and c.session.turns < 1:
+                raise ConfigError(f"clients.{c.name}.session.turns", "must be >= 1")
+            if c.closed_loop is not None and c.closed_loop.users < 1:
+                raise ConfigError(f"clients.{c.name}.closed_loop.users", "must be >= 1")
+        self.arrivals()
+        if not self.num_requests and not self.horizon_us and not self.finite:
+            raise ConfigError("workload", "give num_requests or horizon_s (or both)")
 
 
-class _ClientStream:
-    def __init__(self, client: Client, index: int, streams, prefix: Content | None):
-        self.c = client
-        self.index = index
-        self.rng_arr = streams.get(f"arrivals/{client.name}")
-        self.rng_len = streams.get(f"lengths/{client.name}")
-        self.prefix = prefix
-        self.t = 0
-        self._buf: list = []
+def _relative(a) -> bool:
+    return a is None or (not isinstance(a, TimeVarying) and getattr(a, "rate", None) is None)
+
+
+# ---- per-client streams ------------------------------------------------------------------------
+class _Stream:
+    """Yields a client's open-loop arrivals: `t` is the next arrival time (None: no more)."""
+    t: int | None = None
+
+    def pop(self, src: WorkloadSource, rid: int) -> Request:
+        raise NotImplementedError
+
+
+class _OpenStream(_Stream):
+    def __init__(self, src: WorkloadSource, c: Client, arrival):
+        self.c = c
+        st = src.streams
+        self.rng_arr = st.get(f"arrivals/{c.name}")
+        self.rng_len = st.get(f"lengths/{c.name}")
+        self.clock = arrival.clock()
+        self.prefix = src.client_prefix(c)
+        self.priority = src.w.priority(c.slo_class)
+        self.k = 0
+        sc = c.session
+        if sc is not None:
+            self.rng_ses = st.get(f"sessions/{c.name}")
+            self.think = ThinkTime.of(sc.think_time)
+        if c.cycle:
+            self.cyc = [(src.group_prefix(g, c.prefix_tokens), ten) for g, ten in c.cycle]
+            self.qkeys: list = [None] * len(c.cycle)
+        self._fill()
+
+    def _fill(self) -> None:
+        c = self.c
+        times = self.clock.take(self.rng_arr, CHUNK)
+        ins = c.input.sample(self.rng_len, CHUNK)
+        outs = c.output.sample(self.rng_len, CHUNK)
+        m = len(times)
+        self._t = times.tolist()
+        self._in = np.maximum(1, ins[:m]).tolist()
+        self._out = np.maximum(1, outs[:m]).tolist()
+        sc = c.session
+        if sc is not None and sc.turns > 1:
+            k = sc.turns - 1
+            fi = c.input.sample(self.rng_ses, CHUNK * k).reshape(CHUNK, k)[:m]
+            fo = c.output.sample(self.rng_ses, CHUNK * k).reshape(CHUNK, k)[:m]
+            th = self.think.sample_us(self.rng_ses, CHUNK * k).reshape(CHUNK, k)[:m]
+            self._fi = np.maximum(1, fi).tolist()
+            self._fo = np.maximum(1, fo).tolist()
+            self._th = th.tolist()
         self._i = 0
+        self.t = self._t[0] if m else None
 
-    def next(self):
-        """Next (arrival_us, input_tokens, output_tokens) of this client."""
-        if self._i >= len(self._buf):
-            n = 1024
-            gaps = self.c.arrival.gaps_us(self.rng_arr, n)
-            ins = self.c.input.sample(self.rng_len, n)
-            outs = self.c.output.sample(self.rng_len, n)
-            times = self.t + gaps.cumsum()
-            self.t = int(times[-1])
-            self._buf = list(zip(times.tolist(), ins.tolist(), outs.tolist()))
-            self._i = 0
-        item = self._buf[self._i]
+    def pop(self, src, rid):
+        c = self.c
+        i = self._i
+        t, n_in, n_out = self._t[i], self._in[i], self._out[i]
+        prefix, tenant = self.prefix, c.tenant
+        content = None
+        if c.cycle:
+            j = self.k % len(self.cyc)
+            prefix, tenant = self.cyc[j]
+            if c.repeat_prompts:
+                if self.qkeys[j] is None:
+                    self.qkeys[j] = src.new_key()
+                content = Content(prefix, ((self.qkeys[j], n_in),))
+        if content is None:
+            content = Content(prefix, ((rid * 4 + 1, n_in),))
+        sess = None
+        sc = c.session
+        if sc is not None:
+            if sc.turns > 1:
+                sess = Session(src.new_session_id(), c.name, sc.turns, self._fi[i], self._fo[i], self._th[i],
+                               sc.accumulate, prefix, tenant)
+            else:
+                sess = Session(src.new_session_id(), c.name, 1, (), (), (), sc.accumulate, prefix, tenant)
+        req = Request(rid, t, content.length, n_out, content, slo_class=c.slo_class, priority=self.priority,
+                      tenant=tenant, client=c.name, session=sess, turn=0,
+                      deadline=t + c.timeout_us if c.timeout_us else 0)
+        if sess is not None:
+            req.rehash = sc.turns > 1 and sc.accumulate
+            src.live += 1
+        elif c.repeat_prompts:
+            req.rehash = True
+        self.k += 1
+        self._i = i + 1
+        if self._i >= len(self._t):
+            if self.clock.done:
+                self.t = None
+            else:
+                self._fill()
+        else:
+            self.t = self._t[self._i]
+        return req
+
+
+class _User:
+    __slots__ = ("i", "ins", "outs", "rng", "stream", "think", "thinks", "u")
+
+    def __init__(self, u: int, stream: _ClosedStream, rng):
+        self.u = u
+        self.stream = stream
+        self.rng = rng
+        self.i = 64
+        self.think = 0                # think time after the request in flight (µs)
+
+    def draw(self):
+        """(input, output, think_us) of this user's next request."""
+        if self.i >= 64:
+            c = self.stream.c
+            self.ins = np.maximum(1, c.input.sample(self.rng, 64)).tolist()
+            self.outs = np.maximum(1, c.output.sample(self.rng, 64)).tolist()
+            self.thinks = self.stream.think.sample_us(self.rng, 64).tolist()
+            self.i = 0
+        i = self.i
+        self.i += 1
+        return self.ins[i], self.outs[i], self.thinks[i]
+
+
+class _ClosedStream(_Stream):
+    """Closed-loop users: their first requests are open-loop arrivals, the rest follow-ups."""
+
+    def __init__(self, src, c: Client):
+        self.c = c
+        cl = c.closed_loop
+        self.think = ThinkTime.of(cl.think_time)
+        self.users = [_User(u, self, src.streams.get(f"users/{c.name}/{u}")) for u in range(cl.users)]
+        self.starts = [int(round(u * self.think.mean * 1e6 / cl.users)) for u in range(cl.users)]
+        self.prefix = src.client_prefix(c)
+        self.priority = src.w.priority(c.slo_class)
+        self.next_user = 0
+        self.t = self.starts[0]
+
+    def make(self, src, user: _User, rid: int, t: int) -> Request:
+        c = self.c
+        n_in, n_out, user.think = user.draw()
+        content = Content(self.prefix, ((rid * 4 + 1, n_in),))
+        req = Request(rid, t, content.length, n_out, content, slo_class=c.slo_class, priority=self.priority,
+                      tenant=c.tenant, client=c.name, deadline=t + c.timeout_us if c.timeout_us else 0)
+        src.owner[rid] = user
+        return req
+
+    def pop(self, src, rid):
+        u = self.users[self.next_user]
+        req = self.make(src, u, rid, self.t)
+        src.live += 1
+        self.next_user += 1
+        self.t = self.starts[self.next_user] if self.next_user < len(self.users) else None
+        return req
+
+
+class _TraceStream(_Stream):
+    """Replays a trace's rows (read in full), converting them to Python values in chunks."""
+
+    def __init__(self, src, c: Client):
+        self.c = c
+        self.d = d = c.trace
+        self.n = len(d.arrival_us)
+        self.prio = [src.w.priority(s) for s in d.slo_names]
+        for j, s in enumerate(d.slo_names):
+            if s not in src.w.priorities:
+                row = int(np.argmax(d.slo == j))
+                raise ConfigError("trace", f"{d.where(row)}: unknown slo_class {s!r}; use one of "
+                                           f"{list(src.w.priorities)}")
+        self.prio_default = src.w.priority(c.slo_class)
+        self.groups = [src.group_key(g) for g in d.group_names]
+        self.prefix_default = src.client_prefix(c)
+        self.sessions: dict[int, TraceSession] = {}
+        self.base = 0
+        self._fill()
+
+    def _fill(self) -> None:
+        d, a, b = self.d, self.base, min(self.base + CHUNK, self.n)
+        self._rows = list(zip(d.arrival_us[a:b].tolist(), d.input[a:b].tolist(), d.output[a:b].tolist(),
+                              d.group[a:b].tolist(), d.prefix[a:b].tolist(), d.session[a:b].tolist(),
+                              d.slo[a:b].tolist(), d.tenant[a:b].tolist()))
+        self._i = 0
+        self.t = self._rows[0][0] if self._rows else None
+
+    def pop(self, src, rid):
+        c, d = self.c, self.d
+        t, n_in, n_out, g, npre, s, k, ten = self._rows[self._i]
+        n_in = max(1, n_in)
+        n_out = max(1, n_out)
+        if g >= 0 and npre > 0:
+            prefix = src.group_prefix(d.group_names[g], npre)
+        elif npre > 0:
+            prefix = src.group_prefix(c.prefix_group or "shared", npre)
+        else:
+            prefix = self.prefix_default if g < 0 else None
+        sess = None
+        turn = 0
+        content = None
+        if s >= 0:
+            sess = self.sessions.get(s)
+            if sess is None:
+                sess = self.sessions[s] = TraceSession(src.new_session_id(), d.session_names[s])
+            prev = sess.full
+            if prev is not None and n_in > prev.length:
+                content = Content(prev, ((rid * 4 + 1, n_in - prev.length),))
+        if content is None:
+            own = n_in - (prefix.length if prefix is not None else 0)
+            if own < 0:
+                prefix, own = None, n_in
+            content = Content(prefix, ((rid * 4 + 1, own),))
+        if sess is not None:
+            turn = sess.turns
+            sess.turns += 1
+            sess.full = Content(content, ((rid * 4 + 2, n_out),))
+        req = Request(rid, t, content.length, n_out, content,
+                      slo_class=d.slo_names[k] if k >= 0 else c.slo_class,
+                      priority=self.prio[k] if k >= 0 else self.prio_default,
+                      tenant=d.tenant_names[ten] if ten >= 0 else c.tenant, client=c.name,
+                      session=sess, turn=turn, deadline=t + c.timeout_us if c.timeout_us else 0)
         self._i += 1
-        return item
+        if self._i >= len(self._rows):
+            self.base += len(self._rows)
+            self._fill()
+        else:
+            self.t = self._rows[self._i][0]
+        return req
 
 
+# ---- the source ----------------------------------------------------------------------------------
 class WorkloadSource:
-    """Yields the workload's requests in arrival order (ties: client order)."""
+    """Yields the workload's open-loop requests in arrival order (ties: client order) and, via
+    `finished`, the follow-ups of sessions and closed-loop users."""
 
     def __init__(self, workload: Workload, streams):
+        workload.validate()
         self.w = workload
+        self.streams = streams
         self.count = 0
-        groups: dict[str, Content] = {}
+        self.live = 0                 # sessions and closed-loop users that may send more
+        self.owner: dict[int, _User] = {}
+        self._keys: dict[str, int] = {}
+        self._prefixes: dict[tuple[str, int], Content] = {}
+        self._next_key = -1
+        self._sessions = 0
+        # group keys in client order, so a group's key does not depend on which request comes first
+        for c in workload.clients:
+            if c.kind != "trace" and (c.prefix_group or c.prefix_tokens):
+                self.group_key(self._group_name(c))
+            for g, _ in c.cycle:
+                self.group_key(g)
         self._heap: list = []
-        for i, c in enumerate(workload.clients):
-            prefix = None
-            if c.prefix_group:
-                prefix = groups.get(c.prefix_group)
-                if prefix is None:
-                    key = -(len(groups) + 1)
-                    prefix = groups[c.prefix_group] = Content(None, ((key, c.prefix_tokens),), shared=True)
-            s = _ClientStream(c, i, streams, prefix)
-            t, a, b = s.next()
-            self._heap.append((t, i, a, b, s))
+        for i, (c, a) in enumerate(zip(workload.clients, workload.arrivals())):
+            if c.kind == "trace":
+                s = _TraceStream(self, c)
+            elif c.kind == "closed-loop":
+                s = _ClosedStream(self, c)
+            else:
+                s = _OpenStream(self, c, a)
+            if s.t is not None:
+                self._heap.append((s.t, i, s))
         heapq.heapify(self._heap)
 
-    def exhausted(self) -> bool:
-        w = self.w
-        if w.num_requests and self.count >= w.num_requests:
-            return True
-        if not self._heap:
-            return True
-        return bool(w.horizon_us) and self._heap[0][0] > w.horizon_us
+    # ---- content helpers ----------------------------------------------------------------
+    def new_key(self) -> int:
+        k = self._next_key
+        self._next_key -= 1
+        return k
 
-    def finished(self, req: Request, now: int, completed: bool) -> list[Request]:
-        """A request ended (completed, or not). Returns follow-up requests (next session turns,
-        closed-loop users' next requests), each with its arrival time set."""
-        return []
+    def group_key(self, name: str) -> int:
+        k = self._keys.get(name)
+        if k is None:
+            k = self._keys[name] = self.new_key()
+        return k
+
+    def group_prefix(self, name: str, tokens: int) -> Content | None:
+        if tokens <= 0:
+            return None
+        p = self._prefixes.get((name, tokens))
+        if p is None:
+            p = self._prefixes[(name, tokens)] = Content(None, ((self.group_key(name), tokens),), shared=True)
+        return p
+
+    @staticmethod
+    def _group_name(c: Client) -> str:
+        return c.prefix_group or c.name
+
+    def client_prefix(self, c: Client) -> Content | None:
+        if not c.prefix_tokens:
+            return None
+        return self.group_prefix(self._group_name(c), c.prefix_tokens)
+
+    def new_session_id(self) -> int:
+        self._sessions += 1
+        return self._sessions - 1
+
+    def _new_id(self) -> int:
+        self.count += 1
+        return self.count - 1
+
+    def _capped(self) -> bool:
+        return bool(self.w.num_requests) and self.count >= self.w.num_requests
+
+    # ---- the interface used by the simulation ------------------------------------------
+    def _open_done(self) -> bool:
+        if self._capped() or not self._heap:
+            return True
+        return bool(self.w.horizon_us) and self._heap[0][0] > self.w.horizon_us
+
+    def exhausted(self) -> bool:
+        """No more requests will come: no open-loop arrivals left and no session or closed-loop
+        user that may still send a follow-up."""
+        return self._open_done() and (self.live == 0 or self._capped())
 
     def next(self) -> Request | None:
-        if self.exhausted():
+        if self._open_done():
             return None
-        t, i, n_in, n_out, s = self._heap[0]
-        nt, na, nb = s.next()
-        heapq.heapreplace(self._heap, (nt, i, na, nb, s))
-        rid = self.count
-        self.count += 1
-        c = s.c
-        n_in = max(1, int(n_in))
-        n_out = max(1, int(n_out))
-        content = Content(s.prefix, ((rid * 4 + 1, n_in),))
-        req = Request(rid, int(t), content.length, n_out, content, slo_class=c.slo_class,
-                      priority=self.w.priorities.get(c.slo_class, 0), tenant=c.tenant, client=c.name,
-                      deadline=int(t) + c.timeout_us if c.timeout_us else 0)
+        t, i, s = self._heap[0]
+        req = s.pop(self, self._new_id())
+        if s.t is None:
+            heapq.heappop(self._heap)
+        else:
+            heapq.heapreplace(self._heap, (s.t, i, s))
         return req
+
+    def finished(self, req: Request, now: int, completed: bool) -> list[Request]:
+        """A request ended (completed, or not) at `now`. Returns follow-up requests (next session
+        turns, closed-loop users' next requests), each with its arrival time set."""
+        user = self.owner.pop(req.id, None)
+        if user is not None:
+            return self._user_next(user, now)
+        s = req.session
+        if not isinstance(s, Session):
+            return []
+        k = req.turn
+        if not completed or k + 1 >= s.turns or self._capped():
+            self.live -= 1
+            return []
+        t = now + s.thinks[k]
+        if self.w.horizon_us and t > self.w.horizon_us:
+            self.live -= 1
+            return []
+        rid = self._new_id()
+        n_in, n_out = s.ins[k], s.outs[k]
+        if s.accumulate:
+            full = Content(req.content, ((req.id * 4 + 2, req.output_len),))
+            content = Content(full, ((rid * 4 + 1, n_in),))
+        else:
+            content = Content(s.prefix, ((rid * 4 + 1, n_in),))
+        c = self.w.clients[self._client_index(s.client)]
+        nxt = Request(rid, t, content.length, n_out, content, slo_class=req.slo_class, priority=req.priority,
+                      tenant=req.tenant, client=req.client, session=s, turn=k + 1,
+                      deadline=t + c.timeout_us if c.timeout_us else 0)
+        nxt.rehash = s.accumulate and k + 2 < s.turns
+        return [nxt]
+
+    def _client_index(self, name: str) -> int:
+        idx = getattr(self, "_cidx", None)
+        if idx is None:
+            idx = self._cidx = {c.name: i for i, c in enumerate(self.w.clients)}
+        return idx[name]
+
+    def _user_next(self, user: _User, now: int) -> list[Request]:
+        st = user.stream
+        if self._capped():
+            self.live -= 1
+            return []
+        t = now + user.think
+        if self.w.horizon_us and t > self.w.horizon_us:
+            self.live -= 1
+            return []
+        return [st.make(self, user, self._new_id(), t)]

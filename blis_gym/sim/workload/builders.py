@@ -1,0 +1,295 @@
+"""Workload builders: inference-perf shared-prefix runs and BLIS workload-spec v2 files."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import yaml
+
+from ...errors import ConfigError
+from .distributions import (Constant, ConstantArrivals, Empirical, Exponential, GammaArrivals, Gaussian, LogNormal,
+                            ParetoLogNormal, PoissonArrivals, Stages, TimeVarying, WeibullArrivals)
+from .source import PRIORITY, Client, ClosedLoop, SessionConfig, Workload
+
+
+def _stage_list(stages) -> list[tuple[float, float]]:
+    out = []
+    for s in stages:
+        if isinstance(s, dict):
+            out.append((float(s["rate"]), float(s.get("duration_s", s.get("duration")))))
+        else:
+            r, d = s
+            out.append((float(r), float(d)))
+    return out
+
+
+def inference_perf_client(num_groups: int, prompts_per_group: int, system_prompt_len: int, question_len: int,
+                          output_len: int, stages, *, repeat_questions: bool = False, slo_class: str = "standard",
+                          timeout_us: int = 0, name: str = "inference-perf") -> Client:
+    """The client of an inference-perf `shared_prefix` run with `load.type = constant`.
+
+    One shared system prompt of `system_prompt_len` tokens per group; requests cycle over the
+    (group, prompt) users group by group (g0p0, g0p1, …, g1p0, …); each request is its group's
+    system prompt + a question of `question_len` tokens (unique per request, or with
+    `repeat_questions` one fixed question per user, as inference-perf's fixed prompt list) and
+    outputs exactly `output_len` tokens. Arrivals are deterministic: 1/rate apart within a stage,
+    stages back to back, Σ rate·duration requests in all. Tenant = `prompt-<group>`.
+    """
+    if num_groups < 1 or prompts_per_group < 1:
+        raise ConfigError("inference_perf", "num_groups and prompts_per_group must be >= 1")
+    if question_len < 1 or output_len < 1 or system_prompt_len < 0:
+        raise ConfigError("inference_perf", "question_len and output_len must be >= 1, system_prompt_len >= 0")
+    cycle = tuple((f"{name}/group-{g}", f"prompt-{g}") for g in range(num_groups) for _ in range(prompts_per_group))
+    return Client(name, arrival=TimeVarying(ConstantArrivals(), Stages(_stage_list(stages))),
+                  input=Constant(question_len), output=Constant(output_len), slo_class=slo_class,
+                  prefix_tokens=system_prompt_len, timeout_us=timeout_us, cycle=cycle,
+                  repeat_prompts=repeat_questions)
+
+
+def inference_perf_total(stages) -> int:
+    """Number of requests of constant arrivals over the stages: Σ rate·duration (floored)."""
+    return int(math.floor(sum(r * d for r, d in _stage_list(stages)) + 1e-9))
+
+
+def inference_perf_workload(num_groups: int, prompts_per_group: int, system_prompt_len: int, question_len: int,
+                            output_len: int, stages, **kw) -> Workload:
+    """A Workload of one inference-perf shared-prefix client (see inference_perf_client);
+    `stages` is a list of (rate, duration_s) or {rate, duration_s} dicts."""
+    c = inference_perf_client(num_groups, prompts_per_group, system_prompt_len, question_len, output_len,
+                              stages, **kw)
+    return Workload(clients=[c], num_requests=inference_perf_total(stages))
+
+
+# ---- BLIS workload-spec v2 ------------------------------------------------------------------------
+_TOP = {"version", "seed", "category", "aggregate_rate", "num_requests", "horizon", "clients", "cohorts",
+        "servegen_data", "inference_perf", "goodput_slo_targets"}
+_TOP_UNSUPPORTED = ("cohorts", "servegen_data")
+_CLIENT = {"id", "tenant_id", "slo_class", "model", "adapter", "rate_fraction", "concurrency", "think_time_us",
+           "arrival", "input_distribution", "output_distribution", "prefix_group", "prefix_length", "streaming",
+           "network", "lifecycle", "multimodal", "reasoning", "timeout", "slo_target_us", "closed_loop"}
+_CLIENT_UNSUPPORTED = ("lifecycle", "multimodal", "slo_target_us", "model", "adapter")
+_V1_CLASSES = {"realtime": "critical", "interactive": "standard", "": "standard"}
+
+
+class _Spec:
+    """Reads a BLIS spec mapping, naming the file and key in every error."""
+
+    def __init__(self, where: str):
+        self.where = where
+
+    def err(self, key: str, msg: str) -> ConfigError:
+        return ConfigError("trace", f"{self.where}: {key}: {msg}")
+
+    def unsupported(self, key: str) -> ConfigError:
+        return ConfigError("trace", f"{self.where}: not supported: {key}")
+
+    def mapping(self, d, key: str, allowed=None) -> dict:
+        if d is None:
+            return {}
+        if not isinstance(d, dict):
+            raise self.err(key, "must be a mapping")
+        if allowed is not None:
+            for k in d:
+                if k not in allowed:
+                    raise self.err(f"{key}.{k}" if key else str(k), "unknown field")
+        return d
+
+    def num(self, d: dict, k: str, key: str, default=None, lo=None):
+        v = d.get(k, default)
+        if v is None:
+            raise self.err(f"{key}.{k}", "required field is missing")
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise self.err(f"{key}.{k}", f"must be a number (got {v!r})")
+        if lo is not None and v < lo:
+            raise self.err(f"{key}.{k}", f"must be >= {lo} (got {v})")
+        return v
+
+    def dist(self, d, key: str):
+        d = self.mapping(d, key, {"type", "params"})
+        if not d:
+            raise self.err(key, "required field is missing")
+        kind = d.get("type")
+        p = self.mapping(d.get("params"), f"{key}.params")
+        k = f"{key}.params"
+        lo_hi = (int(p.get("min", 1)), int(p.get("max", 1 << 30)))
+        if kind == "gaussian":
+            mean, sd = self.num(p, "mean", k), self.num(p, "std_dev", k, 0.0, 0)
+            if "min" in p and p.get("min") == p.get("max"):
+                return Constant(max(1, int(p["min"])))
+            return Gaussian(float(mean), float(sd), *lo_hi)
+        if kind == "exponential":
+            return Exponential(float(self.num(p, "mean", k, lo=0)), *lo_hi)
+        if kind == "constant":
+            return Constant(max(1, int(self.num(p, "value", k, lo=0))))
+        if kind == "lognormal":
+            return LogNormal(float(self.num(p, "mu", k)), float(self.num(p, "sigma", k, lo=0)), *lo_hi)
+        if kind == "pareto_lognormal":
+            return ParetoLogNormal(*(float(self.num(p, n, k)) for n in ("alpha", "xm", "mu", "sigma", "mix_weight")),
+                                   *lo_hi)
+        if kind == "empirical":
+            try:
+                items = sorted((int(float(v)), float(pr)) for v, pr in p.items())
+            except (TypeError, ValueError):
+                raise self.err(k, "empirical params map token counts to probabilities") from None
+            if not items or sum(pr for _, pr in items) <= 0:
+                raise self.err(k, "empirical needs at least one token count with a positive probability")
+            return Empirical(tuple(v for v, _ in items), tuple(pr for _, pr in items))
+        raise self.unsupported(f"{key}.type = {kind}")
+
+    def arrival(self, d, key: str):
+        d = self.mapping(d, key, {"process", "cv", "shape", "scale"})
+        for k in ("shape", "scale"):
+            if d.get(k) is not None:
+                raise self.unsupported(f"{key}.{k}")
+        proc = d.get("process", "poisson") or "poisson"
+        cv = float(self.num(d, "cv", key, 1.0, 0.01))
+        if proc == "poisson":
+            return PoissonArrivals()
+        if proc == "constant":
+            return ConstantArrivals()
+        if proc == "gamma":
+            return GammaArrivals(None, cv)
+        if proc == "weibull":
+            if not 0.01 <= cv <= 10.4:
+                raise self.err(f"{key}.cv", "weibull cv must be in [0.01, 10.4]")
+            return WeibullArrivals(None, cv)
+        raise self.unsupported(f"{key}.process = {proc}")
+
+    def client(self, d, i: int) -> Client:
+        key = f"clients[{i}]"
+        d = self.mapping(d, key, _CLIENT)
+        for k in _CLIENT_UNSUPPORTED:
+            if d.get(k):
+                raise self.unsupported(f"{key}.{k}")
+        name = str(d.get("id") or f"client-{i}")
+        slo = d.get("slo_class") or ""
+        slo = _V1_CLASSES.get(slo, slo)
+        if slo not in PRIORITY:
+            raise self.err(f"{key}.slo_class", f"unknown class {slo!r}; use one of {list(PRIORITY)}")
+        group = str(d.get("prefix_group") or "")
+        plen = d.get("prefix_length")
+        plen = int(self.num(d, "prefix_length", key, lo=0)) if plen is not None else (50 if group else 0)
+        session = closed = None
+        think_us = d.get("think_time_us")
+        rs = self.mapping(d.get("reasoning"), f"{key}.reasoning", {"reason_ratio_distribution", "multi_turn"})
+        rr = rs.get("reason_ratio_distribution")
+        if rr is not None:
+            p = self.mapping(self.mapping(rr, f"{key}.reasoning.reason_ratio_distribution").get("params"), "p")
+            if any(float(v) != 0 for v in p.values() if isinstance(v, (int, float))):
+                raise self.unsupported(f"{key}.reasoning.reason_ratio_distribution (non-zero)")
+        mt = rs.get("multi_turn")
+        if mt is not None:
+            mk = f"{key}.reasoning.multi_turn"
+            mt = self.mapping(mt, mk, {"max_rounds", "think_time_us", "context_growth", "single_session"})
+            if mt.get("single_session"):
+                raise self.unsupported(f"{mk}.single_session")
+            growth = mt.get("context_growth") or ""
+            if growth not in ("", "accumulate"):
+                raise self.unsupported(f"{mk}.context_growth = {growth}")
+            if d.get("closed_loop") is False:
+                raise self.unsupported(f"{key}.closed_loop: false (open-loop multi-turn)")
+            session = SessionConfig(int(self.num(mt, "max_rounds", mk, lo=1)),
+                                    float(self.num(mt, "think_time_us", mk, 0, 0)) / 1e6, growth == "accumulate")
+        conc = d.get("concurrency")
+        if conc:
+            if session is not None:
+                raise self.unsupported(f"{key}.concurrency with reasoning.multi_turn")
+            closed = ClosedLoop(int(self.num(d, "concurrency", key, lo=1)),
+                                float(self.num(d, "think_time_us", key, 0, 0)) / 1e6)
+        elif think_us:
+            raise self.err(f"{key}.think_time_us", "applies to concurrency clients only")
+        timeout = d.get("timeout")
+        if timeout is None:
+            timeout_us = 300_000_000 if (session is not None or closed is not None) else 0
+        else:
+            timeout_us = int(self.num(d, "timeout", key, lo=0))
+        frac = float(self.num(d, "rate_fraction", key, 1.0))
+        if closed is None and frac <= 0:
+            raise self.err(f"{key}.rate_fraction", "must be > 0")
+        return Client(name, arrival=None if closed else self.arrival(d.get("arrival"), f"{key}.arrival"),
+                      input=self.dist(d.get("input_distribution"), f"{key}.input_distribution"),
+                      output=self.dist(d.get("output_distribution"), f"{key}.output_distribution"),
+                      rate_fraction=frac if frac > 0 else 1.0, slo_class=slo, tenant=str(d.get("tenant_id") or ""),
+                      prefix_group=group if plen else "", prefix_tokens=plen, timeout_us=timeout_us,
+                      session=session, closed_loop=closed)
+
+    def inference_perf(self, d) -> Client:
+        key = "inference_perf"
+        d = self.mapping(d, key, {"stages", "shared_prefix"})
+        stages = d.get("stages")
+        if not isinstance(stages, list) or not stages:
+            raise self.err(f"{key}.stages", "give at least one {rate, duration}")
+        st = []
+        for j, s in enumerate(stages):
+            s = self.mapping(s, f"{key}.stages[{j}]", {"rate", "duration"})
+            st.append((float(self.num(s, "rate", f"{key}.stages[{j}]", lo=0)),
+                       float(self.num(s, "duration", f"{key}.stages[{j}]", lo=0))))
+        sk = f"{key}.shared_prefix"
+        sp = self.mapping(d.get("shared_prefix"), sk,
+                          {"num_unique_system_prompts", "num_users_per_system_prompt", "num_groups",
+                           "num_prompts_per_group", "system_prompt_len", "question_len", "output_len",
+                           "enable_multi_turn_chat"})
+        if sp.get("enable_multi_turn_chat"):
+            raise self.unsupported(f"{sk}.enable_multi_turn_chat")
+        groups = sp.get("num_unique_system_prompts", sp.get("num_groups"))
+        users = sp.get("num_users_per_system_prompt", sp.get("num_prompts_per_group"))
+        if groups is None or users is None:
+            raise self.err(sk, "give num_unique_system_prompts and num_users_per_system_prompt")
+        self._ip_total = inference_perf_total(st)
+        return inference_perf_client(int(groups), int(users), int(self.num(sp, "system_prompt_len", sk, 0, 0)),
+                                     int(self.num(sp, "question_len", sk, lo=1)),
+                                     int(self.num(sp, "output_len", sk, lo=1)), st)
+
+    def workload(self, data) -> Workload:
+        if not isinstance(data, dict):
+            raise self.err("spec", "must be a YAML mapping")
+        for k in _TOP_UNSUPPORTED:
+            if data.get(k):
+                raise self.unsupported(k)
+        self.mapping(data, "", _TOP)
+        version = str(data.get("version", "2"))
+        if version not in ("1", "2"):
+            raise self.err("version", f"must be \"1\" or \"2\" (got {version!r})")
+        clients_raw = data.get("clients") or []
+        if not isinstance(clients_raw, list):
+            raise self.err("clients", "must be a list")
+        clients = [self.client(c, i) for i, c in enumerate(clients_raw)]
+        num = int(self.num(data, "num_requests", "spec", 0, 0))
+        if data.get("inference_perf") is not None:
+            clients.append(self.inference_perf(data["inference_perf"]))
+            if not num and not clients_raw:
+                num = self._ip_total
+        if not clients:
+            raise self.err("clients", "give at least one client (or inference_perf)")
+        rate = float(self.num(data, "aggregate_rate", "spec", 0.0, 0))
+        if rate <= 0 and any(c.kind == "open-loop" and c.arrival is not None and c.arrival.rate is None
+                             and not isinstance(c.arrival, TimeVarying) for c in clients):
+            raise self.err("aggregate_rate", "must be > 0 (absolute-rate lifecycle windows are not supported)")
+        targets = {}
+        for cls, t in self.mapping(data.get("goodput_slo_targets"), "goodput_slo_targets").items():
+            t = self.mapping(t, f"goodput_slo_targets.{cls}", {"ttft_ms", "itl_ms", "e2e_ms"})
+            targets[str(cls)] = {k: float(self.num(t, k, f"goodput_slo_targets.{cls}", lo=0)) for k in t}
+        return Workload(clients=clients, num_requests=num,
+                        horizon_us=int(self.num(data, "horizon", "spec", 0, 0)), rate=rate, slo_targets=targets)
+
+
+def from_blis_spec(data: dict, where: str = "spec") -> Workload:
+    """A Workload from a parsed BLIS workload-spec (v2, or v1 with its class names upgraded).
+    Unsupported parts (cohorts, lifecycle windows, multimodal, …) raise ConfigError naming the key."""
+    return _Spec(where).workload(data)
+
+
+def load_blis_spec(path: str | Path) -> Workload:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError("trace", f"no such file: {p}")
+    text = p.read_text()
+    if not text.strip():
+        raise ConfigError("trace", f"{p}: empty file")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError("trace", f"{p}{where}: not valid YAML") from None
+    return from_blis_spec(data, str(p))

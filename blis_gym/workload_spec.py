@@ -1,0 +1,436 @@
+"""The `workload:` section of a scenario: pydantic models and `build_workload`.
+
+Forms (they combine: a trace or inference_perf plus extra `clients`):
+
+- single client (backward compatible): `rate, arrival, input, output, prefix_tokens, num_requests,
+  horizon_s, timeout_s, slo_class` (+ `tenant, prefix_group, session, closed_loop`);
+- several clients: `rate` (aggregate req/s) and `clients: [{name, rate_fraction, input, output,
+  slo_class, tenant, prefix_group, prefix_tokens, timeout_s, arrival, rate, session,
+  closed_loop}]`; a client's unset fields default to the workload-level ones. A client without
+  its own `rate` (or arrival profile) gets rate·rate_fraction/Σrate_fraction;
+- `arrival: {process: poisson|constant|gamma|weibull, cv, stages | diurnal | spike}`: at workload
+  level a profile gives the aggregate rate over time (split by fractions); in a client it gives
+  that client's own rates;
+- `trace: {path, format: csv|azure|blis-v2}` (path relative to the scenario's folder);
+- `inference_perf: {num_groups, prompts_per_group, system_prompt_len, question_len, output_len,
+  stages: [{rate, duration_s}]}`;
+- `slo_targets: {class: {ttft_ms, itl_ms, e2e_ms}}` and `priorities: {class: int}` overrides.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ConfigError
+from .sim.workload import distributions as d
+from .sim.workload.builders import inference_perf_client, inference_perf_total
+from .sim.workload.source import PRIORITY, Client, ClosedLoop, SessionConfig, Workload
+from .sim.workload.traces import load_trace
+
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Ranged(_Strict):
+    """A length distribution clamped to [min, max]."""
+    min: PositiveInt = 1
+    max: PositiveInt = 1 << 30
+
+    @model_validator(mode="after")
+    def _range(self):
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
+        return self
+
+
+# ---- lengths --------------------------------------------------------------------------------
+class ConstantLen(_Strict):
+    dist: Literal["constant"]
+    value: PositiveInt
+
+
+class GaussianLen(_Ranged):
+    dist: Literal["gaussian"]
+    mean: PositiveFloat
+    std: NonNegFloat = 0.0
+
+
+class ExponentialLen(_Ranged):
+    dist: Literal["exponential"]
+    mean: PositiveFloat
+
+
+class LogNormalLen(_Ranged):
+    """round(exp(mu + sigma·Z)) tokens."""
+    dist: Literal["lognormal"]
+    mu: float
+    sigma: NonNegFloat
+
+
+class EmpiricalLen(_Strict):
+    """pmf: {tokens: probability} (normalised)."""
+    dist: Literal["empirical"]
+    pmf: dict[PositiveInt, NonNegFloat]
+
+    @model_validator(mode="after")
+    def _mass(self):
+        if not self.pmf or sum(self.pmf.values()) <= 0:
+            raise ValueError("pmf needs at least one token count with a positive probability")
+        return self
+
+
+LengthSpec = Annotated[ConstantLen | GaussianLen | ExponentialLen | LogNormalLen | EmpiricalLen,
+                       Field(discriminator="dist")]
+
+
+def length(spec):
+    if spec.dist == "constant":
+        return d.Constant(spec.value)
+    if spec.dist == "gaussian":
+        return d.Gaussian(spec.mean, spec.std, spec.min, spec.max)
+    if spec.dist == "exponential":
+        return d.Exponential(spec.mean, spec.min, spec.max)
+    if spec.dist == "lognormal":
+        return d.LogNormal(spec.mu, spec.sigma, spec.min, spec.max)
+    items = sorted(spec.pmf.items())
+    return d.Empirical(tuple(k for k, _ in items), tuple(v for _, v in items))
+
+
+# ---- think times (seconds) --------------------------------------------------------------------
+class ThinkDist(_Strict):
+    """constant (value) | exponential (mean) | gaussian (mean, std) | lognormal (mu, sigma of ln s)
+    | uniform (min, max); min/max clamp. All in seconds."""
+    dist: Literal["constant", "exponential", "gaussian", "lognormal", "uniform"]
+    value: NonNegFloat = 0.0
+    mean: NonNegFloat = 0.0
+    std: NonNegFloat = 0.0
+    mu: float = 0.0
+    sigma: NonNegFloat = 0.0
+    min: NonNegFloat = 0.0
+    max: NonNegFloat | None = None
+
+    @model_validator(mode="after")
+    def _ok(self):
+        if self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
+        if self.dist == "uniform" and self.max is None:
+            raise ValueError("uniform needs max")
+        return self
+
+    def build(self) -> d.ThinkTime:
+        return d.ThinkTime(self.dist, self.value, self.mean, self.std, self.mu, self.sigma, self.min,
+                           float("inf") if self.max is None else self.max)
+
+
+ThinkSpec = Union[NonNegFloat, ThinkDist]
+
+
+def think(spec) -> d.ThinkTime:
+    return spec.build() if isinstance(spec, ThinkDist) else d.ThinkTime.of(spec)
+
+
+# ---- arrivals ---------------------------------------------------------------------------------
+class StageSpec(_Strict):
+    rate: NonNegFloat
+    duration_s: PositiveFloat
+
+
+class DiurnalSpec(_Strict):
+    """rate(t) = mean·(1 + amplitude·sin(2π(t − peak_offset_s)/period_s)); mean defaults to the rate."""
+    amplitude: Annotated[float, Field(ge=0, le=1)]
+    period_s: PositiveFloat = 86400.0
+    peak_offset_s: float = 0.0
+    mean: PositiveFloat | None = None
+
+
+class SpikeWindowSpec(_Strict):
+    start_s: NonNegFloat
+    duration_s: PositiveFloat
+    rate: NonNegFloat
+
+
+class SpikeSpec(_Strict):
+    """The base rate (defaults to the rate), replaced by each window's rate inside it."""
+    base_rate: NonNegFloat | None = None
+    windows: Annotated[list[SpikeWindowSpec], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _no_overlap(self):
+        ws = sorted((w.start_s, w.start_s + w.duration_s) for w in self.windows)
+        for (_, e), (s, _) in zip(ws, ws[1:]):
+            if s < e:
+                raise ValueError("spike windows must not overlap")
+        return self
+
+
+class ArrivalSpec(_Strict):
+    process: Literal["poisson", "constant", "gamma", "weibull"] = "poisson"
+    cv: PositiveFloat | None = None
+    stages: Annotated[list[StageSpec], Field(min_length=1)] | None = None
+    diurnal: DiurnalSpec | None = None
+    spike: SpikeSpec | None = None
+
+    @model_validator(mode="after")
+    def _ok(self):
+        if sum(x is not None for x in (self.stages, self.diurnal, self.spike)) > 1:
+            raise ValueError("give at most one of stages, diurnal and spike")
+        if self.cv is not None and self.process not in ("gamma", "weibull"):
+            raise ValueError(f"cv applies to gamma and weibull arrivals, not {self.process}")
+        if self.process == "weibull" and self.cv is not None and not 0.01 <= self.cv <= 10.4:
+            raise ValueError("weibull cv must be in [0.01, 10.4]")
+        return self
+
+    @property
+    def has_profile(self) -> bool:
+        return self.stages is not None or self.diurnal is not None or self.spike is not None
+
+    def shape(self, rate: float | None = None):
+        return d.make_arrivals(self.process, rate, self.cv)
+
+    def profile(self, rate: float | None, where: str):
+        """The rate profile (None without one); diurnal/spike default to `rate`."""
+        if self.stages is not None:
+            return d.Stages([(s.rate, s.duration_s) for s in self.stages])
+        if self.diurnal is not None:
+            mean = self.diurnal.mean or rate
+            if not mean:
+                raise ConfigError(f"{where}.diurnal.mean", "give a mean (or a rate)")
+            return d.Diurnal(mean, self.diurnal.amplitude, self.diurnal.period_s, self.diurnal.peak_offset_s)
+        if self.spike is not None:
+            base = self.spike.base_rate if self.spike.base_rate is not None else rate
+            if base is None:
+                raise ConfigError(f"{where}.spike.base_rate", "give a base_rate (or a rate)")
+            return d.Spike(base, [(w.start_s, w.duration_s, w.rate) for w in self.spike.windows])
+        return None
+
+
+# ---- sessions, closed loops, traces, inference-perf --------------------------------------------
+class SessionSpec(_Strict):
+    turns: PositiveInt
+    think_time_s: ThinkSpec = 0.0
+    accumulate: bool = True
+
+
+class ClosedLoopSpec(_Strict):
+    users: PositiveInt
+    think_time_s: ThinkSpec = 0.0
+
+
+class TraceSpec(_Strict):
+    path: str
+    format: Literal["csv", "azure", "blis-v2"] = "csv"
+
+
+class InferencePerfSpec(_Strict):
+    num_groups: PositiveInt
+    prompts_per_group: PositiveInt
+    system_prompt_len: Annotated[int, Field(ge=0)]
+    question_len: PositiveInt
+    output_len: PositiveInt
+    stages: Annotated[list[StageSpec], Field(min_length=1)]
+    repeat_questions: bool = False       # True: one fixed question per (group, prompt) user
+    slo_class: str = "standard"
+
+
+class SloTargetSpec(_Strict):
+    ttft_ms: PositiveFloat | None = None
+    itl_ms: PositiveFloat | None = None
+    e2e_ms: PositiveFloat | None = None
+
+
+class ClientSpec(_Strict):
+    name: str
+    rate_fraction: PositiveFloat = 1.0
+    rate: PositiveFloat | None = None           # absolute req/s for this client (ignores fractions)
+    arrival: ArrivalSpec | None = None
+    input: LengthSpec | None = None
+    output: LengthSpec | None = None
+    slo_class: str | None = None
+    tenant: str | None = None
+    prefix_group: str = ""
+    prefix_tokens: Annotated[int, Field(ge=0)] = 0
+    timeout_s: NonNegFloat | None = None
+    session: SessionSpec | None = None
+    closed_loop: ClosedLoopSpec | None = None
+
+    @model_validator(mode="after")
+    def _ok(self):
+        if not self.name.strip():
+            raise ValueError("name must not be empty")
+        if self.session is not None and self.closed_loop is not None:
+            raise ValueError("give session or closed_loop, not both")
+        return self
+
+
+class WorkloadSpec(_Strict):
+    rate: PositiveFloat | None = Field(None, description="requests per second (aggregate)")
+    arrival: ArrivalSpec = ArrivalSpec()
+    input: LengthSpec | None = None
+    output: LengthSpec | None = None
+    prefix_tokens: Annotated[int, Field(ge=0)] = 0
+    prefix_group: str = ""
+    num_requests: PositiveInt | None = None
+    horizon_s: PositiveFloat | None = None
+    timeout_s: NonNegFloat = 300.0
+    slo_class: str = "standard"
+    tenant: str = ""
+    session: SessionSpec | None = None
+    closed_loop: ClosedLoopSpec | None = None
+    clients: Annotated[list[ClientSpec], Field(min_length=1)] | None = None
+    trace: TraceSpec | None = None
+    inference_perf: InferencePerfSpec | None = None
+    slo_targets: dict[str, SloTargetSpec] = {}
+    priorities: dict[str, int] = {}
+
+    @model_validator(mode="after")
+    def _ok(self):
+        classes = {**PRIORITY, **self.priorities}
+        used = [("slo_class", self.slo_class)] + [(f"clients.{c.name}.slo_class", c.slo_class)
+                                                  for c in self.clients or [] if c.slo_class is not None]
+        if self.inference_perf is not None:
+            used.append(("inference_perf.slo_class", self.inference_perf.slo_class))
+        for where, cls in used + [(f"slo_targets.{k}", k) for k in self.slo_targets]:
+            if cls not in classes:
+                raise ValueError(f"{where}: unknown SLO class {cls!r}; use one of {list(classes)}")
+        names = [c.name for c in self.clients or []]
+        if len(set(names)) != len(names):
+            raise ValueError("client names must be unique")
+        single = self.clients is None and self.trace is None and self.inference_perf is None
+        if single:
+            if self.input is None or self.output is None:
+                raise ValueError("give input and output (or clients, trace or inference_perf)")
+            if self.rate is None and not self.arrival.has_profile and self.closed_loop is None:
+                raise ValueError("give a rate (or arrival stages/diurnal/spike, or closed_loop)")
+        else:
+            if self.session is not None or self.closed_loop is not None:
+                raise ValueError("with clients, trace or inference_perf, put session/closed_loop in a client")
+        for c in self.clients or []:
+            if (c.input or self.input) is None or (c.output or self.output) is None:
+                raise ValueError(f"clients.{c.name}: give input and output (here or at workload level)")
+            own = c.rate is not None or (c.arrival is not None and c.arrival.has_profile)
+            if not own and c.closed_loop is None and self.rate is None and not self.arrival.has_profile:
+                raise ValueError(f"clients.{c.name}: no rate: give the workload a rate or the client one")
+        if self.num_requests is None and self.horizon_s is None and not self._finite():
+            raise ValueError("give num_requests or horizon_s (or both)")
+        return self
+
+    def _finite(self) -> bool:
+        """Whether the workload ends by itself (then num_requests/horizon_s may be omitted)."""
+        def open_finite(arrival: ArrivalSpec | None, closed) -> bool:
+            if closed is not None:
+                return False
+            a = arrival if arrival is not None and arrival.has_profile else self.arrival
+            return a.stages is not None
+        if self.clients is None and self.trace is None and self.inference_perf is None:
+            return open_finite(self.arrival, self.closed_loop)
+        return all(open_finite(c.arrival, c.closed_loop) for c in self.clients or [])
+
+
+# ---- building ---------------------------------------------------------------------------------
+def _client(spec: WorkloadSpec, c: ClientSpec, where: str) -> Client:
+    w_shape = spec.arrival
+    a = c.arrival
+    shape_spec = a if a is not None else w_shape
+    if a is not None and a.has_profile:
+        arrival = d.TimeVarying(a.shape(), a.profile(c.rate, where + ".arrival"))
+    elif c.rate is not None:
+        arrival = shape_spec.shape(c.rate)
+    else:
+        arrival = shape_spec.shape(None)            # a share of the workload's rate or profile
+    sess = c.session
+    cl = c.closed_loop
+    timeout = spec.timeout_s if c.timeout_s is None else c.timeout_s
+    group = c.prefix_group or ("shared" if c.prefix_tokens and c.name == "default" else "")
+    return Client(
+        name=c.name, arrival=None if cl else arrival,
+        input=length(c.input or spec.input), output=length(c.output or spec.output),
+        rate_fraction=c.rate_fraction, slo_class=c.slo_class or spec.slo_class,
+        tenant=spec.tenant if c.tenant is None else c.tenant,
+        prefix_group=group, prefix_tokens=c.prefix_tokens, timeout_us=int(round(timeout * 1e6)),
+        session=SessionConfig(sess.turns, think(sess.think_time_s), sess.accumulate) if sess else None,
+        closed_loop=ClosedLoop(cl.users, think(cl.think_time_s)) if cl else None)
+
+
+def build_workload(spec: WorkloadSpec, base_dir: Path | str = ".") -> Workload:
+    """The simulator's Workload for a validated spec; trace paths are relative to base_dir."""
+    clients: list[Client] = []
+    num = spec.num_requests or 0
+    targets: dict[str, dict[str, float]] = {}
+    priorities = {**PRIORITY, **spec.priorities}
+    rate = spec.rate or 0.0
+    profile = spec.arrival.profile(spec.rate, "workload.arrival")
+    if spec.trace is not None:
+        p = Path(spec.trace.path)
+        if not p.is_absolute():
+            p = Path(base_dir) / p
+        tw = load_trace(p, spec.trace.format, timeout_us=int(round(spec.timeout_s * 1e6))) \
+            if spec.trace.format != "blis-v2" else load_trace(p, "blis-v2")
+        if spec.trace.format != "blis-v2":
+            c = tw.clients[0]
+            c.slo_class, c.tenant = spec.slo_class, spec.tenant
+        clients += tw.clients
+        num = num or tw.num_requests
+        targets.update(tw.slo_targets)
+        if tw.rate:
+            if spec.rate is not None or profile is not None:
+                raise ConfigError("workload.rate", "a blis-v2 trace has its own aggregate_rate")
+            rate = tw.rate
+        horizon = tw.horizon_us
+    else:
+        horizon = 0
+    if spec.inference_perf is not None:
+        ip = spec.inference_perf
+        stages = [(s.rate, s.duration_s) for s in ip.stages]
+        clients.append(inference_perf_client(ip.num_groups, ip.prompts_per_group, ip.system_prompt_len,
+                                             ip.question_len, ip.output_len, stages,
+                                             repeat_questions=ip.repeat_questions, slo_class=ip.slo_class,
+                                             timeout_us=int(round(spec.timeout_s * 1e6))))
+        if spec.num_requests is None and spec.trace is None and spec.clients is None:
+            num = inference_perf_total(stages)
+    if spec.clients is not None:
+        clients += [_client(spec, c, f"workload.clients.{c.name}") for c in spec.clients]
+    elif spec.trace is None and spec.inference_perf is None:
+        single = ClientSpec(name="default", prefix_group=spec.prefix_group, prefix_tokens=spec.prefix_tokens,
+                            session=spec.session, closed_loop=spec.closed_loop)
+        if profile is None and spec.rate is not None:
+            # the original single-client form: the process at the workload's rate
+            single = single.model_copy(update={"rate": spec.rate})
+        clients.append(_client(spec, single, "workload"))
+    for k, t in spec.slo_targets.items():
+        targets[k] = {m: v for m, v in t.model_dump().items() if v is not None}
+    w = Workload(clients=clients, num_requests=num,
+                 horizon_us=int(round(spec.horizon_s * 1e6)) if spec.horizon_s else horizon,
+                 priorities=priorities, rate=rate, profile=profile, slo_targets=targets)
+    w.validate()
+    return w
+
+
+# ---- parsing with one clear error -------------------------------------------------------------------
+_TAGS = ("constant", "gaussian", "exponential", "lognormal", "empirical", "ThinkDist", "float")
+
+
+def parse_workload(data) -> WorkloadSpec:
+    """Validate a `workload:` mapping, raising one ConfigError naming the field."""
+    if not isinstance(data, dict):
+        raise ConfigError("workload", "must be a mapping of fields")
+    try:
+        return WorkloadSpec.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p in _TAGS))
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        elif err["type"] == "literal_error":
+            msg = f"{msg} (got {err.get('input')!r})"
+        msg = msg.removeprefix("Value error, ")
+        raise ConfigError("workload" + (f".{loc}" if loc else ""), msg) from None
