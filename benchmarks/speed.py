@@ -25,6 +25,13 @@ sys.path.insert(0, str(ROOT))
 # workload name -> (scenario file, overrides applied to the parsed YAML)
 WORKLOADS: dict[str, tuple[str, dict]] = {
     "single-10k": ("scenarios/single-10k.yaml", {}),
+    "cluster-4x-10k": ("scenarios/cluster-4x-10k.yaml", {}),
+    "cluster-4x-100k-overload": ("scenarios/cluster-4x-10k.yaml",
+                                 {"name": "cluster-4x-100k-overload",
+                                  "workload": {"rate": 100, "arrival": {"process": "constant"},
+                                               "input": {"dist": "gaussian", "mean": 512, "std": 256, "min": 2, "max": 7000},
+                                               "output": {"dist": "gaussian", "mean": 512, "std": 256, "min": 2, "max": 7000},
+                                               "num_requests": 100000}}),
 }
 
 
