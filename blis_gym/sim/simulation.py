@@ -24,6 +24,9 @@ class InstanceConfig:
     engine: EngineConfig
     step_model: object
     total_kv_blocks: int
+    role: str = "both"                      # both | prefill | decode
+    pool: str = "default"
+    kv_bytes_per_token: int = 0             # per GPU; sizes P/D KV transfers
 
 
 @dataclass
@@ -45,8 +48,7 @@ class Simulation:
         self.loop = EventLoop()
         self.streams = Streams(cfg.seed)
         self.metrics = Metrics()
-        self.instances = [Instance(ic.name, self.loop, ic.engine, ic.step_model, ic.total_kv_blocks, self)
-                          for ic in cfg.instances]
+        self.instances = [self._instance(ic) for ic in cfg.instances]
         # A Workload description, or any ready source with next() / exhausted() / finished().
         w = cfg.workload
         self.source = w if hasattr(w, "next") else WorkloadSource(w, self.streams)
@@ -63,6 +65,13 @@ class Simulation:
         self._next_arrival()
         if cfg.sample_interval_us > 0:
             self.loop.at(0, P_SAMPLE, self._sample)
+
+    def _instance(self, ic: InstanceConfig) -> Instance:
+        inst = Instance(ic.name, self.loop, ic.engine, ic.step_model, ic.total_kv_blocks, self)
+        inst.role = ic.role
+        inst.pool = ic.pool
+        inst.kv_bytes_per_token = ic.kv_bytes_per_token
+        return inst
 
     # ---- request path -----------------------------------------------------------------
     def _next_arrival(self) -> None:
@@ -100,11 +109,13 @@ class Simulation:
     def dispatch(self, r: Request, inst: Instance, now: int) -> None:
         """Send r to `inst`: after the instance's queueing overhead α0 it joins the queue."""
         r.instance = inst
-        self.in_transit += 1
+        if r.parent is None:
+            self.in_transit += 1
         self.loop.at(now + inst.model.queueing_us, P_ENQUEUE, self._enqueue, r)
 
     def _enqueue(self, r: Request, now: int) -> None:
-        self.in_transit -= 1
+        if r.parent is None:
+            self.in_transit -= 1
         if r.state is not State.CREATED:        # timed out during the queueing overhead
             return
         r.instance.enqueue(r, now)
@@ -119,15 +130,21 @@ class Simulation:
             r.instance.abort(r, now)
         elif r.state is State.GATEWAY:
             self.gateway.withdraw(r)
+        elif r.state is State.TRANSFER:
+            self.gateway.cancel_pd(r, now)
         r.reason = "client deadline"
         self._final(r, State.TIMED_OUT, now)
 
     # ---- sink: called by instances ----------------------------------------------------
     def first_token(self, r: Request, now: int) -> None:
-        if self.gateway is not None:
+        if self.gateway is not None and r.parent is None:
             self.gateway.first_token(r)
 
     def completed(self, r: Request, now: int) -> None:
+        if r.parent is not None:                # a P/D prefill leg: its KV is ready to move
+            r.state = State.COMPLETED
+            self.gateway.leg_done(r, now, True)
+            return
         m = r.instance.model
         done = now + r.output_len * m.output_token_us + m.post_decode_us
         e2e = done - r.arrival
@@ -135,8 +152,15 @@ class Simulation:
         r.finished = done
         self._final(r, State.COMPLETED, now, e2e, decode)
 
+    def fail(self, r: Request, now: int, state: State) -> None:
+        self._final(r, state, now)
+
     def dropped(self, r: Request, now: int, reason: str) -> None:
         r.reason = reason
+        if r.parent is not None:
+            r.state = State.DROPPED
+            self.gateway.leg_done(r, now, False)
+            return
         self.drop_reasons[reason] = self.drop_reasons.get(reason, 0) + 1
         self._final(r, State.DROPPED, now)
 
@@ -191,14 +215,20 @@ class Simulation:
             return self.cfg.horizon_us
         return self._last_time
 
+    def in_instances(self) -> tuple[int, int]:
+        """Requests waiting and running in instances (P/D prefill legs excluded)."""
+        queued = sum(1 for i in self.instances for r in i.waiting if r.parent is None)
+        running = sum(1 for i in self.instances for r in i.running if r.parent is None)
+        return queued, running
+
     # ---- checks -----------------------------------------------------------------------
     def check(self, now: int) -> None:
         """The invariants of DESIGN.md: conservation, timestamp order, KV accounting."""
-        queued = sum(len(i.waiting) for i in self.instances)
-        running = sum(len(i.running) for i in self.instances)
+        queued, running = self.in_instances()
         gw = self.gateway.queued() if self.gateway is not None else 0
-        assert self.injected == self.finished + queued + running + self.in_transit + gw, \
-            (self.injected, self.finished, queued, running, self.in_transit, gw)
+        pd = self.gateway.pd_active if self.gateway is not None else 0
+        assert self.injected == self.finished + queued + running + self.in_transit + gw + pd, \
+            (self.injected, self.finished, queued, running, self.in_transit, gw, pd)
         for inst in self.instances:
             held = 0
             holders: dict[int, int] = {}
@@ -229,11 +259,13 @@ class Simulation:
         out = {"scenario": self.cfg.name, "seed": self.cfg.seed, "duration_s": round(dur_s, 6)}
         out.update(latency_block(a, everything, dur_s, hist))
         out["injected_requests"] = self.injected
+        queued, running = self.in_instances()
         out.update({
-            "still_queued": sum(len(i.waiting) for i in self.instances),
-            "still_running": sum(len(i.running) for i in self.instances),
+            "still_queued": queued,
+            "still_running": running,
             "still_in_transit": self.in_transit,
             "still_in_gateway": self.gateway.queued() if self.gateway is not None else 0,
+            "still_in_pd_transfer": self.gateway.pd_active if self.gateway is not None else 0,
             "preemption_count": int(sum(i.preemptions for i in self.instances)),
             "prefix_cache_hit_rate": round(hit / query, 6) if query else 0.0,
             "drop_reasons": dict(sorted(self.drop_reasons.items())),

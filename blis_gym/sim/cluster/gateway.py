@@ -10,8 +10,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..core import P_ROUTE, P_TICK
-from ..engine import Request, State
-from .signals import HTTP_UNAVAILABLE, REASON_NO_ENDPOINTS, REASON_TTL_EXPIRED, HTTP_TOO_MANY, PodSignals
+from ..engine import BLOCK_SIZE, Request, State
+from .signals import HTTP_TOO_MANY, HTTP_UNAVAILABLE, REASON_NO_ENDPOINTS, REASON_TTL_EXPIRED, PodSignals
+from .transfer import Transfers
+
+
+class PDState:
+    """Bookkeeping of one disaggregated request."""
+    __slots__ = ("leg", "decode", "prefill", "transfer_start", "transfer_us", "cancelled")
+
+    def __init__(self, leg: Request, decode: int, prefill: int):
+        self.leg = leg
+        self.decode = decode
+        self.prefill = prefill
+        self.transfer_start = -1
+        self.transfer_us = -1
+        self.cancelled = False
 
 
 @dataclass
@@ -23,6 +37,12 @@ class GatewayConfig:
     dispatch_tick_us: int = 1_000           # flow-control dispatch cycle
     saturation: object | None = None        # callable(pods, now) -> float, for flow-control dispatch
     trace_decisions: bool = False
+    # P/D disaggregation (used when some pods have role "prefill")
+    prefill_router: object | None = None    # Router of the prefill profile
+    decider: object | None = None           # PDDecider: disaggregate(req, cached_tokens) -> bool
+    transfer_bandwidth_gb_s: float = 25.0   # per-GPU NIC (NIXL RDMA)
+    transfer_base_latency_us: int = 50
+    transfer_contention: bool = True
     extra: dict = field(default_factory=dict)
 
 
@@ -47,7 +67,18 @@ class Gateway:
         self.loop = sim.loop
         self.cfg = cfg
         self.instances = sim.instances
-        self.pods = [PodSignals(i, inst.name, num_kv_blocks=inst.kv.total) for i, inst in enumerate(self.instances)]
+        self.pods = [PodSignals(i, inst.name, role=inst.role, num_kv_blocks=inst.kv.total)
+                     for i, inst in enumerate(self.instances)]
+        self.pd_mode = any(p.role == "prefill" for p in self.pods)
+        self.decode_pods = [p for p in self.pods if p.role != "prefill"]
+        self.prefill_pods = [p for p in self.pods if p.role != "decode"]
+        self.prefill_router = cfg.prefill_router
+        self.decider = cfg.decider
+        self.pd_decided = 0
+        self.pd_disaggregated = 0
+        self.pd_active = 0
+        self.transfers = Transfers(self.loop, cfg.transfer_bandwidth_gb_s * 1e3, cfg.transfer_base_latency_us,
+                                   cfg.transfer_contention, self._transfer_done)
         self.admission = cfg.admission
         self.router = cfg.router
         self.fc = cfg.flow_control
@@ -102,13 +133,100 @@ class Gateway:
         pods = self.signals(now)
         ctx = self.ctx
         ctx.now = now
+        if self.pd_mode:
+            pods = self.decode_pods
         if self.decisions is not None:
             self.decisions.append((now, r.id, self.router.scores(r, pods, ctx)))
         i = self.router.pick(r, pods, ctx)
         if i is None:
             self.reject(r, now, HTTP_UNAVAILABLE, REASON_NO_ENDPOINTS)
             return
+        if self.pd_mode and self._disaggregate(r, i):
+            p = self.prefill_router.pick(r, self.prefill_pods, ctx)
+            if p is not None:
+                self.send_pd(r, i, p, now)
+                return
         self.send(r, i, now)
+
+    # ---- P/D ----------------------------------------------------------------------------
+    def cached_tokens(self, r: Request, i: int) -> int:
+        """Prompt tokens the decode profile believes pod i holds: its approximate prefix index
+        (llm-d's decider reads it), or the real cache without one."""
+        prefix = getattr(self.router, "prefix", None)
+        if prefix is not None:
+            m = prefix.matches(r, [self.pods[i]], self.ctx)[0]
+            return m * (BLOCK_SIZE if prefix.precise else prefix.block_size)
+        return self.ctx.cached_blocks(r, i) * BLOCK_SIZE
+
+    def _disaggregate(self, r: Request, i: int) -> bool:
+        self.pd_decided += 1
+        return bool(self.decider.disaggregate(r, self.cached_tokens(r, i)))
+
+    def send_pd(self, r: Request, decode: int, prefill: int, now: int) -> None:
+        """Disaggregate: a prefill leg (max_tokens = 1) on pod `prefill`, then the KV moves to
+        pod `decode`, which continues from the first token."""
+        self.pd_disaggregated += 1
+        self.pd_active += 1
+        self.router.observe(r, decode, self.ctx)
+        self.prefill_router.observe(r, prefill, self.ctx)
+        leg = Request(r.id, now, r.input_len, 1, r.content, slo_class=r.slo_class, priority=r.priority,
+                      tenant=r.tenant, client=r.client)
+        leg.parent = r
+        r.pd = PDState(leg, decode, prefill)
+        r.state = State.TRANSFER
+        d, p = self.pods[decode], self.pods[prefill]
+        d.in_flight += 1
+        d.in_flight_tokens += r.input_len
+        p.in_flight += 1
+        p.in_flight_tokens += r.input_len
+        if self.decisions is not None:
+            t, rid, scores = self.decisions[-1]
+            self.decisions[-1] = (t, rid, scores, decode)
+        self.sim.dispatch(leg, self.instances[prefill], now)
+
+    def leg_done(self, leg: Request, now: int, ok: bool) -> None:
+        """The prefill leg ended: start the KV transfer (or fail the request)."""
+        r = leg.parent
+        st = r.pd
+        p = self.pods[st.prefill]
+        p.in_flight -= 1
+        p.in_flight_tokens -= r.input_len
+        if st.cancelled:
+            return
+        if r.scheduled < 0:
+            r.scheduled = leg.scheduled
+        if not ok:
+            self.pd_active -= 1
+            r.reason = leg.reason
+            self.sim.fail(r, now, State.DROPPED)
+            return
+        src = self.instances[st.prefill]
+        nbytes = -(-r.input_len // BLOCK_SIZE) * BLOCK_SIZE * src.kv_bytes_per_token
+        st.transfer_start = now
+        self.transfers.start(st.prefill, nbytes, r, now)
+
+    def _transfer_done(self, r: Request, now: int) -> None:
+        st = r.pd
+        self.pd_active -= 1
+        if st.cancelled:
+            return
+        st.transfer_us = now - st.transfer_start
+        r.remote = True
+        r.state = State.CREATED
+        self.sim.dispatch(r, self.instances[st.decode], now)
+
+    def cancel_pd(self, r: Request, now: int) -> None:
+        """The client gave up while the request was in its prefill leg or transfer."""
+        st = r.pd
+        st.cancelled = True
+        self.pd_active -= 1
+        leg = st.leg
+        if leg.state in (State.CREATED, State.QUEUED, State.RUNNING):
+            if leg.state is not State.CREATED:
+                leg.instance.abort(leg, now)
+            leg.state = State.TIMED_OUT
+            self.leg_done(leg, now, False)
+        r.instance = self.instances[st.decode]
 
     def send(self, r: Request, i: int, now: int) -> None:
         """Dispatch to pod i (the router's or an agent's choice); updates router state."""

@@ -332,13 +332,21 @@ class Instance:
                 break
             hit = kv.cached_prefix_blocks(r)
             start = hit * BLOCK_SIZE
-            n = r.target - start
-            if thr and n > thr:
-                n = thr
-            if n > budget:
-                n = budget
-            if not kv.admit(r, hit, n):
-                break
+            if r.remote:
+                # P/D: the prompt's KV came from a prefill pod; only the last prompt token is
+                # recomputed here (to sample the first output token).
+                if not kv.admit(r, hit, r.target - start):
+                    break
+                r.remote = False
+                start, n = r.target - 1, 1
+            else:
+                n = r.target - start
+                if thr and n > thr:
+                    n = thr
+                if n > budget:
+                    n = budget
+                if not kv.admit(r, hit, n):
+                    break
             waiting.pop()
             r.state = State.RUNNING
             r.computed = start

@@ -116,7 +116,7 @@ class Request:
         "tenant", "client", "session", "turn", "deadline", "state", "reason",
         # engine bookkeeping
         "instance", "computed", "chunk", "target", "generated", "base", "gen", "seq",
-        "shared_blocks", "rehash", "hit_blocks", "kv_content",
+        "shared_blocks", "rehash", "hit_blocks", "kv_content", "parent", "remote", "pd",
         # timestamps and counters for metrics
         "enqueued", "scheduled", "first_token", "finished", "preemptions",
     )
@@ -145,6 +145,9 @@ class Request:
         self.generated = 0                # output tokens emitted so far
         self.seq = 0                      # admission order on its instance
         self.kv_content = content         # content covering the tokens it will hold in KV
+        self.parent = None                # P/D: the request this prefill leg works for
+        self.remote = False               # P/D: its prompt's KV arrives from a prefill pod
+        self.pd = None                    # P/D: bookkeeping of a disaggregated request
         self.base = 0                     # decoding: tokens in KV = base + instance tick
         self.gen = 0                      # bumped on preemption/finish: invalidates stale events
         self.shared_blocks: list[int] = []  # hashes of referenced published blocks (a prefix of its blocks)
