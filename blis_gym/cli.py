@@ -62,6 +62,9 @@ def run(scenario: Path | None, seed: int | None, out_dir: Path | None, quiet: bo
     sim.metrics.write_requests_csv(out_dir / "requests.csv")
     sim.metrics.write_timeseries_csv(out_dir / "timeseries.csv")
     written = ["summary.json", "requests.csv", "timeseries.csv"]
+    if sim.pools:
+        sim.metrics.write_pools_csv(out_dir / "pools.csv")
+        written.append("pools.csv")
     if sim.gateway is not None and sim.gateway.decisions is not None:
         _write_decisions(sim.gateway, out_dir / "decisions.csv")
         written.append("decisions.csv")
@@ -135,3 +138,101 @@ def _fmt(v) -> str:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+# ---- fidelity: validate against measured vLLM runs, calibrate the step-time model ----------------
+def _progress_cb(bar, task):
+    def cb(done, total, label=""):
+        bar.update(task, completed=done, total=total, description=str(label))
+    return cb
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results/validate"),
+              show_default=True, help="Output folder for validation.csv, summary.json and validation.svg.")
+@click.option("--calibration", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Coefficients file (default: the bundled blis_gym/data/calibrated.yaml).")
+@click.option("--stage-cap", "stage_cap_s", type=float, default=None,
+              help="Cut every load stage to this many seconds (faster, approximate).")
+@click.option("--only", multiple=True, help="Only these exp_id values (repeatable).")
+@click.option("--model", default=None, help="Per-request trace: model (default: from *_meta.json).")
+@click.option("--hardware", default=None, help="Per-request trace: GPU (default: from *_meta.json).")
+@click.option("--tp", type=int, default=None, help="Per-request trace: tensor-parallel degree.")
+@click.option("--kv-blocks", "kv_blocks", type=int, default=None, help="Per-request trace: KV blocks.")
+@click.option("--max-num-seqs", type=int, default=None, help="Per-request trace: vLLM max_num_seqs.")
+@click.option("--max-num-batched-tokens", type=int, default=None, help="Per-request trace: token budget.")
+@click.option("--quiet", is_flag=True, help="No progress bar and no table.")
+def validate(file: Path, out_dir: Path, calibration: Path | None, stage_cap_s: float | None, only: tuple,
+             model, hardware, tp, kv_blocks, max_num_seqs, max_num_batched_tokens, quiet: bool) -> None:
+    """Replay measured vLLM runs (an aggregates CSV like groundtruth/h100_trainval_aggregates.csv,
+    or a per-request trace) and report predicted against measured E2E, TTFT and ITL."""
+    from .fidelity.validate import validate_file
+
+    overrides = {"model": model, "hardware": hardware, "tp": tp, "total_kv_blocks": kv_blocks,
+                 "max_num_seqs": max_num_seqs, "max_num_batched_tokens": max_num_batched_tokens}
+    kw = dict(calibration=calibration, stage_cap_s=stage_cap_s, only=list(only) or None, overrides=overrides)
+    try:
+        if quiet or not sys.stderr.isatty():
+            summary = validate_file(file, out_dir, **kw)
+        else:
+            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                          console=err_console, transient=True) as bar:
+                task = bar.add_task("validating", total=None)
+                summary = validate_file(file, out_dir, progress=_progress_cb(bar, task), **kw)
+    except ConfigError as e:
+        _fail(str(e))
+    if quiet:
+        return
+    console = Console()
+    t = Table(title=f"sim vs real: {file.name}", show_header=True, header_style="bold")
+    t.add_column("metric")
+    t.add_column("median APE %", justify="right")
+    t.add_column("mean APE %", justify="right")
+    t.add_column("n", justify="right")
+    for m, v in (summary.get("median_ape") or {}).items():
+        t.add_row(m, _fmt(v), _fmt(summary["mean_ape"][m]), str(summary["n"][m]))
+    console.print(t)
+    for split, s in (summary.get("by_split") or {}).items():
+        console.print(f"{split}: median APE E2E mean {_fmt(s['median_ape']['e2e_mean'])}%, "
+                      f"TTFT mean {_fmt(s['median_ape']['ttft_mean'])}%", highlight=False)
+    if summary.get("pearson_r"):
+        console.print(f"per-request Pearson r: TTFT {summary['pearson_r']['ttft']}, E2E {summary['pearson_r']['e2e']}",
+                      highlight=False)
+    for s in summary.get("skipped", []):
+        console.print(f"skipped {s['exp_id']}: {s['reason']}", highlight=False)
+    console.print(f"wrote {out_dir}/", highlight=False)
+
+
+@main.command()
+@click.option("--data", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Aggregates CSV to fit (default: the shared groundtruth h100_trainval_aggregates.csv).")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write the coefficients (default: blis_gym/data/calibrated.yaml).")
+@click.option("--holdout", default=None, help="Comma-separated exp_ids kept out of the fit (default: 64,65,66).")
+@click.option("--max-evals", type=int, default=400, show_default=True, help="Simulator evaluations at most.")
+@click.option("--workers", type=int, default=2, show_default=True, help="Processes evaluating candidates.")
+@click.option("--quiet", is_flag=True, help="No progress log.")
+def calibrate(data: Path | None, out_file: Path | None, holdout: str | None, max_evals: int, workers: int,
+              quiet: bool) -> None:
+    """Fit the `calibrated` step-time model's coefficients (deterministic pattern search)."""
+    from .fidelity.calibrate import DEFAULT_HOLDOUT
+    from .fidelity.calibrate import calibrate as run_fit
+
+    data = data or Path("/work/shared/reference/groundtruth/h100_trainval_aggregates.csv")
+    out_file = out_file or Path(__file__).resolve().parent / "data" / "calibrated.yaml"
+    hold = tuple(x.strip() for x in holdout.split(",") if x.strip()) if holdout is not None else DEFAULT_HOLDOUT
+    if max_evals < 1 or workers < 1:
+        _fail("--max-evals and --workers must be >= 1")
+    t0 = time.perf_counter()
+
+    def log(msg: str) -> None:
+        if not quiet:
+            err_console.print(f"[{time.perf_counter() - t0:7.1f}s] {msg}", highlight=False)
+    try:
+        res = run_fit(data, out_file, holdout=hold, max_evals=max_evals, workers=workers, log=log)
+    except ConfigError as e:
+        _fail(str(e))
+    if not quiet:
+        Console().print(f"loss {res['loss']:.3f} after {res['evaluations']} evaluations; wrote {out_file}",
+                        highlight=False)

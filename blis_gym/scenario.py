@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 from .workload_spec import WorkloadSpec, build_workload
@@ -63,6 +63,77 @@ class ClusterSpec(_Strict):
     trace_decisions: bool = False
 
 
+class DelaySpec(_Strict):
+    """A delay in seconds: a constant, or gaussian (mean, std, clamped at 0) or exponential."""
+    dist: Literal["constant", "gaussian", "exponential"] = "constant"
+    value: Annotated[float, Field(ge=0)] = 0.0
+    mean: Annotated[float, Field(ge=0)] = 0.0
+    std: Annotated[float, Field(ge=0)] = 0.0
+
+
+Delay = Union[Annotated[float, Field(ge=0)], DelaySpec]
+
+
+class AutoscalerSpec(_Strict):
+    """A periodic autoscaler for one pool (see docs/autoscaling.md)."""
+    policy: Literal["hpa", "wva", "external"] = "hpa"
+    interval_s: PositiveFloat = 15.0
+    # hpa (KEDA on EPP metrics): desired = ceil(total / target) for waiting/running,
+    # ceil(replicas * saturation / target) for saturation; the max over the listed metrics
+    metrics: dict[Literal["waiting", "running", "saturation"], PositiveFloat] = Field(
+        default_factory=lambda: {"waiting": 1.0, "running": 16.0})
+    scale_up_stabilization_s: Annotated[float, Field(ge=0)] = 0.0
+    scale_down_stabilization_s: Annotated[float, Field(ge=0)] = 300.0
+    max_scale_up_per_tick: PositiveInt = 4
+    # wva (saturation-based): a replica is saturated at kv >= kv_threshold or waiting >= queue_threshold
+    kv_threshold: Annotated[float, Field(gt=0, le=1)] = 0.8
+    queue_threshold: PositiveFloat = 5.0
+    spare_kv: Annotated[float, Field(ge=0, le=1)] = 0.1
+    spare_queue: Annotated[float, Field(ge=0)] = 3.0
+    scale_to_zero_after_s: Annotated[float, Field(ge=0)] = 600.0
+
+
+class PoolSpec(_Strict):
+    name: str
+    role: Literal["both", "prefill", "decode"] = "both"
+    instances: Annotated[int, Field(ge=0)] = 1            # at the start
+    hardware: Optional[str] = None                         # default: the scenario's
+    tp: Optional[PositiveInt] = None
+    latency_model: Optional[Literal["trained-physics", "roofline"]] = None
+    vllm: dict = Field(default_factory=dict)               # overrides of the scenario's vllm fields
+    min_instances: Optional[Annotated[int, Field(ge=0)]] = None
+    max_instances: Optional[PositiveInt] = None
+    autoscaler: Optional[AutoscalerSpec] = None
+    gpus_per_node: Optional[PositiveInt] = None            # default: tp (one instance per node)
+    provisioning_delay_s: Delay = 0.0                      # a new node, before an instance can load
+    load_time_s: Delay = 0.0                               # model load + warm-up before serving
+    price_per_gpu_hour: Optional[Annotated[float, Field(ge=0)]] = None   # default: the GPU's (hardware.json)
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        lo = self.min_instances if self.min_instances is not None else min(self.instances, 1)
+        hi = self.max_instances if self.max_instances is not None else max(self.instances, 1)
+        if lo > hi:
+            raise ValueError(f"min_instances ({lo}) must not exceed max_instances ({hi})")
+        if not lo <= self.instances <= hi:
+            raise ValueError(f"instances ({self.instances}) must lie in [min_instances, max_instances] = [{lo}, {hi}]")
+        if hi == 0 or (self.instances == 0 and self.autoscaler is None):
+            raise ValueError("a pool with no instances (and no autoscaler to add some) serves nothing")
+        return self
+
+
+class TransferSpec(_Strict):
+    bandwidth_gb_s: PositiveFloat = 25.0                   # per GPU (NIXL RDMA)
+    base_latency_ms: Annotated[float, Field(ge=0)] = 0.05
+    contention: bool = True                                # transfers from one prefill pod share its NIC
+
+
+class PDSpec(_Strict):
+    decider: Union[str, dict] = "never"
+    prefill_router: dict = Field(default_factory=lambda: {"policy": "default"})
+    transfer: TransferSpec = TransferSpec()
+
+
 class Scenario(_Strict):
     name: str = ""
     description: str = ""
@@ -76,6 +147,8 @@ class Scenario(_Strict):
     cluster: ClusterSpec = ClusterSpec()
     gateway: GatewaySpec = GatewaySpec()
     router: dict = Field(default_factory=lambda: {"policy": "default"})
+    pools: Optional[Annotated[list[PoolSpec], Field(min_length=1)]] = None
+    pd: PDSpec = PDSpec()
     sample_interval_s: Annotated[float, Field(ge=0)] = 1.0
 
     @field_validator("model", "hardware")
@@ -84,6 +157,22 @@ class Scenario(_Strict):
         if not v.strip():
             raise ValueError("must not be empty")
         return v
+
+    @model_validator(mode="after")
+    def _pools(self):
+        if self.pools is None:
+            return self
+        names = [p.name for p in self.pools]
+        if len(set(names)) != len(names):
+            raise ValueError("pools: names must be unique")
+        if "instances" in self.cluster.model_fields_set:
+            raise ValueError("cluster.instances: give either cluster.instances or pools, not both")
+        roles = {p.role for p in self.pools}
+        if "prefill" in roles and not roles & {"decode", "both"}:
+            raise ValueError("pools: a prefill pool needs a decode (or both) pool to hand its requests to")
+        if "decode" in roles and not roles & {"prefill", "both"}:
+            raise ValueError("pools: a decode pool needs a prefill (or both) pool")
+        return self
 
 
 # ---- loading --------------------------------------------------------------------------------
@@ -160,40 +249,101 @@ def vllm_batch_defaults(hw) -> tuple[int, int]:
 def build(sc: Scenario, check_invariants: bool = False, base_dir: Path | str | None = None):
     """Turn a validated scenario into a SimConfig (raises ConfigError for impossible setups).
     Trace paths in the workload are relative to `base_dir` (default: the current folder)."""
-    from .sim.engine import EngineConfig
-    from .sim.latency import kv_blocks_per_instance, load_hardware, load_model, make_step_model, validate_tp
-    from .sim.simulation import InstanceConfig, SimConfig
+    from .sim.latency import load_model
+    from .sim.simulation import SimConfig
 
     model = load_model(sc.model)
-    hw = load_hardware(sc.hardware)
-    validate_tp(model, sc.tp)
-    v = sc.vllm
-    blocks = v.total_kv_blocks or kv_blocks_per_instance(model, hw, sc.tp, v.gpu_memory_utilization)
-    seqs_default, tokens_default = vllm_batch_defaults(hw)
-    mml = v.max_model_len or model.max_model_len
-    capacity = (blocks - 1) * 16
-    if v.max_model_len and v.max_model_len > capacity:
-        raise ConfigError("vllm.max_model_len", f"{v.max_model_len} tokens do not fit in the KV cache "
-                          f"({blocks} blocks = {capacity} tokens); lower it or raise total_kv_blocks")
-    mml = min(mml, capacity)
-    engine = EngineConfig(
-        max_num_seqs=v.max_num_seqs or seqs_default,
-        max_num_batched_tokens=v.max_num_batched_tokens or tokens_default,
-        long_prefill_token_threshold=v.long_prefill_token_threshold,
-        max_model_len=mml,
-        scheduler=v.scheduling_policy,
-        preemption=v.preemption_policy,
-    )
-    step_model = make_step_model(sc.latency_model, model, hw, sc.tp)
-
+    specs = sc.pools or [PoolSpec(name="default", instances=sc.cluster.instances)]
+    instances, pools = [], []
+    mml = None
+    for k, p in enumerate(specs):
+        where = f"pools[{k}]" if sc.pools else ""
+        pool_cfg, pool_instances, pool_mml = _pool(sc, p, model, where, first_index=len(instances),
+                                                   names=None if sc.pools else "instance-{}")
+        instances += pool_instances
+        pools.append(pool_cfg)
+        if p.role != "prefill":
+            mml = pool_mml if mml is None else min(mml, pool_mml)
     workload = build_workload(sc.workload, Path(base_dir or "."))
     _check_prompts_fit(workload, mml)
-    instances = [InstanceConfig(name=f"instance-{i}", engine=engine, step_model=step_model, total_kv_blocks=blocks)
-                 for i in range(sc.cluster.instances)]
     return SimConfig(instances=instances, workload=workload, seed=sc.seed, gateway=_gateway(sc),
-                     horizon_us=workload.horizon_us,
+                     pools=pools, horizon_us=workload.horizon_us,
                      sample_interval_us=int(sc.sample_interval_s * 1e6), check_invariants=check_invariants,
                      name=sc.name)
+
+
+def _pool(sc: Scenario, p: PoolSpec, model, where: str, first_index: int, names: str | None):
+    """One pool's instance slots (its maximum size) and its sim-side configuration."""
+    from .policies.autoscaling import make_autoscaler
+    from .sim.cluster.pools import PoolConfig
+    from .sim.engine import EngineConfig
+    from .sim.latency import kv_blocks_per_instance, load_hardware, make_step_model, validate_tp
+    from .sim.simulation import InstanceConfig
+
+    def field(name: str) -> str:
+        return f"{where}.{name}" if where else name
+
+    try:
+        hw = load_hardware(p.hardware or sc.hardware)
+    except ConfigError as e:
+        raise ConfigError(field("hardware"), e.message) from None
+    tp = p.tp or sc.tp
+    try:
+        validate_tp(model, tp)
+        merged = {**sc.vllm.model_dump(exclude_unset=True), **p.vllm}
+        try:
+            v = VLLMSpec.model_validate(merged)
+        except ValidationError as e:
+            err = _first_error(e)
+            raise ConfigError(field(f"vllm.{err.field}"), err.message) from None
+        blocks = v.total_kv_blocks or kv_blocks_per_instance(model, hw, tp, v.gpu_memory_utilization)
+    except ConfigError as e:
+        if not where or e.field.startswith(where):
+            raise
+        raise ConfigError(field(e.field), e.message) from None
+    seqs_default, tokens_default = vllm_batch_defaults(hw)
+    capacity = (blocks - 1) * 16
+    if v.max_model_len and v.max_model_len > capacity:
+        raise ConfigError(field("vllm.max_model_len"), f"{v.max_model_len} tokens do not fit in the KV cache "
+                          f"({blocks} blocks = {capacity} tokens); lower it or raise total_kv_blocks")
+    mml = min(v.max_model_len or model.max_model_len, capacity)
+    engine = EngineConfig(max_num_seqs=v.max_num_seqs or seqs_default,
+                          max_num_batched_tokens=v.max_num_batched_tokens or tokens_default,
+                          long_prefill_token_threshold=v.long_prefill_token_threshold, max_model_len=mml,
+                          scheduler=v.scheduling_policy, preemption=v.preemption_policy)
+    step_model = make_step_model(p.latency_model or sc.latency_model, model, hw, tp)
+    lo = p.min_instances if p.min_instances is not None else min(p.instances, 1)
+    hi = p.max_instances if p.max_instances is not None else max(p.instances, 1)
+    if p.autoscaler is None:
+        lo = hi = p.instances
+    n_slots = hi
+    fmt = names or (p.name + "-{}")
+    instances = [InstanceConfig(name=fmt.format(j), engine=engine, step_model=step_model, total_kv_blocks=blocks,
+                                role=p.role, pool=p.name, kv_bytes_per_token=model.kv_bytes_per_token(tp))
+                 for j in range(n_slots)]
+    gpn = p.gpus_per_node or tp
+    if gpn < tp or gpn % tp:
+        raise ConfigError(field("gpus_per_node"), f"must be a multiple of tp={tp} (an instance lives on one node)")
+    price = p.price_per_gpu_hour if p.price_per_gpu_hour is not None else hw.price_per_gpu_hour
+    cfg = PoolConfig(name=p.name, role=p.role, slots=list(range(first_index, first_index + n_slots)),
+                     initial=p.instances, min=lo, max=hi, tp=tp, gpus_per_node=gpn, price_per_gpu_hour=price,
+                     provisioning_delay=_delay(p.provisioning_delay_s), load_time=_delay(p.load_time_s),
+                     autoscaler=make_autoscaler(p.autoscaler),
+                     external=p.autoscaler is not None and p.autoscaler.policy == "external")
+    return cfg, instances, mml
+
+
+def _delay(spec):
+    """A sampler of µs from a delay spec (seconds)."""
+    if not isinstance(spec, DelaySpec):
+        us = int(float(spec) * 1e6)
+        return (lambda rng: us) if us else None
+    if spec.dist == "constant":
+        us = int(spec.value * 1e6)
+        return (lambda rng: us) if us else None
+    if spec.dist == "gaussian":
+        return lambda rng: max(0, int(rng.normal(spec.mean, spec.std) * 1e6))
+    return lambda rng: int(rng.exponential(spec.mean) * 1e6)
 
 
 def _gateway(sc: Scenario):
@@ -216,8 +366,14 @@ def _gateway(sc: Scenario):
             def detect(pods, now):
                 return role_saturation(pods, lambda ps: concurrency_saturation(ps, d.max_concurrency))
         saturation = detect
+    from .policies.pd import make_decider
+    t = sc.pd.transfer
     return GatewayConfig(admission=make_admission(sc.gateway.admission, field="gateway.admission"),
                          router=make_router(sc.router, field="router"), flow_control=fc,
+                         prefill_router=make_router(sc.pd.prefill_router, field="pd.prefill_router"),
+                         decider=make_decider(sc.pd.decider, field="pd.decider"),
+                         transfer_bandwidth_gb_s=t.bandwidth_gb_s,
+                         transfer_base_latency_us=int(t.base_latency_ms * 1000), transfer_contention=t.contention,
                          scrape_interval_us=int(sc.cluster.scrape_interval_ms * 1000),
                          dispatch_tick_us=int(f.dispatch_tick_ms * 1000) if f else 1000,
                          saturation=saturation, trace_decisions=sc.cluster.trace_decisions)

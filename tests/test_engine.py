@@ -178,3 +178,9 @@ def test_kv_usage_as_vllm_reports_it():
     assert kv.usable == 100
     assert kv.usage() == 0.0                  # everything freed (cached blocks count as free)
     assert kv.peak_used == -(-(512 + 99) // 16)
+
+
+def test_single_token_outputs_complete_at_the_prefill_step_and_free_their_kv():
+    sim, s = simulate([request(i, i * 1000, 700, 1) for i in range(20)], check=True)
+    assert s["completed_requests"] == 20 and s["itl_mean_ms"] is None
+    assert sim.instances[0].kv.used == 0

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .cluster.gateway import Gateway
+from .cluster.pools import DRAINING, Pool
 from .core import P_ARRIVAL, P_ENQUEUE, P_SAMPLE, P_TIMEOUT, EventLoop, Streams
 from .engine import EngineConfig, Instance, Request, State
 from .metrics import Metrics
@@ -39,6 +40,7 @@ class SimConfig:
     check_invariants: bool = False          # verify DESIGN.md invariants at every event (slow)
     name: str = ""
     gateway: object | None = None           # cluster.GatewayConfig; None = plain round-robin
+    pools: list | None = None               # cluster.pools.PoolConfig per pool (needs a gateway)
     extra: dict = field(default_factory=dict)
 
 
@@ -61,6 +63,16 @@ class Simulation:
         self._last_time = 0
         self.gateway = Gateway(self, cfg.gateway) if cfg.gateway is not None else None
         self.live: dict[int, Request] = {}       # injected and not yet final, in injection order
+        self.pools: list[Pool] = []
+        self.slot_pool: dict[int, Pool] = {}
+        self.zero_pools: list[Pool] = []         # pools that may scale to zero (scale-from-zero on demand)
+        for pc in cfg.pools or []:
+            pool = Pool(pc, self, self.streams.get(f"pools/{pc.name}"))
+            self.pools.append(pool)
+            for i in pc.slots:
+                self.slot_pool[i] = pool
+            if pc.min == 0:
+                self.zero_pools.append(pool)
         self._closed = False
         self._next_arrival()
         if cfg.sample_interval_us > 0:
@@ -136,6 +148,33 @@ class Simulation:
         self._final(r, State.TIMED_OUT, now)
 
     # ---- sink: called by instances ----------------------------------------------------
+    # ---- pools --------------------------------------------------------------------------
+    def instance_started(self, i: int, now: int) -> None:
+        """Slot i finished loading: a fresh engine with an empty cache takes it."""
+        self.instances[i] = self._instance(self.cfg.instances[i])
+        self.gateway.replaced(i)
+
+    def instance_draining(self, i: int, now: int) -> None:
+        if self.gateway.pods[i].in_flight == 0:
+            self.slot_pool[i].drained(i, now)
+
+    def instance_stopped(self, i: int, now: int) -> None:
+        pass
+
+    def pod_idle(self, i: int, now: int) -> None:
+        pool = self.slot_pool.get(i)
+        if pool is not None and pool.state[i] == DRAINING:
+            pool.drained(i, now)
+
+    def scale_from_zero(self, now: int) -> None:
+        for pool in self.zero_pools:
+            pool.ensure_one(now)
+
+    def autoscaler_decision(self, pool: Pool, now: int) -> None:
+        """An external autoscaler's tick; without an agent attached the pool holds its size."""
+        pool.scale_to(pool.cfg.autoscaler.desired(pool.view(now), now), now)
+
+    # ---- sink: called by instances ----------------------------------------------------
     def first_token(self, r: Request, now: int) -> None:
         if self.gateway is not None and r.parent is None:
             self.gateway.first_token(r)
@@ -166,7 +205,7 @@ class Simulation:
 
     def _final(self, r: Request, state: State, now: int, e2e: int = -1, decode: int = -1) -> None:
         if self.gateway is not None and r.instance is not None:
-            self.gateway.finished(r)
+            self.gateway.finished(r, now)
         r.state = state
         r.gen += 1
         del self.live[r.id]
@@ -182,8 +221,14 @@ class Simulation:
 
     # ---- time series ------------------------------------------------------------------
     def _sample(self, _arg, now: int) -> None:
-        for inst in self.instances:
+        for i, inst in enumerate(self.instances):
+            pool = self.slot_pool.get(i)
+            if pool is not None and pool.state[i] == "off":
+                continue
             self.metrics.sample(now, inst.name, inst.num_waiting(), inst.num_running(), inst.kv_usage())
+        for pool in self.pools:
+            self.metrics.sample_pool(now, pool.cfg.name, pool.count("active"), pool.count("starting"),
+                                     pool.count("draining"), pool.gpus(), pool.gpu_hours(now), pool.dollars(now))
         if self.active():
             self.loop.at(now + self.cfg.sample_interval_us, P_SAMPLE, self._sample)
 
@@ -214,6 +259,18 @@ class Simulation:
         if self.cfg.horizon_us:
             return self.cfg.horizon_us
         return self._last_time
+
+    def _cost(self, end_us: int, output_tokens: int) -> dict:
+        per = {}
+        for p in self.pools:
+            per[p.cfg.name] = {"gpu_hours": round(p.gpu_hours(end_us), 6), "dollars": round(p.dollars(end_us), 6),
+                               "price_per_gpu_hour": p.cfg.price_per_gpu_hour, "gpus_per_node": p.cfg.gpus_per_node,
+                               "peak_gpus": p.peak_gpus, "scale_events": len(p.scale_events)}
+        gh = sum(v["gpu_hours"] for v in per.values())
+        dollars = sum(v["dollars"] for v in per.values())
+        return {"gpu_hours": round(gh, 6), "dollars": round(dollars, 6),
+                "dollars_per_million_output_tokens": round(dollars / output_tokens * 1e6, 6) if output_tokens else None,
+                "per_pool": per}
 
     def in_instances(self) -> tuple[int, int]:
         """Requests waiting and running in instances (P/D prefill legs excluded)."""
@@ -300,6 +357,8 @@ class Simulation:
             served.append(block["output_tokens"])
             out["per_tenant"][t or "default"] = block
         out["tenant_fairness_jain"] = round(jain(served), 6)
+        if self.pools:
+            out["cost"] = self._cost(dur_us, out["output_tokens"])
         out["per_instance"] = {i.name: {"steps": i.steps, "preemptions": i.preemptions,
                                         "busy_fraction": round(i.busy_us / dur_us, 6) if dur_us else 0.0,
                                         "prefix_cache_hit_rate": round(i.kv.hit_tokens / i.kv.query_tokens, 6)

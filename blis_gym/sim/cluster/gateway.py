@@ -113,6 +113,8 @@ class Gateway:
 
     # ---- the request path -------------------------------------------------------------
     def arrive(self, r: Request, now: int) -> None:
+        if self.sim.zero_pools:
+            self.sim.scale_from_zero(now)
         pods = self.signals(now)
         if self.fc is None:
             d = self.admission.admit(r, pods, now, self.rng_admit)
@@ -191,6 +193,8 @@ class Gateway:
         p = self.pods[st.prefill]
         p.in_flight -= 1
         p.in_flight_tokens -= r.input_len
+        if p.in_flight == 0 and not p.available:
+            self.sim.pod_idle(p.index, now)
         if st.cancelled:
             return
         if r.scheduled < 0:
@@ -249,13 +253,22 @@ class Gateway:
     def first_token(self, r: Request) -> None:
         self.pods[self.index[r.instance]].in_flight_tokens -= r.input_len
 
-    def finished(self, r: Request) -> None:
+    def finished(self, r: Request, now: int) -> None:
         """A routed request reached a final state: release the router's in-flight counts."""
         p = self.pods[self.index[r.instance]]
         p.in_flight -= 1
         if r.first_token < 0:
             p.in_flight_tokens -= r.input_len
         self.router.release(r, p.index)
+        if p.in_flight == 0 and not p.available:
+            self.sim.pod_idle(p.index, now)
+
+    def replaced(self, i: int) -> None:
+        """Slot i got a fresh instance (cold cache): drop router state about it."""
+        self.index = {inst: k for k, inst in enumerate(self.instances)}
+        self.router.forget(i)
+        if self.prefill_router is not None:
+            self.prefill_router.forget(i)
 
     def withdraw(self, r: Request) -> None:
         """A request still in the flow-control queue gave up (client deadline)."""

@@ -211,11 +211,11 @@ class Instance:
                 if r.first_token < 0:
                     r.first_token = now + self.alpha_out
                     sink.first_token(r, now)
-                del self.prefilling[r]
                 if r.generated >= r.output_len:
                     self._leave(r, now)
                     sink.completed(r, now)
                 else:
+                    del self.prefilling[r]
                     r.base = r.computed - self.tick
                     self._dec_add(r)
                     if r.seq > self.dec_max_seq:

@@ -23,6 +23,7 @@ class Hardware:
     mfu_decode: float
     memory_gib: float
     source: str = ""
+    price_per_gpu_hour: float = 0.0     # US$ per GPU-hour (see price_source in hardware.json)
 
     def peak_tflops(self, weight_bytes: float) -> float:
         """FLOP rate for a model: the FP8 rate iff weights are 1 byte and the GPU has FP8 units."""
@@ -51,6 +52,7 @@ def _table() -> tuple[dict[str, Hardware], dict[str, str]]:
             mfu_decode=float(f["mfu_decode"]),
             memory_gib=float(f["memory_gib"]),
             source=str(f.get("source", "")),
+            price_per_gpu_hour=float(f.get("price_per_gpu_hour", 0.0)),
         )
         index[_norm(name)] = name
         for alias in f.get("aliases", []):

@@ -75,6 +75,7 @@ class Metrics:
         }
         self.samples = {"time_us": array("q"), "inst": array("l"), "waiting": array("l"),
                         "running": array("l"), "kv": array("d")}
+        self.pool_samples: list[tuple] = []
 
     def record(self, r: Request, state: State, e2e_us: int = -1, decode_us: int = -1) -> None:
         """One finished request. `decode_us`: time from its first to its last token."""
@@ -104,6 +105,17 @@ class Metrics:
         s["waiting"].append(waiting)
         s["running"].append(running)
         s["kv"].append(kv)
+
+    def sample_pool(self, t: int, pool: str, active: int, starting: int, draining: int, gpus: int,
+                    gpu_hours: float, dollars: float) -> None:
+        self.pool_samples.append((t, pool, active, starting, draining, gpus, gpu_hours, dollars))
+
+    def write_pools_csv(self, path) -> None:
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(("time_s", "pool", "active", "starting", "draining", "gpus", "gpu_hours", "dollars"))
+            for t, pool, a, s, d, g, gh, usd in self.pool_samples:
+                w.writerow((f"{t / 1e6:.3f}", pool, a, s, d, g, f"{gh:.6f}", f"{usd:.6f}"))
 
     # ---- tables -------------------------------------------------------------------------
     def arrays(self) -> dict[str, np.ndarray]:

@@ -1,0 +1,177 @@
+"""Fit the `calibrated` step-time model to measured vLLM runs, deterministically.
+
+Method (docs/fidelity.md): every evaluation replays the calibration experiments in the
+simulator (each load stage cut to `stage_cap_s` seconds, which keeps every stage in steady
+state: the longest E2E is ~40 s) and scores
+
+    loss = mean over (experiment, load stage) of  Σ_m w_m · APE_m
+
+with weights w = 1 for the E2E and TTFT means, 0.5 for their p90 and for ITL. The search is a
+coordinate pattern search in log space from a fixed physically-motivated start: for each
+parameter in a fixed order try ×(1 ± δ), keep a move that lowers the loss, and halve δ after a
+sweep without improvement, until δ < `min_step`. No random numbers: the same inputs give the
+same coefficients bit for bit (simulations are deterministic; a process pool only evaluates
+candidates in parallel and results are consumed in order).
+"""
+from __future__ import annotations
+
+import math
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import yaml
+
+from blis_gym.errors import ConfigError
+
+from .physics import DEFAULT_INTERCONNECT, PARAM_NAMES
+from .validate import Experiment, ape, load_experiments, run_experiment
+
+__all__ = ["DEFAULT_START", "DEFAULT_HOLDOUT", "BOUNDS", "loss", "fit", "calibrate", "write_calibration",
+           "DEFAULT_FREE"]
+
+#: A physically-motivated start: kernel efficiencies typical of H100 vLLM, CPU overheads of a few ms.
+DEFAULT_START = {
+    "eta_compute": 0.6, "eta_attn": 0.5, "eta_mem": 0.85, "eta_kv": 0.7, "step_us": 1500.0, "layer_us": 20.0,
+    "moe_layer_us": 50.0, "seq_us": 5.0, "prefill_seq_us": 50.0, "ar_latency_us": 10.0, "eta_link": 0.7,
+    "api_us": 8000.0, "sched_steps": 1.0, "token_us": 45.0, "final_us": 800.0,
+}
+#: Parameters the search moves (token_us and final_us are not separable from api_us / step_us
+#: with aggregate data; they keep their start values).
+DEFAULT_FREE = ("eta_mem", "step_us", "api_us", "sched_steps", "eta_kv", "seq_us", "eta_compute", "layer_us", "moe_layer_us",
+                "ar_latency_us", "prefill_seq_us", "eta_attn", "eta_link")
+BOUNDS = {"eta_compute": (0.05, 1.0), "eta_attn": (0.05, 1.0), "eta_mem": (0.3, 1.0), "eta_kv": (0.1, 1.0),
+          "eta_link": (0.05, 1.0), "step_us": (1.0, 50_000.0), "layer_us": (0.1, 500.0),
+          "moe_layer_us": (0.1, 2000.0), "seq_us": (0.1, 500.0), "prefill_seq_us": (0.1, 20_000.0),
+          "ar_latency_us": (0.1, 200.0), "api_us": (0.0, 200_000.0), "sched_steps": (0.01, 10.0), "token_us": (0.0, 1000.0),
+          "final_us": (0.0, 100_000.0)}
+#: Held out of the shipped fit by model (reported apart): Qwen2.5-7B (TP1) and Yi-34B (TP2).
+DEFAULT_HOLDOUT = ("64", "65", "66")
+WEIGHTS = {"e2e_mean": 1.0, "ttft_mean": 1.0, "e2e_p90": 0.5, "ttft_p90": 0.5, "itl_mean": 0.5}
+STAGE_CAP_S = 150.0
+
+_WORK: dict = {}
+
+
+def _init(exps: list[Experiment], cap: float | None, inter: Mapping) -> None:
+    _WORK["exps"], _WORK["cap"], _WORK["inter"] = exps, cap, dict(inter)
+
+
+def _eval(params: dict) -> float:
+    return loss(_WORK["exps"], params, _WORK["inter"], _WORK["cap"])
+
+
+def loss(exps: Sequence[Experiment], params: Mapping[str, float], interconnect: Mapping[str, float],
+         stage_cap_s: float | None = STAGE_CAP_S) -> float:
+    """Mean weighted APE (percent) over the load stages of the experiments."""
+    total, n = 0.0, 0
+    for e in exps:
+        pred = run_experiment(e, params, interconnect, stage_cap_s=stage_cap_s)
+        for si in range(len(e.stages)):
+            act = e.actual.get(si)
+            if act is None:
+                continue
+            s = 0.0
+            for m, w in WEIGHTS.items():
+                a = ape(pred[si][m], act[m])
+                if not math.isnan(a):
+                    s += w * a
+            total += s
+            n += 1
+    return total / max(n, 1)
+
+
+def _clip(name: str, v: float) -> float:
+    lo, hi = BOUNDS[name]
+    return min(max(v, lo), hi)
+
+
+def fit(exps: Sequence[Experiment], start: Mapping[str, float] | None = None,
+        free: Sequence[str] = DEFAULT_FREE, interconnect: Mapping[str, float] | None = None,
+        stage_cap_s: float | None = STAGE_CAP_S, step: float = 0.32, min_step: float = 0.02,
+        max_evals: int = 400, workers: int = 1, log: Callable[[str], None] | None = None) -> tuple[dict, float, int]:
+    """Coordinate pattern search; returns (params, loss, evaluations)."""
+    params = {**DEFAULT_START, **(start or {})}
+    params = {k: float(params[k]) for k in PARAM_NAMES}
+    inter = {**DEFAULT_INTERCONNECT, **(interconnect or {})}
+    bad = [f for f in free if f not in PARAM_NAMES]
+    if bad:
+        raise ConfigError("free", f"unknown parameter(s) {', '.join(bad)}; allowed: {', '.join(PARAM_NAMES)}")
+    exps = list(exps)
+    pool = ProcessPoolExecutor(workers, initializer=_init, initargs=(exps, stage_cap_s, inter)) if workers > 1 else None
+    if pool is None:
+        _init(exps, stage_cap_s, inter)
+
+    def evaluate(cands: list[dict]) -> list[float]:
+        if pool is None:
+            return [_eval(c) for c in cands]
+        return list(pool.map(_eval, cands))
+
+    try:
+        best = evaluate([params])[0]
+        evals = 1
+        if log:
+            log(f"start loss {best:.3f}")
+        while step >= min_step and evals < max_evals:
+            improved = False
+            for name in free:
+                if evals >= max_evals:
+                    break
+                cands = []
+                for f in (1 + step, 1 / (1 + step)):
+                    v = _clip(name, params[name] * f)
+                    if v != params[name]:
+                        cands.append({**params, name: v})
+                if not cands:
+                    continue
+                res = evaluate(cands)
+                evals += len(cands)
+                i = min(range(len(res)), key=lambda j: (res[j], j))
+                if res[i] < best - 1e-9:
+                    best, params = res[i], cands[i]
+                    improved = True
+                    if log:
+                        log(f"eval {evals:4d}  step {step:.3f}  {name} = {params[name]:.6g}  loss {best:.3f}")
+            if not improved:
+                step /= 2
+                if log:
+                    log(f"eval {evals:4d}  step -> {step:.3f}")
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    return params, best, evals
+
+
+def write_calibration(path: str | Path, params: Mapping[str, float], info: Mapping) -> None:
+    lines = [
+        "# Fitted coefficients of the `calibrated` step-time model (blis_gym/fidelity/physics.py).",
+        "# Reproduce: blis-gym calibrate --out blis_gym/data/calibrated.yaml   (see docs/fidelity.md)",
+        "# eta_*: fractions of the datasheet peak (compute, attention compute, HBM bandwidth for weights,",
+        "# for KV reads, interconnect); *_us: overheads in microseconds (per step, per layer, per MoE layer,",
+        "# per scheduled sequence, per prefill chunk, per all-reduce; api_us arrival -> engine queue,",
+        "# token_us per streamed token, final_us after the last token). Global: one set for all models/GPUs.",
+    ]
+    doc = {"params": {k: round(float(params[k]), 6) for k in PARAM_NAMES},
+           "interconnect": {k: float(v) for k, v in info.get("interconnect", DEFAULT_INTERCONNECT).items()},
+           "fit": {k: v for k, v in info.items() if k != "interconnect"}}
+    Path(path).write_text("\n".join(lines) + "\n" + yaml.safe_dump(doc, sort_keys=False))
+    from .physics import _load_yaml
+    _load_yaml.cache_clear()
+
+
+def calibrate(data: str | Path, out: str | Path | None, *, holdout: Sequence[str] = DEFAULT_HOLDOUT,
+              stage_cap_s: float | None = STAGE_CAP_S, max_evals: int = 400, workers: int = 1,
+              log: Callable[[str], None] | None = None) -> dict:
+    """Fit on the experiments of `data` minus the hold-out (and overloaded runs); write `out`."""
+    exps = load_experiments(data)
+    train = [e for e in exps if e.exp_id not in set(holdout) and not e.overloaded]
+    if not train:
+        raise ConfigError("data", "no experiment left to fit (all held out or overloaded)")
+    params, best, evals = fit(train, stage_cap_s=stage_cap_s, max_evals=max_evals, workers=workers, log=log)
+    info = {"data": Path(data).name, "trained_on": [e.exp_id for e in train], "holdout": list(holdout),
+            "stage_cap_s": stage_cap_s, "loss": round(best, 4), "evaluations": evals,
+            "method": "coordinate pattern search in log space from a fixed start (blis_gym/fidelity/calibrate.py)",
+            "interconnect": DEFAULT_INTERCONNECT}
+    if out is not None:
+        write_calibration(out, params, info)
+    return {"params": params, **info}

@@ -1,0 +1,215 @@
+"""The `calibrated` step-time model: a roofline with fitted efficiencies and overheads.
+
+Every term is a physical time computed from the model architecture and the GPU's datasheet
+constants (``hardware.json``: dense tensor FLOP/s for the weight precision, HBM bandwidth) and
+an interconnect bandwidth per GPU type (``calibrated.yaml: interconnect``). The fitted numbers
+(``calibrated.yaml: params``) are dimensionless efficiencies and CPU-side overheads in µs, global
+for every model and GPU, so the model carries over to other models and GPUs through the
+constants. For one engine step with prefill chunks (t_i new tokens on top of c_i cached or
+computed tokens) and D decoding requests whose contexts sum to C tokens::
+
+    T      = Σ t_i + D                                   tokens in the step, B = #chunks + D sequences
+    gemm   = max(FLOPs_lin(T) / (P·eta_compute),  (W_bytes(T) + lm_head_bytes) / (BW·eta_mem))
+    attn   = Σ 4·L·H/tp·hd·t_i·(c_i + t_i/2) / (P·eta_attn)      prefill attention (FlashAttention)
+           + KV_bytes_per_token/tp · (C + Σ c_i) / (BW·eta_kv)    KV read by the attention kernels
+    comm   = [tp>1] 2·L·(ar_latency + 2(tp-1)/tp · T·d·bpp / (link·eta_link))   TP all-reduces
+    step   = gemm + attn + comm + step_us + layer_us·L + moe_layer_us·L_moe + seq_us·B
+             + prefill_seq_us·#chunks
+
+FLOPs_lin(T) = 2·T·(attention projections + gated MLP (dense, or top-k routed + shared experts))
++ 2·B·d·V (LM head on one position per sequence); W_bytes(T) reads the dense weights once per
+step and, for MoE, the expected number of distinct experts the T tokens route to,
+N·(1 − (1 − k/N)^T) per MoE layer. Overheads outside the step (client-visible):
+``api_us`` from arrival to the engine queue (HTTP, tokenisation), ``token_us`` per streamed token
+and ``final_us`` once after the last token. A new request also waits ``sched_steps`` engine steps
+before it can be scheduled (vLLM's engine core takes new requests between steps and, with async
+scheduling, the next step is already scheduled when one finishes): the arrival -> queue delay is
+``api_us + sched_steps × (duration of the latest step)``, read when the request arrives.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import yaml
+
+from blis_gym.errors import ConfigError
+from blis_gym.sim.latency import load_hardware, load_model, validate_tp
+
+__all__ = ["CalibratedPhysics", "PARAM_NAMES", "load_calibration", "DEFAULT_INTERCONNECT"]
+
+#: Fitted parameters, in order (see the module docstring and docs/fidelity.md).
+PARAM_NAMES = ("eta_compute", "eta_attn", "eta_mem", "eta_kv", "step_us", "layer_us", "moe_layer_us", "seq_us",
+               "prefill_seq_us", "ar_latency_us", "eta_link", "api_us", "sched_steps", "token_us", "final_us")
+
+#: Per-GPU link bandwidth for tensor-parallel all-reduce, GB/s per direction (datasheets).
+DEFAULT_INTERCONNECT = {
+    "H100": 450.0,          # NVLink 4: 900 GB/s bidirectional
+    "H200": 450.0,
+    "A100-80GB": 300.0,     # NVLink 3: 600 GB/s bidirectional
+    "L40S": 32.0,           # no NVLink: PCIe Gen4 x16
+    "RTX-4090": 32.0,       # PCIe Gen4 x16
+    "RTX-PRO-6000": 64.0,   # PCIe Gen5 x16
+}
+
+CALIBRATION_FILE = "calibrated.yaml"
+
+
+@lru_cache(maxsize=4)
+def _load_yaml(path: str | None) -> dict:
+    if path is None:
+        text = resources.files("blis_gym").joinpath("data", CALIBRATION_FILE).read_text(encoding="utf-8")
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError("calibration", f"no such file: {p}")
+        text = p.read_text(encoding="utf-8")
+    data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict) or "params" not in data:
+        raise ConfigError("calibration", "expected a mapping with `params`")
+    return data
+
+
+def load_calibration(path: str | Path | None = None) -> tuple[dict, dict]:
+    """(params, interconnect) from calibrated.yaml (the bundled one by default)."""
+    data = _load_yaml(None if path is None else str(path))
+    params = {k: float(v) for k, v in data["params"].items()}
+    missing = [k for k in PARAM_NAMES if k not in params]
+    if missing:
+        raise ConfigError("calibration.params", f"missing {', '.join(missing)}")
+    inter = {**DEFAULT_INTERCONNECT, **{k: float(v) for k, v in (data.get("interconnect") or {}).items()}}
+    return params, inter
+
+
+class CalibratedPhysics:
+    """Step-time model with the interface of blis_gym.sim.latency.step_time (kind "calibrated")."""
+
+    kind = "calibrated"
+
+    def __init__(self, model, hw, tp: int = 1, params: Mapping[str, float] | None = None,
+                 interconnect: Mapping[str, float] | None = None, dp: int = 1):
+        if dp != 1:
+            raise ConfigError("dp", f"only dp=1 is supported, got {dp!r}")
+        if params is None or interconnect is None:
+            p0, i0 = load_calibration()
+            params = params if params is not None else p0
+            interconnect = interconnect if interconnect is not None else i0
+        m = load_model(model)
+        hw = load_hardware(hw)
+        tp = validate_tp(m, tp)
+        self.model, self.hw, self.tp, self.dp = m, hw, tp, dp
+        self.params = {k: float(params[k]) for k in PARAM_NAMES}
+        p = self.params
+        link = interconnect.get(hw.name)
+        if link is None:
+            link = min(interconnect.values()) if interconnect else 32.0
+
+        L, d, H, Hkv, hd = m.num_layers, float(m.hidden), m.num_heads, m.num_kv_heads, float(m.head_dim)
+        q_dim, kv_dim = H * hd, Hkv * hd
+        wb, bpp = float(m.weight_bytes), float(m.dtype_bytes)
+        # MoE layers: HF Llama-4 / Mixtral semantics (layer i is MoE iff (i+1) % step == 0)
+        n_moe, n_dense = 0, L
+        if m.is_moe:
+            s = m.interleave_moe_layer_step
+            n_moe = L // s if s > 0 else max(L - m.first_k_dense_replace, 0)
+            n_dense = L - n_moe
+        I_d = m.intermediate
+        I_e = m.moe_intermediate or m.intermediate
+        I_sh = m.shared_expert_intermediate
+        if m.is_moe and m.model_type.startswith("llama4") and not I_sh:
+            I_sh = I_e                     # Llama-4 MoE layers carry one always-on shared expert
+        N, k = m.num_experts, m.experts_per_token
+
+        attn_params = d * (2 * q_dim + 2 * kv_dim)             # q, o, k, v projections
+        dense_mlp = 3 * d * I_d
+        expert = 3 * d * I_e
+        shared = 3 * d * I_sh
+        # FLOPs per token (per GPU); the LM head is charged per sequence
+        self._flops_tok = 2 * (L * attn_params + n_dense * dense_mlp + n_moe * (k * expert + shared)) / tp
+        self._flops_seq = 2 * d * m.vocab / tp
+        # bytes read once per step (per GPU)
+        self._w_fixed = (L * attn_params + n_dense * dense_mlp + n_moe * shared) * wb / tp \
+            + m.vocab * d * bpp / tp                            # LM head kept in 16-bit
+        self._w_expert = n_moe * expert * wb / tp               # per distinct expert touched
+        self._N, self._k = N, k
+        self._neff: dict[int, float] = {}
+
+        P = hw.peak_tflops(wb) * 1e6 * p["eta_compute"]        # FLOP per µs
+        Pa = hw.tflops_bf16 * 1e6 * p["eta_attn"]               # attention runs in 16-bit
+        W = hw.hbm_tb_s * 1e6 * p["eta_mem"]                    # bytes per µs
+        self._P, self._Pa, self._W = P, Pa, W
+        self._Wkv = hw.hbm_tb_s * 1e6 * p["eta_kv"]
+        self._att_ctx = 4 * L * (H / tp) * hd                    # FLOPs per (query token x context token)
+        self._kv_tok = m.kv_bytes_per_token(tp)                  # KV bytes per token per GPU
+        if tp > 1:
+            bw = link * 1e3 * max(p["eta_link"], 1e-6)           # bytes per µs
+            self._ar_fixed = 2 * L * p["ar_latency_us"]
+            self._ar_tok = 2 * L * 2 * (tp - 1) / tp * d * bpp / bw
+        else:
+            self._ar_fixed = self._ar_tok = 0.0
+        self._over = p["step_us"] + p["layer_us"] * L + p["moe_layer_us"] * n_moe + self._ar_fixed
+        self._seq_us = p["seq_us"]
+        self._pf_seq_us = p["prefill_seq_us"]
+        self._api_us = p["api_us"]
+        self._sched_steps = p["sched_steps"]
+        self._last_step = 0
+        self.output_token_us = int(p["token_us"])
+        self.post_decode_us = int(p["final_us"])
+        self._dc_cache: dict[int, tuple[float, float]] = {}
+
+    @property
+    def queueing_us(self) -> int:
+        """Arrival -> engine queue delay for a request arriving now (read at dispatch)."""
+        return int(self._api_us + self._sched_steps * self._last_step)
+
+    def queueing_time_us(self, input_len: int) -> int:
+        return self.queueing_us
+
+    def __repr__(self) -> str:
+        return f"CalibratedPhysics(model={self.model.name!r}, hw={self.hw.name!r}, tp={self.tp})"
+
+    def _weights(self, T: int) -> float:
+        if not self._w_expert:
+            return self._w_fixed
+        ne = self._neff.get(T)
+        if ne is None:
+            N, k = self._N, self._k
+            ne = N * (1.0 - (1.0 - k / N) ** T)
+            if len(self._neff) < 65536:
+                self._neff[T] = ne
+        return self._w_fixed + self._w_expert * ne
+
+    def _time(self, T: int, B: int, n_pf: int, att_flops: float, ctx_read: float) -> int:
+        comp = (self._flops_tok * T + self._flops_seq * B) / self._P
+        mem = self._weights(T) / self._W
+        gemm = comp if comp > mem else mem
+        step = (gemm + att_flops / self._Pa + self._kv_tok * ctx_read / self._Wkv + self._ar_tok * T
+                + self._over + self._seq_us * B + self._pf_seq_us * n_pf)
+        s = int(step)
+        s = s if s > 1 else 1
+        self._last_step = s
+        return s
+
+    def step_time_us(self, prefill: Iterable[Sequence[int]] = (), num_decode: int = 0,
+                     decode_context: int = 0) -> int:
+        T = num_decode
+        n_pf = 0
+        att = 0.0
+        ctx = float(decode_context)
+        for t, computed, _prompt_len in prefill:
+            if t <= 0:
+                continue
+            T += t
+            n_pf += 1
+            att += t * (computed + t / 2.0)
+            ctx += computed
+        if T == 0:
+            return 1
+        return self._time(T, n_pf + num_decode, n_pf, self._att_ctx * att, ctx)
+
+    def decode_step_us(self, num_decode: int, decode_context: int) -> int:
+        if num_decode <= 0:
+            return 1
+        return self._time(num_decode, num_decode, 0, 0.0, float(decode_context))

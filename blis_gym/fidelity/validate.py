@@ -1,0 +1,635 @@
+"""Sim-to-real validation: replay measured vLLM experiments and report the error.
+
+Two inputs (detected from the CSV header):
+
+* aggregates (``groundtruth/h100_trainval_aggregates.csv`` columns): one row per (experiment,
+  stage); each experiment is rebuilt as a scenario (model, GPU, TP, vLLM batch limits, KV blocks
+  or gpu_mem_util, the inference-perf shared-prefix workload with deterministic arrivals and its
+  stages back to back) and run; the predicted E2E/TTFT mean, p90, p99 and ITL of every load stage
+  and of the whole run are compared with the measured ones;
+* a per-request trace (``groundtruth/per_request/*_requests.csv``: ``queued_s, input_tokens,
+  output_tokens, ttft_ms, e2e_ms``; engine settings from the sibling ``*_meta.json`` or
+  arguments): replayed at the engine arrival times; aggregate errors plus per-request Pearson r.
+
+Outputs: ``validation.csv`` (one row per experiment, stage and metric), ``summary.json`` (median
+and mean APE overall, per split, by model, hardware and workload), ``validation.svg`` (predicted
+against measured).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+
+from blis_gym.errors import ConfigError
+
+from .physics import CalibratedPhysics, load_calibration
+
+__all__ = ["METRICS", "Experiment", "load_experiments", "run_experiment", "validate_aggregates",
+           "validate_trace", "validate_file", "summarise", "TEMPLATE_TOKENS"]
+
+METRICS = ("e2e_mean", "e2e_p90", "e2e_p99", "ttft_mean", "ttft_p90", "ttft_p99", "itl_mean")
+#: inference-perf's completion prompt is system prompt + question + ~25 template/BOS tokens
+#: (measured prompt_len mean 592 for codegen 100+466, 575 for general 100+447).
+TEMPLATE_TOKENS = 25
+SHORT_STAGE_REQUESTS = 1500
+
+AGG_REQUIRED = ("exp_id", "model", "hardware", "tp", "max_num_batched_tokens", "max_num_seqs", "stage_index",
+                "stage_rate_rps", "stage_duration_s", "sp_num_groups", "sp_prompts_per_group",
+                "sp_system_prompt_len", "sp_question_len", "sp_output_len", "e2e_mean_ms", "ttft_mean_ms")
+TRACE_REQUIRED = ("input_tokens", "output_tokens", "ttft_ms", "e2e_ms")
+
+
+# ---- experiments -----------------------------------------------------------------------------
+@dataclass
+class Experiment:
+    exp_id: str
+    name: str
+    model: str
+    hardware: str
+    precision: str
+    tp: int
+    max_num_batched_tokens: int
+    max_num_seqs: int
+    gpu_mem_util: float | None
+    total_kv_blocks: int | None
+    cpu_kv_blocks: int
+    workload: str
+    num_groups: int
+    prompts_per_group: int
+    system_prompt_len: int
+    question_len: int
+    output_len: int
+    stages: list = field(default_factory=list)            # [(rate, duration_s)]
+    actual: dict = field(default_factory=dict)            # stage_index -> {metric: ms}
+    notes: str = ""
+
+    @property
+    def overloaded(self) -> bool:
+        return self.notes.strip().upper().startswith("OVERLOADED")
+
+    def stage_durations(self, stage_cap_s: float | None = None) -> list[float]:
+        """Stage durations, each cut to stage_cap_s unless the stage has at most
+        SHORT_STAGE_REQUESTS requests (then it runs in full: slow stages need their length
+        to reach steady state)."""
+        return [d if not stage_cap_s or r * d <= SHORT_STAGE_REQUESTS else min(d, stage_cap_s)
+                for r, d in self.stages]
+
+    def num_requests(self, stage_cap_s: float | None = None) -> int:
+        return int(sum(r * d for (r, _), d in zip(self.stages, self.stage_durations(stage_cap_s))))
+
+
+def _num(row: Mapping, key: str, cast=float, default=None, where: str = ""):
+    v = (row.get(key) or "").strip()
+    if v == "":
+        if default is not None or cast is None:
+            return default
+        raise ConfigError(key, f"{where}: empty value")
+    try:
+        return cast(float(v)) if cast is int else cast(v)
+    except ValueError:
+        raise ConfigError(key, f"{where}: not a number: {v!r}") from None
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[dict]]:
+    if not path.is_file():
+        raise ConfigError("file", f"no such file: {path}")
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        rows = [{(k or "").strip(): (v or "") for k, v in row.items()} for row in reader]
+    if not header:
+        raise ConfigError("file", f"{path}: empty file (no header)")
+    return header, rows
+
+
+def _actual_metrics(row: Mapping, out_len: int, where: str) -> dict:
+    a = {}
+    for m in ("e2e_mean", "e2e_p90", "e2e_p99", "ttft_mean", "ttft_p90", "ttft_p99"):
+        v = _num(row, f"{m}_ms", float, default=float("nan"), where=where)
+        a[m] = v
+    # The server generates exactly sp_output_len tokens (ignore_eos): the mean decode time per
+    # token is (E2E - TTFT) / (N - 1). (The CSV's itl_derived_mean_ms divides by the re-tokenised
+    # client-side output length, ~25% too high for Llama-2-7B.)
+    if out_len > 1 and not math.isnan(a["e2e_mean"]) and not math.isnan(a["ttft_mean"]):
+        a["itl_mean"] = (a["e2e_mean"] - a["ttft_mean"]) / (out_len - 1)
+    else:
+        a["itl_mean"] = float("nan")
+    return a
+
+
+def load_experiments(path: str | Path) -> list[Experiment]:
+    """Experiments of an aggregates CSV, in file order (raises ConfigError on missing columns)."""
+    path = Path(path)
+    header, rows = _read_csv(path)
+    missing = [c for c in AGG_REQUIRED if c not in header]
+    if missing:
+        raise ConfigError("file", f"{path}: missing column(s) {', '.join(missing)}")
+    exps: dict[str, Experiment] = {}
+    for i, row in enumerate(rows, start=2):
+        where = f"{path.name}:{i}"
+        eid = row["exp_id"].strip()
+        out_len = _num(row, "sp_output_len", int, where=where)
+        e = exps.get(eid)
+        if e is None:
+            e = Experiment(
+                exp_id=eid, name=row.get("experiment", eid).strip() or eid, model=row["model"].strip(),
+                hardware=row["hardware"].strip(), precision=(row.get("precision") or "").strip(),
+                tp=_num(row, "tp", int, where=where),
+                max_num_batched_tokens=_num(row, "max_num_batched_tokens", int, where=where),
+                max_num_seqs=_num(row, "max_num_seqs", int, where=where),
+                gpu_mem_util=_num(row, "gpu_mem_util", float, default=None, where=where) if row.get(
+                    "gpu_mem_util", "").strip() else None,
+                total_kv_blocks=_num(row, "total_kv_blocks", int, where=where) if row.get(
+                    "total_kv_blocks", "").strip() else None,
+                cpu_kv_blocks=_num(row, "cpu_kv_blocks", int, default=0, where=where) if row.get(
+                    "cpu_kv_blocks", "").strip() else 0,
+                workload=(row.get("workload") or "").strip(),
+                num_groups=_num(row, "sp_num_groups", int, where=where),
+                prompts_per_group=_num(row, "sp_prompts_per_group", int, where=where),
+                system_prompt_len=_num(row, "sp_system_prompt_len", int, where=where),
+                question_len=_num(row, "sp_question_len", int, where=where),
+                output_len=out_len, notes=(row.get("notes") or "").strip())
+            exps[eid] = e
+        si = _num(row, "stage_index", int, where=where)
+        if si >= 0:
+            e.stages.append((si, _num(row, "stage_rate_rps", float, where=where),
+                             _num(row, "stage_duration_s", float, where=where)))
+        e.actual[si] = _actual_metrics(row, out_len, where)
+    for e in exps.values():
+        e.stages = [(r, d) for _, r, d in sorted(e.stages)]
+        if not e.stages:
+            raise ConfigError("stage_index", f"{path.name}: experiment {e.exp_id} has no load stage rows (>= 0)")
+    return list(exps.values())
+
+
+# ---- building and running --------------------------------------------------------------------
+def _check_known(model: str, hardware: str) -> str:
+    """'' if the model and GPU are known, else the reason to skip."""
+    from blis_gym.sim.latency import load_hardware, load_model
+    try:
+        load_model(model)
+    except ConfigError as e:
+        return f"unknown model {model!r} ({e.message})"
+    try:
+        load_hardware(hardware)
+    except ConfigError as e:
+        return f"unknown hardware {hardware!r} ({e.message})"
+    return ""
+
+
+def experiment_scenario(e: Experiment, stage_cap_s: float | None = None,
+                        template_tokens: int = TEMPLATE_TOKENS) -> dict:
+    """The scenario mapping that replays experiment `e` (stages optionally cut to stage_cap_s)."""
+    stages = [{"rate": r, "duration_s": d} for (r, _), d in zip(e.stages, e.stage_durations(stage_cap_s))]
+    vllm: dict = {"max_num_seqs": e.max_num_seqs, "max_num_batched_tokens": e.max_num_batched_tokens}
+    if e.total_kv_blocks:
+        vllm["total_kv_blocks"] = e.total_kv_blocks
+    elif e.gpu_mem_util:
+        vllm["gpu_memory_utilization"] = e.gpu_mem_util
+    return {
+        "name": f"validate-{e.exp_id}", "seed": 42, "model": e.model, "hardware": e.hardware, "tp": e.tp,
+        "vllm": vllm, "sample_interval_s": 0,
+        "workload": {
+            "timeout_s": 0,           # inference-perf request_timeout: null
+            "inference_perf": {
+                "num_groups": e.num_groups, "prompts_per_group": e.prompts_per_group,
+                "system_prompt_len": e.system_prompt_len, "question_len": e.question_len + template_tokens,
+                "output_len": e.output_len, "stages": stages,
+                # inference-perf's shared_prefix data generator builds groups x prompts fixed
+                # prompts and cycles through them: every prompt is re-sent.
+                "repeat_questions": True,
+            },
+        },
+    }
+
+
+def sim_config(model: str, hardware: str, tp: int, workload, params, interconnect, *, max_num_seqs=None,
+               max_num_batched_tokens=None, total_kv_blocks=None, gpu_mem_util=None, max_model_len=None,
+               name: str = "validate"):
+    """A one-instance SimConfig with the calibrated step model (the same settings a scenario's
+    `vllm:` section gives; built directly so validation does not depend on the scenario layer)."""
+    from blis_gym.sim.engine import EngineConfig
+    from blis_gym.sim.latency import kv_blocks_per_instance, load_hardware, load_model
+    from blis_gym.sim.simulation import InstanceConfig, SimConfig
+
+    m = load_model(model)
+    hw = load_hardware(hardware)
+    blocks = int(total_kv_blocks) if total_kv_blocks else kv_blocks_per_instance(m, hw, tp, gpu_mem_util or 0.9)
+    big = hw.memory_gib >= 70 and not hw.name.upper().startswith("A100")   # vLLM's batch defaults
+    mml = min(int(max_model_len or m.max_model_len), (blocks - 1) * 16)
+    engine = EngineConfig(max_num_seqs=int(max_num_seqs or (1024 if big else 256)),
+                          max_num_batched_tokens=int(max_num_batched_tokens or (8192 if big else 2048)),
+                          max_model_len=mml)
+    step = CalibratedPhysics(m, hw, tp, params=params, interconnect=interconnect)
+    return SimConfig(instances=[InstanceConfig(name="instance-0", engine=engine, step_model=step,
+                                               total_kv_blocks=blocks)],
+                     workload=workload, seed=42, sample_interval_us=0, name=name)
+
+
+def _stats(ttft_us: np.ndarray, e2e_us: np.ndarray, out_len: float) -> dict:
+    if len(e2e_us) == 0:
+        return {m: float("nan") for m in METRICS}
+    t = ttft_us / 1000.0
+    e = e2e_us / 1000.0
+    r = {"e2e_mean": float(e.mean()), "e2e_p90": float(np.percentile(e, 90)), "e2e_p99": float(np.percentile(e, 99)),
+         "ttft_mean": float(t.mean()), "ttft_p90": float(np.percentile(t, 90)),
+         "ttft_p99": float(np.percentile(t, 99))}
+    r["itl_mean"] = (r["e2e_mean"] - r["ttft_mean"]) / (out_len - 1) if out_len > 1 else float("nan")
+    return r
+
+
+def run_experiment(e: Experiment, params: Mapping[str, float] | None = None,
+                   interconnect: Mapping[str, float] | None = None, stage_cap_s: float | None = None,
+                   template_tokens: int = TEMPLATE_TOKENS, progress: Callable | None = None) -> dict:
+    """Predicted metrics per stage index (-1 = whole run) for experiment e."""
+    from blis_gym.sim.engine import State
+    from blis_gym.sim.simulation import Simulation
+    from blis_gym.sim.workload.builders import inference_perf_workload
+
+    if params is None or interconnect is None:
+        p0, i0 = load_calibration()
+        params = params or p0
+        interconnect = interconnect or i0
+    stages = list(zip([r for r, _ in e.stages], e.stage_durations(stage_cap_s)))
+    # inference-perf's shared_prefix generator builds groups x prompts fixed prompts and cycles
+    # through them (every prompt is re-sent); request_timeout is null (no client deadline).
+    workload = inference_perf_workload(e.num_groups, e.prompts_per_group, e.system_prompt_len,
+                                       e.question_len + template_tokens, e.output_len, stages,
+                                       repeat_questions=True, timeout_us=0)
+    cfg = sim_config(e.model, e.hardware, e.tp, workload, params, interconnect,
+                     max_num_seqs=e.max_num_seqs, max_num_batched_tokens=e.max_num_batched_tokens,
+                     total_kv_blocks=e.total_kv_blocks, gpu_mem_util=e.gpu_mem_util, name=f"validate-{e.exp_id}")
+    sim = Simulation(cfg)
+    sim.run(progress=progress)
+    a = sim.metrics.arrays()
+    ok = a["state"] == int(State.COMPLETED)
+    arr, ttft, e2e = a["arrival"][ok], a["ttft"][ok], a["e2e"][ok]
+    out = {-1: _stats(ttft, e2e, e.output_len)}
+    ends = np.cumsum([d * 1e6 for _r, d in stages])
+    stage = np.minimum(np.searchsorted(ends + 0.5, arr, side="left"), len(ends) - 1)
+    for i in range(len(e.stages)):
+        sel = stage == i
+        out[i] = _stats(ttft[sel], e2e[sel], e.output_len)
+    out["_completed"] = int(ok.sum())
+    out["_injected"] = int(len(a["state"]))
+    return out
+
+
+def ape(pred: float, actual: float) -> float:
+    if actual is None or pred is None or not actual or math.isnan(actual) or math.isnan(pred):
+        return float("nan")
+    return abs(pred - actual) / abs(actual) * 100.0
+
+
+def signed(pred: float, actual: float) -> float:
+    if not actual or math.isnan(actual) or math.isnan(pred):
+        return float("nan")
+    return (pred - actual) / abs(actual) * 100.0
+
+
+# ---- aggregation -----------------------------------------------------------------------------
+def _agg(vals: list[float]) -> dict:
+    v = np.array([x for x in vals if not math.isnan(x)], float)
+    if not len(v):
+        return {"median": None, "mean": None, "n": 0}
+    return {"median": round(float(np.median(v)), 3), "mean": round(float(v.mean()), 3), "n": int(len(v))}
+
+
+def summarise(rows: list[dict], stage_level: bool = False) -> dict:
+    """median/mean APE per metric over the rows (whole-run rows by default; stage rows if
+    stage_level)."""
+    sel = [r for r in rows if (r["stage_index"] >= 0 if stage_level else r["stage_index"] == -1)]
+    out: dict = {"median_ape": {}, "mean_ape": {}, "n": {}}
+    for m in METRICS:
+        a = _agg([r["ape"] for r in sel if r["metric"] == m])
+        out["median_ape"][m], out["mean_ape"][m], out["n"][m] = a["median"], a["mean"], a["n"]
+    return out
+
+
+def _grouped(rows: list[dict], key: str) -> dict:
+    keys = sorted({r[key] for r in rows})
+    return {k: summarise([r for r in rows if r[key] == k]) for k in keys}
+
+
+def _round(x):
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 4)
+
+
+def compare_rows(e: Experiment, pred: dict, split: str) -> list[dict]:
+    rows = []
+    for si in sorted(k for k in pred if isinstance(k, int)):
+        act = e.actual.get(si)
+        if act is None:
+            continue
+        for m in METRICS:
+            p, a = pred[si][m], act[m]
+            if math.isnan(a):
+                continue
+            rows.append({"exp_id": e.exp_id, "stage_index": si, "metric": m, "predicted": p, "actual": a,
+                         "ape": ape(p, a), "signed_error_pct": signed(p, a), "model": e.model,
+                         "hardware": e.hardware, "workload": e.workload, "tp": e.tp, "split": split})
+    return rows
+
+
+def validate_aggregates(path: str | Path, out_dir: str | Path | None = None, *,
+                        calibration: str | Path | None = None, stage_cap_s: float | None = None,
+                        only: list[str] | None = None, progress: Callable | None = None,
+                        plot: bool = True) -> dict:
+    """Validate every experiment of an aggregates CSV; writes validation.csv, summary.json and a
+    plot to out_dir (if given) and returns the summary."""
+    exps = load_experiments(path)
+    if only:
+        exps = [e for e in exps if e.exp_id in only]
+        if not exps:
+            raise ConfigError("--only", f"no experiment with id in {only}")
+    params, inter = load_calibration(calibration)
+    holdout = set(_holdout(calibration))
+    rows: list[dict] = []
+    skipped: list[dict] = []
+    per_exp: dict = {}
+    todo = []
+    for e in exps:
+        reason = _check_known(e.model, e.hardware)
+        if not reason and e.overloaded:
+            reason = "overloaded run: " + e.notes
+        if reason:
+            skipped.append({"exp_id": e.exp_id, "reason": reason})
+        else:
+            todo.append(e)
+    total = sum(e.num_requests(stage_cap_s) for e in todo)
+    done = 0
+    for e in todo:
+        cb = (lambda n, _t, base=done: progress(base + n, total, e.exp_id)) if progress else None
+        pred = run_experiment(e, params, inter, stage_cap_s=stage_cap_s, progress=cb)
+        done += e.num_requests(stage_cap_s)
+        if progress:
+            progress(done, total, e.exp_id)
+        split = "holdout" if e.exp_id in holdout else "train"
+        rows += compare_rows(e, pred, split)
+        per_exp[e.exp_id] = {"model": e.model, "workload": e.workload, "tp": e.tp, "split": split,
+                             "completed": pred["_completed"], "injected": pred["_injected"]}
+    summary = {
+        "input": str(path), "kind": "aggregates", "calibration": str(calibration or "bundled calibrated.yaml"),
+        "stage_cap_s": stage_cap_s, "experiments": len(todo), "skipped": skipped,
+        **summarise(rows),
+        "stages": summarise(rows, stage_level=True),
+        "by_split": _grouped(rows, "split"),
+        "by_model": _grouped(rows, "model"),
+        "by_hardware": _grouped(rows, "hardware"),
+        "by_workload": _grouped(rows, "workload"),
+        "per_experiment": per_exp,
+        "note": "median_ape/mean_ape: over experiments (whole-run rows, stage_index -1), in percent; "
+                "`stages`: over load stages (stage_index >= 0).",
+    }
+    if out_dir is not None:
+        write_outputs(Path(out_dir), rows, summary, plot=plot)
+    summary["_rows"] = rows
+    return summary
+
+
+def _holdout(calibration) -> list[str]:
+    from .physics import _load_yaml
+    try:
+        data = _load_yaml(None if calibration is None else str(calibration))
+    except ConfigError:
+        return []
+    return [str(x) for x in (data.get("fit") or {}).get("holdout", [])]
+
+
+def write_outputs(out: Path, rows: list[dict], summary: dict, plot: bool = True) -> list[str]:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError("--out", f"cannot create {out}: {e.strerror}") from None
+    cols = ("exp_id", "stage_index", "metric", "predicted", "actual", "ape", "signed_error_pct", "model",
+            "hardware", "workload", "tp", "split")
+    with open(out / "validation.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        for r in rows:
+            w.writerow([_round(r[c]) if isinstance(r.get(c), float) else r.get(c, "") for c in cols])
+    s = {k: v for k, v in summary.items() if not k.startswith("_")}
+    (out / "summary.json").write_text(json.dumps(s, indent=2) + "\n")
+    written = ["validation.csv", "summary.json"]
+    if plot and rows:
+        write_svg_plot(out / "validation.svg", rows)
+        written.append("validation.svg")
+    return written
+
+
+# ---- per-request traces ----------------------------------------------------------------------
+_GPU_NAMES = (("RTX PRO 6000", "RTX-PRO-6000"), ("RTX 4090", "RTX-4090"), ("H100", "H100"), ("H200", "H200"),
+              ("A100", "A100-80GB"), ("L40S", "L40S"))
+
+
+def _meta_for(path: Path) -> dict:
+    name = path.name
+    for suffix in ("_requests.csv", ".csv"):
+        if name.endswith(suffix):
+            m = path.with_name(name[: -len(suffix)] + "_meta.json")
+            if m.is_file():
+                try:
+                    return json.loads(m.read_text())
+                except json.JSONDecodeError:
+                    raise ConfigError("file", f"{m}: not valid JSON") from None
+    return {}
+
+
+def _trace_settings(path: Path, overrides: Mapping) -> dict:
+    meta = _meta_for(path)
+    kw = meta.get("engine_kwargs", {}) or {}
+    kv = meta.get("kv_cache", {}) or {}
+    dev = (meta.get("hardware", {}) or {}).get("device_name", "")
+    hw = next((v for k, v in _GPU_NAMES if k.lower() in dev.lower()), dev or None)
+    s = {"model": meta.get("model") or kw.get("model"), "hardware": hw,
+         "tp": kw.get("tensor_parallel_size", 1), "max_num_seqs": kw.get("max_num_seqs"),
+         "max_num_batched_tokens": kw.get("max_num_batched_tokens"), "total_kv_blocks": kv.get("num_gpu_blocks"),
+         "gpu_mem_util": kv.get("gpu_memory_utilization") or 0.9, "max_model_len": kw.get("max_model_len")}
+    s.update({k: v for k, v in overrides.items() if v is not None})
+    for k in ("model", "hardware"):
+        if not s.get(k):
+            raise ConfigError(f"--{k}", f"{path.name}: no {k} in a *_meta.json next to the trace; give --{k}")
+    return s
+
+
+def validate_trace(path: str | Path, out_dir: str | Path | None = None, *, calibration=None,
+                   overrides: Mapping | None = None, progress: Callable | None = None, plot: bool = True) -> dict:
+    """Replay a per-request trace at its engine arrival times and compare request by request."""
+    from blis_gym.sim.engine import State
+    from blis_gym.sim.simulation import Simulation
+
+    path = Path(path)
+    header, rows = _read_csv(path)
+    missing = [c for c in TRACE_REQUIRED if c not in header]
+    t_col = "queued_s" if "queued_s" in header else ("arrival_s" if "arrival_s" in header else None)
+    if t_col is None:
+        missing.append("queued_s (or arrival_s)")
+    if missing:
+        raise ConfigError("file", f"{path}: missing column(s) {', '.join(missing)}")
+    st = _trace_settings(path, overrides or {})
+    name = f"{path.stem}"
+    reason = _check_known(st["model"], st["hardware"])
+    if reason:
+        summary = {"input": str(path), "kind": "per_request", "skipped": [{"exp_id": name, "reason": reason}]}
+        if out_dir is not None:
+            write_outputs(Path(out_dir), [], summary, plot=False)
+        return summary
+    params, inter = load_calibration(calibration)
+    arr = np.array([float(r[t_col]) for r in rows])
+    inp = np.array([int(float(r["input_tokens"])) for r in rows])
+    outl = np.array([int(float(r["output_tokens"])) for r in rows])
+    ttft_real = np.array([float(r["ttft_ms"]) for r in rows])
+    e2e_real = np.array([float(r["e2e_ms"]) for r in rows])
+    order = np.argsort(arr, kind="stable")
+    from blis_gym.sim.workload import Workload
+    from blis_gym.sim.workload.traces import load_trace
+
+    # Engine-clock measurements (in-process AsyncLLM, no HTTP): TTFT and E2E start at the engine
+    # queue, so the API-server overhead and the post-stream overhead are not part of them.
+    p = {**params, "api_us": 0.0, "final_us": 0.0}
+    with tempfile.TemporaryDirectory() as tmp:
+        tp_ = Path(tmp) / "trace.csv"
+        with open(tp_, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(("arrival_s", "input_tokens", "output_tokens"))
+            for i in order:
+                w.writerow((f"{arr[i]:.6f}", inp[i], outl[i]))
+        tw = load_trace(tp_, "csv", timeout_us=0)
+    workload = Workload(clients=tw.clients, num_requests=len(rows))
+    cfg = sim_config(st["model"], st["hardware"], int(st["tp"]), workload, p, inter,
+                     max_num_seqs=st.get("max_num_seqs"), max_num_batched_tokens=st.get("max_num_batched_tokens"),
+                     total_kv_blocks=st.get("total_kv_blocks"), gpu_mem_util=st.get("gpu_mem_util"),
+                     max_model_len=st.get("max_model_len"), name=name)
+    sim = Simulation(cfg)
+    sim.run(progress=(lambda n, t: progress(n, len(rows), name)) if progress else None)
+    a = sim.metrics.arrays()
+    idx = np.argsort(a["id"], kind="stable")
+    state = a["state"][idx]
+    ok = state == int(State.COMPLETED)
+    ttft_sim = np.full(len(rows), np.nan)
+    e2e_sim = np.full(len(rows), np.nan)
+    ttft_sim[order[: len(idx)][ok]] = a["ttft"][idx][ok] / 1000.0
+    e2e_sim[order[: len(idx)][ok]] = a["e2e"][idx][ok] / 1000.0
+    good = ~np.isnan(e2e_sim)
+    pred = {"e2e_mean": e2e_sim[good].mean(), "e2e_p90": np.percentile(e2e_sim[good], 90),
+            "e2e_p99": np.percentile(e2e_sim[good], 99), "ttft_mean": ttft_sim[good].mean(),
+            "ttft_p90": np.percentile(ttft_sim[good], 90), "ttft_p99": np.percentile(ttft_sim[good], 99)}
+    act = {"e2e_mean": e2e_real.mean(), "e2e_p90": np.percentile(e2e_real, 90), "e2e_p99": np.percentile(e2e_real, 99),
+           "ttft_mean": ttft_real.mean(), "ttft_p90": np.percentile(ttft_real, 90),
+           "ttft_p99": np.percentile(ttft_real, 99)}
+    sel = outl > 1
+    pred["itl_mean"] = float(np.mean((e2e_sim[sel & good] - ttft_sim[sel & good]) / (outl[sel & good] - 1)))
+    act["itl_mean"] = float(np.mean((e2e_real[sel] - ttft_real[sel]) / (outl[sel] - 1)))
+    out_rows = []
+    for m in METRICS:
+        out_rows.append({"exp_id": name, "stage_index": -1, "metric": m, "predicted": float(pred[m]),
+                         "actual": float(act[m]), "ape": ape(float(pred[m]), float(act[m])),
+                         "signed_error_pct": signed(float(pred[m]), float(act[m])), "model": st["model"],
+                         "hardware": st["hardware"], "workload": "per-request trace", "tp": int(st["tp"]),
+                         "split": "trace"})
+
+    def pearson(x, y):
+        x, y = x[good], y[good]
+        return None if len(x) < 3 or x.std() == 0 or y.std() == 0 else round(float(np.corrcoef(x, y)[0, 1]), 4)
+
+    per_req_ape = {
+        "ttft": round(float(np.mean(np.abs(ttft_sim[good] - ttft_real[good]) / ttft_real[good]) * 100), 3),
+        "e2e": round(float(np.mean(np.abs(e2e_sim[good] - e2e_real[good]) / e2e_real[good]) * 100), 3)}
+    summary = {"input": str(path), "kind": "per_request", "settings": {k: v for k, v in st.items()},
+               "calibration": str(calibration or "bundled calibrated.yaml"),
+               "requests": len(rows), "completed": int(good.sum()), "skipped": [],
+               **summarise(out_rows),
+               "pearson_r": {"ttft": pearson(ttft_sim, ttft_real), "e2e": pearson(e2e_sim, e2e_real)},
+               "per_request_mape": per_req_ape,
+               "note": "APE of the aggregate statistics in percent; per_request_mape = mean over requests of "
+                       "|sim - real| / real; replayed at queued_s (engine arrival)."}
+    if out_dir is not None:
+        write_outputs(Path(out_dir), out_rows, summary, plot=plot)
+    summary["_rows"] = out_rows
+    summary["_per_request"] = {"ttft_sim": ttft_sim, "ttft_real": ttft_real, "e2e_sim": e2e_sim, "e2e_real": e2e_real}
+    return summary
+
+
+def validate_file(path: str | Path, out_dir=None, **kw) -> dict:
+    """Aggregates CSV or per-request trace, detected from the header."""
+    path = Path(path)
+    header, _ = _read_csv(path)
+    if "exp_id" in header or "stage_index" in header:
+        kw.pop("overrides", None)
+        return validate_aggregates(path, out_dir, **kw)
+    if all(c in header for c in TRACE_REQUIRED):
+        for k in ("stage_cap_s", "only"):
+            kw.pop(k, None)
+        return validate_trace(path, out_dir, **kw)
+    raise ConfigError("file", f"{path}: neither an aggregates CSV (columns {', '.join(AGG_REQUIRED[:3])}, ...) "
+                              f"nor a per-request trace (columns {', '.join(TRACE_REQUIRED)})")
+
+
+# ---- plot (plain SVG: no plotting dependency) -------------------------------------------------
+def write_svg_plot(path: Path, rows: list[dict]) -> None:
+    """Predicted against measured on log-log axes, one panel per metric family."""
+    panels = (("E2E (ms)", ("e2e_mean", "e2e_p90", "e2e_p99")), ("TTFT (ms)", ("ttft_mean", "ttft_p90", "ttft_p99")),
+              ("ITL (ms)", ("itl_mean",)))
+    colours = {"train": "#1f77b4", "holdout": "#d62728", "trace": "#2ca02c"}
+    markers = {"mean": "circle", "p90": "square", "p99": "diamond"}
+    W, H, pad = 330, 330, 48
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W * 3}" height="{H + 40}" '
+             f'font-family="sans-serif" font-size="11">', '<rect width="100%" height="100%" fill="white"/>']
+    for pi, (title, metrics) in enumerate(panels):
+        pts = [r for r in rows if r["metric"] in metrics and r["predicted"] > 0 and r["actual"] > 0
+               and not math.isnan(r["predicted"])]
+        x0 = pi * W
+        parts.append(f'<text x="{x0 + W / 2}" y="16" text-anchor="middle" font-weight="bold">{title}: '
+                     f'predicted vs measured</text>')
+        if not pts:
+            continue
+        vals = [r["predicted"] for r in pts] + [r["actual"] for r in pts]
+        lo, hi = math.log10(min(vals)) - 0.05, math.log10(max(vals)) + 0.05
+
+        def sx(v):
+            return x0 + pad + (math.log10(v) - lo) / (hi - lo) * (W - pad - 12)
+
+        def sy(v):
+            return 24 + (H - pad) - (math.log10(v) - lo) / (hi - lo) * (H - pad - 12)
+        a, b = 10 ** lo, 10 ** hi
+        parts.append(f'<rect x="{x0 + pad}" y="{24 + 12}" width="{W - pad - 12}" height="{H - pad - 12}" '
+                     f'fill="none" stroke="#888"/>')
+        parts.append(f'<line x1="{sx(a):.1f}" y1="{sy(a):.1f}" x2="{sx(b):.1f}" y2="{sy(b):.1f}" stroke="#aaa" '
+                     f'stroke-dasharray="4,3"/>')
+        for f_ in (0.9, 1.1):
+            parts.append(f'<line x1="{sx(a):.1f}" y1="{sy(a * f_):.1f}" x2="{sx(b / f_):.1f}" y2="{sy(b):.1f}" '
+                         f'stroke="#ddd"/>' if f_ > 1 else
+                         f'<line x1="{sx(a / f_):.1f}" y1="{sy(a):.1f}" x2="{sx(b):.1f}" y2="{sy(b * f_):.1f}" '
+                         f'stroke="#ddd"/>')
+        for k in range(math.ceil(lo), math.floor(hi) + 1):
+            v = 10 ** k
+            parts.append(f'<text x="{sx(v):.1f}" y="{H + 2}" text-anchor="middle">{v:g}</text>')
+            parts.append(f'<text x="{x0 + pad - 4}" y="{sy(v) + 4:.1f}" text-anchor="end">{v:g}</text>')
+        parts.append(f'<text x="{x0 + W / 2}" y="{H + 18}" text-anchor="middle">measured</text>')
+        parts.append(f'<text x="{x0 + 12}" y="{24 + H / 2}" transform="rotate(-90 {x0 + 12} {24 + H / 2})" '
+                     f'text-anchor="middle">predicted</text>')
+        for r in pts:
+            c = colours.get(r.get("split", "train"), "#1f77b4")
+            x, y = sx(r["actual"]), sy(r["predicted"])
+            kind = markers[r["metric"].split("_")[1]]
+            tip = (f'<title>{r["exp_id"]} stage {r["stage_index"]} {r["metric"]}: predicted {r["predicted"]:.1f}, '
+                   f'measured {r["actual"]:.1f} ({r["signed_error_pct"]:+.1f}%)</title>')
+            if kind == "circle":
+                parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{c}" fill-opacity="0.7">{tip}</circle>')
+            elif kind == "square":
+                parts.append(f'<rect x="{x - 3:.1f}" y="{y - 3:.1f}" width="6" height="6" fill="none" '
+                             f'stroke="{c}">{tip}</rect>')
+            else:
+                parts.append(f'<path d="M{x:.1f},{y - 4:.1f} L{x + 4:.1f},{y:.1f} L{x:.1f},{y + 4:.1f} '
+                             f'L{x - 4:.1f},{y:.1f} Z" fill="none" stroke="{c}">{tip}</path>')
+    parts.append(f'<text x="8" y="{H + 36}">filled circle = mean, square = p90, diamond = p99; blue = fitted '
+                 f'experiments, red = held out, green = per-request trace; dashed = exact, grey = ±10%</text>')
+    parts.append("</svg>")
+    path.write_text("\n".join(parts) + "\n")
