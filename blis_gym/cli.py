@@ -136,8 +136,6 @@ def _fmt(v) -> str:
     return "-" if v is None else f"{v:.2f}"
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
 
 
 # ---- fidelity: validate against measured vLLM runs, calibrate the step-time model ----------------
@@ -236,3 +234,7 @@ def calibrate(data: Path | None, out_file: Path | None, holdout: str | None, max
     if not quiet:
         Console().print(f"loss {res['loss']:.3f} after {res['evaluations']} evaluations; wrote {out_file}",
                         highlight=False)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

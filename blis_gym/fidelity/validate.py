@@ -448,6 +448,12 @@ def _trace_settings(path: Path, overrides: Mapping) -> dict:
     kv = meta.get("kv_cache", {}) or {}
     dev = (meta.get("hardware", {}) or {}).get("device_name", "")
     hw = next((v for k, v in _GPU_NAMES if k.lower() in dev.lower()), dev or None)
+    if not hw:                      # no device in the meta file: try the file name's first token
+        from blis_gym.sim.latency import load_hardware
+        try:
+            hw = load_hardware(path.name.split("_")[0]).name
+        except ConfigError:
+            hw = None
     s = {"model": meta.get("model") or kw.get("model"), "hardware": hw,
          "tp": kw.get("tensor_parallel_size", 1), "max_num_seqs": kw.get("max_num_seqs"),
          "max_num_batched_tokens": kw.get("max_num_batched_tokens"), "total_kv_blocks": kv.get("num_gpu_blocks"),

@@ -272,6 +272,17 @@ class Simulation:
                 "dollars_per_million_output_tokens": round(dollars / output_tokens * 1e6, 6) if output_tokens else None,
                 "per_pool": per}
 
+    def _pd_summary(self) -> dict:
+        g = self.gateway
+        t = g.transfers
+        ms = np.asarray(t.durations_us, dtype=float) / 1000
+        return {"decided_requests": g.pd_decided, "disaggregated_requests": g.pd_disaggregated,
+                "disaggregated_fraction": round(g.pd_disaggregated / g.pd_decided, 6) if g.pd_decided else 0.0,
+                "transfers": len(t.durations_us),
+                "transfer_mean_ms": round(float(ms.mean()), 6) if ms.size else None,
+                "transfer_p99_ms": round(float(np.percentile(ms, 99)), 6) if ms.size else None,
+                "peak_concurrent_transfers": t.peak_concurrent}
+
     def in_instances(self) -> tuple[int, int]:
         """Requests waiting and running in instances (P/D prefill legs excluded)."""
         queued = sum(1 for i in self.instances for r in i.waiting if r.parent is None)
@@ -359,6 +370,8 @@ class Simulation:
         out["tenant_fairness_jain"] = round(jain(served), 6)
         if self.pools:
             out["cost"] = self._cost(dur_us, out["output_tokens"])
+        if self.gateway is not None and self.gateway.pd_mode:
+            out["pd"] = self._pd_summary()
         out["per_instance"] = {i.name: {"steps": i.steps, "preemptions": i.preemptions,
                                         "busy_fraction": round(i.busy_us / dur_us, 6) if dur_us else 0.0,
                                         "prefix_cache_hit_rate": round(i.kv.hit_tokens / i.kv.query_tokens, 6)

@@ -197,7 +197,8 @@ class Gateway:
             self.sim.pod_idle(p.index, now)
         if st.cancelled:
             return
-        if r.scheduled < 0:
+        if r.scheduled < 0:                     # its first enqueue and admission were the leg's
+            r.enqueued = leg.enqueued
             r.scheduled = leg.scheduled
         if not ok:
             self.pd_active -= 1

@@ -168,7 +168,8 @@ class Instance:
             return
         r.instance = self
         r.state = State.QUEUED
-        r.enqueued = now
+        if r.enqueued < 0:
+            r.enqueued = now
         self.waiting.push(r)
         if not self.busy:
             self.busy = True
