@@ -27,12 +27,23 @@ WORKLOADS: dict[str, tuple[str, dict]] = {
     "single-10k": ("scenarios/single-10k.yaml", {}),
     "cluster-4x-10k": ("scenarios/cluster-4x-10k.yaml", {}),
     "cluster-4x-100k-overload": ("scenarios/cluster-4x-10k.yaml",
-                                 {"name": "cluster-4x-100k-overload",
-                                  "workload": {"rate": 100, "arrival": {"process": "constant"},
-                                               "input": {"dist": "gaussian", "mean": 512, "std": 256, "min": 2, "max": 7000},
-                                               "output": {"dist": "gaussian", "mean": 512, "std": 256, "min": 2, "max": 7000},
-                                               "num_requests": 100000}}),
+                                 {"name": "cluster-4x-100k-overload", "workload": {"rate": 100, "num_requests": 100000}}),
+    "pd-chat-10k": ("scenarios/pd-chat-threshold16.yaml",
+                    {"name": "pd-chat-10k", "workload": {"num_requests": 10000, "horizon_s": None}}),
 }
+
+
+def merge(base: dict, over: dict) -> dict:
+    """`over` merged into `base` recursively; a None value deletes the key."""
+    out = dict(base)
+    for k, v in over.items():
+        if v is None:
+            out.pop(k, None)
+        elif isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = v
+    return out
 
 
 def run_one(name: str) -> dict:
@@ -42,8 +53,7 @@ def run_one(name: str) -> dict:
     from blis_gym.sim.simulation import Simulation
 
     path, overrides = WORKLOADS[name]
-    data = yaml.safe_load((ROOT / path).read_text())
-    data.update(overrides)
+    data = merge(yaml.safe_load((ROOT / path).read_text()), overrides)
     sc = parse_scenario(data)
     t0 = time.perf_counter()
     sim = Simulation(build(sc, base_dir=(ROOT / path).parent))

@@ -36,6 +36,7 @@ class KVStore:
             self.free[_Run()] = self.usable
         self.free_count = self.usable
         self.peak_used = 0
+        self._lookup = None    # (request, its prefix hashes) of the latest lookup, reused by admit
         self.hit_tokens = 0    # prompt tokens found in the prefix cache at admission
         self.query_tokens = 0  # prompt tokens looked up (vLLM's prefix_cache_queries)
 
@@ -50,17 +51,20 @@ class KVStore:
     def cached_prefix_blocks(self, req: Request, limit: int | None = None) -> int:
         """Longest run of the request's leading full prompt blocks present in this store
         (capped as vLLM caps it: the last prompt token is always recomputed)."""
-        content = req.kv_content
         n_max = (req.target - 1) // BLOCK_SIZE
         if limit is not None:
             n_max = min(n_max, limit)
         refs, free = self.refs, self.free
+        content = req.kv_content
+        if n_max <= 0 or (content.block_hash(0) not in refs and content.block_hash(0) not in free):
+            return 0
+        hs = content.prefix_hashes(n_max)
         i = 0
-        while i < n_max:
-            h = content.block_hash(i)
+        for h in hs:
             if h not in refs and h not in free:
                 break
             i += 1
+        self._lookup = (req, hs)
         return i
 
     # ---- allocation ---------------------------------------------------------------------
@@ -91,28 +95,28 @@ class KVStore:
     def admit(self, req: Request, hit_blocks: int, new_tokens: int) -> bool:
         """Claim the request's first `hit_blocks` cached blocks and allocate room for
         `new_tokens` more. All or nothing; False if the free pool is too small."""
-        content = req.kv_content
         refs, free = self.refs, self.free
-        hashes = [content.block_hash(i) for i in range(hit_blocks)]
-        from_free = 0
-        for h in hashes:
-            if h not in refs:
-                from_free += 1
+        last = self._lookup
+        if last is not None and last[0] is req and len(last[1]) >= hit_blocks:
+            hashes = last[1][:hit_blocks]
+        else:
+            hashes = req.kv_content.prefix_hashes(hit_blocks)
+        self._lookup = None
+        claim = [h for h in hashes if h not in refs]      # cached but free: leave the free queue
         start = hit_blocks * BLOCK_SIZE
         new_blocks = -(-(start + new_tokens) // BLOCK_SIZE) - hit_blocks
-        if new_blocks + from_free > self.free_count:
+        if new_blocks + len(claim) > self.free_count:
             return False
+        for h in claim:
+            del free[h]
+        if claim:
+            self.free_count -= len(claim)
+            self.used += len(claim)
+            if self.used > self.peak_used:
+                self.peak_used = self.used
+        get = refs.get
         for h in hashes:
-            r = refs.get(h)
-            if r is None:
-                del free[h]
-                refs[h] = 1
-                self.free_count -= 1
-                self.used += 1
-                if self.used > self.peak_used:
-                    self.peak_used = self.used
-            else:
-                refs[h] = r + 1
+            refs[h] = get(h, 0) + 1
         req.shared_blocks = hashes
         req.hit_blocks = hit_blocks
         self.hit_tokens += start
@@ -174,6 +178,7 @@ class KVStore:
                         free[_Run()] = 1
                     else:
                         free[h] = 1
+        gone = 0
         for h in reversed(shared):
             r = refs[h] - 1
             if r:
@@ -181,8 +186,9 @@ class KVStore:
             else:
                 del refs[h]
                 free[h] = 1
-                self.used -= 1
-                self.free_count += 1
+                gone += 1
+        self.used -= gone
+        self.free_count += gone
         req.shared_blocks = []
 
     def check(self, held_blocks: int, holders: dict[int, int]) -> None:

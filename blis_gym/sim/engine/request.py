@@ -36,7 +36,7 @@ class Content:
     its blocks are published as soon as they are computed.
     """
 
-    __slots__ = ("parent", "segments", "length", "shared", "_own", "_pfull")
+    __slots__ = ("parent", "segments", "length", "shared", "_own", "_pfull", "_flat")
 
     def __init__(self, parent: "Content | None", segments: tuple[tuple[int, int], ...], shared: bool = False):
         self.parent = parent
@@ -45,17 +45,47 @@ class Content:
         self.shared = shared
         self._own: list[int] = []                      # hashes of blocks from _pfull on
         self._pfull = parent.length // BLOCK_SIZE if parent else 0
+        self._flat: list[int] | None = None            # all full-block hashes, kept by parents only
+        if parent is not None and parent._flat is None:
+            parent._flat = []                          # it is a parent now: flatten its chain once
 
     def block_hash(self, i: int) -> int:
         """Hash of full block i, chained over every block before it."""
         if i < self._pfull:
-            return self.parent.block_hash(i)
+            flat = self.parent._flat
+            if len(flat) <= i:
+                flat = self.parent._flatten()
+            return flat[i]
         j = i - self._pfull
         own = self._own
         if j >= len(own):
             # Hash ahead in one pass (walking the segments is the costly part), up to 512 blocks.
             self._extend(max(j + 1, min(self.length // BLOCK_SIZE - self._pfull, len(own) + 512)))
         return own[j]
+
+    def prefix_hashes(self, n: int) -> list[int]:
+        """The hashes of full blocks 0..n-1, as a new list."""
+        if n <= 0:
+            return []
+        p = self._pfull
+        if n <= p:
+            return self.parent._flatten()[:n]
+        self.block_hash(n - 1)
+        head = self.parent._flatten()[:p] if p else []
+        return head + self._own[:n - p]
+
+    def _flatten(self) -> list[int]:
+        """Every full-block hash of this (parent) content, in one list."""
+        n = self.length // BLOCK_SIZE
+        flat = self._flat
+        if len(flat) < n:
+            p = self._pfull
+            if len(flat) < p:
+                flat.extend(self.parent._flatten()[len(flat):p])
+            if n > p:
+                self.block_hash(n - 1)
+                flat.extend(self._own[len(flat) - p:n - p])
+        return flat
 
     def _pieces(self):
         """Yield (key, lo, hi) runs of the whole token sequence in order."""
