@@ -30,13 +30,14 @@ P_SAMPLE = 9
 class EventLoop:
     """A min-heap of (time_us, priority, seq, handler, arg); `now` never goes back."""
 
-    __slots__ = ("heap", "now", "_seq", "events")
+    __slots__ = ("heap", "now", "_seq", "events", "halt")
 
     def __init__(self) -> None:
         self.heap: list[tuple[int, int, int, Callable[[Any, int], None], Any]] = []
         self.now = 0
         self._seq = 0
         self.events = 0
+        self.halt = False           # set by a handler to stop the loop after it (a decision point)
 
     def at(self, time_us: int, priority: int, handler: Callable[[Any, int], None], arg: Any = None) -> None:
         if time_us < self.now:
@@ -46,7 +47,8 @@ class EventLoop:
 
     def run(self, until_us: int | None = None, max_events: int = 0) -> bool:
         """Process events in order until the heap is empty, the next event lies past
-        `until_us`, or `max_events` have run. Returns True if events remain within the limit."""
+        `until_us`, `max_events` have run, or a handler set `halt`. Returns True if events remain
+        within the limit."""
         heap = self.heap
         pop = heapq.heappop
         limit = until_us if until_us is not None else 1 << 62
@@ -59,6 +61,8 @@ class EventLoop:
             self.now = t
             handler(arg, t)
             n += 1
+            if self.halt:
+                break
         self.events += n
         return bool(heap) and heap[0][0] <= limit
 

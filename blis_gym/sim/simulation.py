@@ -44,9 +44,35 @@ class SimConfig:
     extra: dict = field(default_factory=dict)
 
 
+SLOTS = ("admission", "router", "pd", "autoscaler")
+
+
+@dataclass
+class Pending:
+    """A decision the simulator hands to an external agent (see DESIGN.md, decision points).
+
+    `resume(action)` carries the decision out (raising ValueError, with nothing changed, for an
+    invalid action); `default()` is what the built-in policy of the slot would choose."""
+    slot: str
+    time_us: int
+    request: Request | None
+    pods: list
+    mask: list | None
+    resume: object
+    default: object
+    pool: object = None
+
+
 class Simulation:
-    def __init__(self, cfg: SimConfig):
+    def __init__(self, cfg: SimConfig, external=()):
         self.cfg = cfg
+        unknown = [s for s in external if s not in SLOTS]
+        if unknown:
+            from ..errors import ConfigError
+            raise ConfigError("external", f"unknown decision slot {unknown[0]!r}; slots: {', '.join(SLOTS)}")
+        self.external = frozenset(external)
+        self.pending: Pending | None = None
+        self.final_hooks: list = []             # callables(r, state, now) on every final state
         self.loop = EventLoop()
         self.streams = Streams(cfg.seed)
         self.metrics = Metrics()
@@ -171,8 +197,21 @@ class Simulation:
             pool.ensure_one(now)
 
     def autoscaler_decision(self, pool: Pool, now: int) -> None:
-        """An external autoscaler's tick; without an agent attached the pool holds its size."""
-        pool.scale_to(pool.cfg.autoscaler.desired(pool.view(now), now), now)
+        """A tick of a pool whose autoscaler is external. With the `autoscaler` slot bound to an
+        agent, the agent picks the change in replicas (an integer; the pool clamps the result to
+        its bounds); otherwise the pool's built-in policy (holding, for policy 'external') decides."""
+        def builtin():
+            return pool.cfg.autoscaler.desired(pool.view(now), now) - pool.replicas()
+
+        if "autoscaler" not in self.external:
+            pool.scale_to(pool.replicas() + builtin(), now)
+            return
+
+        def resume(action):
+            from .cluster.gateway import _int_action
+            pool.scale_to(pool.replicas() + _int_action(action, "autoscaler"), self.loop.now)
+
+        self.hand_over(Pending("autoscaler", now, None, self.gateway.pods, None, resume, builtin, pool))
 
     # ---- sink: called by instances ----------------------------------------------------
     def first_token(self, r: Request, now: int) -> None:
@@ -213,6 +252,8 @@ class Simulation:
         self.finished += 1
         self._last_time = max(self._last_time, now)
         self.metrics.record(r, state, e2e, decode)
+        for hook in self.final_hooks:
+            hook(r, state, now)
         for f in self.source.finished(r, r.finished if state is State.COMPLETED else now, state is State.COMPLETED):
             if not self.cfg.horizon_us or f.arrival <= self.cfg.horizon_us:
                 self.loop.at(f.arrival, P_ARRIVAL, self._arrive_followup, f)
@@ -233,6 +274,36 @@ class Simulation:
             self.loop.at(now + self.cfg.sample_interval_us, P_SAMPLE, self._sample)
 
     # ---- running ----------------------------------------------------------------------
+    # ---- decision points ----------------------------------------------------------------
+    def hand_over(self, pending: Pending) -> None:
+        """A slot bound to an external agent must decide: stop the loop after this event."""
+        self.pending = pending
+        self.loop.halt = True
+
+    def run_until_decision(self) -> Pending | None:
+        """Advance until an external slot must decide (returned) or the run ends (None)."""
+        limit = self.cfg.horizon_us or None
+        while self.pending is None:
+            self.loop.halt = False
+            more = self.loop.run(until_us=limit, max_events=1 << 20)
+            if self.pending is None and not more:
+                self.close()
+                return None
+        return self.pending
+
+    def decide(self, action) -> Pending | None:
+        """Answer the pending decision and advance to the next one (None when the run ends)."""
+        p = self.pending
+        if p is None:
+            raise RuntimeError("no decision is pending; call run_until_decision() first")
+        self.pending = None
+        try:
+            p.resume(action)
+        except ValueError:
+            self.pending = p
+            raise
+        return self.run_until_decision()
+
     def run(self, progress=None, chunk_events: int = 50_000) -> dict:
         """Run to the end (or the horizon). `progress(finished, total)` is called now and then."""
         limit = self.cfg.horizon_us or None

@@ -15,6 +15,19 @@ from .signals import HTTP_TOO_MANY, HTTP_UNAVAILABLE, REASON_NO_ENDPOINTS, REASO
 from .transfer import Transfers
 
 
+def _int_action(action, slot: str) -> int:
+    """An integer action (numpy scalars and 0-d arrays included); ValueError otherwise."""
+    try:
+        if isinstance(action, bool):
+            raise TypeError
+        i = int(action)
+        if i != action:
+            raise TypeError
+        return i
+    except (TypeError, ValueError):
+        raise ValueError(f"{slot} action must be an integer, got {action!r}") from None
+
+
 class PDState:
     """Bookkeeping of one disaggregated request."""
     __slots__ = ("leg", "decode", "prefill", "transfer_start", "transfer_us", "cancelled")
@@ -116,6 +129,9 @@ class Gateway:
         if self.sim.zero_pools:
             self.sim.scale_from_zero(now)
         pods = self.signals(now)
+        if "admission" in self.sim.external:
+            self._ask_admission(r, pods, now)
+            return
         if self.fc is None:
             d = self.admission.admit(r, pods, now, self.rng_admit)
             if not d.admit:
@@ -123,6 +139,9 @@ class Gateway:
                 return
             self.route(r, now)
             return
+        self._enqueue_fc(r, pods, now)
+
+    def _enqueue_fc(self, r: Request, pods, now: int) -> None:
         d = self.fc.enqueue(r, now, no_endpoints=not any(p.available for p in pods))
         if not d.admit:
             self.reject(r, now, d.status, d.reason)
@@ -130,6 +149,30 @@ class Gateway:
         r.state = State.GATEWAY
         self._dispatch(now)
         self._arm(now)
+
+    def _ask_admission(self, r: Request, pods, now: int) -> None:
+        """Admission bound to an agent: 0 reject (429), 1 admit, 2 queue (flow control on)."""
+        from ..simulation import Pending
+
+        def resume(action):
+            a = _int_action(action, "admission")
+            if a not in (0, 1, 2) or (a == 2 and self.fc is None):
+                allowed = "0 (reject), 1 (admit), 2 (queue)" if self.fc else "0 (reject), 1 (admit)"
+                raise ValueError(f"admission action must be one of {allowed}, got {action!r}")
+            t = self.loop.now
+            if a == 0:
+                self.reject(r, t, HTTP_TOO_MANY, "rejected-by-agent")
+            elif a == 1:
+                self.route(r, t)
+            else:
+                self._enqueue_fc(r, self.signals(t), t)
+
+        def default():
+            if self.fc is not None:
+                return 2
+            return 1 if self.admission.admit(r, pods, now, self.rng_admit).admit else 0
+
+        self.sim.hand_over(Pending("admission", now, r, pods, None, resume, default))
 
     def route(self, r: Request, now: int) -> None:
         pods = self.signals(now)
@@ -139,16 +182,82 @@ class Gateway:
             pods = self.decode_pods
         if self.decisions is not None:
             self.decisions.append((now, r.id, self.router.scores(r, pods, ctx)))
+        if "router" in self.sim.external:
+            self._ask_router(r, pods, now)
+            return
         i = self.router.pick(r, pods, ctx)
+        self._routed(r, i, now)
+
+    def _routed(self, r: Request, i, now: int) -> None:
         if i is None:
             self.reject(r, now, HTTP_UNAVAILABLE, REASON_NO_ENDPOINTS)
             return
-        if self.pd_mode and self._disaggregate(r, i):
-            p = self.prefill_router.pick(r, self.prefill_pods, ctx)
-            if p is not None:
-                self.send_pd(r, i, p, now)
+        if self.pd_mode:
+            if "pd" in self.sim.external and self.decider_applies(r):
+                self._ask_pd(r, i, now)
+                return
+            if self._disaggregate(r, i):
+                self._to_prefill(r, i, now)
                 return
         self.send(r, i, now)
+
+    def _to_prefill(self, r: Request, i: int, now: int) -> None:
+        p = self.prefill_router.pick(r, self.prefill_pods, self.ctx)
+        if p is None:
+            self.send(r, i, now)
+        else:
+            self.send_pd(r, i, p, now)
+
+    def route_mask(self, pods) -> list[bool]:
+        """Which pod indices the router may choose now (available, and role-compatible)."""
+        mask = [False] * len(self.pods)
+        for p in pods:
+            if p.available:
+                mask[p.index] = True
+        return mask
+
+    def _ask_router(self, r: Request, pods, now: int) -> None:
+        from ..simulation import Pending
+        mask = self.route_mask(pods)
+
+        def resume(action):
+            i = _int_action(action, "router")
+            if not 0 <= i < len(self.pods):
+                raise ValueError(f"router action {action!r} out of range: pods are 0..{len(self.pods) - 1}")
+            if not mask[i]:
+                raise ValueError(f"router action {i}: pod {self.pods[i].name} cannot take requests now "
+                                 f"(absent, not ready, draining, or the wrong role); see action_masks()")
+            self._routed(r, i, self.loop.now)
+
+        def default():
+            return self.router.pick(r, pods, self.ctx)
+
+        if not any(mask):
+            self.reject(r, now, HTTP_UNAVAILABLE, REASON_NO_ENDPOINTS)
+            return
+        self.sim.hand_over(Pending("router", now, r, pods, mask, resume, default))
+
+    def decider_applies(self, r: Request) -> bool:
+        return any(p.available for p in self.prefill_pods)
+
+    def _ask_pd(self, r: Request, i: int, now: int) -> None:
+        from ..simulation import Pending
+
+        def resume(action):
+            a = _int_action(action, "pd")
+            if a not in (0, 1):
+                raise ValueError(f"pd action must be 0 (prefill locally) or 1 (disaggregate), got {action!r}")
+            t = self.loop.now
+            self.pd_decided += 1
+            if a:
+                self._to_prefill(r, i, t)
+            else:
+                self.send(r, i, t)
+
+        def default():
+            return int(bool(self.decider.disaggregate(r, self.cached_tokens(r, i))))
+
+        self.sim.hand_over(Pending("pd", now, r, self.pods, None, resume, default, pool=i))
 
     # ---- P/D ----------------------------------------------------------------------------
     def cached_tokens(self, r: Request, i: int) -> int:

@@ -111,7 +111,7 @@ class Pool:
     # ---- scaling ------------------------------------------------------------------------
     def _tick(self, _arg, now: int) -> None:
         auto = self.cfg.autoscaler
-        if self.cfg.external:
+        if self.cfg.external or "autoscaler" in self.sim.external:
             self.sim.autoscaler_decision(self, now)
         else:
             self.scale_to(auto.desired(self.view(now), now), now)
