@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -21,7 +22,7 @@ err_console = Console(stderr=True)
 
 
 def _fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     sys.exit(2)
 
 
@@ -208,7 +209,7 @@ def validate(file: Path, out_dir: Path, calibration: Path | None, stage_cap_s: f
 @click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where to write the coefficients (default: blis_gym/data/calibrated.yaml).")
 @click.option("--holdout", default=None, help="Comma-separated exp_ids kept out of the fit (default: 64,65,66).")
-@click.option("--max-evals", type=int, default=400, show_default=True, help="Simulator evaluations at most.")
+@click.option("--max-evals", type=int, default=360, show_default=True, help="Simulator evaluations at most.")
 @click.option("--workers", type=int, default=2, show_default=True, help="Processes evaluating candidates.")
 @click.option("--quiet", is_flag=True, help="No progress log.")
 def calibrate(data: Path | None, out_file: Path | None, holdout: str | None, max_evals: int, workers: int,

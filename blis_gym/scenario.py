@@ -75,7 +75,7 @@ Delay = Union[Annotated[float, Field(ge=0)], DelaySpec]
 
 
 class AutoscalerSpec(_Strict):
-    """A periodic autoscaler for one pool (see docs/autoscaling.md)."""
+    """A periodic autoscaler for one pool (see docs/pd-and-autoscaling.md)."""
     policy: Literal["hpa", "wva", "external"] = "hpa"
     interval_s: PositiveFloat = 15.0
     # hpa (KEDA on EPP metrics): desired = ceil(total / target) for waiting/running,
@@ -119,6 +119,8 @@ class PoolSpec(_Strict):
             raise ValueError(f"instances ({self.instances}) must lie in [min_instances, max_instances] = [{lo}, {hi}]")
         if hi == 0 or (self.instances == 0 and self.autoscaler is None):
             raise ValueError("a pool with no instances (and no autoscaler to add some) serves nothing")
+        if self.autoscaler is not None and self.max_instances is None:
+            raise ValueError("an autoscaled pool needs max_instances (how far it may grow)")
         return self
 
 

@@ -370,8 +370,12 @@ def build_workload(spec: WorkloadSpec, base_dir: Path | str = ".") -> Workload:
         p = Path(spec.trace.path)
         if not p.is_absolute():
             p = Path(base_dir) / p
-        tw = load_trace(p, spec.trace.format, timeout_us=int(round(spec.timeout_s * 1e6))) \
-            if spec.trace.format != "blis-v2" else load_trace(p, "blis-v2")
+        try:
+            tw = load_trace(p, spec.trace.format, timeout_us=int(round(spec.timeout_s * 1e6))) \
+                if spec.trace.format != "blis-v2" else load_trace(p, "blis-v2")
+        except ConfigError as e:
+            field = e.field if e.field.startswith("workload") else f"workload.{e.field}"
+            raise ConfigError(field, e.message) from None
         if spec.trace.format != "blis-v2":
             c = tw.clients[0]
             c.slo_class, c.tenant = spec.slo_class, spec.tenant

@@ -99,6 +99,12 @@ BAD = [
     ("model too big for the GPU", with_("model", "meta-llama/Llama-3.1-70B-Instruct"), "tp"),
     ("string where a number belongs", with_("workload.rate", "fast"), "workload.rate"),
     ("unknown arrival process", with_("workload.arrival", {"process": "bursty"}), "workload.arrival"),
+    ("unknown routing policy", with_("router", {"policy": "telepathy"}), "router.policy"),
+    ("unknown scorer", with_("router", {"policy": "weighted", "scorers": [{"name": "queue"}, {"name": "vibes"}]}),
+     "router.scorers[1].name"),
+    ("negative scorer weight", with_("router", {"policy": "weighted", "scorers": [{"name": "queue", "weight": -2}]}),
+     "router.scorers[0].weight"),
+    ("unknown admission policy", with_("gateway", {"admission": {"policy": "bouncer"}}), "gateway.admission"),
 ]
 
 
@@ -125,3 +131,25 @@ def test_bad_files(tmp_path):
     lst.write_text("- a\n- b\n")
     p = cli("run", lst, "--quiet")
     assert p.returncode == 2 and "mapping" in p.stderr
+
+
+TRACES = [
+    ("missing column", "arrival_s,input_tokens\n0.1,100\n", "output_tokens"),
+    ("negative tokens", "arrival_s,input_tokens,output_tokens\n0.1,100,20\n0.2,-5,20\n", "trace.csv:3: negative"),
+    ("time going backwards", "arrival_s,input_tokens,output_tokens\n0.5,100,20\n0.2,100,20\n",
+     "trace.csv:3: arrival_s goes backwards"),
+    ("not a number", "arrival_s,input_tokens,output_tokens\n0.5,lots,20\n", "trace.csv:2: input_tokens is not a number"),
+]
+
+
+@pytest.mark.parametrize("label, text, needle", TRACES, ids=[t[0] for t in TRACES])
+def test_malformed_trace_gets_one_line_and_status_2(tmp_path, label, text, needle):
+    (tmp_path / "trace.csv").write_text(text)
+    data = with_("workload", {"trace": {"path": "trace.csv", "format": "csv"}})
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(data))
+    p = cli("run", path, "--out", tmp_path / "out", "--quiet")
+    assert p.returncode == 2, (label, p.stderr)
+    lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in p.stderr
+    assert needle in lines[0] and "workload.trace" in lines[0], lines[0]

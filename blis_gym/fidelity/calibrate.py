@@ -49,6 +49,7 @@ BOUNDS = {"eta_compute": (0.05, 1.0), "eta_attn": (0.05, 1.0), "eta_mem": (0.3, 
 DEFAULT_HOLDOUT = ("64", "65", "66")
 WEIGHTS = {"e2e_mean": 1.0, "ttft_mean": 1.0, "e2e_p90": 0.5, "ttft_p90": 0.5, "itl_mean": 0.5}
 STAGE_CAP_S = 150.0
+MAX_EVALS = 360
 
 _WORK: dict = {}
 
@@ -89,7 +90,7 @@ def _clip(name: str, v: float) -> float:
 def fit(exps: Sequence[Experiment], start: Mapping[str, float] | None = None,
         free: Sequence[str] = DEFAULT_FREE, interconnect: Mapping[str, float] | None = None,
         stage_cap_s: float | None = STAGE_CAP_S, step: float = 0.32, min_step: float = 0.02,
-        max_evals: int = 400, workers: int = 1, log: Callable[[str], None] | None = None) -> tuple[dict, float, int]:
+        max_evals: int = MAX_EVALS, workers: int = 1, log: Callable[[str], None] | None = None) -> tuple[dict, float, int]:
     """Coordinate pattern search; returns (params, loss, evaluations)."""
     params = {**DEFAULT_START, **(start or {})}
     params = {k: float(params[k]) for k in PARAM_NAMES}
@@ -160,7 +161,7 @@ def write_calibration(path: str | Path, params: Mapping[str, float], info: Mappi
 
 
 def calibrate(data: str | Path, out: str | Path | None, *, holdout: Sequence[str] = DEFAULT_HOLDOUT,
-              stage_cap_s: float | None = STAGE_CAP_S, max_evals: int = 400, workers: int = 1,
+              stage_cap_s: float | None = STAGE_CAP_S, max_evals: int = MAX_EVALS, workers: int = 1,
               log: Callable[[str], None] | None = None) -> dict:
     """Fit on the experiments of `data` minus the hold-out (and overloaded runs); write `out`."""
     exps = load_experiments(data)

@@ -48,6 +48,7 @@ class Transfers:
         self.links: dict[object, Link] = {}
         self._id = 0
         self.started = 0
+        self.active = 0                 # transfers in flight (all links)
         self.peak_concurrent = 0
         self.durations_us: list[int] = []
 
@@ -56,6 +57,8 @@ class Transfers:
 
     def start(self, link_key, nbytes: int, payload, now: int) -> None:
         self.started += 1
+        self.active += 1
+        self.peak_concurrent = max(self.peak_concurrent, self.active)
         if not self.contention:
             self.loop.at(now + self.duration_alone_us(nbytes), P_TRANSFER, self._finish_alone, (payload, now))
             return
@@ -65,11 +68,11 @@ class Transfers:
         link.advance(now)
         self._id += 1
         link.active[self._id] = [float(max(1, nbytes)), (payload, now)]
-        self.peak_concurrent = max(self.peak_concurrent, len(link.active))
         self._arm(link, now)
 
     def _finish_alone(self, arg, now: int) -> None:
         payload, t0 = arg
+        self.active -= 1
         self.durations_us.append(now - t0)
         self.on_done(payload, now)
 
