@@ -187,3 +187,33 @@ def test_bad_pool_and_pd_input(tmp_path, label, extra, field):
 def test_states_are_final_or_in_system():
     sim, s = simulate({**PD, "pd": {"decider": "always"}})
     assert {int(x) for x in sim.metrics.arrays()["state"]} <= {int(State.COMPLETED)}
+
+
+def test_heterogeneous_pools_prefill_on_h100_decode_on_h200():
+    sim, s = simulate({"pools": [{"name": "p", "role": "prefill", "instances": 1, "hardware": "H100"},
+                                 {"name": "d", "role": "decode", "instances": 1, "hardware": "H200",
+                                  "vllm": {"max_num_seqs": 64}}],
+                       "pd": {"decider": "always"}})
+    p, d = sim.instances
+    assert p.kv.total < d.kv.total                    # 141 GB of HBM hold more KV than 80 GB
+    assert d.cfg.max_num_seqs == 64 and p.cfg.max_num_seqs == 1024
+    assert s["completed_requests"] == 60
+    per = s["cost"]["per_pool"]
+    assert per["p"]["price_per_gpu_hour"] != per["d"]["price_per_gpu_hour"]
+
+
+def test_scale_to_zero_and_back_from_zero():
+    extra = {"pools": [{"name": "z", "instances": 1, "min_instances": 0, "max_instances": 2, "load_time_s": 5,
+                        "autoscaler": {"policy": "hpa", "interval_s": 5, "metrics": {"running": 8},
+                                       "scale_down_stabilization_s": 10, "scale_to_zero_after_s": 30}}],
+             "gateway": {"flow_control": {"ttl_s": 60}},
+             "workload": {"arrival": {"process": "poisson", "stages": [{"rate": 4, "duration_s": 20},
+                                                                      {"rate": 0, "duration_s": 100},
+                                                                      {"rate": 4, "duration_s": 20}]},
+                          "input": {"dist": "constant", "value": 300}, "output": {"dist": "constant", "value": 20}}}
+    sim, s = simulate(extra, check=True)
+    sizes = [n for _, n in sim.pools[0].scale_events]
+    assert 0 in sizes, sizes                           # idle long enough: scaled to zero
+    assert sizes[-1] >= 1 or sizes.index(0) < len(sizes) - 1   # and came back for the last burst
+    # the flow-control queue held the requests that arrived at zero replicas: nothing lost
+    assert s["completed_requests"] == s["injected_requests"]

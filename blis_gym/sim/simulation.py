@@ -72,6 +72,8 @@ class Simulation:
             raise ConfigError("external", f"unknown decision slot {unknown[0]!r}; slots: {', '.join(SLOTS)}")
         self.external = frozenset(external)
         self.pending: Pending | None = None
+        self.last_arrival = 0
+        self.scheduled_arrivals = 0              # arrival events on the heap, not yet injected
         self.final_hooks: list = []             # callables(r, state, now) on every final state
         self.loop = EventLoop()
         self.streams = Streams(cfg.seed)
@@ -117,6 +119,7 @@ class Simulation:
         if r is not None:
             if self.cfg.horizon_us and r.arrival > self.cfg.horizon_us:
                 return
+            self.scheduled_arrivals += 1
             self.loop.at(r.arrival, P_ARRIVAL, self._arrive, r)
 
     def _arrive(self, r: Request, now: int) -> None:
@@ -127,7 +130,9 @@ class Simulation:
         self._inject(r, now)
 
     def _inject(self, r: Request, now: int) -> None:
+        self.scheduled_arrivals -= 1
         self.injected += 1
+        self.last_arrival = now
         self.live[r.id] = r
         if r.deadline:
             self.loop.at(r.deadline, P_TIMEOUT, self._timeout, (r, r.gen))
@@ -139,7 +144,7 @@ class Simulation:
 
     def active(self) -> bool:
         """Requests remain in the system or are still to come."""
-        return self.injected > self.finished or not self.source.exhausted()
+        return self.injected > self.finished or self.scheduled_arrivals > 0 or not self.source.exhausted()
 
     def reject(self, r: Request, now: int) -> None:
         self._final(r, State.REJECTED, now)
@@ -256,6 +261,7 @@ class Simulation:
             hook(r, state, now)
         for f in self.source.finished(r, r.finished if state is State.COMPLETED else now, state is State.COMPLETED):
             if not self.cfg.horizon_us or f.arrival <= self.cfg.horizon_us:
+                self.scheduled_arrivals += 1
                 self.loop.at(f.arrival, P_ARRIVAL, self._arrive_followup, f)
         if self.cfg.check_invariants:
             self.check(now)

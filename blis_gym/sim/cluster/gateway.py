@@ -388,7 +388,8 @@ class Gateway:
     def _dispatch(self, now: int) -> None:
         fc = self.fc
         while len(fc):
-            sat = self.cfg.saturation(self.signals(now), now)
+            # saturation over the pods that can serve (none: 1.0, so requests wait for one)
+            sat = self.cfg.saturation([p for p in self.signals(now) if p.available], now)
             r = fc.dispatch(sat, now)
             if r is None:
                 return

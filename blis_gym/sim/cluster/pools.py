@@ -69,7 +69,7 @@ class Pool:
         self.nodes: list[Node] = []
         self.started_at: dict[int, int] = {}
         self.scale_events: list[tuple[int, int]] = []      # (time µs, desired replicas)
-        self.idle_since = 0
+        self.idle_since = -1
         self.peak_gpus = 0
         for i in cfg.slots[: cfg.initial]:
             node = self._node_with_room(0, provision_now=True, ready_at=0)
@@ -93,8 +93,9 @@ class Pool:
         busy = any(p.in_flight for p in pods) or (gw.queued() > 0)
         if busy:
             self.idle_since = -1
-        elif self.idle_since < 0:
-            self.idle_since = now
+        else:
+            # idle since the later of: the first idle tick, the latest arrival at the gateway
+            self.idle_since = max(now if self.idle_since < 0 else self.idle_since, self.sim.last_arrival)
         return PoolView(self.cfg.name, self.replicas(), self.count(ACTIVE), self.count(STARTING),
                         self.count(DRAINING), self.cfg.min, self.cfg.max, pods, gw.queued(), now, self.idle_since)
 

@@ -1,0 +1,221 @@
+"""Observations: one flat float32 vector in [0, 1] per decision, built from what llm-d sees.
+
+Layout (`Observer.feature_names()` lists every entry):
+
+1. pods block, `max_pods` rows of POD_FEATURES (rows past the scenario's pods are zero, presence 0):
+
+   | feature | meaning |
+   |---|---|
+   | presence | 1 for a pod slot the scenario has (0 = padding) |
+   | available | 1 if the pod takes requests now (not loading, draining or off) |
+   | prefill, decode | role flags (both 0 = a "both" pod) |
+   | waiting | scraped `num_requests_waiting` w: w / (w + waiting_scale) |
+   | running | scraped `num_requests_running`: x / (x + running_scale) |
+   | kv | scraped KV-cache use, 0-1 |
+   | in_flight | router-local requests in flight: x / (x + in_flight_scale) |
+   | in_flight_tokens | router-local uncached prompt tokens in flight: x / (x + in_flight_tokens_scale) |
+   | cached_prefix | the request's prompt blocks this pod holds, as a fraction of its blocks: the router profile's approximate prefix index when it has one (as llm-d sees it), else the real cache; 0 without a request |
+   | target | P/D: the decode pod already chosen; autoscaler: the pod belongs to the pool being scaled |
+
+   The scraped fields are the metrics scraper's snapshot (stale by up to the scrape interval, as
+   in llm-d); in-flight counts are the router's own, always fresh.
+2. request block: has_request, input (log1p(tokens) / log1p(max_input_tokens)), priority
+   ((p + 4) / 8, clipped), one flag per class in `observation.classes` plus `other`, turn
+   (t / (t + turn_scale); 0 = first turn), follow_up (turn > 0).
+3. cluster block: available (fraction of pods), gateway_queue (flow-control queue,
+   x / (x + queue_scale)), backlog (requests in the system, x / (x + backlog_scale)), time
+   (t / horizon, or t / (t + time_scale_s) without one), scrape_age (age of the snapshot / two
+   scrape intervals, clipped), kv_mean (mean KV use of available pods).
+4. slot extras: P/D: target_cached (cached fraction of the prompt on the chosen decode pod, by
+   the decider's own estimate) and uncached (log-scaled uncached prompt tokens); autoscaler: one
+   flag per pool, then replicas, active, starting, draining, min (each / the pool's max).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from gymnasium import spaces
+
+from ..errors import ConfigError
+from ..sim.cluster.pools import ACTIVE, DRAINING, STARTING
+from ..sim.engine import BLOCK_SIZE
+
+POD_FEATURES = ("presence", "available", "prefill", "decode", "waiting", "running", "kv", "in_flight",
+                "in_flight_tokens", "cached_prefix", "target")
+CLUSTER_FEATURES = ("available", "gateway_queue", "backlog", "time", "scrape_age", "kv_mean")
+PF = len(POD_FEATURES)
+_AVAIL, _WAIT, _RUN, _KV, _IFL, _IFT, _CACHED, _TARGET = 1, 4, 5, 6, 7, 8, 9, 10
+
+
+class Observer:
+    """Builds the observation of one decision slot for one simulation (see module doc)."""
+
+    def __init__(self, slot: str, cfg: dict, n_pods: int, pool_names: list[str]):
+        o = cfg["observation"]
+        self.slot = slot
+        self.n = n_pods
+        self.max_pods = cfg["max_pods"] or n_pods
+        if self.max_pods < n_pods:
+            raise ConfigError("config.max_pods", f"{self.max_pods} is fewer than the scenario's {n_pods} pods")
+        self.classes = list(o["classes"])
+        self.class_index = {c: i for i, c in enumerate(self.classes)}
+        self.pool_names = list(pool_names)
+        self.s_wait = float(o["waiting_scale"])
+        self.s_run = float(o["running_scale"])
+        self.s_ifl = float(o["in_flight_scale"])
+        self.s_ift = float(o["in_flight_tokens_scale"])
+        self.s_queue = float(o["queue_scale"])
+        self.s_backlog = float(o["backlog_scale"])
+        self.s_turn = float(o["turn_scale"])
+        self.log_max_in = math.log1p(float(o["max_input_tokens"]))
+        self.s_time = float(o["time_scale_s"]) * 1e6
+        self.pods_end = self.n * PF
+        self.req0 = self.max_pods * PF
+        self.n_req = 5 + len(self.classes) + 1
+        self.cl0 = self.req0 + self.n_req
+        self.ex0 = self.cl0 + len(CLUSTER_FEATURES)
+        if slot == "pd":
+            self.n_extra = 2
+        elif slot == "autoscaler":
+            self.n_extra = len(self.pool_names) + 5
+        else:
+            self.n_extra = 0
+        self.size = self.ex0 + self.n_extra
+        self.space = spaces.Box(0.0, 1.0, shape=(self.size,), dtype=np.float32)
+        self.sim = None
+
+    def feature_names(self) -> list[str]:
+        names = [f"pod{i}.{f}" for i in range(self.max_pods) for f in POD_FEATURES]
+        names += ["request.has_request", "request.input", "request.priority"]
+        names += [f"request.class.{c}" for c in self.classes] + ["request.class.other"]
+        names += ["request.turn", "request.follow_up"]
+        names += [f"cluster.{f}" for f in CLUSTER_FEATURES]
+        if self.slot == "pd":
+            names += ["pd.target_cached", "pd.uncached"]
+        elif self.slot == "autoscaler":
+            names += [f"pool.{p}" for p in self.pool_names]
+            names += ["pool.replicas", "pool.active", "pool.starting", "pool.draining", "pool.min"]
+        return names
+
+    def attach(self, sim) -> None:
+        """Bind to a new simulation (each episode)."""
+        self.sim = sim
+        gw = sim.gateway
+        self.gw = gw
+        self.pods = gw.pods
+        self.interval = gw.cfg.scrape_interval_us
+        self.oracle = gw.oracle
+        self.prefix = getattr(gw.router, "prefix", None)
+        t = np.zeros(self.size, dtype=np.float32)
+        end = self.pods_end
+        t[0:end:PF] = 1.0
+        t[2:end:PF] = [p.role == "prefill" for p in self.pods]
+        t[3:end:PF] = [p.role == "decode" for p in self.pods]
+        self.template = t
+        self._stamp = None
+        self._scraped = None
+        self.horizon = sim.cfg.horizon_us
+
+    def _scraped_block(self):
+        pods = self.pods
+        stamp = pods[0].scraped_at
+        if self.oracle or stamp != self._stamp or self._scraped is None:
+            w = np.array([p.waiting for p in pods], dtype=np.float32)
+            r = np.array([p.running for p in pods], dtype=np.float32)
+            kv = np.array([p.kv_usage for p in pods], dtype=np.float32)
+            self._scraped = (w / (w + self.s_wait), r / (r + self.s_run), np.clip(kv, 0.0, 1.0), kv)
+            self._stamp = stamp
+        return self._scraped
+
+    def build(self, pending) -> np.ndarray:
+        """The observation at `pending` (None: the end of the episode, without a request)."""
+        sim = self.sim
+        pods = self.pods
+        obs = self.template.copy()
+        end = self.pods_end
+        now = sim.loop.now
+        w, r, kv, kv_raw = self._scraped_block()
+        obs[_WAIT:end:PF] = w
+        obs[_RUN:end:PF] = r
+        obs[_KV:end:PF] = kv
+        avail = [p.available for p in pods]
+        obs[_AVAIL:end:PF] = avail
+        f = np.array([p.in_flight for p in pods], dtype=np.float32)
+        obs[_IFL:end:PF] = f / (f + self.s_ifl)
+        f = np.array([p.in_flight_tokens for p in pods], dtype=np.float32)
+        np.maximum(f, 0.0, out=f)
+        obs[_IFT:end:PF] = f / (f + self.s_ift)
+        req = pending.request if pending is not None else None
+        if req is not None:
+            self._cached(obs, req)
+            k = self.req0
+            obs[k] = 1.0
+            obs[k + 1] = min(1.0, math.log1p(req.input_len) / self.log_max_in)
+            obs[k + 2] = min(1.0, max(0.0, (req.priority + 4) / 8.0))
+            obs[k + 3 + self.class_index.get(req.slo_class, len(self.classes))] = 1.0
+            t = req.turn
+            obs[self.cl0 - 2] = t / (t + self.s_turn)
+            obs[self.cl0 - 1] = 1.0 if t > 0 else 0.0
+        c = self.cl0
+        n_av = sum(avail)
+        obs[c] = n_av / self.n
+        q = self.gw.queued()
+        obs[c + 1] = q / (q + self.s_queue)
+        b = sim.injected - sim.finished
+        obs[c + 2] = b / (b + self.s_backlog)
+        obs[c + 3] = min(1.0, now / self.horizon) if self.horizon else now / (now + self.s_time)
+        if not self.oracle and pods[0].scraped_at >= 0:
+            obs[c + 4] = min(1.0, (now - pods[0].scraped_at) / (2.0 * self.interval))
+        if n_av:
+            obs[c + 5] = min(1.0, float(np.dot(kv, avail)) / n_av)
+        if pending is not None and self.n_extra:
+            if self.slot == "pd":
+                self._pd(obs, pending)
+            else:
+                self._autoscaler(obs, pending)
+        return obs
+
+    def _cached(self, obs, req) -> None:
+        prefix = self.prefix
+        end = self.pods_end
+        if prefix is not None:
+            total = prefix.total_blocks(req)
+            if total <= 0:
+                return
+            ms = prefix.matches(req, self.pods, self.gw.ctx)
+            if self.slot != "router":
+                prefix._mreq = None      # do not leave a memo the built-in router would not have had
+            m = np.array(ms, dtype=np.float32)
+            obs[_CACHED:end:PF] = np.minimum(m, total) / total
+        else:
+            total = min(req.input_len, req.content.length) // BLOCK_SIZE
+            if total <= 0:
+                return
+            cb = self.gw.ctx.cached_blocks
+            obs[_CACHED:end:PF] = [min(cb(req, i), total) / total for i in range(self.n)]
+
+    def _pd(self, obs, pending) -> None:
+        i = pending.pool                         # the decode pod the router chose
+        obs[i * PF + _TARGET] = 1.0
+        req = pending.request
+        cached = self.gw.cached_tokens(req, i)
+        obs[self.ex0] = min(1.0, cached / req.input_len) if req.input_len else 0.0
+        obs[self.ex0 + 1] = min(1.0, math.log1p(max(0, req.input_len - cached)) / self.log_max_in)
+
+    def _autoscaler(self, obs, pending) -> None:
+        pool = pending.pool
+        for i in pool.cfg.slots:
+            obs[i * PF + _TARGET] = 1.0
+        e = self.ex0
+        k = self.pool_names.index(pool.cfg.name)
+        obs[e + k] = 1.0
+        e += len(self.pool_names)
+        hi = max(pool.cfg.max, 1)
+        st = list(pool.state.values())
+        a, s, d = st.count(ACTIVE), st.count(STARTING), st.count(DRAINING)
+        obs[e] = (a + s) / hi
+        obs[e + 1] = a / hi
+        obs[e + 2] = s / hi
+        obs[e + 3] = d / hi
+        obs[e + 4] = pool.cfg.min / hi
