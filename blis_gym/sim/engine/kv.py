@@ -60,11 +60,16 @@ class KVStore:
             return 0
         hs = content.prefix_hashes(n_max)
         i = 0
+        from_free = 0            # hits sitting in the free queue (a claim takes them out of it)
         for h in hs:
-            if h not in refs and h not in free:
+            if h in refs:
+                i += 1
+            elif h in free:
+                i += 1
+                from_free += 1
+            else:
                 break
-            i += 1
-        self._lookup = (req, hs)
+        self._lookup = (req, hs, i, from_free)
         return i
 
     # ---- allocation ---------------------------------------------------------------------
@@ -97,26 +102,30 @@ class KVStore:
         `new_tokens` more. All or nothing; False if the free pool is too small."""
         refs, free = self.refs, self.free
         last = self._lookup
-        if last is not None and last[0] is req and len(last[1]) >= hit_blocks:
+        self._lookup = None
+        if last is not None and last[0] is req and last[2] == hit_blocks:
             hashes = last[1][:hit_blocks]
+            from_free = last[3]
         else:
             hashes = req.kv_content.prefix_hashes(hit_blocks)
-        self._lookup = None
-        claim = [h for h in hashes if h not in refs]      # cached but free: leave the free queue
+            from_free = sum(1 for h in hashes if h not in refs)
         start = hit_blocks * BLOCK_SIZE
         new_blocks = -(-(start + new_tokens) // BLOCK_SIZE) - hit_blocks
-        if new_blocks + len(claim) > self.free_count:
+        if new_blocks + from_free > self.free_count:
             return False
-        for h in claim:
-            del free[h]
-        if claim:
-            self.free_count -= len(claim)
-            self.used += len(claim)
-            if self.used > self.peak_used:
-                self.peak_used = self.used
         get = refs.get
         for h in hashes:
-            refs[h] = get(h, 0) + 1
+            r = get(h)
+            if r is None:
+                del free[h]
+                refs[h] = 1
+            else:
+                refs[h] = r + 1
+        if from_free:
+            self.free_count -= from_free
+            self.used += from_free
+            if self.used > self.peak_used:
+                self.peak_used = self.used
         req.shared_blocks = hashes
         req.hit_blocks = hit_blocks
         self.hit_tokens += start
