@@ -99,7 +99,7 @@ class PoolSpec(_Strict):
     instances: Annotated[int, Field(ge=0)] = 1            # at the start
     hardware: Optional[str] = None                         # default: the scenario's
     tp: Optional[PositiveInt] = None
-    latency_model: Optional[Literal["trained-physics", "roofline"]] = None
+    latency_model: Optional[Literal["trained-physics", "roofline", "calibrated"]] = None
     vllm: dict = Field(default_factory=dict)               # overrides of the scenario's vllm fields
     min_instances: Optional[Annotated[int, Field(ge=0)]] = None
     max_instances: Optional[PositiveInt] = None
@@ -143,7 +143,7 @@ class Scenario(_Strict):
     model: str
     hardware: str = "H100"
     tp: PositiveInt = 1
-    latency_model: Literal["trained-physics", "roofline"] = "trained-physics"
+    latency_model: Literal["trained-physics", "roofline", "calibrated"] = "trained-physics"
     vllm: VLLMSpec = VLLMSpec()
     workload: WorkloadSpec
     cluster: ClusterSpec = ClusterSpec()
@@ -313,14 +313,16 @@ def _pool(sc: Scenario, p: PoolSpec, model, where: str, first_index: int, names:
                           max_num_batched_tokens=v.max_num_batched_tokens or tokens_default,
                           long_prefill_token_threshold=v.long_prefill_token_threshold, max_model_len=mml,
                           scheduler=v.scheduling_policy, preemption=v.preemption_policy)
-    step_model = make_step_model(p.latency_model or sc.latency_model, model, hw, tp)
+    kind = p.latency_model or sc.latency_model
     lo = p.min_instances if p.min_instances is not None else min(p.instances, 1)
     hi = p.max_instances if p.max_instances is not None else max(p.instances, 1)
     if p.autoscaler is None:
         lo = hi = p.instances
     n_slots = hi
     fmt = names or (p.name + "-{}")
-    instances = [InstanceConfig(name=fmt.format(j), engine=engine, step_model=step_model, total_kv_blocks=blocks,
+    # one step model per instance: the calibrated model keeps per-instance state (its last step)
+    instances = [InstanceConfig(name=fmt.format(j), engine=engine, step_model=make_step_model(kind, model, hw, tp),
+                                total_kv_blocks=blocks,
                                 role=p.role, pool=p.name, kv_bytes_per_token=model.kv_bytes_per_token(tp))
                  for j in range(n_slots)]
     gpn = p.gpus_per_node or tp

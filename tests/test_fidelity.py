@@ -72,7 +72,7 @@ def test_validate_end_to_end(small_csv, tmp_path):
 
 
 def test_stage_split_and_itl(small_csv):
-    e = [x for x in load_experiments(small_csv) if x.exp_id == "a1"][0]
+    e = next(x for x in load_experiments(small_csv) if x.exp_id == "a1")
     assert e.stages == [(1.0, 10.0), (2.0, 10.0)]
     assert e.actual[0]["itl_mean"] == pytest.approx((190.0 - 24.0) / 23)
     pred = run_experiment(e)
@@ -108,7 +108,7 @@ def test_bad_input_exits_2(tmp_path, content, needle):
 
 def test_fit_is_deterministic(small_csv):
     exps = [e for e in load_experiments(small_csv) if e.exp_id == "a1"]
-    kw = dict(free=("api_us", "eta_mem"), max_evals=7, stage_cap_s=None, workers=1)
+    kw = {"free": ("api_us", "eta_mem"), "max_evals": 7, "stage_cap_s": None, "workers": 1}
     p1, l1, n1 = fit(exps, **kw)
     p2, l2, n2 = fit(exps, **kw)
     assert p1 == p2 and l1 == l2 and n1 == n2 == 7

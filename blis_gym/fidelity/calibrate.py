@@ -16,19 +16,27 @@ candidates in parallel and results are consumed in order).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import yaml
 
 from blis_gym.errors import ConfigError
 
-from .physics import DEFAULT_INTERCONNECT, PARAM_NAMES
+from ..sim.latency.calibrated import DEFAULT_INTERCONNECT, PARAM_NAMES
 from .validate import Experiment, ape, load_experiments, run_experiment
 
-__all__ = ["DEFAULT_START", "DEFAULT_HOLDOUT", "BOUNDS", "loss", "fit", "calibrate", "write_calibration",
-           "DEFAULT_FREE"]
+__all__ = [
+    "BOUNDS",
+    "DEFAULT_FREE",
+    "DEFAULT_HOLDOUT",
+    "DEFAULT_START",
+    "calibrate",
+    "fit",
+    "loss",
+    "write_calibration",
+]
 
 #: A physically-motivated start: kernel efficiencies typical of H100 vLLM, CPU overheads of a few ms.
 DEFAULT_START = {
@@ -156,7 +164,7 @@ def write_calibration(path: str | Path, params: Mapping[str, float], info: Mappi
            "interconnect": {k: float(v) for k, v in info.get("interconnect", DEFAULT_INTERCONNECT).items()},
            "fit": {k: v for k, v in info.items() if k != "interconnect"}}
     Path(path).write_text("\n".join(lines) + "\n" + yaml.safe_dump(doc, sort_keys=False))
-    from .physics import _load_yaml
+    from ..sim.latency.calibrated import _load_yaml
     _load_yaml.cache_clear()
 
 

@@ -21,18 +21,27 @@ import csv
 import json
 import math
 import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
 
 import numpy as np
 
 from blis_gym.errors import ConfigError
 
-from .physics import CalibratedPhysics, load_calibration
+from ..sim.latency.calibrated import CalibratedPhysics, load_calibration
 
-__all__ = ["METRICS", "Experiment", "load_experiments", "run_experiment", "validate_aggregates",
-           "validate_trace", "validate_file", "summarise", "TEMPLATE_TOKENS"]
+__all__ = [
+    "METRICS",
+    "TEMPLATE_TOKENS",
+    "Experiment",
+    "load_experiments",
+    "run_experiment",
+    "summarise",
+    "validate_aggregates",
+    "validate_file",
+    "validate_trace",
+]
 
 METRICS = ("e2e_mean", "e2e_p90", "e2e_p99", "ttft_mean", "ttft_p90", "ttft_p99", "itl_mean")
 #: inference-perf's completion prompt is system prompt + question + ~25 template/BOS tokens
@@ -278,7 +287,7 @@ def run_experiment(e: Experiment, params: Mapping[str, float] | None = None,
         sel = stage == i
         out[i] = _stats(ttft[sel], e2e[sel], e.output_len)
     out["_completed"] = int(ok.sum())
-    out["_injected"] = int(len(a["state"]))
+    out["_injected"] = len(a["state"])
     return out
 
 
@@ -299,7 +308,7 @@ def _agg(vals: list[float]) -> dict:
     v = np.array([x for x in vals if not math.isnan(x)], float)
     if not len(v):
         return {"median": None, "mean": None, "n": 0}
-    return {"median": round(float(np.median(v)), 3), "mean": round(float(v.mean()), 3), "n": int(len(v))}
+    return {"median": round(float(np.median(v)), 3), "mean": round(float(v.mean()), 3), "n": len(v)}
 
 
 def summarise(rows: list[dict], stage_level: bool = False) -> dict:
@@ -366,7 +375,7 @@ def validate_aggregates(path: str | Path, out_dir: str | Path | None = None, *,
     total = sum(e.num_requests(stage_cap_s) for e in todo)
     done = 0
     for e in todo:
-        cb = (lambda n, _t, base=done: progress(base + n, total, e.exp_id)) if progress else None
+        cb = (lambda n, _t, base=done, eid=e.exp_id: progress(base + n, total, eid)) if progress else None
         pred = run_experiment(e, params, inter, stage_cap_s=stage_cap_s, progress=cb)
         done += e.num_requests(stage_cap_s)
         if progress:
@@ -395,7 +404,7 @@ def validate_aggregates(path: str | Path, out_dir: str | Path | None = None, *,
 
 
 def _holdout(calibration) -> list[str]:
-    from .physics import _load_yaml
+    from ..sim.latency.calibrated import _load_yaml
     try:
         data = _load_yaml(None if calibration is None else str(calibration))
     except ConfigError:
@@ -586,8 +595,8 @@ def write_svg_plot(path: Path, rows: list[dict]) -> None:
     colours = {"train": "#1f77b4", "holdout": "#d62728", "trace": "#2ca02c"}
     markers = {"mean": "circle", "p90": "square", "p99": "diamond"}
     W, H, pad = 330, 330, 48
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W * 3}" height="{H + 40}" '
-             f'font-family="sans-serif" font-size="11">', '<rect width="100%" height="100%" fill="white"/>']
+    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{W * 3}" height="{H + 40}" '
+              f'font-family="sans-serif" font-size="11">'), '<rect width="100%" height="100%" fill="white"/>']
     for pi, (title, metrics) in enumerate(panels):
         pts = [r for r in rows if r["metric"] in metrics and r["predicted"] > 0 and r["actual"] > 0
                and not math.isnan(r["predicted"])]
@@ -599,10 +608,10 @@ def write_svg_plot(path: Path, rows: list[dict]) -> None:
         vals = [r["predicted"] for r in pts] + [r["actual"] for r in pts]
         lo, hi = math.log10(min(vals)) - 0.05, math.log10(max(vals)) + 0.05
 
-        def sx(v):
+        def sx(v, x0=x0, lo=lo, hi=hi):
             return x0 + pad + (math.log10(v) - lo) / (hi - lo) * (W - pad - 12)
 
-        def sy(v):
+        def sy(v, lo=lo, hi=hi):
             return 24 + (H - pad) - (math.log10(v) - lo) / (hi - lo) * (H - pad - 12)
         a, b = 10 ** lo, 10 ** hi
         parts.append(f'<rect x="{x0 + pad}" y="{24 + 12}" width="{W - pad - 12}" height="{H - pad - 12}" '

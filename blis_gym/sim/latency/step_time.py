@@ -27,7 +27,7 @@ from .model_config import ModelConfig, load_model
 
 __all__ = ["TrainedPhysics", "Roofline", "make_step_model", "default_coefficients", "STEP_MODEL_KINDS"]
 
-STEP_MODEL_KINDS = ("trained-physics", "roofline")
+STEP_MODEL_KINDS = ("trained-physics", "roofline", "calibrated")
 
 
 @lru_cache(maxsize=1)
@@ -298,10 +298,14 @@ class Roofline(_StepModelBase):
 
 
 def make_step_model(kind: str, model: "ModelConfig | str", hw: "Hardware | str", tp: int = 1, **kw):
-    """Build a step-time model: ``kind`` is "trained-physics" or "roofline"."""
+    """Build a step-time model: ``kind`` is "trained-physics", "roofline" or "calibrated" (the
+    physics model fitted to the ground-truth set by `blis-gym calibrate`)."""
     key = str(kind).strip().lower().replace("_", "-")
     if key == "trained-physics":
         return TrainedPhysics(model, hw, tp, **kw)
     if key == "roofline":
         return Roofline(model, hw, tp, **kw)
+    if key == "calibrated":
+        from .calibrated import CalibratedPhysics
+        return CalibratedPhysics(model, hw, tp, **kw)
     raise ConfigError("latency_model", f"unknown latency model {kind!r}; allowed: {', '.join(STEP_MODEL_KINDS)}")

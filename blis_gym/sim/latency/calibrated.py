@@ -28,17 +28,19 @@ scheduling, the next step is already scheduled when one finishes): the arrival -
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import yaml
 
 from blis_gym.errors import ConfigError
-from blis_gym.sim.latency import load_hardware, load_model, validate_tp
+from .hardware import load_hardware
+from .kv_capacity import validate_tp
+from .model_config import load_model
 
-__all__ = ["CalibratedPhysics", "PARAM_NAMES", "load_calibration", "DEFAULT_INTERCONNECT"]
+__all__ = ["DEFAULT_INTERCONNECT", "PARAM_NAMES", "CalibratedPhysics", "load_calibration"]
 
 #: Fitted parameters, in order (see the module docstring and docs/fidelity.md).
 PARAM_NAMES = ("eta_compute", "eta_attn", "eta_mem", "eta_kv", "step_us", "layer_us", "moe_layer_us", "seq_us",
@@ -184,11 +186,11 @@ class CalibratedPhysics:
     def _time(self, T: int, B: int, n_pf: int, att_flops: float, ctx_read: float) -> int:
         comp = (self._flops_tok * T + self._flops_seq * B) / self._P
         mem = self._weights(T) / self._W
-        gemm = comp if comp > mem else mem
+        gemm = max(mem, comp)
         step = (gemm + att_flops / self._Pa + self._kv_tok * ctx_read / self._Wkv + self._ar_tok * T
                 + self._over + self._seq_us * B + self._pf_seq_us * n_pf)
         s = int(step)
-        s = s if s > 1 else 1
+        s = max(1, s)
         self._last_step = s
         return s
 
