@@ -407,12 +407,7 @@ class Instance:
                     n = thr
                 if n > budget:
                     n = budget
-                while not kv.extend_prefill(r, n):
-                    victim = self._victim()
-                    budget += self._preempt(victim, now, granted)
-                    preempted = True
-                    if victim is r:
-                        break
+                budget, preempted = self._room(r, lambda: kv.extend_prefill(r, n), now, granted, budget, preempted)
                 if r.state is not State.RUNNING:
                     break
                 r.chunk = n
@@ -420,18 +415,24 @@ class Instance:
                 budget -= n
             else:
                 if (r.base + tick) % BLOCK_SIZE == 0:
-                    while kv.free_count < 1:
-                        victim = self._victim()
-                        budget += self._preempt(victim, now, granted)
-                        preempted = True
-                        if victim is r:
-                            break
+                    budget, preempted = self._room(r, lambda: kv.free_count >= 1, now, granted, budget, preempted)
                     if r.state is not State.RUNNING:
                         break
                     kv._take_free(1)
                 granted.add(r)
                 budget -= 1
         self.starved = {r: None for r in self.running if r not in self.prefilling and r not in granted}
+        return budget, preempted
+
+    def _room(self, r: Request, fits, now: int, granted: set, budget: int, preempted: bool):
+        """Preempt victims until `fits()` (which allocates on success) holds or `r` itself was
+        preempted. Returns the budget with victims' grants given back, and whether any went."""
+        while not fits():
+            victim = self._victim()
+            budget += self._preempt(victim, now, granted)
+            preempted = True
+            if victim is r:
+                break
         return budget, preempted
 
     def _victim(self) -> Request:
