@@ -1,0 +1,21 @@
+"""Gymnasium environments over the simulator's decision points (one per slot).
+
+    import blis_gym, gymnasium as gym
+    env = gym.make("blis_gym/Router-v0", config={"horizon_s": 60}, render_mode="ansi")
+
+Registered on import (ids and specs in the repository's `envs/` folder):
+`blis_gym/Router-v0`, `blis_gym/Admission-v0`, `blis_gym/PDDecider-v0`, `blis_gym/Autoscaler-v0`.
+"""
+from .admission import AdmissionEnv
+from .autoscaler import AutoscalerEnv
+from .base import BlisEnv
+from .core import Episode
+from .observations import Observer
+from .pd import PDDeciderEnv
+from .registration import REGISTERED, register_all
+from .replay import replay
+from .rewards import SloReward, episode_kpi
+from .router import RouterEnv
+
+__all__ = ["AdmissionEnv", "AutoscalerEnv", "BlisEnv", "Episode", "Observer", "PDDeciderEnv", "REGISTERED",
+           "RouterEnv", "SloReward", "episode_kpi", "register_all", "replay"]

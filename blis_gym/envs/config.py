@@ -22,7 +22,7 @@ SCENARIO_DIR = REPO_DIR / "scenarios"
 
 # Sections whose keys are free (class names, scenario fields): merged, never checked for names.
 FREE_KEYS = {("scenario_overrides",), ("reward", "class_weights"), ("reward", "targets"),
-             ("reward", "penalties")}
+             ("reward", "default_targets"), ("reward", "penalties")}
 
 # The configuration every environment understands (a spec's `config` overrides these).
 BASE_CONFIG: dict = {
@@ -69,20 +69,32 @@ BASE_CONFIG: dict = {
 }
 
 
+def _merge_free(base: dict, over: dict) -> dict:
+    """Recursive merge of free-form mappings (None values are kept: they delete scenario keys later)."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge_free(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
 def _merge(base: dict, over: dict, path: tuple = ()) -> dict:
     out = copy.deepcopy(base)
-    free = path in FREE_KEYS
     for k, v in over.items():
-        if not free and k not in base:
-            where = ".".join(str(p) for p in (*path, k))
+        where = ".".join(str(p) for p in (*path, k))
+        if k not in base:
             allowed = ", ".join(sorted(str(x) for x in base))
             raise ConfigError(f"config.{where}", f"unknown key; allowed: {allowed}")
-        if not free and isinstance(base.get(k), dict) and (*path, k) not in FREE_KEYS:
+        if (*path, k) in FREE_KEYS:
             if not isinstance(v, dict):
-                raise ConfigError(f"config.{'.'.join((*path, k))}", f"must be a mapping, got {v!r}")
+                raise ConfigError(f"config.{where}", f"must be a mapping, got {v!r}")
+            out[k] = _merge_free(base[k], v)
+        elif isinstance(base[k], dict):
+            if not isinstance(v, dict):
+                raise ConfigError(f"config.{where}", f"must be a mapping, got {v!r}")
             out[k] = _merge(base[k], v, (*path, k))
-        elif free and isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = merge_data(out[k], v)
         else:
             out[k] = copy.deepcopy(v)
     return out

@@ -63,7 +63,7 @@ class Episode:
         the run's duration (and cost) ends at this moment."""
         sim = self.sim
         sim.pending = None
-        sim.cfg.horizon_us = sim.loop.now      # this episode's own copy of the configuration
+        sim.cfg.horizon_us = max(1, sim.loop.now)   # this episode's own copy of the configuration
         sim.close()
         self.pending = None
         self.truncated, self.end_reason = True, reason

@@ -71,6 +71,7 @@ class Observer:
         self.log_max_in = math.log1p(float(o["max_input_tokens"]))
         self.s_time = float(o["time_scale_s"]) * 1e6
         self.pods_end = self.n * PF
+        self._flight_scales = np.array([self.s_ifl, self.s_ift], dtype=np.float32)
         self.req0 = self.max_pods * PF
         self.n_req = 5 + len(self.classes) + 1
         self.cl0 = self.req0 + self.n_req
@@ -118,13 +119,15 @@ class Observer:
         self.horizon = sim.cfg.horizon_us
 
     def _scraped_block(self):
+        """(n, 3) normalised waiting, running, KV use of the latest snapshot (cached per scrape)."""
         pods = self.pods
         stamp = pods[0].scraped_at
         if self.oracle or stamp != self._stamp or self._scraped is None:
-            w = np.array([p.waiting for p in pods], dtype=np.float32)
-            r = np.array([p.running for p in pods], dtype=np.float32)
-            kv = np.array([p.kv_usage for p in pods], dtype=np.float32)
-            self._scraped = (w / (w + self.s_wait), r / (r + self.s_run), np.clip(kv, 0.0, 1.0), kv)
+            a = np.array([(p.waiting, p.running, p.kv_usage) for p in pods], dtype=np.float32)
+            a[:, 0] /= a[:, 0] + self.s_wait
+            a[:, 1] /= a[:, 1] + self.s_run
+            np.clip(a[:, 2], 0.0, 1.0, out=a[:, 2])
+            self._scraped = a
             self._stamp = stamp
         return self._scraped
 
@@ -133,19 +136,14 @@ class Observer:
         sim = self.sim
         pods = self.pods
         obs = self.template.copy()
-        end = self.pods_end
+        P = obs[:self.pods_end].reshape(self.n, PF)
         now = sim.loop.now
-        w, r, kv, kv_raw = self._scraped_block()
-        obs[_WAIT:end:PF] = w
-        obs[_RUN:end:PF] = r
-        obs[_KV:end:PF] = kv
-        avail = [p.available for p in pods]
-        obs[_AVAIL:end:PF] = avail
-        f = np.array([p.in_flight for p in pods], dtype=np.float32)
-        obs[_IFL:end:PF] = f / (f + self.s_ifl)
-        f = np.array([p.in_flight_tokens for p in pods], dtype=np.float32)
-        np.maximum(f, 0.0, out=f)
-        obs[_IFT:end:PF] = f / (f + self.s_ift)
+        sc = self._scraped_block()
+        P[:, _WAIT:_KV + 1] = sc
+        v = np.array([(p.available, p.in_flight, p.in_flight_tokens) for p in pods], dtype=np.float32)
+        P[:, _AVAIL] = v[:, 0]
+        f = v[:, 1:]                             # counts kept by the router (never negative)
+        P[:, _IFL:_IFT + 1] = f / (f + self._flight_scales)
         req = pending.request if pending is not None else None
         if req is not None:
             self._cached(obs, req)
@@ -158,7 +156,8 @@ class Observer:
             obs[self.cl0 - 2] = t / (t + self.s_turn)
             obs[self.cl0 - 1] = 1.0 if t > 0 else 0.0
         c = self.cl0
-        n_av = sum(avail)
+        avail = v[:, 0]
+        n_av = int(np.count_nonzero(avail))
         obs[c] = n_av / self.n
         q = self.gw.queued()
         obs[c + 1] = q / (q + self.s_queue)
@@ -168,7 +167,7 @@ class Observer:
         if not self.oracle and pods[0].scraped_at >= 0:
             obs[c + 4] = min(1.0, (now - pods[0].scraped_at) / (2.0 * self.interval))
         if n_av:
-            obs[c + 5] = min(1.0, float(np.dot(kv, avail)) / n_av)
+            obs[c + 5] = min(1.0, float(np.dot(sc[:, 2], avail)) / n_av)
         if pending is not None and self.n_extra:
             if self.slot == "pd":
                 self._pd(obs, pending)
