@@ -184,3 +184,27 @@ def test_single_token_outputs_complete_at_the_prefill_step_and_free_their_kv():
     sim, s = simulate([request(i, i * 1000, 700, 1) for i in range(20)], check=True)
     assert s["completed_requests"] == 20 and s["itl_mean_ms"] is None
     assert sim.instances[0].kv.used == 0
+
+
+@pytest.mark.parametrize("scenario", ["default", "overload-gaie-legacy", "autoscale-bursty"])
+def test_planned_decode_runs_give_the_same_result_as_stepping_one_by_one(scenario, monkeypatch):
+    """Runs of identical decode steps are laid out at once and materialised lazily; every
+    output must be byte-identical to stepping one boundary at a time."""
+    import json
+
+    from blis_gym.scenario import build, load_scenario
+    from blis_gym.sim.engine.instance import Instance
+    from blis_gym.sim.simulation import Simulation
+    from test_cli import SCENARIOS
+
+    sc = load_scenario(SCENARIOS / f"{scenario}.yaml")
+    if scenario == "autoscale-bursty":
+        sc = sc.model_copy(update={"workload": sc.workload.model_copy(update={"horizon_s": 700})})
+    out = []
+    for multi in (False, True):
+        monkeypatch.setattr(Instance, "MULTI_STEP", multi)
+        sim = Simulation(build(sc))
+        summary = sim.run()
+        out.append((json.dumps(summary, sort_keys=True), sim.metrics.arrays()["e2e"].tobytes(), sim.loop.events))
+    assert out[0][:2] == out[1][:2]
+    assert out[1][2] < out[0][2]          # and it saves events

@@ -30,7 +30,7 @@ P_SAMPLE = 9
 class EventLoop:
     """A min-heap of (time_us, priority, seq, handler, arg); `now` never goes back."""
 
-    __slots__ = ("heap", "now", "_seq", "events", "halt")
+    __slots__ = ("heap", "now", "_seq", "events", "halt", "prio")
 
     def __init__(self) -> None:
         self.heap: list[tuple[int, int, int, Callable[[Any, int], None], Any]] = []
@@ -38,6 +38,7 @@ class EventLoop:
         self._seq = 0
         self.events = 0
         self.halt = False           # set by a handler to stop the loop after it (a decision point)
+        self.prio = 0               # priority of the event being processed
 
     def at(self, time_us: int, priority: int, handler: Callable[[Any, int], None], arg: Any = None) -> None:
         if time_us < self.now:
@@ -57,8 +58,9 @@ class EventLoop:
         while heap and n < budget:
             if heap[0][0] > limit:
                 break
-            t, _, _, handler, arg = pop(heap)
+            t, prio, _, handler, arg = pop(heap)
             self.now = t
+            self.prio = prio
             handler(arg, t)
             n += 1
             if self.halt:

@@ -327,6 +327,9 @@ class Simulation:
         if self._closed:
             return
         self._closed = True
+        end = self.cfg.horizon_us or self.loop.now
+        for inst in self.instances:
+            inst._advance(end)
         for r in self.live.values():
             self.metrics.record(r, r.state)
 
@@ -375,6 +378,7 @@ class Simulation:
         assert self.injected == self.finished + queued + running + self.in_transit + gw + pd, \
             (self.injected, self.finished, queued, running, self.in_transit, gw, pd)
         for inst in self.instances:
+            inst.sync()
             held = 0
             holders: dict[int, int] = {}
             for r in inst.running:

@@ -71,7 +71,7 @@ class RouterContext:
         self.instances = instances
 
     def cached_blocks(self, req: Request, pod_index: int) -> int:
-        return self.instances[pod_index].kv.cached_prefix_blocks(req)
+        return self.instances[pod_index].lookup_prefix(req)
 
 
 class Gateway:
@@ -116,7 +116,7 @@ class Gateway:
         for p, inst in zip(self.pods, self.instances):
             p.waiting = inst.num_waiting()
             p.running = inst.num_running()
-            p.kv_usage = inst.kv.usage()
+            p.kv_usage = inst.kv_usage()
             p.scraped_at = now
 
     def signals(self, now: int) -> list[PodSignals]:

@@ -96,6 +96,9 @@ class WaitQueue:
 class Instance:
     """A vLLM engine. `sink` receives first tokens, completions and drops."""
 
+    MULTI_STEP = True        # plan runs of identical decode steps (False: step one by one)
+    MAX_RUN = 512
+
     def __init__(self, name: str, loop, cfg: EngineConfig, step_model, total_blocks: int, sink):
         self.name = name
         self.loop = loop
@@ -119,6 +122,13 @@ class Instance:
         self.step_chunks: list[Request] = []
         self.starved: dict[Request, None] = {}  # decoders that get no token in the step in flight
         self.step_started = 0
+        self.step_end = 0
+        self.bgen = 0                        # generation of the pending boundary event
+        # planned decode-only steps after the one in flight (durations, µs): runs of identical
+        # steps are laid out at once and materialised lazily, exactly as if stepped one by one
+        self.plan: list[int] = []
+        self.plan_pos = 0
+        self.multi_step = self.MULTI_STEP and not getattr(step_model, "stateful", False)
         self.admit_seq = 0
         # counters
         self.steps = 0
@@ -137,7 +147,20 @@ class Instance:
         return len(self.running)
 
     def kv_usage(self) -> float:
+        self.sync()
         return self.kv.usage()
+
+    def lookup_prefix(self, r: Request) -> int:
+        """Cached leading prompt blocks of r here (the precise prefix signal)."""
+        self.sync()
+        return self.kv.cached_prefix_blocks(r)
+
+    def sync(self) -> None:
+        """Materialise the planned steps that have ended by now, as seen by the running event
+        (events that run before step boundaries at the same time do not see that boundary)."""
+        if self.plan_pos < len(self.plan):
+            now = self.loop.now
+            self._advance(now if self.loop.prio > P_STEP else now - 1)
 
     def tokens_in_kv(self, r: Request) -> int:
         """Tokens the request holds KV room for, including what the step in flight adds."""
@@ -170,16 +193,91 @@ class Instance:
         r.state = State.QUEUED
         if r.enqueued < 0:
             r.enqueued = now
+        self._cut()
         self.waiting.push(r)
         if not self.busy:
             self.busy = True
-            self.loop.at(now, P_STEP, self._boundary)
+            self._boundary_at(now)
 
     # ---- the step boundary ------------------------------------------------------------
-    def _boundary(self, _arg, now: int) -> None:
+    def _boundary_at(self, t: int) -> None:
+        self.bgen += 1
+        self.loop.at(t, P_STEP, self._boundary, self.bgen)
+
+    def _boundary(self, gen, now: int) -> None:
+        if gen != self.bgen:
+            return                           # replaced (its run was cut)
+        self._advance(now - 1)
         if self.step_open:
             self._finish_step(now)
         self._form_step(now)
+
+    def _advance(self, t: int) -> None:
+        """Apply the planned steps whose boundary is at or before t, in bulk: each is a plain
+        decode boundary (tick + 1, the next step's KV blocks, its statistics); no request
+        completes, is admitted or starves inside a run."""
+        plan = self.plan
+        i = self.plan_pos
+        n = len(plan)
+        e = self.step_end
+        if i >= n or e > t:
+            return
+        tick = self.tick
+        phase = self.phase
+        hist = self.itl_hist
+        a = self.alpha_out
+        nd = self.n_dec
+        log = self.step_log
+        blocks = busy = 0
+        start = e
+        while i < n and e <= t:
+            tick += 1
+            blocks += phase[(-tick) & 15]
+            dt = plan[i]
+            i += 1
+            k = dt + a
+            hist[k] = hist.get(k, 0) + nd
+            if log is not None:
+                log.append((e, dt, [], nd))
+            start = e
+            e += dt
+            busy += dt
+        m = i - self.plan_pos
+        self.tick = tick
+        self.kv._take_free(blocks)
+        self.decode_tokens += nd * m
+        self.steps += m
+        self.busy_us += busy
+        self.step_started = start
+        self.step_end = e
+        if i >= n:
+            self.plan = []
+            self.plan_pos = 0
+        else:
+            self.plan_pos = i
+
+    def _cut(self) -> None:
+        """Something outside the batch changed (an arrival, an abort): keep the planned steps
+        that have started, drop the rest, and put the boundary at the end of the current one."""
+        if self.plan_pos < len(self.plan):
+            self.sync()
+            self.plan = []
+            self.plan_pos = 0
+            self._boundary_at(self.step_end)
+
+    def _account(self, start: int, dt: int, chunks, n_dec: int) -> None:
+        """Book one step: statistics, and the step in flight."""
+        if n_dec:
+            k = dt + self.alpha_out
+            self.itl_hist[k] = self.itl_hist.get(k, 0) + n_dec
+            self.decode_tokens += n_dec
+        if self.step_log is not None:
+            self.step_log.append((start, dt, [(r.id, r.chunk) for r in chunks], n_dec))
+        self.steps += 1
+        self.busy_us += dt
+        self.step_open = True
+        self.step_started = start
+        self.step_end = start + dt
 
     def _finish_step(self, now: int) -> None:
         self.step_open = False
@@ -267,6 +365,7 @@ class Instance:
 
     def abort(self, r: Request, now: int) -> None:
         """The client gave up (timeout) or the request is withdrawn."""
+        self._cut()
         if r.state is State.QUEUED:
             self.waiting.removed()
         elif r.state is State.RUNNING:
@@ -274,7 +373,7 @@ class Instance:
         r.state = State.CREATED
         if not self.running and len(self.waiting) and not self.busy:
             self.busy = True
-            self.loop.at(now, P_STEP, self._boundary)
+            self._boundary_at(now)
 
     # ---- forming a step -----------------------------------------------------------------
     def _form_step(self, now: int) -> None:
@@ -375,18 +474,37 @@ class Instance:
             dt = self.model.step_time_us(pre, n_dec, ctx)
         else:
             dt = self.model.decode_step_us(n_dec, ctx)
-        if n_dec:
-            k = dt + self.alpha_out
-            self.itl_hist[k] = self.itl_hist.get(k, 0) + n_dec
-            self.decode_tokens += n_dec
-        if self.step_log is not None:
-            self.step_log.append((now, dt, [(r.id, r.chunk) for r in chunks], n_dec))
+        self._account(now, dt, chunks, n_dec)
         self.step_chunks = chunks
-        self.step_open = True
-        self.step_started = now
-        self.steps += 1
-        self.busy_us += dt
-        self.loop.at(now + dt, P_STEP, self._boundary)
+        end = now + dt
+        if self.multi_step and not chunks and not self.prefilling and not self.starved and not len(self.waiting):
+            end += self._plan_run(n_dec, ctx)
+        self._boundary_at(end)
+
+    def _plan_run(self, n_dec: int, ctx: int) -> int:
+        """Lay out the decode steps that follow the one just formed, up to the one in which the
+        next request completes, while the free KV blocks cover every step. Returns their total."""
+        fh = self.finish_heap
+        while fh and (fh[0][2] != fh[0][3].gen or fh[0][3].state is not State.RUNNING):
+            heapq.heappop(fh)                # stale entries (preempted or left)
+        if not fh:
+            return 0
+        extra = min(fh[0][0] - self.tick, self.MAX_RUN)
+        phase = self.phase
+        free = self.kv.free_count
+        step = self.model.decode_step_us
+        plan = []
+        total = 0
+        for j in range(1, extra + 1):
+            free -= phase[(-(self.tick + j)) & 15]
+            if free < 0:
+                break
+            dt = step(n_dec, ctx + j * n_dec)
+            plan.append(dt)
+            total += dt
+        self.plan = plan
+        self.plan_pos = 0
+        return total
 
     def _walk_running(self, now: int, budget: int, chunks: list[Request]):
         """Phase 1 the exact way: running requests in batch order, each a prefill chunk or one

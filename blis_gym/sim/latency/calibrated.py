@@ -88,6 +88,8 @@ def load_calibration(path: str | Path | None = None) -> tuple[dict, dict]:
 class CalibratedPhysics:
     """Step-time model with the interface of blis_gym.sim.latency.step_time (kind "calibrated")."""
 
+    stateful = True      # its queueing overhead reads the latest step: steps are not planned ahead
+
     kind = "calibrated"
 
     def __init__(self, model, hw, tp: int = 1, params: Mapping[str, float] | None = None,
