@@ -336,8 +336,7 @@ class PrefixCacheScorer(Scorer):
         n16 = min(req.input_len, content.length) // BLOCK_SIZE
         sub = self.sub
         n = min(n16 // sub, self.max_blocks)
-        bh = content.block_hash
-        hs = [bh(sub * k + sub - 1) for k in range(n)]
+        hs = content.prefix_hashes(n * sub)[sub - 1::sub] if n else []
         self._hreq = req
         self._hashes = hs
         return hs

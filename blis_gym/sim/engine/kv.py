@@ -15,8 +15,13 @@ touches no per-request state here.
 from __future__ import annotations
 
 from collections import OrderedDict
+from itertools import repeat
 
 from .request import BLOCK_SIZE, Request
+
+
+_INC = (1).__add__
+_DEC = (-1).__add__
 
 
 class _Run:
@@ -113,14 +118,11 @@ class KVStore:
         new_blocks = -(-(start + new_tokens) // BLOCK_SIZE) - hit_blocks
         if new_blocks + from_free > self.free_count:
             return False
-        get = refs.get
-        for h in hashes:
-            r = get(h)
-            if r is None:
+        if from_free:
+            for h in [h for h in hashes if h not in refs]:
                 del free[h]
-                refs[h] = 1
-            else:
-                refs[h] = r + 1
+        # reference counts + 1, iterated in C (a prompt may hold thousands of cached blocks)
+        refs.update(zip(hashes, map(_INC, map(refs.get, hashes, repeat(0)))))
         if from_free:
             self.free_count -= from_free
             self.used += from_free
@@ -187,17 +189,14 @@ class KVStore:
                         free[_Run()] = 1
                     else:
                         free[h] = 1
-        gone = 0
-        for h in reversed(shared):
-            r = refs[h] - 1
-            if r:
-                refs[h] = r
-            else:
+        if shared:
+            refs.update(zip(shared, map(_DEC, map(refs.__getitem__, shared))))
+            gone = [h for h in reversed(shared) if not refs[h]]
+            for h in gone:
                 del refs[h]
                 free[h] = 1
-                gone += 1
-        self.used -= gone
-        self.free_count += gone
+            self.used -= len(gone)
+            self.free_count += len(gone)
         req.shared_blocks = []
 
     def check(self, held_blocks: int, holders: dict[int, int]) -> None:
