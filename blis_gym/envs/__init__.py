@@ -5,6 +5,10 @@
 
 Registered on import (ids and specs in the repository's `envs/` folder):
 `blis_gym/Router-v0`, `blis_gym/Admission-v0`, `blis_gym/PDDecider-v0`, `blis_gym/Autoscaler-v0`.
+
+The multi-agent PettingZoo AEC environment (admission, router, P/D decider and autoscaler as
+agents) is `multi_agent_env(config=..., render_mode=...)` (`blis_gym.envs.multi`; imported on
+first use, as it needs pettingzoo, from the `rl` extra).
 """
 from .admission import AdmissionEnv
 from .autoscaler import AutoscalerEnv
@@ -18,4 +22,12 @@ from .rewards import SloReward, episode_kpi
 from .router import RouterEnv
 
 __all__ = ["AdmissionEnv", "AutoscalerEnv", "BlisEnv", "Episode", "Observer", "PDDeciderEnv", "REGISTERED",
-           "RouterEnv", "SloReward", "episode_kpi", "register_all", "replay"]
+           "RouterEnv", "SloReward", "episode_kpi", "register_all", "replay", "MultiAgentEnv", "multi_agent_env"]
+
+
+def __getattr__(name):
+    # lazy: blis_gym.envs.multi imports pettingzoo (an optional dependency)
+    if name in ("MultiAgentEnv", "multi_agent_env"):
+        import importlib
+        return getattr(importlib.import_module(".multi", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
