@@ -83,6 +83,7 @@ class Gateway:
         self.pods = [PodSignals(i, inst.name, role=inst.role, num_kv_blocks=inst.kv.total)
                      for i, inst in enumerate(self.instances)]
         self.pd_mode = any(p.role == "prefill" for p in self.pods)
+        self.single = len(self.pods) == 1 and self.pods[0].role == "both"
         self.decode_pods = [p for p in self.pods if p.role != "prefill"]
         self.prefill_pods = [p for p in self.pods if p.role != "decode"]
         self.prefill_router = cfg.prefill_router
@@ -175,6 +176,9 @@ class Gateway:
         self.sim.hand_over(Pending("admission", now, r, pods, None, resume, default))
 
     def route(self, r: Request, now: int) -> None:
+        if self.single and "router" not in self.sim.external:
+            self._dispatch_to(r, 0, now)          # one pod, forever: nothing to choose
+            return
         pods = self.signals(now)
         ctx = self.ctx
         ctx.now = now
@@ -345,12 +349,15 @@ class Gateway:
     def send(self, r: Request, i: int, now: int) -> None:
         """Dispatch to pod i (the router's or an agent's choice); updates router state."""
         self.router.observe(r, i, self.ctx)
-        p = self.pods[i]
-        p.in_flight += 1
-        p.in_flight_tokens += r.input_len
         if self.decisions is not None:
             t, rid, scores = self.decisions[-1]
             self.decisions[-1] = (t, rid, scores, i)
+        self._dispatch_to(r, i, now)
+
+    def _dispatch_to(self, r: Request, i: int, now: int) -> None:
+        p = self.pods[i]
+        p.in_flight += 1
+        p.in_flight_tokens += r.input_len
         self.sim.dispatch(r, self.instances[i], now)
 
     def reject(self, r: Request, now: int, status: int, reason: str) -> None:

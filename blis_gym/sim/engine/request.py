@@ -59,8 +59,7 @@ class Content:
         j = i - self._pfull
         own = self._own
         if j >= len(own):
-            # Hash ahead in one pass (walking the segments is the costly part), up to 512 blocks.
-            self._extend(max(j + 1, min(self.length // BLOCK_SIZE - self._pfull, len(own) + 512)))
+            self._extend(j + 1)
         return own[j]
 
     def prefix_hashes(self, n: int) -> list[int]:
