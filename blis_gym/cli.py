@@ -18,6 +18,8 @@ from rich.table import Table
 from .errors import ConfigError
 
 DEFAULT_SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "default.yaml"
+# the team's reference data sits beside the checkout (../shared), as in CI
+GROUNDTRUTH = Path(__file__).resolve().parent.parent.parent / "shared" / "reference" / "groundtruth"
 err_console = Console(stderr=True)
 
 
@@ -218,7 +220,7 @@ def calibrate(data: Path | None, out_file: Path | None, holdout: str | None, max
     from .fidelity.calibrate import DEFAULT_HOLDOUT
     from .fidelity.calibrate import calibrate as run_fit
 
-    data = data or Path("/work/shared/reference/groundtruth/h100_trainval_aggregates.csv")
+    data = data or GROUNDTRUTH / "h100_trainval_aggregates.csv"
     out_file = out_file or Path(__file__).resolve().parent / "data" / "calibrated.yaml"
     hold = tuple(x.strip() for x in holdout.split(",") if x.strip()) if holdout is not None else DEFAULT_HOLDOUT
     if max_evals < 1 or workers < 1:
