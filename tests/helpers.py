@@ -36,7 +36,7 @@ def request(rid, arrival_us, n_in, n_out, prefix: Content | None = None, priorit
                    deadline=deadline)
 
 
-def group_prefix(n_tokens: int, key: int = -1) -> Content:
+def group_prefix(n_tokens: int, key: int = -2) -> Content:
     return Content(None, ((key, n_tokens),), shared=True)
 
 

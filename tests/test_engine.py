@@ -208,3 +208,32 @@ def test_planned_decode_runs_give_the_same_result_as_stepping_one_by_one(scenari
         out.append((json.dumps(summary, sort_keys=True), sim.metrics.arrays()["e2e"].tobytes(), sim.loop.events))
     assert out[0][:2] == out[1][:2]
     assert out[1][2] < out[0][2]          # and it saves events
+
+
+def test_distinct_groups_never_share_block_hashes():
+    # CPython hashes -1 like -2, so key -1 would make two groups' chains identical
+    from blis_gym.sim.engine import Content
+    with pytest.raises(ValueError):
+        Content(None, ((-1, 64),), shared=True)
+    groups = [Content(None, ((-k, 64),), shared=True) for k in range(2, 40)]
+    firsts = {g.block_hash(0) for g in groups}
+    assert len(firsts) == len(groups)
+
+
+@pytest.mark.parametrize("scenario", ["cluster-4xh100-default", "pd-chat-threshold16"])
+def test_group_prefixes_held_whole_give_the_same_result_as_block_by_block(scenario, monkeypatch):
+    import json
+
+    from blis_gym.scenario import build, load_scenario
+    from blis_gym.sim.engine.kv import KVStore
+    from blis_gym.sim.simulation import Simulation
+    from test_cli import SCENARIOS
+
+    sc = load_scenario(SCENARIOS / f"{scenario}.yaml")
+    sc = sc.model_copy(update={"workload": sc.workload.model_copy(update={"horizon_s": 25})})
+    out = []
+    for runs in (False, True):
+        monkeypatch.setattr(KVStore, "RUNS", runs)
+        sim = Simulation(build(sc, check_invariants=True))
+        out.append(json.dumps(sim.run(), sort_keys=True))
+    assert out[0] == out[1]

@@ -34,14 +34,14 @@ def pods_(n=4, **per_field):
 _GROUPS: dict[int, Content] = {}
 
 
-def group(key=-1, n=1024):
+def group(key=-2, n=1024):
     g = _GROUPS.get((key, n))
     if g is None:
         g = _GROUPS[(key, n)] = Content(None, ((key, n),), shared=True)
     return g
 
 
-def req_(rid, prefix=1024, own=100, key=-1, session=None):
+def req_(rid, prefix=1024, own=100, key=-2, session=None):
     parent = group(key, prefix) if prefix else None
     content = Content(parent, ((rid * 4 + 1, own),))
     return Request(rid, 0, content.length, 10, content, session=session)
@@ -459,7 +459,7 @@ def test_prefix_cache_affinity_filter():
     assert [i for i, _, _ in router.scores(b, pods, ctx)] == [0]          # 16/17 >= 0.8
     assert router.pick(b, pods, ctx) == 0                                   # despite its queue
     # below the threshold: a request sharing only 512 of 1124 tokens is not sticky
-    g = Content(None, ((-1, 512),), shared=True)
+    g = Content(None, ((-2, 512),), shared=True)
     half = Request(50, 0, 1124, 1, Content(g, ((77, 612),)))
     assert [i for i, _, _ in router.scores(half, pods, ctx)] == [0, 1, 2]
     # TTFT gate: the sticky pod's in-flight tokens are far above the others' -> keep all
@@ -543,7 +543,7 @@ import numpy as np
 from blis_gym.policies.routing import make_router, SimpleContext
 from blis_gym.sim.cluster.signals import PodSignals
 from blis_gym.sim.engine.request import Content, Request
-groups = [Content(None, ((-(g + 1), 256 * (g + 1)),), shared=True) for g in range(3)]
+groups = [Content(None, ((-(g + 2), 256 * (g + 1)),), shared=True) for g in range(3)]
 router = make_router({"policy": "weighted", "scorers": ["queue:2", "kv-cache-utilization:2", "prefix-cache:3",
                       "no-hit-lru:2", "session-affinity"]})
 ctx = SimpleContext(0, 123)

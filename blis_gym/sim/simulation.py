@@ -379,18 +379,19 @@ class Simulation:
             (self.injected, self.finished, queued, running, self.in_transit, gw, pd)
         for inst in self.instances:
             inst.sync()
-            held = 0
+            private = 0
             holders: dict[int, int] = {}
+            runs: dict = {}
             for r in inst.running:
                 assert r.state is State.RUNNING
                 assert r.arrival <= r.enqueued <= r.scheduled <= now
                 n = inst.tokens_in_kv(r)
-                blocks = -(-n // 16)
-                held += blocks - len(r.shared_blocks)
+                private += -(-n // 16) - inst.kv.shared_count(r)
                 for h in r.shared_blocks:
                     holders[h] = holders.get(h, 0) + 1
-            held += len(holders)
-            inst.kv.check(held, holders)
+                if r.shared_run is not None:
+                    runs[r.shared_run] = runs.get(r.shared_run, 0) + 1
+            inst.kv.check(private, holders, runs)
 
     # ---- results ----------------------------------------------------------------------
     def summary(self) -> dict:

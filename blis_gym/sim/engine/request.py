@@ -36,9 +36,12 @@ class Content:
     its blocks are published as soon as they are computed.
     """
 
-    __slots__ = ("parent", "segments", "length", "shared", "_own", "_pfull", "_flat")
+    __slots__ = ("parent", "segments", "length", "shared", "_own", "_pfull", "_flat", "root")
 
     def __init__(self, parent: "Content | None", segments: tuple[tuple[int, int], ...], shared: bool = False):
+        if any(k == -1 for k, _ in segments):
+            # hash(-1) == hash(-2) in CPython: block hashes of key -1 would alias key -2's
+            raise ValueError("segment key -1 is reserved")
         self.parent = parent
         self.segments = segments
         self.length = (parent.length if parent else 0) + sum(n for _, n in segments)
@@ -46,6 +49,8 @@ class Content:
         self._own: list[int] = []                      # hashes of blocks from _pfull on
         self._pfull = parent.length // BLOCK_SIZE if parent else 0
         self._flat: list[int] | None = None            # all full-block hashes, kept by parents only
+        # the nearest shared ancestor (a group prefix): its full blocks lead this content's
+        self.root = self if shared else (parent.root if parent is not None else None)
         if parent is not None and parent._flat is None:
             parent._flat = []                          # it is a parent now: flatten its chain once
 
@@ -145,7 +150,7 @@ class Request:
         "tenant", "client", "session", "turn", "deadline", "state", "reason",
         # engine bookkeeping
         "instance", "computed", "chunk", "target", "generated", "base", "gen", "seq",
-        "shared_blocks", "rehash", "hit_blocks", "kv_content", "parent", "remote", "pd",
+        "shared_blocks", "shared_run", "rehash", "hit_blocks", "kv_content", "parent", "remote", "pd",
         # timestamps and counters for metrics
         "enqueued", "scheduled", "first_token", "finished", "preemptions",
     )
@@ -180,6 +185,7 @@ class Request:
         self.base = 0                     # decoding: tokens in KV = base + instance tick
         self.gen = 0                      # bumped on preemption/finish: invalidates stale events
         self.shared_blocks: list[int] = []  # hashes of referenced published blocks (a prefix of its blocks)
+        self.shared_run = None            # a group prefix it holds whole (KVStore runs), before shared_blocks
         self.rehash = session is not None  # publish its own blocks on release (a follow-up may hit them)
         self.hit_blocks = 0               # cached blocks found at its latest admission
         self.enqueued = -1

@@ -421,7 +421,7 @@ class WorkloadSource:
         self.owner: dict[int, _User] = {}
         self._keys: dict[str, int] = {}
         self._prefixes: dict[tuple[str, int], Content] = {}
-        self._next_key = -1
+        self._next_key = -2          # never -1: in CPython hash(-1) == hash(-2), which would alias two groups
         self._sessions = 0
         # group keys in client order, so a group's key does not depend on which request comes first
         for c in workload.clients:
