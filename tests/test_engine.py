@@ -220,8 +220,10 @@ def test_distinct_groups_never_share_block_hashes():
     assert len(firsts) == len(groups)
 
 
-@pytest.mark.parametrize("scenario", ["cluster-4xh100-default", "pd-chat-threshold16"])
-def test_group_prefixes_held_whole_give_the_same_result_as_block_by_block(scenario, monkeypatch):
+@pytest.mark.parametrize("scenario", ["cluster-4xh100-default", "cluster-4xh100-round-robin", "pd-chat-threshold16"])
+def test_group_prefixes_moved_whole_give_the_same_result_as_block_by_block(scenario, monkeypatch):
+    """Group prefixes held whole (one count per holder) and freed whole (one free-queue entry)
+    must give exactly what per-block counting gives, evictions and preemptions included."""
     import json
 
     from blis_gym.scenario import build, load_scenario
@@ -230,7 +232,8 @@ def test_group_prefixes_held_whole_give_the_same_result_as_block_by_block(scenar
     from test_cli import SCENARIOS
 
     sc = load_scenario(SCENARIOS / f"{scenario}.yaml")
-    sc = sc.model_copy(update={"workload": sc.workload.model_copy(update={"horizon_s": 25})})
+    horizon = 40 if "round-robin" in scenario else 25      # round robin: long enough to evict
+    sc = sc.model_copy(update={"workload": sc.workload.model_copy(update={"horizon_s": horizon})})
     out = []
     for runs in (False, True):
         monkeypatch.setattr(KVStore, "RUNS", runs)

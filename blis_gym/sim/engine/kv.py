@@ -12,10 +12,11 @@ A request references a prefix of its blocks through `refs` (`req.shared_blocks`)
 its blocks are private and derived from its token count, so a decode step that adds tokens
 touches no per-request state here.
 
-A group prefix (shared content) held whole is counted once per holder, not block by block:
-`runs` counts the holders of each such prefix and `run_blocks` lists its blocks while held,
-so admitting and releasing a request with a 5,000-token system prompt costs O(1) for the
-prefix. The LRU order of what is freed is the same as with per-block counts.
+A group prefix (shared content, e.g. a 5,000-token system prompt) moves as a whole: held whole
+it is counted once per holder (`runs`), and freed whole it is one free-queue entry (a
+`_Range` of its blocks, evicted last block first, claimed first block first), so admitting and
+releasing its requests costs O(1) for the prefix. Hits, evictions and the LRU order are the
+same as with per-block counts (`RUNS = False`), which a test checks.
 """
 from __future__ import annotations
 
@@ -23,7 +24,6 @@ from collections import OrderedDict
 from itertools import islice, repeat
 
 from .request import BLOCK_SIZE, Request
-
 
 _INC = (1).__add__
 _DEC = (-1).__add__
@@ -34,21 +34,34 @@ class _Run:
     __slots__ = ()
 
 
+class _Range:
+    """Free, still cached blocks [lo, hi) of a group prefix, as one free-queue entry."""
+    __slots__ = ("group", "lo", "hi")
+
+    def __init__(self, group, lo: int, hi: int):
+        self.group = group
+        self.lo = lo
+        self.hi = hi
+
+
 class KVStore:
+    RUNS = True          # move group prefixes whole (False: block by block; same results)
+
     def __init__(self, total_blocks: int):
         # vLLM reserves one null block; usable = total - 1 (the KV-use denominator).
         self.total = int(total_blocks)
         self.usable = self.total - 1
         self.used = 0
         self.refs: dict[int, int] = {}
-        self.runs: dict = {}                    # group prefix (Content) -> requests holding it whole
-        self.run_blocks: dict[int, object] = {} # hash -> its group prefix, while that is held whole
         self.free: OrderedDict = OrderedDict()
         if self.usable > 0:
             self.free[_Run()] = self.usable
         self.free_count = self.usable
         self.peak_used = 0
-        self._lookup = None    # (request, its prefix hashes) of the latest lookup, reused by admit
+        self.runs: dict = {}                     # group prefix (Content) -> requests holding it whole
+        self.ranges: dict = {}                   # group prefix -> its _Range in the free queue
+        self.owner: dict[int, tuple] = {}        # block hash -> (group prefix, index), once per group
+        self._lookup = None    # (request, its prefix hashes, hits, hits in the free queue) of the latest lookup
         self.hit_tokens = 0    # prompt tokens found in the prefix cache at admission
         self.query_tokens = 0  # prompt tokens looked up (vLLM's prefix_cache_queries)
 
@@ -57,10 +70,19 @@ class KVStore:
         """vLLM's kv_cache_usage_perc: 1 - free/(num_gpu_blocks - 1); cached free blocks count as free."""
         return self.used / self.usable if self.usable > 0 else 1.0
 
-    def cached(self, h: int) -> bool:
-        return h in self.refs or h in self.run_blocks or h in self.free
+    def _group_state(self, h: int) -> int:
+        """For a group-prefix block: 1 held whole, 2 free in its group's range, else 0."""
+        o = self.owner.get(h)
+        if o is None:
+            return 0
+        g, i = o
+        if self.runs.get(g):
+            return 1
+        r = self.ranges.get(g)
+        return 2 if r is not None and r.lo <= i < r.hi else 0
 
-    RUNS = True          # hold group prefixes as runs (False: block by block; same results)
+    def cached(self, h: int) -> bool:
+        return h in self.refs or h in self.free or self._group_state(h) > 0
 
     def cached_prefix_blocks(self, req: Request, limit: int | None = None) -> int:
         """Longest run of the request's leading full prompt blocks present in this store
@@ -68,28 +90,42 @@ class KVStore:
         n_max = (req.target - 1) // BLOCK_SIZE
         if limit is not None:
             n_max = min(n_max, limit)
-        refs, free, rb = self.refs, self.free, self.run_blocks
-        content = req.kv_content
         self._lookup = (req, [], 0, 0)
         if n_max <= 0:
             return 0
-        h0 = content.block_hash(0)
-        if h0 not in refs and h0 not in rb and h0 not in free:
-            return 0
+        refs, free = self.refs, self.free
+        content = req.kv_content
         i = 0
-        root = content.root
-        if root is not None and self.runs.get(root) and root.length // BLOCK_SIZE <= n_max:
-            i = root.length // BLOCK_SIZE   # held whole right now: every block present
-        hs = content.prefix_hashes(n_max)
         from_free = 0            # hits sitting in the free queue (a claim takes them out of it)
+        root = content.root
+        if root is not None and self.RUNS and root.length // BLOCK_SIZE <= n_max:
+            full = root.length // BLOCK_SIZE
+            if self.runs.get(root):
+                i = full                      # held whole right now: every block present
+            else:
+                r = self.ranges.get(root)
+                if r is not None and r.lo == 0:
+                    i = from_free = r.hi      # freed whole; blocks from hi on were evicted
+                    if r.hi < full:
+                        self._lookup = (req, content.prefix_hashes(i), i, i)
+                        return i
+        if i == 0:
+            h = content.block_hash(0)
+            if h not in refs and h not in free and not self._group_state(h):
+                return 0
+        hs = content.prefix_hashes(n_max)
         for h in islice(hs, i, None):
-            if h in refs or h in rb:
+            if h in refs:
                 i += 1
             elif h in free:
                 i += 1
                 from_free += 1
             else:
-                break
+                s = self._group_state(h)
+                if not s:
+                    break
+                i += 1
+                from_free += s == 2
         self._lookup = (req, hs, i, from_free)
         return i
 
@@ -106,11 +142,15 @@ class KVStore:
             if type(key) is int:
                 n -= 1
             elif cnt > n:
+                if type(key) is _Range:
+                    key.hi -= n                # a group prefix loses its last blocks first
                 free[key] = cnt - n
                 free.move_to_end(key, last=False)
                 return
             else:
                 n -= cnt
+                if type(key) is _Range:
+                    del self.ranges[key.group]
 
     def _give_free(self, n: int) -> None:
         if n > 0:
@@ -118,10 +158,17 @@ class KVStore:
             self.free_count += n
             self.used -= n
 
+    def _index(self, group) -> list[int]:
+        """The group's block hashes, recorded in `owner` the first time."""
+        blocks = group._flatten()
+        if blocks and blocks[0] not in self.owner:
+            self.owner.update((h, (group, i)) for i, h in enumerate(blocks))
+        return blocks
+
     def admit(self, req: Request, hit_blocks: int, new_tokens: int) -> bool:
         """Claim the request's first `hit_blocks` cached blocks and allocate room for
         `new_tokens` more. All or nothing; False if the free pool is too small."""
-        refs, free, rb = self.refs, self.free, self.run_blocks
+        refs, free = self.refs, self.free
         last = self._lookup
         self._lookup = None
         if last is None or last[0] is not req or last[2] != hit_blocks:
@@ -137,19 +184,26 @@ class KVStore:
         n_run = root.length // BLOCK_SIZE if root is not None and self.RUNS else 0
         if 0 < n_run <= hit_blocks:
             held = self.runs.get(root, 0)
-            if not held:                          # the first whole holder: take it out of the free queue
-                for h in root._flatten():
-                    if h not in refs:
-                        del free[h]
-                    rb[h] = root
+            if not held:                          # the first whole holder: out of the free queue
+                blocks = self._index(root)
+                r = self.ranges.pop(root, None)
+                if r is not None:
+                    del free[r]
+                if r is None or r.lo > 0:
+                    for i, h in enumerate(blocks):
+                        if (r is None or not r.lo <= i < r.hi) and h not in refs:
+                            del free[h]
             self.runs[root] = held + 1
             req.shared_run = root
             per = hashes[n_run:hit_blocks]
         else:
             per = hashes[:hit_blocks]
         if from_free:
-            for h in [h for h in per if h not in refs and h not in rb]:
-                del free[h]
+            for h in [h for h in per if h not in refs]:
+                if h in free:
+                    del free[h]
+                else:
+                    self._claim_from_range(h)
         # reference counts + 1, iterated in C (a prompt may hold thousands of cached blocks)
         refs.update(zip(per, map(_INC, map(refs.get, per, repeat(0)))))
         if from_free:
@@ -164,6 +218,18 @@ class KVStore:
         self._take_free(new_blocks)
         self._publish(req, start, start + new_tokens)
         return True
+
+    def _claim_from_range(self, h: int) -> None:
+        """Take one block of a freed group prefix (claims come first block first)."""
+        g, i = self.owner[h]
+        r = self.ranges[g]
+        assert r.lo == i, "group prefix claimed out of order"
+        r.lo += 1
+        if r.lo < r.hi:
+            self.free[r] = r.hi - r.lo
+        else:
+            del self.free[r]
+            del self.ranges[g]
 
     def extend_prefill(self, req: Request, new_tokens: int) -> bool:
         """Allocate room for the next prefill chunk of a running request."""
@@ -186,10 +252,10 @@ class KVStore:
         if parent is None or not parent.shared:
             return
         last = min(hi, parent.length) // BLOCK_SIZE    # full shared blocks after this chunk
-        refs, free, rb = self.refs, self.free, self.run_blocks
+        refs, free = self.refs, self.free
         for i in range(first, last):
             h = parent.block_hash(i)
-            if h in refs or h in rb or h in free:
+            if h in refs or h in free or self._group_state(h):
                 return      # computed twice (a race with another request): keep the rest private
             refs[h] = 1
             shared.append(h)
@@ -203,7 +269,7 @@ class KVStore:
         shared = req.shared_blocks
         n_shared = self.shared_count(req)
         n_private = total - n_shared
-        refs, free, rb = self.refs, self.free, self.run_blocks
+        refs, free = self.refs, self.free
         if n_private > 0:
             if content is None:
                 self._give_free(n_private)
@@ -215,7 +281,7 @@ class KVStore:
                     h = content.block_hash(i)
                     self.used -= 1
                     self.free_count += 1
-                    if h in refs or h in rb or h in free:
+                    if h in refs or h in free or self._group_state(h):
                         free[_Run()] = 1
                     else:
                         free[h] = 1
@@ -224,7 +290,7 @@ class KVStore:
             refs.update(zip(shared, map(_DEC, map(refs.__getitem__, shared))))
             for h in [h for h in reversed(shared) if not refs[h]]:
                 del refs[h]
-                if h not in rb:                   # else still held whole by others
+                if self._group_state(h) != 1:     # else still held whole by others
                     free[h] = 1
                     freed += 1
         run = req.shared_run
@@ -234,11 +300,16 @@ class KVStore:
                 self.runs[run] = left
             else:
                 del self.runs[run]
-                for h in reversed(run._flatten()):
-                    del rb[h]
-                    if h not in refs:
-                        free[h] = 1
-                        freed += 1
+                blocks = run._flatten()
+                if refs.keys().isdisjoint(blocks):
+                    r = self.ranges[run] = _Range(run, 0, len(blocks))
+                    free[r] = len(blocks)
+                    freed += len(blocks)
+                else:
+                    for h in reversed(blocks):
+                        if h not in refs:
+                            free[h] = 1
+                            freed += 1
             req.shared_run = None
         self.used -= freed
         self.free_count += freed
@@ -253,12 +324,16 @@ class KVStore:
         """Invariants: used + free = usable; used = private blocks + distinct blocks held through
         the cache; reference counts equal their holders; the free queue adds up."""
         assert self.used + self.free_count == self.usable, (self.used, self.free_count, self.usable)
-        in_use = len(self.refs.keys() | self.run_blocks.keys())
-        assert self.used == private_blocks + in_use, (self.used, private_blocks, in_use)
+        in_use = set(self.refs)
+        for g in self.runs:
+            in_use.update(g._flatten())
+        assert self.used == private_blocks + len(in_use), (self.used, private_blocks, len(in_use))
         assert self.refs == holders, "reference counts do not match the requests holding them"
         assert self.runs == run_holders, "group-prefix holders do not match"
         n = sum(v for v in self.free.values())
         assert n == self.free_count, (n, self.free_count)
         hashed_free = {k for k in self.free if type(k) is int}
-        assert not (self.refs.keys() & hashed_free), "block both free and in use"
-        assert not (self.run_blocks.keys() & hashed_free), "block both free and held whole"
+        assert not (in_use & hashed_free), "block both free and in use"
+        assert not (self.runs.keys() & self.ranges.keys()), "group prefix both held and free"
+        for g, r in self.ranges.items():
+            assert self.free.get(r) == r.hi - r.lo > 0 and r.group is g, "bad range entry"
