@@ -84,15 +84,8 @@ def run_env(name: str) -> dict:
 
 def merge(base: dict, over: dict) -> dict:
     """`over` merged into `base` recursively; a None value deletes the key."""
-    out = dict(base)
-    for k, v in over.items():
-        if v is None:
-            out.pop(k, None)
-        elif isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = merge(out[k], v)
-        else:
-            out[k] = v
-    return out
+    from blis_gym.envs.config import merge_data
+    return merge_data(base, over)
 
 
 def run_one(name: str) -> dict:

@@ -17,7 +17,7 @@ from gymnasium import spaces
 from ..errors import ConfigError
 from ..scenario import build, parse_scenario
 from .config import check_config, load_spec, merge_config, scenario_data
-from .core import Episode
+from .core import Episode, int_action
 from .observations import Observer
 
 AGENT = "agent"
@@ -119,19 +119,7 @@ class BlisEnv(gym.Env):
 
     def _action(self, action) -> int:
         """The action as an int, or a ValueError saying what is wrong."""
-        if type(action) is int:
-            a = action
-        elif isinstance(action, np.integer):
-            a = int(action)
-        elif isinstance(action, np.ndarray) and action.size == 1 and action.dtype.kind in "iu":
-            a = int(action.reshape(()))
-        else:
-            raise ValueError(f"{self.env_id}: the action must be an integer in 0..{self._n_actions - 1} "
-                             f"(action_space {self.action_space}), got {action!r} of type {type(action).__name__}")
-        if not 0 <= a < self._n_actions:
-            raise ValueError(f"{self.env_id}: action {a} is out of range: action_space {self.action_space} "
-                             f"allows 0..{self._n_actions - 1}")
-        return a
+        return int_action(action, self._n_actions, f"{self.env_id}: the action", self.action_space)
 
     def step(self, action):
         ep = self.episode

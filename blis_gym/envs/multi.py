@@ -53,7 +53,7 @@ from ..errors import ConfigError
 from ..scenario import build, parse_scenario
 from ..sim.simulation import SLOTS
 from .config import BASE_CONFIG, SCENARIO_DIR, check_config, load_spec, merge_config, scenario_data
-from .core import Episode
+from .core import Episode, int_action
 from .observations import Observer
 
 SPEC_OF = {"admission": "admission", "router": "router", "pd": "pd", "autoscaler": "autoscaler"}
@@ -278,21 +278,8 @@ class MultiAgentEnv(AECEnv):
         return m
 
     def _action(self, agent: str, action) -> int:
-        n = int(self.action_spaces[agent].n)
-        if type(action) is int:
-            a = action
-        elif isinstance(action, np.integer):
-            a = int(action)
-        elif isinstance(action, np.ndarray) and action.size == 1 and action.dtype.kind in "iu":
-            a = int(action.reshape(()))
-        else:
-            raise ValueError(f"{self.env_id}: the {agent} action must be an integer in 0..{n - 1} "
-                             f"(action_space {self.action_spaces[agent]}), got {action!r} of type "
-                             f"{type(action).__name__}" + (" (None is only for a terminated or truncated agent)"
-                                                           if action is None else ""))
-        if not 0 <= a < n:
-            raise ValueError(f"{self.env_id}: {agent} action {a} is out of range: action_space "
-                             f"{self.action_spaces[agent]} allows 0..{n - 1}")
+        a = int_action(action, int(self.action_spaces[agent].n), f"{self.env_id}: the {agent} action",
+                       self.action_spaces[agent])
         if agent == "router" and a >= self.n_pods:
             raise ValueError(f"{self.env_id}: router action {a} is a padding slot: the scenario has {self.n_pods} "
                              f"pods (0..{self.n_pods - 1}); see infos['router']['action_mask']")
