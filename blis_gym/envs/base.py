@@ -15,8 +15,8 @@ import numpy as np
 from gymnasium import spaces
 
 from ..errors import ConfigError
-from ..scenario import build, parse_scenario
-from .config import check_config, load_spec, merge_config, scenario_data
+from ..scenario import build
+from .config import check_config, load_scenario_for, load_spec, merge_config
 from .core import Episode, int_action
 from .observations import Observer
 
@@ -49,11 +49,7 @@ class BlisEnv(gym.Env):
         self.config = merge_config(spec["config"], config)
         check_config(self.config)
         self.render_mode = render_mode
-        data, self._base_dir = scenario_data(self.config)
-        self._scenario = parse_scenario(data)
-        probe = build(self._scenario, base_dir=self._base_dir)
-        if probe.gateway is None:
-            raise ConfigError("config.scenario", "the environments need a scenario with a gateway")
+        self._scenario, self._base_dir, probe = load_scenario_for(self.config)
         self.n_pods = len(probe.instances)
         self.pool_names = [p.name for p in probe.pools or []]
         self.flow_control = probe.gateway.flow_control is not None

@@ -223,3 +223,15 @@ def check_config(cfg: dict) -> None:
         raise ConfigError("config.render_recent", "must be a non-negative integer")
     if not isinstance(cfg["info_default_action"], bool):
         raise ConfigError("config.info_default_action", "must be true or false")
+
+
+def load_scenario_for(cfg: dict):
+    """(validated scenario, base folder, a built SimConfig) of an environment config; the
+    environments need a gateway (every built scenario has one)."""
+    from ..scenario import build, parse_scenario
+    data, base_dir = scenario_data(cfg)
+    scenario = parse_scenario(data)
+    probe = build(scenario, base_dir=base_dir)
+    if probe.gateway is None:
+        raise ConfigError("config.scenario", "the environments need a scenario with a gateway")
+    return scenario, base_dir, probe

@@ -50,9 +50,9 @@ from pettingzoo import AECEnv
 from pettingzoo.utils import wrappers
 
 from ..errors import ConfigError
-from ..scenario import build, parse_scenario
+from ..scenario import build
 from ..sim.simulation import SLOTS
-from .config import BASE_CONFIG, SCENARIO_DIR, check_config, load_spec, merge_config, scenario_data
+from .config import BASE_CONFIG, SCENARIO_DIR, check_config, load_scenario_for, load_spec, merge_config
 from .core import Episode, int_action
 from .observations import Observer
 
@@ -149,11 +149,7 @@ class MultiAgentEnv(AECEnv):
                 raise _rekey(e, agent) from None
         self.render_mode = render_mode
         self.env_id = "blis_gym multi-agent (AEC)"
-        data, self._base_dir = scenario_data(c)
-        self._scenario = parse_scenario(data)
-        probe = build(self._scenario, base_dir=self._base_dir)
-        if probe.gateway is None:
-            raise ConfigError("config.scenario", "the environments need a scenario with a gateway")
+        self._scenario, self._base_dir, probe = load_scenario_for(c)
         self.n_pods = len(probe.instances)
         self.pool_names = [p.name for p in probe.pools or []]
         self.flow_control = probe.gateway.flow_control is not None
