@@ -71,7 +71,6 @@ class Observer:
         self.log_max_in = math.log1p(float(o["max_input_tokens"]))
         self.s_time = float(o["time_scale_s"]) * 1e6
         self.pods_end = self.n * PF
-        self._flight_scales = np.array([self.s_ifl, self.s_ift], dtype=np.float32)
         self.req0 = self.max_pods * PF
         self.n_req = 5 + len(self.classes) + 1
         self.cl0 = self.req0 + self.n_req
@@ -108,46 +107,63 @@ class Observer:
         self.interval = gw.cfg.scrape_interval_us
         self.oracle = gw.oracle
         self.prefix = getattr(gw.router, "prefix", None)
+        self.horizon = sim.cfg.horizon_us
+        # The vector is kept between decisions and refreshed in place where the simulation
+        # changed (a new snapshot, availability); every decision gets a copy.
         t = np.zeros(self.size, dtype=np.float32)
         end = self.pods_end
         t[0:end:PF] = 1.0
         t[2:end:PF] = [p.role == "prefill" for p in self.pods]
         t[3:end:PF] = [p.role == "decode" for p in self.pods]
-        self.template = t
-        self._stamp = None
-        self._scraped = None
-        self.horizon = sim.cfg.horizon_us
+        self.state = t
+        self._stamp = None          # scraped_at of the snapshot in `state`
+        self._avail = None          # availability flags in `state`
+        self._kv: list[float] = []
+        self._kv_mean = 0.0
+        self._cached = False        # the cached_prefix column holds a request's values
+        self._targets: list[int] = []
 
-    def _scraped_block(self):
-        """(n, 3) normalised waiting, running, KV use of the latest snapshot (cached per scrape)."""
+    def _refresh_pods(self, obs) -> None:
+        """Scraped and availability columns, when the snapshot or availability changed."""
         pods = self.pods
+        end = self.pods_end
         stamp = pods[0].scraped_at
-        if self.oracle or stamp != self._stamp or self._scraped is None:
-            a = np.array([(p.waiting, p.running, p.kv_usage) for p in pods], dtype=np.float32)
-            a[:, 0] /= a[:, 0] + self.s_wait
-            a[:, 1] /= a[:, 1] + self.s_run
-            np.clip(a[:, 2], 0.0, 1.0, out=a[:, 2])
-            self._scraped = a
+        fresh = self.oracle or stamp != self._stamp
+        if fresh:
             self._stamp = stamp
-        return self._scraped
+            sw, sr = self.s_wait, self.s_run
+            obs[_WAIT:end:PF] = [p.waiting / (p.waiting + sw) for p in pods]
+            obs[_RUN:end:PF] = [p.running / (p.running + sr) for p in pods]
+            self._kv = kv = [min(1.0, max(0.0, p.kv_usage)) for p in pods]
+            obs[_KV:end:PF] = kv
+        avail = [p.available for p in pods]
+        if avail != self._avail:
+            self._avail = avail
+            obs[_AVAIL:end:PF] = avail
+            fresh = True
+        if fresh:
+            n_av = sum(avail)
+            self._kv_mean = min(1.0, sum(k for k, a in zip(self._kv, avail) if a) / n_av) if n_av else 0.0
 
     def build(self, pending) -> np.ndarray:
         """The observation at `pending` (None: the end of the episode, without a request)."""
         sim = self.sim
         pods = self.pods
-        obs = self.template.copy()
-        P = obs[:self.pods_end].reshape(self.n, PF)
+        obs = self.state
+        end = self.pods_end
         now = sim.loop.now
-        sc = self._scraped_block()
-        P[:, _WAIT:_KV + 1] = sc
-        v = np.array([(p.available, p.in_flight, p.in_flight_tokens) for p in pods], dtype=np.float32)
-        P[:, _AVAIL] = v[:, 0]
-        f = v[:, 1:]                             # counts kept by the router (never negative)
-        P[:, _IFL:_IFT + 1] = f / (f + self._flight_scales)
+        self._refresh_pods(obs)
+        si, st = self.s_ifl, self.s_ift
+        obs[_IFL:end:PF] = [p.in_flight / (p.in_flight + si) for p in pods]
+        obs[_IFT:end:PF] = [p.in_flight_tokens / (p.in_flight_tokens + st) for p in pods]
+        if self._cached:
+            obs[_CACHED:end:PF] = 0.0
+            self._cached = False
+        k = self.req0
+        obs[k:self.cl0] = 0.0
         req = pending.request if pending is not None else None
         if req is not None:
-            self._cached(obs, req)
-            k = self.req0
+            self._cached = self._cached_prefix(obs, req)
             obs[k] = 1.0
             obs[k + 1] = min(1.0, math.log1p(req.input_len) / self.log_max_in)
             obs[k + 2] = min(1.0, max(0.0, (req.priority + 4) / 8.0))
@@ -156,9 +172,7 @@ class Observer:
             obs[self.cl0 - 2] = t / (t + self.s_turn)
             obs[self.cl0 - 1] = 1.0 if t > 0 else 0.0
         c = self.cl0
-        avail = v[:, 0]
-        n_av = int(np.count_nonzero(avail))
-        obs[c] = n_av / self.n
+        obs[c] = sum(self._avail) / self.n
         q = self.gw.queued()
         obs[c + 1] = q / (q + self.s_queue)
         b = sim.injected - sim.finished
@@ -166,37 +180,44 @@ class Observer:
         obs[c + 3] = min(1.0, now / self.horizon) if self.horizon else now / (now + self.s_time)
         if not self.oracle and pods[0].scraped_at >= 0:
             obs[c + 4] = min(1.0, (now - pods[0].scraped_at) / (2.0 * self.interval))
-        if n_av:
-            obs[c + 5] = min(1.0, float(np.dot(sc[:, 2], avail)) / n_av)
-        if pending is not None and self.n_extra:
-            if self.slot == "pd":
-                self._pd(obs, pending)
-            else:
-                self._autoscaler(obs, pending)
-        return obs
+        obs[c + 5] = self._kv_mean
+        if self.n_extra:
+            for i in self._targets:
+                obs[i * PF + _TARGET] = 0.0
+            self._targets = []
+            obs[self.ex0:] = 0.0
+            if pending is not None:
+                if self.slot == "pd":
+                    self._pd(obs, pending)
+                else:
+                    self._autoscaler(obs, pending)
+        return obs.copy()
 
-    def _cached(self, obs, req) -> None:
+    def _cached_prefix(self, obs, req) -> bool:
+        """Fill the cached_prefix column for req; True if any value is non-zero."""
         prefix = self.prefix
-        end = self.pods_end
         if prefix is not None:
             total = prefix.total_blocks(req)
             if total <= 0:
-                return
+                return False
             ms = prefix.matches(req, self.pods, self.gw.ctx)
             if self.slot != "router":
                 prefix._mreq = None      # do not leave a memo the built-in router would not have had
-            m = np.array(ms, dtype=np.float32)
-            obs[_CACHED:end:PF] = np.minimum(m, total) / total
+            if not any(ms):
+                return False
         else:
             total = min(req.input_len, req.content.length) // BLOCK_SIZE
             if total <= 0:
-                return
+                return False
             cb = self.gw.ctx.cached_blocks
-            obs[_CACHED:end:PF] = [min(cb(req, i), total) / total for i in range(self.n)]
+            ms = [cb(req, i) for i in range(self.n)]
+        obs[_CACHED:self.pods_end:PF] = [(m if m < total else total) / total for m in ms]
+        return True
 
     def _pd(self, obs, pending) -> None:
         i = pending.pool                         # the decode pod the router chose
         obs[i * PF + _TARGET] = 1.0
+        self._targets.append(i)
         req = pending.request
         cached = self.gw.cached_tokens(req, i)
         obs[self.ex0] = min(1.0, cached / req.input_len) if req.input_len else 0.0
@@ -206,6 +227,7 @@ class Observer:
         pool = pending.pool
         for i in pool.cfg.slots:
             obs[i * PF + _TARGET] = 1.0
+        self._targets.extend(pool.cfg.slots)
         e = self.ex0
         k = self.pool_names.index(pool.cfg.name)
         obs[e + k] = 1.0
