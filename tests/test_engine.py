@@ -240,3 +240,29 @@ def test_group_prefixes_moved_whole_give_the_same_result_as_block_by_block(scena
         sim = Simulation(build(sc, check_invariants=True))
         out.append(json.dumps(sim.run(), sort_keys=True))
     assert out[0] == out[1]
+
+
+def test_deadlines_expire_each_as_its_own_event_in_arrival_order():
+    # One timer instead of an event per request must not change what happens: equal deadlines
+    # (two timeouts) expire in arrival order, each as its own event (work an expiry schedules at
+    # the same time with a higher priority runs before the next expiry), and finished requests
+    # never expire.
+    from blis_gym.sim.core import P_ARRIVAL, P_STEP, EventLoop
+    from blis_gym.sim.deadlines import Deadlines
+
+    loop, seen = EventLoop(), []
+
+    def expire(r, now):
+        seen.append((r.id, now))
+        r.state = State.TIMED_OUT
+        loop.at(now, P_STEP, lambda _a, t: seen.append(("step", t)))
+
+    dl = Deadlines(loop, expire)
+    reqs = [request(0, 0, 16, 4, deadline=100), request(1, 40, 16, 4, deadline=100),
+            request(2, 50, 16, 4, deadline=150), request(3, 60, 16, 4, deadline=90)]
+    for r in reqs:
+        loop.at(r.arrival, P_ARRIVAL, dl.add, r)
+    loop.at(120, P_ARRIVAL, lambda _a, t: setattr(reqs[2], "state", State.COMPLETED))
+    loop.run()
+    assert seen == [(3, 90), ("step", 90), (0, 100), ("step", 100), (1, 100), ("step", 100)]
+    assert not dl.queues and dl.armed == -1

@@ -12,7 +12,9 @@ import numpy as np
 
 from .cluster.gateway import Gateway
 from .cluster.pools import DRAINING, Pool
-from .core import P_ARRIVAL, P_ENQUEUE, P_SAMPLE, P_TIMEOUT, EventLoop, Streams
+from .cluster.signals import Pending
+from .core import P_ARRIVAL, P_ENQUEUE, P_SAMPLE, EventLoop, Streams
+from .deadlines import Deadlines
 from .engine import EngineConfig, Instance, Request, State
 from .metrics import Metrics
 from .metrics.summary import goodput, jain, latency_block
@@ -47,22 +49,6 @@ class SimConfig:
 SLOTS = ("admission", "router", "pd", "autoscaler")
 
 
-@dataclass
-class Pending:
-    """A decision the simulator hands to an external agent (see DESIGN.md, decision points).
-
-    `resume(action)` carries the decision out (raising ValueError, with nothing changed, for an
-    invalid action); `default()` is what the built-in policy of the slot would choose."""
-    slot: str
-    time_us: int
-    request: Request | None
-    pods: list
-    mask: list | None
-    resume: object
-    default: object
-    pool: object = None
-
-
 class Simulation:
     def __init__(self, cfg: SimConfig, external=()):
         self.cfg = cfg
@@ -76,6 +62,7 @@ class Simulation:
         self.scheduled_arrivals = 0              # arrival events on the heap, not yet injected
         self.final_hooks: list = []             # callables(r, state, now) on every final state
         self.loop = EventLoop()
+        self.deadlines = Deadlines(self.loop, self._timeout)
         self.streams = Streams(cfg.seed)
         self.metrics = Metrics()
         self.instances = [self._instance(ic) for ic in cfg.instances]
@@ -135,7 +122,7 @@ class Simulation:
         self.last_arrival = now
         self.live[r.id] = r
         if r.deadline:
-            self.loop.at(r.deadline, P_TIMEOUT, self._timeout, (r, r.gen))
+            self.deadlines.add(r, now)
         if self.gateway is not None:
             self.gateway.arrive(r, now)
         else:
@@ -165,10 +152,8 @@ class Simulation:
         if self.cfg.check_invariants:
             self.check(now)
 
-    def _timeout(self, arg, now: int) -> None:
-        r, gen = arg
-        if r.state in (State.COMPLETED, State.TIMED_OUT, State.DROPPED, State.REJECTED):
-            return
+    def _timeout(self, r: Request, now: int) -> None:
+        """r (still in the system) reached its client deadline."""
         if r.state in (State.QUEUED, State.RUNNING):
             r.instance.abort(r, now)
         elif r.state is State.GATEWAY:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from ..core import P_ROUTE, P_TICK
 from ..engine import BLOCK_SIZE, Request, State
-from .signals import HTTP_TOO_MANY, HTTP_UNAVAILABLE, REASON_NO_ENDPOINTS, REASON_TTL_EXPIRED, PodSignals
+from .signals import HTTP_TOO_MANY, HTTP_UNAVAILABLE, REASON_NO_ENDPOINTS, REASON_TTL_EXPIRED, Pending, PodSignals
 from .transfer import Transfers
 
 
@@ -153,8 +153,6 @@ class Gateway:
 
     def _ask_admission(self, r: Request, pods, now: int) -> None:
         """Admission bound to an agent: 0 reject (429), 1 admit, 2 queue (flow control on)."""
-        from ..simulation import Pending
-
         def resume(action):
             a = _int_action(action, "admission")
             if a not in (0, 1, 2) or (a == 2 and self.fc is None):
@@ -221,7 +219,6 @@ class Gateway:
         return mask
 
     def _ask_router(self, r: Request, pods, now: int) -> None:
-        from ..simulation import Pending
         mask = self.route_mask(pods)
 
         def resume(action):
@@ -245,8 +242,6 @@ class Gateway:
         return any(p.available for p in self.prefill_pods)
 
     def _ask_pd(self, r: Request, i: int, now: int) -> None:
-        from ..simulation import Pending
-
         def resume(action):
             a = _int_action(action, "pd")
             if a not in (0, 1):

@@ -8,6 +8,10 @@ on every dispatch and completion, so they are always fresh.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..engine import Request
 
 # Drop reasons (llm-d's x-llm-d-request-dropped-reason values, plus BLIS's own).
 REASON_SATURATED = "rejected-saturated"
@@ -47,3 +51,19 @@ class PodSignals:
     in_flight: int = 0         # requests dispatched to the pod and not finished
     in_flight_tokens: int = 0  # uncached prompt tokens of those requests not yet past their first token
     num_kv_blocks: int = 0     # the pod's KV capacity (vllm:cache_config_info num_gpu_blocks)
+
+
+@dataclass(slots=True)
+class Pending:
+    """A decision the simulator hands to an external agent (see DESIGN.md, decision points).
+
+    `resume(action)` carries the decision out (raising ValueError, with nothing changed, for an
+    invalid action); `default()` is what the built-in policy of the slot would choose."""
+    slot: str
+    time_us: int
+    request: Request | None
+    pods: list
+    mask: list | None
+    resume: object
+    default: object
+    pool: object = None
