@@ -116,6 +116,7 @@ class Observer:
         t[2:end:PF] = [p.role == "prefill" for p in self.pods]
         t[3:end:PF] = [p.role == "decode" for p in self.pods]
         self.state = t
+        self.state_pods = t[:end].reshape(self.n, PF)     # a view: one row per pod
         self._stamp = None          # scraped_at of the snapshot in `state`
         self._avail = None          # availability flags in `state`
         self._kv: list[float] = []
@@ -132,10 +133,9 @@ class Observer:
         if fresh:
             self._stamp = stamp
             sw, sr = self.s_wait, self.s_run
-            obs[_WAIT:end:PF] = [p.waiting / (p.waiting + sw) for p in pods]
-            obs[_RUN:end:PF] = [p.running / (p.running + sr) for p in pods]
             self._kv = kv = [min(1.0, max(0.0, p.kv_usage)) for p in pods]
-            obs[_KV:end:PF] = kv
+            self.state_pods[:, _WAIT:_KV + 1] = [(p.waiting / (p.waiting + sw), p.running / (p.running + sr), k)
+                                                  for p, k in zip(pods, kv)]
         avail = [p.available for p in pods]
         if avail != self._avail:
             self._avail = avail
@@ -143,7 +143,8 @@ class Observer:
             fresh = True
         if fresh:
             n_av = sum(avail)
-            self._kv_mean = min(1.0, sum(k for k, a in zip(self._kv, avail) if a) / n_av) if n_av else 0.0
+            kv_av = sum(self._kv) if n_av == self.n else sum(k for k, a in zip(self._kv, avail) if a)
+            self._kv_mean = min(1.0, kv_av / n_av) if n_av else 0.0
 
     def build(self, pending) -> np.ndarray:
         """The observation at `pending` (None: the end of the episode, without a request)."""

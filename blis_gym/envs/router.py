@@ -79,17 +79,19 @@ class RouterEnv(BlisEnv):
     SPEC = "router"
     SLOT = "router"
 
+    _mask_pods = None
+
     def _action_space(self):
         return spaces.Discrete(self.max_pods)
 
     def action_masks(self) -> np.ndarray:
-        m = np.zeros(self._n_actions, dtype=bool)
         p = self.pending
-        if p is not None:
-            m[:self.n_pods] = p.mask
-        else:
-            m[:self.n_pods] = True
-        return m
+        pods = p.mask if p is not None else [True] * self.n_pods
+        if pods != self._mask_pods:               # availability rarely changes: reuse the array
+            self._mask_pods = pods
+            self._mask = np.zeros(self._n_actions, dtype=bool)
+            self._mask[:self.n_pods] = pods
+        return self._mask.copy()
 
     def _check_valid(self, a: int, p) -> None:
         if a >= self.n_pods:

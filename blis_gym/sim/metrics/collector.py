@@ -29,10 +29,14 @@ def percentiles(values) -> dict:
 
 def weighted_percentiles(hist: dict) -> dict:
     """The same statistics over a histogram {value: count}, as if every sample were listed."""
-    if not hist:
+    vals = sorted(hist)
+    return sorted_weighted_percentiles(np.array(vals, dtype=float), np.array([hist[v] for v in vals], dtype=np.int64))
+
+
+def sorted_weighted_percentiles(vals: np.ndarray, counts: np.ndarray) -> dict:
+    """`weighted_percentiles` of distinct sorted values `vals` seen `counts` times each."""
+    if not len(vals):
         return {"mean": None, **{f"p{p}": None for p in PCTS}}
-    vals = np.array(sorted(hist), dtype=float)
-    counts = np.array([hist[v] for v in sorted(hist)], dtype=np.int64)
     n = int(counts.sum())
     cum = np.cumsum(counts)
     out = {"mean": float(np.dot(vals, counts) / n)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..engine.request import State
-from .collector import PCTS, percentiles, weighted_percentiles
+from .collector import PCTS, percentiles, sorted_weighted_percentiles, weighted_percentiles
 
 
 def _r(v, nd=6):
@@ -13,10 +13,9 @@ def _r(v, nd=6):
 
 def _weighted_itl(itl_ms: np.ndarray, weights: np.ndarray) -> dict:
     """Token-weighted statistics of per-request ITLs (each request counts N - 1 times)."""
-    hist: dict[float, int] = {}
-    for v, w in zip(itl_ms.tolist(), weights.tolist()):
-        hist[v] = hist.get(v, 0) + int(w)
-    return weighted_percentiles(hist)
+    vals, inverse = np.unique(itl_ms, return_inverse=True)
+    counts = np.bincount(inverse, weights=weights, minlength=len(vals)).astype(np.int64)
+    return sorted_weighted_percentiles(vals, counts)
 
 
 def latency_block(a: dict, mask: np.ndarray, dur_s: float, itl_hist: dict | None = None) -> dict:
