@@ -161,6 +161,9 @@ def test_decode_fast_path_matches_general(model, tp, kind):
         n = rng.randint(0, 600)
         ctx = sum(rng.randint(1, 16384) for _ in range(min(n, 50))) * n // max(min(n, 50), 1)
         assert sm.decode_step_us(n, ctx) == sm.step_time_us((), n, ctx)
+        # a planned run of decode steps: step by step, the same integers
+        k = rng.randint(0, 40)
+        assert sm.decode_run_us(n, ctx, k) == [sm.decode_step_us(n, ctx + j * n) for j in range(1, k + 1)]
 
 
 def test_step_time_monotone_in_load(qwen_tp, qwen_rf):

@@ -490,21 +490,22 @@ class Instance:
         if not fh:
             return 0
         extra = min(fh[0][0] - self.tick, self.MAX_RUN)
-        phase = self.phase
+        steps = extra
         free = self.kv.free_count
-        step = self.model.decode_step_us
-        plan = []
-        total = 0
-        for j in range(1, extra + 1):
-            free -= phase[(-(self.tick + j)) & 15]
-            if free < 0:
-                break
-            dt = step(n_dec, ctx + j * n_dec)
-            plan.append(dt)
-            total += dt
-        self.plan = plan
+        if free < n_dec * -(-extra // BLOCK_SIZE):  # each decoder needs a block every 16 steps
+            phase = self.phase
+            tick = self.tick
+            steps = 0
+            while steps < extra:
+                free -= phase[(-(tick + steps + 1)) & 15]
+                if free < 0:
+                    break
+                steps += 1
+        if steps <= 0:
+            return 0
+        self.plan = plan = self.model.decode_run_us(n_dec, ctx, steps)
         self.plan_pos = 0
-        return total
+        return sum(plan)
 
     def _walk_running(self, now: int, budget: int, chunks: list[Request]):
         """Phase 1 the exact way: running requests in batch order, each a prefill chunk or one

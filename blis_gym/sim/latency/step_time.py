@@ -74,6 +74,12 @@ class _StepModelBase:
         """Arrival -> queued delay for a request with ``input_len`` prompt tokens."""
         return self.queueing_us
 
+    def decode_run_us(self, num_decode: int, decode_context: int, steps: int) -> list[int]:
+        """Durations of the `steps` decode-only steps that follow one of this batch: each adds a
+        token per request, so the j-th sees decode_context + j * num_decode tokens."""
+        step = self.decode_step_us
+        return [step(num_decode, decode_context + j * num_decode) for j in range(1, steps + 1)]
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model.name!r}, hw={self.hw.name!r}, tp={self.tp})"
 
@@ -202,6 +208,18 @@ class TrainedPhysics(_StepModelBase):
                     + (self._b4 * self._tp_tok + self._b6) * num_decode)
         s = int(step)
         return s if s > 1 else 1
+
+
+    def decode_run_us(self, num_decode: int, decode_context: int, steps: int) -> list[int]:
+        if num_decode <= 0 or not self._dc_split:
+            return super().decode_run_us(num_decode, decode_context, steps)
+        # decode_step_us term by term (same float operations, so the same integers)
+        a = self._const + self._dc_req * num_decode
+        b = self._dc_ctx
+        run = [int(a + b * (decode_context + j * num_decode)) for j in range(1, steps + 1)]
+        if run and min(run) < 1:
+            run = [s if s > 1 else 1 for s in run]
+        return run
 
 
 class Roofline(_StepModelBase):
