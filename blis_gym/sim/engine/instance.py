@@ -141,7 +141,7 @@ class Instance:
 
     # ---- queries (what a metrics scrape reads) -----------------------------------------
     def num_waiting(self) -> int:
-        return len(self.waiting)
+        return self.waiting.n
 
     def num_running(self) -> int:
         return len(self.running)
@@ -197,7 +197,21 @@ class Instance:
         self.waiting.push(r)
         if not self.busy:
             self.busy = True
+            self._wake(now)
+
+    def _wake(self, now: int) -> None:
+        """An idle instance got work: its step boundary is now. When nothing else is due first
+        (the boundary event would be the next one popped), it runs at once."""
+        loop = self.loop
+        h = loop.heap
+        if loop.prio >= P_STEP or (h and h[0][0] == now and h[0][1] <= P_STEP):
             self._boundary_at(now)
+            return
+        self.bgen += 1
+        prio = loop.prio
+        loop.prio = P_STEP
+        self._boundary(self.bgen, now)
+        loop.prio = prio
 
     # ---- the step boundary ------------------------------------------------------------
     def _boundary_at(self, t: int) -> None:
@@ -244,7 +258,8 @@ class Instance:
             busy += dt
         m = i - self.plan_pos
         self.tick = tick
-        self.kv._take_free(blocks)
+        if blocks:
+            self.kv._take_free(blocks)
         self.decode_tokens += nd * m
         self.steps += m
         self.busy_us += busy
@@ -371,7 +386,7 @@ class Instance:
         elif r.state is State.RUNNING:
             self._leave(r, now)
         r.state = State.CREATED
-        if not self.running and len(self.waiting) and not self.busy:
+        if not self.running and self.waiting.n and not self.busy:
             self.busy = True
             self._boundary_at(now)
 
@@ -409,7 +424,8 @@ class Instance:
                 chunks.append(r)
                 b -= n
             if blocks <= kv.free_count:
-                kv._take_free(dec_blocks)
+                if dec_blocks:
+                    kv._take_free(dec_blocks)
                 for r in chunks:
                     kv.extend_prefill(r, r.chunk)
                 budget = b
@@ -477,7 +493,7 @@ class Instance:
         self._account(now, dt, chunks, n_dec)
         self.step_chunks = chunks
         end = now + dt
-        if self.multi_step and not chunks and not self.prefilling and not self.starved and not len(self.waiting):
+        if self.multi_step and not chunks and not self.prefilling and not self.starved and not self.waiting.n:
             end += self._plan_run(n_dec, ctx)
         self._boundary_at(end)
 

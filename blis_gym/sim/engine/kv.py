@@ -215,7 +215,8 @@ class KVStore:
         req.hit_blocks = hit_blocks
         self.hit_tokens += start
         self.query_tokens += req.target
-        self._take_free(new_blocks)
+        if new_blocks:
+            self._take_free(new_blocks)
         self._publish(req, start, start + new_tokens)
         return True
 
@@ -237,7 +238,8 @@ class KVStore:
         need = -(-(have + new_tokens) // BLOCK_SIZE) - (-(-have // BLOCK_SIZE))
         if need > self.free_count:
             return False
-        self._take_free(need)
+        if need:
+            self._take_free(need)
         self._publish(req, have, have + new_tokens)
         return True
 
