@@ -516,3 +516,17 @@ def test_multi_client_spec_with_profile_sessions_closed_loop_and_trace(tmp_path)
 def test_spec_errors(data, pattern):
     with pytest.raises(ConfigError, match=pattern):
         parse_workload(data)
+
+
+def test_block_hashes_depend_on_tokens_not_on_how_content_is_built():
+    # The same 200 tokens as one Content with two segments, as a parent and a child, and hashed
+    # all at once or block by block: the same chained block hashes (vLLM hashes token IDs).
+    flat = Content(None, ((5, 100), (6, 100)))
+    parent = Content(None, ((5, 100),))
+    child = Content(parent, ((6, 100),))
+    stepwise = Content(Content(None, ((5, 100),)), ((6, 100),))
+    by_block = [stepwise.block_hash(i) for i in range(200 // BLOCK_SIZE)]
+    assert blocks(flat) == blocks(child) == by_block
+    assert child.prefix_hashes(12) == blocks(flat)
+    assert blocks(Content(None, ((5, 100), (7, 100))))[6:] != blocks(flat)[6:]   # other tokens differ
+    assert blocks(Content(None, ((5, 100), (7, 100))))[:6] == blocks(flat)[:6]   # from where they differ
