@@ -115,9 +115,7 @@ class Gateway:
 
     def _refresh(self, now: int) -> None:
         for p, inst in zip(self.pods, self.instances):
-            p.waiting = inst.num_waiting()
-            p.running = inst.num_running()
-            p.kv_usage = inst.kv_usage()
+            p.waiting, p.running, p.kv_usage = inst.scrape()
             p.scraped_at = now
 
     def signals(self, now: int) -> list[PodSignals]:

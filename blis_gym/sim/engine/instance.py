@@ -150,6 +150,12 @@ class Instance:
         self.sync()
         return self.kv.usage()
 
+    def scrape(self) -> tuple[int, int, float]:
+        """What vLLM's /metrics reports now: requests waiting, requests running, KV-cache use."""
+        if self.plan_pos < len(self.plan):
+            self.sync()
+        return self.waiting.n, len(self.running), self.kv.usage()
+
     def lookup_prefix(self, r: Request) -> int:
         """Cached leading prompt blocks of r here (the precise prefix signal)."""
         self.sync()
