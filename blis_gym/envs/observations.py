@@ -134,12 +134,15 @@ class Observer:
             self._stamp = stamp
             sw, sr = self.s_wait, self.s_run
             self._kv = kv = [min(1.0, max(0.0, p.kv_usage)) for p in pods]
-            self.state_pods[:, _WAIT:_KV + 1] = [(p.waiting / (p.waiting + sw), p.running / (p.running + sr), k)
-                                                  for p, k in zip(pods, kv)]
+            flat = []
+            for p, k in zip(pods, kv):
+                w, r = p.waiting, p.running
+                flat += (w / (w + sw), r / (r + sr), k)
+            self.state_pods[:, _WAIT:_KV + 1] = np.array(flat, dtype=np.float32).reshape(self.n, 3)
         avail = [p.available for p in pods]
         if avail != self._avail:
             self._avail = avail
-            obs[_AVAIL:end:PF] = avail
+            obs[_AVAIL:end:PF] = np.array(avail, dtype=np.float32)
             fresh = True
         if fresh:
             n_av = sum(avail)
@@ -155,8 +158,11 @@ class Observer:
         now = sim.loop.now
         self._refresh_pods(obs)
         si, st = self.s_ifl, self.s_ift
-        obs[_IFL:end:PF] = [p.in_flight / (p.in_flight + si) for p in pods]
-        obs[_IFT:end:PF] = [p.in_flight_tokens / (p.in_flight_tokens + st) for p in pods]
+        flat = []
+        for p in pods:
+            f, t = p.in_flight, p.in_flight_tokens
+            flat += (f / (f + si), t / (t + st))
+        self.state_pods[:, _IFL:_IFT + 1] = np.array(flat, dtype=np.float32).reshape(self.n, 2)
         if self._cached:
             obs[_CACHED:end:PF] = 0.0
             self._cached = False
@@ -212,7 +218,7 @@ class Observer:
                 return False
             cb = self.gw.ctx.cached_blocks
             ms = [cb(req, i) for i in range(self.n)]
-        obs[_CACHED:self.pods_end:PF] = [(m if m < total else total) / total for m in ms]
+        obs[_CACHED:self.pods_end:PF] = np.array([(m if m < total else total) / total for m in ms], dtype=np.float32)
         return True
 
     def _pd(self, obs, pending) -> None:
