@@ -10,7 +10,7 @@ Recipe
   unchanged. Training episodes are cut to `--train-horizon` simulated seconds (60 s, ~1,440
   decisions) so that PPO sees many episodes; evaluation runs the spec's full episode (150 s of
   arrivals, then drain).
-- Policy: `agents/pod_policy.py`'s `PodPolicy`, a per-pod, permutation-equivariant
+- Policy: `blis_gym/policies/learned.py`'s `PodPolicy`, a per-pod, permutation-equivariant
   actor-critic. One small MLP (2x64, tanh), shared by every pod, scores pod i from [pod i's 11
   features, the same minus their mean over the pods, the request and cluster features]; the
   logits are those scores, so the network learns one "how good is this pod for this request"
@@ -25,8 +25,7 @@ Recipe
   `--gamma` 0.995 and `--gae-lambda` 0.99 (a completion, and its reward, lands ~5-10 s, i.e.
   100-250 decisions, after the routing decision that caused it: the default 0.99 / 0.95 barely
   credit it), `--ent-coef` 0.01. Observations are already in [0, 1], so no VecNormalize: the
-  checkpoint is self-contained (it needs `pod_policy` importable, which importing this file
-  arranges).
+  checkpoint is self-contained (`MaskablePPO.load` finds `PodPolicy` in the package).
 - Evaluation with common random numbers: every policy plays the same `--eval-seeds`
   (`reset(seed=s)` fixes arrivals, lengths and prefixes whatever the policy does):
   * `maskableppo`: the trained policy, deterministic (argmax), with the action mask;
@@ -51,7 +50,6 @@ import argparse
 import json
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -60,16 +58,11 @@ import numpy as np
 
 import blis_gym  # noqa: F401  (registers the environment ids)
 from blis_gym.envs import episode_kpi
+from blis_gym.policies.learned import PodPolicy, pod_policy_kwargs
 
 ENV_ID = "blis_gym/Router-v0"
 HERE = Path(__file__).resolve().parent
 
-# The policy class lives in agents/pod_policy.py; checkpoints name it `pod_policy.PodPolicy`, so it
-# must be importable under that name before `MaskablePPO.load` (this also works when this file is
-# loaded by path, as tests/test_training.py does).
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
-from pod_policy import PodPolicy, pod_policy_kwargs  # noqa: E402
 
 
 # ---- policies: (env, obs) -> action ----------------------------------------------------------------
@@ -218,7 +211,7 @@ def main(argv=None) -> dict:
     print_table(results)
     out = {"env": ENV_ID, "eval_config": config or "spec defaults (envs/router.yaml)", "eval_seeds": seeds,
            "timesteps": args.timesteps, "train_horizon_s": args.train_horizon, "n_envs": args.n_envs,
-           "train_seed": args.seed, "policy": "pod_policy.PodPolicy (per-pod shared scorer)",
+           "train_seed": args.seed, "policy": "blis_gym.policies.learned.PodPolicy (per-pod shared scorer)",
            "gamma": args.gamma, "gae_lambda": args.gae_lambda, "learning_rate": args.lr,
            "lr_final": args.lr_final, "n_steps": args.n_steps,
            "ent_coef": args.ent_coef,

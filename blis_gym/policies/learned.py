@@ -1,5 +1,7 @@
 """A per-pod, permutation-equivariant actor-critic for blis_gym's router (MaskablePPO).
 
+Needs the `rl` extra (torch, sb3-contrib): `pip install 'blis-gym[rl]'`.
+
 The router's observation is a flat vector: `max_pods` rows of `pf` per-pod features, then the
 request's features (from `req0`), then the cluster's (from `cl0`). A flat MLP has to learn the
 same "is this pod a good place for this request" rule once per pod slot, and it sees the pods in
@@ -18,8 +20,7 @@ episode's horizon and so differs between short training episodes and full evalua
 are zeroed before they reach either network.
 
 `PodPolicy` is a `MaskableActorCriticPolicy`: use `MaskablePPO(PodPolicy, env,
-policy_kwargs=pod_policy_kwargs(env))`. Checkpoints refer to this module as `pod_policy`: import
-it (with `agents/` on `sys.path`) before `MaskablePPO.load`.
+policy_kwargs=pod_policy_kwargs(env))`; `agents/train_router.py` is the full recipe.
 """
 from __future__ import annotations
 
