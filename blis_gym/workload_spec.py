@@ -13,7 +13,7 @@ Forms (they combine: a trace or inference_perf plus extra `clients`):
   that client's own rates;
 - `trace: {path, format: csv|azure|blis-v2}` (path relative to the scenario's folder);
 - `inference_perf: {num_groups, prompts_per_group, system_prompt_len, question_len, output_len,
-  stages: [{rate, duration_s}]}`;
+  stages: [{rate, duration_s}], load_type: constant | poisson}`;
 - `slo_targets: {class: {ttft_ms, itl_ms, e2e_ms}}` and `priorities: {class: int}` overrides.
 """
 from __future__ import annotations
@@ -237,6 +237,7 @@ class InferencePerfSpec(_Strict):
     stages: Annotated[list[StageSpec], Field(min_length=1)]
     repeat_questions: bool = False       # True: one fixed question per (group, prompt) user
     slo_class: str = "standard"
+    load_type: Literal["constant", "poisson"] = "constant"   # inference-perf's load.type
 
 
 class SloTargetSpec(_Strict):
@@ -395,9 +396,9 @@ def build_workload(spec: WorkloadSpec, base_dir: Path | str = ".") -> Workload:
         clients.append(inference_perf_client(ip.num_groups, ip.prompts_per_group, ip.system_prompt_len,
                                              ip.question_len, ip.output_len, stages,
                                              repeat_questions=ip.repeat_questions, slo_class=ip.slo_class,
-                                             timeout_us=int(round(spec.timeout_s * 1e6))))
-        if spec.num_requests is None and spec.trace is None and spec.clients is None:
-            num = inference_perf_total(stages)
+                                             timeout_us=int(round(spec.timeout_s * 1e6)), load_type=ip.load_type))
+        if spec.num_requests is None and spec.trace is None and spec.clients is None and ip.load_type == "constant":
+            num = inference_perf_total(stages)   # (poisson: until the last stage ends)
     if spec.clients is not None:
         clients += [_client(spec, c, f"workload.clients.{c.name}") for c in spec.clients]
     elif spec.trace is None and spec.inference_perf is None:

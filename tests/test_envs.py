@@ -98,7 +98,7 @@ def test_unknown_config_key_is_a_config_error_naming_it():
 def test_default_config_and_overrides():
     from blis_gym.envs import RouterEnv
     d = RouterEnv.default_config()
-    assert d["scenario"] == "cluster-4xh100-default" and d["reward"]["targets"]["standard"]["ttft_ms"] == 200
+    assert d["scenario"] == "router-shared-prefix" and d["reward"]["targets"]["standard"]["ttft_ms"] == 200
     env = gym.make("blis_gym/Router-v0", config={"max_pods": 8, "horizon_s": 5,
                                                  "scenario_overrides": {"router": {"policy": "round-robin"}}})
     assert env.action_space == gym.spaces.Discrete(8)
@@ -119,7 +119,7 @@ def test_router_env_with_the_default_profile_reproduces_the_builtin_run():
         obs, r, terminated, truncated, info = env.step(u.pending.default())
         done = terminated or truncated
         n += 1
-    sc = load_scenario(SCENARIOS / "cluster-4xh100-default.yaml")
+    sc = load_scenario(SCENARIOS / "router-shared-prefix.yaml")
     sc = sc.model_copy(update={"seed": seed, "workload": sc.workload.model_copy(update={"horizon_s": 20})})
     inside = Simulation(build(sc)).run()
     assert n == inside["injected_requests"] > 100

@@ -220,6 +220,25 @@ def test_inference_perf_from_spec_and_repeat_questions():
     assert blocks(reqs[0].content) == blocks(reqs[4].content) != blocks(reqs[1].content)
 
 
+def test_inference_perf_poisson_load_varies_with_the_seed():
+    # load_type constant: the same arrivals whatever the seed; poisson (inference-perf's
+    # load.type: poisson): a Poisson process per stage, different for every seed, ending with the
+    # last stage.
+    def spec(load_type):
+        return parse_workload({"inference_perf": {"num_groups": 2, "prompts_per_group": 2, "system_prompt_len": 32,
+                                                  "question_len": 64, "output_len": 5, "load_type": load_type,
+                                                  "stages": [{"rate": 50, "duration_s": 20}]}})
+    const = [[r.arrival for r in drain(build_workload(spec("constant")), seed=s)] for s in (1, 2)]
+    assert const[0] == const[1] and len(const[0]) == 1000
+    pois = [[r.arrival for r in drain(build_workload(spec("poisson")), seed=s)] for s in (1, 2)]
+    assert pois[0] != pois[1]
+    for arrivals in pois:
+        assert abs(len(arrivals) - 1000) < 4 * math.sqrt(1000) and arrivals[-1] <= 20_000_000
+        assert np.diff(arrivals).std() / np.diff(arrivals).mean() == pytest.approx(1.0, rel=0.15)
+    with pytest.raises(ValueError, match="load_type"):
+        spec("bursty")
+
+
 # ---- sessions -----------------------------------------------------------------------------------
 def session_workload(accumulate=True, think=2.0, turns=3):
     return Workload(clients=[Client("chat", PoissonArrivals(5), Gaussian(100, 30, 20, 200), Gaussian(40, 10, 5, 80),

@@ -16,8 +16,8 @@ class RouterEnv(BlisEnv):
     seeing what llm-d's EPP sees (the metrics scraper's stale snapshot, the router's own
     in-flight counts and its approximate prefix-cache index). Admission, P/D and autoscaling keep
     the built-in policies the scenario names (override them with `config["scenario_overrides"]`).
-    Default spec: `envs/router.yaml` (scenario `cluster-4xh100-default`: 4 Qwen3-14B replicas,
-    48 groups of 6,000-token shared system prompts at 24 req/s).
+    Default spec: `envs/router.yaml` (scenario `router-shared-prefix`: 4 Qwen3-14B replicas,
+    48 groups of 6,000-token shared system prompts, Poisson arrivals at 24 req/s).
 
     ## Action Space
 

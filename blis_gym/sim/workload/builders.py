@@ -25,22 +25,27 @@ def _stage_list(stages) -> list[tuple[float, float]]:
 
 def inference_perf_client(num_groups: int, prompts_per_group: int, system_prompt_len: int, question_len: int,
                           output_len: int, stages, *, repeat_questions: bool = False, slo_class: str = "standard",
-                          timeout_us: int = 0, name: str = "inference-perf") -> Client:
-    """The client of an inference-perf `shared_prefix` run with `load.type = constant`.
+                          timeout_us: int = 0, name: str = "inference-perf", load_type: str = "constant") -> Client:
+    """The client of an inference-perf `shared_prefix` run (`load.type` constant or poisson).
 
     One shared system prompt of `system_prompt_len` tokens per group; requests cycle over the
     (group, prompt) users group by group (g0p0, g0p1, …, g1p0, …); each request is its group's
     system prompt + a question of `question_len` tokens (unique per request, or with
     `repeat_questions` one fixed question per user, as inference-perf's fixed prompt list) and
-    outputs exactly `output_len` tokens. Arrivals are deterministic: 1/rate apart within a stage,
-    stages back to back, Σ rate·duration requests in all. Tenant = `prompt-<group>`.
+    outputs exactly `output_len` tokens. With load_type "constant" (inference-perf's default)
+    arrivals are deterministic: 1/rate apart within a stage, stages back to back, Σ rate·duration
+    requests in all; with "poisson" they are a Poisson process at each stage's rate (so they
+    change with the seed). Tenant = `prompt-<group>`.
     """
+    if load_type not in ("constant", "poisson"):
+        raise ConfigError("inference_perf.load_type", f"unknown {load_type!r}; allowed: constant, poisson")
     if num_groups < 1 or prompts_per_group < 1:
         raise ConfigError("inference_perf", "num_groups and prompts_per_group must be >= 1")
     if question_len < 1 or output_len < 1 or system_prompt_len < 0:
         raise ConfigError("inference_perf", "question_len and output_len must be >= 1, system_prompt_len >= 0")
     cycle = tuple((f"{name}/group-{g}", f"prompt-{g}") for g in range(num_groups) for _ in range(prompts_per_group))
-    return Client(name, arrival=TimeVarying(ConstantArrivals(), Stages(_stage_list(stages))),
+    shape = ConstantArrivals() if load_type == "constant" else PoissonArrivals()
+    return Client(name, arrival=TimeVarying(shape, Stages(_stage_list(stages))),
                   input=Constant(question_len), output=Constant(output_len), slo_class=slo_class,
                   prefix_tokens=system_prompt_len, timeout_us=timeout_us, cycle=cycle,
                   repeat_prompts=repeat_questions)
