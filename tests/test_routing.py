@@ -188,6 +188,37 @@ def test_prefix_lru_capacity_evicts_least_recent():
     assert s2.score(c, pods, None) == [1.0]
 
 
+def test_prefix_matches_equal_a_walk_of_every_pods_lru():
+    # The first-block index must give exactly the per-pod LRU walk: random observes on 6 pods
+    # with small LRUs (evictions), forgetting a pod, and candidate lists in any order or subset.
+    import random
+    rng = random.Random(3)
+    s = scorer("prefix-cache", lru_capacity=30)
+    pods = pods_(6)
+    reqs = [req_(i, prefix=rng.choice([256, 512, 1024]), key=rng.choice([-3, -4, -5, -6])) for i in range(200)]
+
+    def walk(r, cands):
+        hs = s.hashes(r)
+        out = []
+        for p in cands:
+            lru = s._lru.get(p.index, {})
+            m = 0
+            while m < len(hs) and hs[m] in lru:
+                m += 1
+            out.append(m)
+        return out
+
+    for i, r in enumerate(reqs):
+        s.observe(r, rng.randrange(6), None)
+        if i == 120:
+            s.forget(2)
+        q = reqs[rng.randrange(i + 1)]
+        cands = rng.sample(pods, rng.randint(1, 6)) if i % 3 else pods
+        s._mreq = None
+        assert s.matches(q, cands, None) == walk(q, cands)
+    assert any(walk(q, pods)[0] for q in reqs)            # the test saw hits
+
+
 def test_prefix_max_prefix_blocks_caps_total():
     s = scorer("prefix-cache", max_prefix_blocks=4)
     a, b = req_(1), req_(2)

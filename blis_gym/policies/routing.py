@@ -320,6 +320,9 @@ class PrefixCacheScorer(Scorer):
         self.len_scale = _num(f"{field}.match_length_scale_tokens", p["match_length_scale_tokens"], lo=0,
                               lo_open=True)
         self._lru: dict[int, OrderedDict] = {}      # pod index -> OrderedDict(hash -> None)
+        # router-block-0 hash -> pods whose LRU holds it: a match starts there, so matching
+        # costs O(pods that hold the first block), not O(candidates)
+        self._first: dict[int, tuple[int, ...]] = {}
         self._hreq = None                            # memo: request -> router-block hashes
         self._hashes: list[int] = []
         self._mreq = None                            # memo: (request, candidate list) -> matches
@@ -350,24 +353,28 @@ class PrefixCacheScorer(Scorer):
             out = [cb(req, p.index) for p in cands]
         else:
             hs = self.hashes(req)
-            out = []
-            if hs:
-                h0 = hs[0]
+            n = len(cands)
+            out = [0] * n
+            holders = self._first.get(hs[0]) if hs else None
+            if holders:
                 lrus = self._lru
-                for p in cands:
-                    lru = lrus.get(p.index)
-                    if lru is None or h0 not in lru:
-                        out.append(0)
-                        continue
+                pos = None
+                for i in holders:
+                    k = i if i < n and cands[i].index == i else None
+                    if k is None:                # candidates are not the pods in index order
+                        if pos is None:
+                            pos = {p.index: j for j, p in enumerate(cands)}
+                        k = pos.get(i)
+                        if k is None:
+                            continue
+                    lru = lrus[i]
                     m = 0
                     for h in hs:
                         if h in lru:
                             m += 1
                         else:
                             break
-                    out.append(m)
-            else:
-                out = [0] * len(cands)
+                    out[k] = m
         self._mreq = req
         self._mcands = cands
         self._mctx = ctx
@@ -387,8 +394,7 @@ class PrefixCacheScorer(Scorer):
         hs = self.hashes(req)
         if not hs:
             return False
-        h0 = hs[0]
-        return any(h0 in lru for lru in self._lru.values())
+        return bool(self._first.get(hs[0]))
 
     def score(self, req, cands, ctx):
         ms = self.matches(req, cands, ctx)
@@ -422,13 +428,27 @@ class PrefixCacheScorer(Scorer):
                 mte(h)
             else:
                 lru[h] = None
+        held = self._first.get(hs[0], ())
+        if pod_index not in held:
+            self._first[hs[0]] = held + (pod_index,)
         cap = self.capacity
         while len(lru) > cap:
-            lru.popitem(last=False)
+            self._unindex(lru.popitem(last=False)[0], pod_index)
+
+    def _unindex(self, h: int, pod_index: int) -> None:
+        """Pod pod_index's LRU dropped h: if h is a first block, the pod no longer holds it."""
+        held = self._first.get(h)
+        if held is not None and pod_index in held:
+            rest = tuple(i for i in held if i != pod_index)
+            if rest:
+                self._first[h] = rest
+            else:
+                del self._first[h]
 
     def forget(self, pod_index):
         self._mreq = None
-        self._lru.pop(pod_index, None)
+        for h in self._lru.pop(pod_index, {}):
+            self._unindex(h, pod_index)
 
 
 def _minmax(vals: list) -> list[float]:
