@@ -209,7 +209,6 @@ class TrainedPhysics(_StepModelBase):
         s = int(step)
         return s if s > 1 else 1
 
-
     def decode_run_us(self, num_decode: int, decode_context: int, steps: int) -> list[int]:
         if num_decode <= 0 or not self._dc_split:
             return super().decode_run_us(num_decode, decode_context, steps)
