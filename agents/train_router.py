@@ -65,7 +65,6 @@ ENV_ID = "blis_gym/Router-v0"
 HERE = Path(__file__).resolve().parent
 
 
-
 # ---- policies: (env, obs) -> action ----------------------------------------------------------------
 def llmd_default(env, obs):
     return env.unwrapped.pending.default()

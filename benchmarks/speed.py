@@ -34,7 +34,6 @@ WORKLOADS: dict[str, tuple[str, dict]] = {
 }
 
 
-
 def _router_env(pods: int, requests: int) -> dict:
     """Router environment config: `pods` replicas at moderate load (6 req/s each, ~70% busy),
     short prompts and outputs (128 +- 32 in, 16 +- 4 out)."""

@@ -139,8 +139,6 @@ def _fmt(v) -> str:
     return "-" if v is None else f"{v:.2f}"
 
 
-
-
 # ---- fidelity: validate against measured vLLM runs, calibrate the step-time model ----------------
 def _progress_cb(bar, task):
     def cb(done, total, label=""):
