@@ -54,3 +54,34 @@ def test_shipped_checkpoint_loads_and_plays_a_short_episode():
     res = r.evaluate({"maskableppo": lambda: r.make_model_policy(model)}, seeds=[1000], config={"horizon_s": 30})
     row = res["maskableppo"]
     assert _finite(row) and row["episodes"][0]["steps"] > 100
+
+
+def test_pod_policy_is_permutation_equivariant():
+    # PodPolicy scores each pod with one shared network: permuting the pods of an observation
+    # permutes the action logits, and the value does not change.
+    import gymnasium as gym
+    import numpy as np
+    import torch as th
+    from sb3_contrib import MaskablePPO
+
+    import blis_gym  # noqa: F401
+    from blis_gym.policies.learned import PF, PodPolicy, pod_policy_kwargs
+
+    env = gym.make("blis_gym/Router-v0", config={"horizon_s": 5})
+    model = MaskablePPO(PodPolicy, env, policy_kwargs=pod_policy_kwargs(env), n_steps=64, batch_size=64, seed=0,
+                        device="cpu")
+    obs, _ = env.reset(seed=3)
+    for _ in range(30):                          # a state with some load on the pods
+        obs, *_ = env.step(env.unwrapped.pending.default())
+    n = env.unwrapped.max_pods
+    perm = np.array([2, 0, 3, 1])[:n]
+    moved = obs.copy()
+    moved[:n * PF] = obs[:n * PF].reshape(n, PF)[perm].reshape(-1)
+    policy = model.policy
+    with th.no_grad():
+        t = th.as_tensor(np.stack([obs, moved]))
+        logits = policy.get_distribution(t).distribution.logits.numpy()
+        values = policy.predict_values(t).numpy()
+    assert np.allclose(logits[1], logits[0][perm], atol=1e-5)
+    assert values[0] == pytest.approx(values[1], abs=1e-5)
+    assert not np.allclose(logits[0], logits[0][0])   # the pods are told apart
