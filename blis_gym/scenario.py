@@ -8,10 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Optional, Union
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError
+from .errors import ConfigError, read_yaml
 from .workload_spec import WorkloadSpec, build_workload
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -227,13 +226,7 @@ def load_scenario(path: str | Path, overrides: dict | None = None) -> Scenario:
     p = Path(path)
     if not p.is_file():
         raise ConfigError("scenario", f"no such file: {p}")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError("scenario", f"{p} is not valid YAML{where}") from None
-    sc = parse_scenario(data, overrides)
+    sc = parse_scenario(read_yaml(p, "scenario"), overrides)
     if not sc.name:
         sc = sc.model_copy(update={"name": p.stem})
     return sc

@@ -10,9 +10,8 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-import yaml
 
-from ..errors import ConfigError
+from ..errors import ConfigError, read_yaml
 from ..sim.simulation import SLOTS
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
@@ -135,12 +134,7 @@ def spec_path(name: str | Path) -> Path:
 def load_spec(name: str | Path) -> dict:
     """An environment spec: {id, entry_point, slot, description, config} with config complete."""
     p = spec_path(name)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError:
-        raise ConfigError("env_spec", f"{p} is not valid YAML") from None
-    if not isinstance(data, dict):
-        raise ConfigError("env_spec", f"{p} must be a mapping")
+    data = read_yaml(p, "env_spec", mapping=True)
     allowed = {"id", "entry_point", "slot", "description", "config"}
     for k in data:
         if k not in allowed:
@@ -166,12 +160,7 @@ def scenario_data(cfg: dict) -> tuple[dict, Path]:
             p = SCENARIO_DIR / f"{sc}.yaml"
         if not p.is_file():
             raise ConfigError("config.scenario", f"no scenario {str(sc)!r}: not a file, nor a name in {SCENARIO_DIR}")
-        try:
-            data = yaml.safe_load(p.read_text())
-        except yaml.YAMLError:
-            raise ConfigError("config.scenario", f"{p} is not valid YAML") from None
-        if not isinstance(data, dict):
-            raise ConfigError("config.scenario", f"{p} must be a mapping")
+        data = read_yaml(p, "config.scenario", mapping=True)
         data.setdefault("name", p.stem)
         base = p.parent
     else:

@@ -4,9 +4,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import yaml
 
-from ...errors import ConfigError
+from ...errors import ConfigError, read_yaml
 from .distributions import (Constant, ConstantArrivals, Empirical, Exponential, GammaArrivals, Gaussian, LogNormal,
                             ParetoLogNormal, PoissonArrivals, Stages, TimeVarying, WeibullArrivals)
 from .source import PRIORITY, Client, ClosedLoop, SessionConfig, Workload
@@ -288,13 +287,7 @@ def load_blis_spec(path: str | Path) -> Workload:
     p = Path(path)
     if not p.is_file():
         raise ConfigError("trace", f"no such file: {p}")
-    text = p.read_text()
-    if not text.strip():
+    data = read_yaml(p, "trace")
+    if data is None:
         raise ConfigError("trace", f"{p}: empty file")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError("trace", f"{p}{where}: not valid YAML") from None
     return from_blis_spec(data, str(p))
