@@ -159,13 +159,12 @@ class BlisEnv(gym.Env):
 
     # ---- render ---------------------------------------------------------------------------
     def render(self):
-        from . import render
-        if self.render_mode is None:
-            gym.logger.warn("render() without a render_mode: pass render_mode='ansi' or 'rgb_array' to gym.make")
-            return None
-        if self.render_mode == "ansi":
-            return render.ansi(self)
-        return render.rgb_array(self)
+        from .render import render
+        return render(self)
+
+    def render_status(self) -> str:
+        """The dashboard's status: the episode return so far."""
+        return f"return={self.episode_return:.3f}"
 
     def close(self):
         self.episode = None

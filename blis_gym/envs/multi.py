@@ -39,7 +39,6 @@ so there is no ParallelEnv). The agents are named after their slots: `admission`
 from __future__ import annotations
 
 import copy
-import math
 from collections import deque
 
 import numpy as np
@@ -340,28 +339,14 @@ class MultiAgentEnv(AECEnv):
                 info["default_action"] = -1 if d is None else int(d)
 
     # ---- render, close ----------------------------------------------------------------------------
-    @property
-    def episode_return(self) -> float:
-        p = self.pending
-        return self.returns.get(p.slot if p is not None else "", math.nan)
-
     def render(self):
-        from . import render
-        if self.render_mode is None:
-            import gymnasium as gym
-            gym.logger.warn("render() without a render_mode: pass render_mode='ansi' or 'rgb_array'")
-            return None
-        if self.render_mode == "rgb_array":
-            return render.rgb_array(self)
-        text = render.ansi(self)
-        if self.episode is None:
-            return text
-        lines = text.split("\n")
+        from .render import render
+        return render(self)
+
+    def render_status(self) -> str:
+        """The dashboard's status: whose turn it is and every agent's return so far."""
         rets = "  ".join(f"{a}={r:.3f}" for a, r in self.returns.items())
-        lines[0] = (f"{self.env_id}  t={self.episode.now_us() / 1e6:.3f} s  decisions={self.episode.decisions}  "
-                    f"turn: {self.agent_selection}  returns: {rets}"
-                    + (f"  [{self.episode.end_reason}]" if self.episode.done else ""))
-        return "\n".join(lines)
+        return f"turn: {self.agent_selection}  returns: {rets}"
 
     def close(self) -> None:
         self.episode = None

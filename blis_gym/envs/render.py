@@ -11,6 +11,17 @@ def _bar(x: float, width: int = 10) -> str:
     return "[" + "#" * k + "." * (width - k) + "]"
 
 
+def render(env):
+    """`env.render()` of the single- and multi-agent environments, by `env.render_mode`."""
+    if env.render_mode is None:
+        import gymnasium as gym
+        gym.logger.warn("render() without a render_mode: pass render_mode='ansi' or 'rgb_array' to gym.make")
+        return None
+    if env.render_mode == "rgb_array":
+        return rgb_array(env)
+    return ansi(env)
+
+
 def ansi(env) -> str:
     ep = env.episode
     if ep is None:
@@ -18,7 +29,7 @@ def ansi(env) -> str:
     sim = ep.sim
     gw = sim.gateway
     now = ep.now_us()
-    lines = [f"{env.env_id}  t={now / 1e6:.3f} s  decisions={ep.decisions}  return={env.episode_return:.3f}"
+    lines = [f"{env.env_id}  t={now / 1e6:.3f} s  decisions={ep.decisions}  {env.render_status()}"
              + (f"  [{ep.end_reason}]" if ep.done else ""),
              f"in system {sim.injected - sim.finished}  arrived {sim.injected}  finished {sim.finished}  "
              f"gateway queue {gw.queued()}"]
