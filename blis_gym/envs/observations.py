@@ -146,7 +146,7 @@ class Observer:
             fresh = True
         if fresh:
             n_av = sum(avail)
-            kv_av = sum(self._kv) if n_av == self.n else sum(k for k, a in zip(self._kv, avail) if a)
+            kv_av = sum(k for k, a in zip(self._kv, avail) if a)
             self._kv_mean = min(1.0, kv_av / n_av) if n_av else 0.0
 
     def build(self, pending) -> np.ndarray:

@@ -257,7 +257,7 @@ class Simulation:
             pool = self.slot_pool.get(i)
             if pool is not None and pool.state[i] == "off":
                 continue
-            self.metrics.sample(now, inst.name, inst.num_waiting(), inst.num_running(), inst.kv_usage())
+            self.metrics.sample(now, inst.name, *inst.scrape())
         for pool in self.pools:
             self.metrics.sample_pool(now, pool.cfg.name, pool.count("active"), pool.count("starting"),
                                      pool.count("draining"), pool.gpus(), pool.gpu_hours(now), pool.dollars(now))

@@ -140,20 +140,9 @@ class Instance:
         self.alpha_out = step_model.output_token_us
 
     # ---- queries (what a metrics scrape reads) -----------------------------------------
-    def num_waiting(self) -> int:
-        return self.waiting.n
-
-    def num_running(self) -> int:
-        return len(self.running)
-
-    def kv_usage(self) -> float:
-        self.sync()
-        return self.kv.usage()
-
     def scrape(self) -> tuple[int, int, float]:
         """What vLLM's /metrics reports now: requests waiting, requests running, KV-cache use."""
-        if self.plan_pos < len(self.plan):
-            self.sync()
+        self.sync()
         return self.waiting.n, len(self.running), self.kv.usage()
 
     def lookup_prefix(self, r: Request) -> int:
