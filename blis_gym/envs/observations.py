@@ -120,12 +120,12 @@ class Observer:
         self._stamp = None          # scraped_at of the snapshot in `state`
         self._avail = None          # availability flags in `state`
         self._kv: list[float] = []
-        self._kv_mean = 0.0
         self._cached = False        # the cached_prefix column holds a request's values
         self._targets: list[int] = []
 
     def _refresh_pods(self, obs) -> None:
-        """Scraped and availability columns, when the snapshot or availability changed."""
+        """Scraped and availability columns (and the cluster features made of them), when the
+        snapshot or availability changed."""
         pods = self.pods
         end = self.pods_end
         stamp = pods[0].scraped_at
@@ -145,9 +145,9 @@ class Observer:
             obs[_AVAIL:end:PF] = np.array(avail, dtype=np.float32)
             fresh = True
         if fresh:
-            n_av = sum(avail)
-            kv_av = sum(k for k, a in zip(self._kv, avail) if a)
-            self._kv_mean = min(1.0, kv_av / n_av) if n_av else 0.0
+            n_av = sum(avail)                    # the cluster's available fraction and mean KV use
+            obs[self.cl0] = n_av / self.n
+            obs[self.cl0 + 5] = min(1.0, sum(k for k, a in zip(self._kv, avail) if a) / n_av) if n_av else 0.0
 
     def build(self, pending) -> np.ndarray:
         """The observation at `pending` (None: the end of the episode, without a request)."""
@@ -179,7 +179,6 @@ class Observer:
             obs[self.cl0 - 2] = t / (t + self.s_turn)
             obs[self.cl0 - 1] = 1.0 if t > 0 else 0.0
         c = self.cl0
-        obs[c] = sum(self._avail) / self.n
         q = self.gw.queued()
         obs[c + 1] = q / (q + self.s_queue)
         b = sim.injected - sim.finished
@@ -187,7 +186,6 @@ class Observer:
         obs[c + 3] = min(1.0, now / self.horizon) if self.horizon else now / (now + self.s_time)
         if not self.oracle and pods[0].scraped_at >= 0:
             obs[c + 4] = min(1.0, (now - pods[0].scraped_at) / (2.0 * self.interval))
-        obs[c + 5] = self._kv_mean
         if self.n_extra:
             for i in self._targets:
                 obs[i * PF + _TARGET] = 0.0
