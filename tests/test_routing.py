@@ -174,7 +174,7 @@ def test_prefix_lru_capacity_evicts_least_recent():
     s.observe(a, 0, None)
     assert s.score(a, pods, None) == [1.0]
     s.observe(b, 0, None)                      # 34 > 20: a's blocks (oldest) are evicted
-    assert len(s._lru[0]) == 20
+    assert s.index.blocks_held(0) == 20
     assert s.score(a, pods, None) == [0.0]     # its block 0 was evicted first
     assert s.score(b, pods, None) == [1.0]
     # re-observing moves blocks to MRU: b survives c only if it was touched last
@@ -198,12 +198,11 @@ def test_prefix_matches_equal_a_walk_of_every_pods_lru():
     reqs = [req_(i, prefix=rng.choice([256, 512, 1024]), key=rng.choice([-3, -4, -5, -6])) for i in range(200)]
 
     def walk(r, cands):
-        hs = s.hashes(r)
+        hs = s.index.hashes(r)
         out = []
         for p in cands:
-            lru = s._lru.get(p.index, {})
             m = 0
-            while m < len(hs) and hs[m] in lru:
+            while m < len(hs) and s.index.holds(p.index, hs[m]):
                 m += 1
             out.append(m)
         return out
@@ -214,8 +213,7 @@ def test_prefix_matches_equal_a_walk_of_every_pods_lru():
             s.forget(2)
         q = reqs[rng.randrange(i + 1)]
         cands = rng.sample(pods, rng.randint(1, 6)) if i % 3 else pods
-        s._mreq = None
-        assert s.matches(q, cands, None) == walk(q, cands)
+        assert s.index.matches(q, cands, None, remember=False) == walk(q, cands)
     assert any(walk(q, pods)[0] for q in reqs)            # the test saw hits
 
 
@@ -354,8 +352,9 @@ def test_default_profile_weights():
         assert isinstance(router, R.WeightedRouter)
         assert router.scorer_specs == [("queue", 2.0), ("kv-cache-utilization", 2.0), ("prefix-cache", 3.0)]
         assert router.picker_name == "max-score"
-        assert not router.prefix.precise and router.prefix.block_size == 64
-        assert router.prefix.capacity == 31250 and router.prefix.max_blocks == 2048
+        index = router.prefix_index
+        assert not index.precise and index.block_size == 64
+        assert index.capacity == 31250 and index.max_blocks == 2048
     router = make_router({})
     ctx = ctx_()
     pods = pods_(3, waiting=[0, 4, 8], kv_usage=[0.5, 0.25, 0.0])
@@ -604,3 +603,34 @@ def test_deterministic_across_processes():
     assert runs[0] == runs[1]
     picks = runs[0].split(",")
     assert len(picks) == 400 and len(set(picks)) > 1
+
+
+@pytest.mark.parametrize("policy", ["round-robin", "random", "least-loaded"])
+def test_prefix_affinity_filter_with_simple_routers(policy):
+    # issue 11 item 6: the filter crashed (no prefix index) outside a weighted profile. The
+    # router keeps its own approximate index: after a request went to pod 2, the same prefix
+    # is kept to pod 2; a cold prefix keeps every pod.
+    router = make_router({"policy": policy, "filters": ["prefix-cache-affinity"]})
+    pods, ctx = pods_(4), ctx_()
+    warm, cold = req_(1, key=-7), req_(2, key=-8)
+    assert [p.index for p in router.candidates(pods, warm, ctx)] == [0, 1, 2, 3]
+    router.observe(warm, 2, ctx)
+    assert [p.index for p in router.candidates(pods, req_(3, key=-7), ctx)] == [2]
+    assert router.pick(req_(3, key=-7), pods, ctx) == 2
+    assert [p.index for p in router.candidates(pods, cold, ctx)] == [0, 1, 2, 3]
+    router.forget(2)
+    assert [p.index for p in router.candidates(pods, req_(4, key=-7), ctx)] == [0, 1, 2, 3]
+    assert router.prefix_index is not None and router.prefix_index.blocks_held(2) == 0
+
+
+def test_prefix_affinity_scenario_with_round_robin_runs(tmp_path):
+    from blis_gym.scenario import build, parse_scenario
+    from blis_gym.sim.simulation import Simulation
+    sc = parse_scenario({"name": "rr-affinity", "model": "Qwen/Qwen3-14B", "hardware": "H100",
+                         "cluster": {"instances": 2},
+                         "router": {"policy": "round-robin", "filters": ["prefix-cache-affinity"]},
+                         "workload": {"rate": 5, "num_requests": 20,
+                                      "input": {"dist": "constant", "value": 300},
+                                      "output": {"dist": "constant", "value": 5}}})
+    s = Simulation(build(sc)).run()
+    assert s["injected_requests"] == 20 and s["completed_requests"] == 20

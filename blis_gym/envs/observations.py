@@ -106,7 +106,7 @@ class Observer:
         self.pods = gw.pods
         self.interval = gw.cfg.scrape_interval_us
         self.oracle = gw.oracle
-        self.prefix = getattr(gw.router, "prefix", None)
+        self.prefix = gw.router.prefix_index
         self.horizon = sim.cfg.horizon_us
         # The vector is kept between decisions and refreshed in place where the simulation
         # changed (a new snapshot, availability); every decision gets a copy.
@@ -205,9 +205,8 @@ class Observer:
             total = prefix.total_blocks(req)
             if total <= 0:
                 return False
-            ms = prefix.matches(req, self.pods, self.gw.ctx)
-            if self.slot != "router":
-                prefix._mreq = None      # do not leave a memo the built-in router would not have had
+            # the router's own decision may reuse these matches; other slots leave no memo
+            ms = prefix.matches(req, self.pods, self.gw.ctx, remember=self.slot == "router")
             if not any(ms):
                 return False
         else:

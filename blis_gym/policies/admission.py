@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import math
 from numbers import Real
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Sequence
 
 from blis_gym.errors import ConfigError
+from blis_gym.policies.params import number
 from blis_gym.sim.cluster.signals import PodSignals
+from blis_gym.sim.slots import AdmissionPolicy
 
 from blis_gym.sim.cluster.signals import (  # noqa: F401  (re-exported for policy authors)
     HTTP_INTERNAL, HTTP_OK, HTTP_TOO_MANY, HTTP_UNAVAILABLE, REASON_NO_ENDPOINTS, REASON_PROBABILISTIC,
@@ -86,12 +88,6 @@ def role_saturation(pods: Sequence[PodSignals], detector: Callable[[Sequence[Pod
 # ---------------------------------------------------------------------------------------------
 # Policies
 # ---------------------------------------------------------------------------------------------
-
-class AdmissionPolicy(Protocol):
-    name: str
-
-    def admit(self, req, pods: list[PodSignals], now: int, rng) -> Decision: ...
-
 
 class AlwaysAdmit:
     name = "always-admit"
@@ -228,15 +224,7 @@ DEFAULT_POLICY = "always-admit"
 # ---------------------------------------------------------------------------------------------
 
 def _num(field: str, value: Any, *, positive: bool = False, integer: bool = False) -> Any:
-    if isinstance(value, bool) or not isinstance(value, Real) or (isinstance(value, float) and not math.isfinite(value)):
-        raise ConfigError(field, f"must be a finite number, got {value!r}")
-    if integer and value != int(value):
-        raise ConfigError(field, f"must be an integer, got {value!r}")
-    if positive and value <= 0:
-        raise ConfigError(field, f"must be > 0, got {value!r}")
-    if value < 0:
-        raise ConfigError(field, f"must be >= 0, got {value!r}")
-    return int(value) if integer else value
+    return number(field, value, lo=0, lo_open=positive, integer=integer)
 
 
 def _int_any_sign(field: str, value: Any) -> int:

@@ -7,14 +7,8 @@ not have cached reach `nonCachedTokens` (the sample config sets 16; its default 
 """
 from __future__ import annotations
 
-from typing import Protocol
-
 from blis_gym.errors import ConfigError
-
-
-class PDDecider(Protocol):
-    def disaggregate(self, req, cached_tokens: int) -> bool:
-        """`cached_tokens`: prompt tokens the decode profile believes the chosen pod holds."""
+from blis_gym.sim.slots import PDDecider
 
 
 class Never:

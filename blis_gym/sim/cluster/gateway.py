@@ -59,8 +59,8 @@ class GatewayConfig:
     extra: dict = field(default_factory=dict)
 
 
-class RouterContext:
-    """What a router may ask beyond the signals: the time, its random stream, and (for the
+class GatewayContext:
+    """The gateway's RouterContext (blis_gym.sim.slots): what a router may ask beyond the signals: the time, its random stream, and (for the
     precise prefix scorer) the instances' real prefix-cache contents."""
 
     __slots__ = ("now", "rng", "instances")
@@ -97,7 +97,7 @@ class Gateway:
         self.router = cfg.router
         self.fc = cfg.flow_control
         self.rng_admit = sim.streams.get("admission")
-        self.ctx = RouterContext(sim.streams.get("router"), self.instances)
+        self.ctx = GatewayContext(sim.streams.get("router"), self.instances)
         self.index = {inst: i for i, inst in enumerate(self.instances)}
         self.rejections: dict[str, int] = {}
         self.decisions: list[tuple] = [] if cfg.trace_decisions else None
@@ -260,10 +260,9 @@ class Gateway:
     def cached_tokens(self, r: Request, i: int) -> int:
         """Prompt tokens the decode profile believes pod i holds: its approximate prefix index
         (llm-d's decider reads it), or the real cache without one."""
-        prefix = getattr(self.router, "prefix", None)
-        if prefix is not None:
-            m = prefix.matches(r, [self.pods[i]], self.ctx)[0]
-            return m * (BLOCK_SIZE if prefix.precise else prefix.block_size)
+        index = self.router.prefix_index
+        if index is not None:
+            return index.cached_tokens(r, self.pods[i], self.ctx)
         return self.ctx.cached_blocks(r, i) * BLOCK_SIZE
 
     def _disaggregate(self, r: Request, i: int) -> bool:
