@@ -554,7 +554,9 @@ def test_aliases_resolve():
         "queue", "kv-cache-utilization", "prefix-cache", "load-aware", "active-request", "running-requests",
         "token-load", "no-hit-lru", "session-affinity", "load-balance"]
     assert router.pick(req_(1), pods_(3), ctx_()) in (0, 1, 2)
-    assert set(R.ROUTING_POLICIES) == {"round-robin", "random", "least-loaded", "weighted", "default"}
+    from blis_gym.policies.registry import names
+    assert names("router") == ["default", "least-loaded", "random", "round-robin", "weighted"]
+    assert names("scorer") == sorted(SCORERS)
 
 
 def test_precise_prefix_profile_routes_to_cache():

@@ -26,7 +26,8 @@ from typing import Any, Callable, Sequence
 
 from blis_gym.errors import ConfigError
 from blis_gym.policies.params import number
-from blis_gym.sim.cluster.signals import PodSignals
+from blis_gym.policies.registry import create, register, table
+from blis_gym.sim.cluster.signals import PodSignals, load
 from blis_gym.sim.slots import AdmissionPolicy
 
 from blis_gym.sim.cluster.signals import (  # noqa: F401  (re-exported for policy authors)
@@ -201,20 +202,11 @@ class TierShed:
     def admit(self, req, pods, now, rng) -> Decision:
         if not pods:
             return NO_ENDPOINTS
-        max_load = max(p.waiting + p.running + p.in_flight for p in pods)
+        max_load = max(load(p) for p in pods)
         if max_load <= self.threshold or req.priority >= self.min_priority:
             return ADMIT
         return Decision(False, HTTP_TOO_MANY, REASON_TIER_SHED)
 
-
-ADMISSION_POLICIES: dict[str, type] = {
-    "always-admit": AlwaysAdmit,
-    "token-bucket": TokenBucket,
-    "gaie-legacy": GaieLegacy,
-    "probabilistic": Probabilistic,
-    "tier-shed": TierShed,
-    "reject-all": RejectAll,
-}
 
 DEFAULT_POLICY = "always-admit"
 
@@ -267,6 +259,29 @@ def _choice(field: str, value: Any, allowed: tuple[str, ...]) -> str:
     return value
 
 
+def _factory(cls: type):
+    """The registry's factory of a built-in policy: each parameter checked by its validator."""
+    def build(params: dict, field: str):
+        allowed = _PARAMS[cls.name]
+        kwargs = {}
+        for key in params:                              # dict order: deterministic
+            if key == "policy":
+                continue
+            if key not in allowed:
+                names = ", ".join(allowed) or "none"
+                raise ConfigError(f"{field}.{key}", f"unknown parameter for policy {cls.name!r}; allowed: {names}")
+            kwargs[key] = allowed[key](f"{field}.{key}", params[key])
+        return cls(**kwargs)
+    build.__doc__ = cls.__doc__
+    return build
+
+
+for _cls in (AlwaysAdmit, TokenBucket, GaieLegacy, Probabilistic, TierShed, RejectAll):
+    register("admission", _cls.name)(_factory(_cls))
+# name -> factory, filled by the registry (new policies register with @register("admission", name))
+ADMISSION_POLICIES = table("admission")
+
+
 def make_admission(spec: dict | str | None = None, field: str = "gateway.admission") -> AdmissionPolicy:
     """Build a policy from `{"policy": name, **params}` (a bare name or None also accepted;
     None / {} give the default, always-admit). Raises ConfigError on any bad input."""
@@ -276,20 +291,7 @@ def make_admission(spec: dict | str | None = None, field: str = "gateway.admissi
         spec = {"policy": spec}
     elif not isinstance(spec, dict):
         raise ConfigError(field, f"must be a mapping with a 'policy' key, got {type(spec).__name__}")
-    name = spec.get("policy", DEFAULT_POLICY)
-    if not isinstance(name, str) or name not in ADMISSION_POLICIES:
-        raise ConfigError(f"{field}.policy",
-                          f"unknown admission policy {name!r}; allowed: {', '.join(ADMISSION_POLICIES)}")
-    allowed = _PARAMS[name]
-    kwargs = {}
-    for key in spec:                                   # dict order: deterministic
-        if key == "policy":
-            continue
-        if key not in allowed:
-            names = ", ".join(allowed) or "none"
-            raise ConfigError(f"{field}.{key}", f"unknown parameter for policy {name!r}; allowed: {names}")
-        kwargs[key] = allowed[key](f"{field}.{key}", spec[key])
-    return ADMISSION_POLICIES[name](**kwargs)
+    return create("admission", spec.get("policy", DEFAULT_POLICY), spec, field)
 
 
 __all__ = [

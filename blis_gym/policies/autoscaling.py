@@ -19,6 +19,7 @@ import math
 from collections import deque
 
 from blis_gym.policies.admission import utilization_saturation
+from blis_gym.policies.registry import create, register
 
 
 class HPA:
@@ -107,9 +108,10 @@ class External:
         return v.replicas
 
 
-AUTOSCALERS = {"hpa": HPA, "wva": WVA, "external": External}
+for _name, _cls in (("hpa", HPA), ("wva", WVA), ("external", External)):
+    register("autoscaler", _name)(lambda spec, field, cls=_cls: cls(spec))
 
 
-def make_autoscaler(spec):
+def make_autoscaler(spec, field: str = "autoscaler"):
     """An autoscaler from a validated AutoscalerSpec, or None for a fixed-size pool."""
-    return None if spec is None else AUTOSCALERS[spec.policy](spec)
+    return None if spec is None else create("autoscaler", spec.policy, spec, field)

@@ -8,15 +8,20 @@ not have cached reach `nonCachedTokens` (the sample config sets 16; its default 
 from __future__ import annotations
 
 from blis_gym.errors import ConfigError
+from blis_gym.policies.registry import create, register
 from blis_gym.sim.slots import PDDecider
 
 
 class Never:
+    name = "never"
+
     def disaggregate(self, req, cached_tokens: int) -> bool:
         return False
 
 
 class Always:
+    name = "always"
+
     def disaggregate(self, req, cached_tokens: int) -> bool:
         return True
 
@@ -32,7 +37,29 @@ class PrefixThreshold:
         return self.n > 0 and prompt >= self.n and prompt - cached_tokens >= self.n
 
 
-PD_DECIDERS = {"never": Never, "always": Always, "prefix-threshold": PrefixThreshold}
+def _no_params(cls: type):
+    def build(params: dict, field: str):
+        extra = [k for k in params if k != "policy"]
+        if extra:
+            raise ConfigError(f"{field}.{extra[0]}", f"unknown parameter; {cls.name!r} takes none")
+        return cls()
+    build.__doc__ = cls.__doc__
+    return build
+
+
+@register("pd", "prefix-threshold")
+def _prefix_threshold(params: dict, field: str) -> PrefixThreshold:
+    n = params.get("threshold", 16)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ConfigError(f"{field}.threshold", f"must be an integer >= 0 (tokens), got {n!r}")
+    extra = [k for k in params if k not in ("policy", "threshold")]
+    if extra:
+        raise ConfigError(f"{field}.{extra[0]}", "unknown parameter; allowed: threshold")
+    return PrefixThreshold(n)
+
+
+register("pd", "never")(_no_params(Never))
+register("pd", "always")(_no_params(Always))
 
 
 def make_decider(spec: dict | str | None, field: str = "pd.decider") -> PDDecider:
@@ -42,17 +69,4 @@ def make_decider(spec: dict | str | None, field: str = "pd.decider") -> PDDecide
         spec = {"policy": spec}
     if not isinstance(spec, dict):
         raise ConfigError(field, "must be a decider name or a mapping with 'policy'")
-    spec = dict(spec)
-    name = spec.pop("policy", "never")
-    if name not in PD_DECIDERS:
-        raise ConfigError(f"{field}.policy", f"unknown P/D decider {name!r}; allowed: {', '.join(PD_DECIDERS)}")
-    if name == "prefix-threshold":
-        n = spec.pop("threshold", 16)
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ConfigError(f"{field}.threshold", f"must be an integer >= 0 (tokens), got {n!r}")
-        if spec:
-            raise ConfigError(f"{field}.{next(iter(spec))}", "unknown parameter; allowed: threshold")
-        return PrefixThreshold(n)
-    if spec:
-        raise ConfigError(f"{field}.{next(iter(spec))}", f"unknown parameter; {name!r} takes none")
-    return PD_DECIDERS[name]()
+    return create("pd", spec.get("policy", "never"), spec, field)

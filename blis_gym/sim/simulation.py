@@ -10,14 +10,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .cluster.gateway import Gateway
-from .cluster.pools import DRAINING, Pool
+from .cluster.gateway import Gateway, GatewayConfig
+from .cluster.pools import DRAINING, Pool, PoolConfig
 from .cluster.signals import Pending
 from .core import P_ARRIVAL, P_ENQUEUE, P_SAMPLE, EventLoop, Streams
 from .deadlines import Deadlines
 from .engine import EngineConfig, Instance, Request, State
 from .metrics import Metrics
 from .metrics.summary import goodput, jain, latency_block
+from .slots import StepTimeModel
 from .workload import Workload, WorkloadSource
 
 
@@ -25,7 +26,7 @@ from .workload import Workload, WorkloadSource
 class InstanceConfig:
     name: str
     engine: EngineConfig
-    step_model: object
+    step_model: StepTimeModel
     total_kv_blocks: int
     role: str = "both"                      # both | prefill | decode
     pool: str = "default"
@@ -41,8 +42,8 @@ class SimConfig:
     sample_interval_us: int = 1_000_000     # time-series sampling period
     check_invariants: bool = False          # verify DESIGN.md invariants at every event (slow)
     name: str = ""
-    gateway: object | None = None           # cluster.GatewayConfig; None = plain round-robin
-    pools: list | None = None               # cluster.pools.PoolConfig per pool (needs a gateway)
+    gateway: GatewayConfig | None = None    # None = plain round-robin
+    pools: list[PoolConfig] | None = None   # one per pool (needs a gateway)
     extra: dict = field(default_factory=dict)
 
 

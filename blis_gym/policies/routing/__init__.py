@@ -12,12 +12,13 @@ precise view of each pod's prefix cache). The pipeline follows llm-d's scheduler
 The package: `context` (RouterContext, SimpleContext), `prefix` (PrefixIndex, the router's view
 of the pods' prefix caches, which the gateway and the environments query too), `scorers`,
 `filters`, `pickers`, `routers` and `factory` (make_router). Build routers with
-`make_router(spec)`; registries: ROUTING_POLICIES, SCORERS, FILTERS, PICKERS.
+`make_router(spec)`; routers and scorers are registered by name in
+`blis_gym.policies.registry` (slots "router" and "scorer"); filters and pickers: FILTERS, PICKERS.
 Determinism: no set is iterated and nothing depends on hash() ordering; per-pod state lives in
 insertion-ordered dicts keyed by pod index; every random draw comes from ctx.rng.
 """
 from .context import RouterContext, SimpleContext
-from .factory import DEFAULT_PROFILE, ROUTING_POLICIES, make_router
+from .factory import DEFAULT_PROFILE, make_router
 from .filters import FILTER_ALIASES, FILTERS, PrefixAffinityFilter, UtilizationFilter
 from .pickers import PICKER_ALIASES, PICKERS
 from .prefix import PrefixIndex
@@ -27,6 +28,6 @@ from .scorers import SCORER_ALIASES, SCORERS, PrefixCacheScorer, Scorer
 __all__ = [
     "RouterContext", "SimpleContext", "Router", "WeightedRouter", "RoundRobinRouter", "RandomRouter",
     "LeastLoadedRouter", "Scorer", "PrefixCacheScorer", "PrefixIndex", "PrefixAffinityFilter",
-    "UtilizationFilter", "make_router", "ROUTING_POLICIES", "SCORERS", "SCORER_ALIASES",
+    "UtilizationFilter", "make_router", "SCORERS", "SCORER_ALIASES",
     "FILTERS", "FILTER_ALIASES", "PICKERS", "PICKER_ALIASES", "DEFAULT_PROFILE",
 ]

@@ -4,22 +4,13 @@ from __future__ import annotations
 from blis_gym.errors import ConfigError
 
 from ..params import names, number, resolve, split_entry
+from ..registry import create, register
 from .filters import FILTER_ALIASES, FILTERS
 from .pickers import PICKER_ALIASES, PICKERS
 from .routers import LeastLoadedRouter, RandomRouter, RoundRobinRouter, Router, WeightedRouter
 from .scorers import SCORER_ALIASES, SCORERS, Scorer
 
 DEFAULT_PROFILE: tuple[tuple[str, float], ...] = (("queue", 2.0), ("kv-cache-utilization", 2.0), ("prefix-cache", 3.0))
-
-ROUTING_POLICIES: dict[str, str] = {
-    "round-robin": "uniform cycle over available candidates",
-    "random": "uniform random candidate",
-    "least-loaded": "min waiting + running + in_flight, random tie-break",
-    "weighted": "llm-d scheduling profile: filters, weighted scorers, picker",
-    "default": "llm-d built-in profile: queue x2, kv-cache-utilization x2, prefix-cache x3, max-score",
-}
-
-SIMPLE = {"round-robin": RoundRobinRouter, "random": RandomRouter, "least-loaded": LeastLoadedRouter}
 
 
 def build_filters(spec_filters, field: str) -> list:
@@ -63,8 +54,47 @@ def build_picker(spec_picker, field: str) -> str:
                    "picker")
 
 
+def _check_keys(params: dict, policy: str, allowed: tuple[str, ...], field: str) -> None:
+    for k in params:
+        if k not in allowed:
+            raise ConfigError(f"{field}.{k}", f"unknown key for policy {policy!r}; allowed: {', '.join(allowed)}")
+
+
+def _simple(policy: str, cls: type[Router]):
+    def build(params: dict, field: str) -> Router:
+        _check_keys(params, policy, ("policy", "filters"), field)
+        return cls(build_filters(params.get("filters"), f"{field}.filters"))
+    build.__doc__ = cls.__doc__
+    return build
+
+
+def _weighted(policy: str):
+    def build(params: dict, field: str) -> Router:
+        _check_keys(params, policy, ("policy", "filters", "scorers", "picker"), field)
+        filters = build_filters(params.get("filters"), f"{field}.filters")
+        scorers_spec = params.get("scorers")
+        if scorers_spec is None:
+            scorers_spec = [{"name": n, "weight": w} for n, w in DEFAULT_PROFILE]
+        scorers = build_scorers(scorers_spec, f"{field}.scorers")
+        if not scorers:
+            raise ConfigError(f"{field}.scorers", "a weighted profile needs at least one scorer; allowed: "
+                              + names(SCORERS))
+        picker = build_picker(params.get("picker"), f"{field}.picker")
+        return WeightedRouter(scorers, filters, picker)
+    build.__doc__ = WeightedRouter.__doc__
+    return build
+
+
+register("router", "round-robin")(_simple("round-robin", RoundRobinRouter))
+register("router", "random")(_simple("random", RandomRouter))
+register("router", "least-loaded")(_simple("least-loaded", LeastLoadedRouter))
+register("router", "weighted")(_weighted("weighted"))
+# llm-d's built-in profile: queue x2, kv-cache-utilization x2, prefix-cache x3, max-score
+register("router", "default")(_weighted("default"))
+
+
 def make_router(spec: dict | None = None, field: str = "router") -> Router:
-    """Build a router from a spec (see the package docstring and ROUTING_POLICIES).
+    """Build a router from a spec (policies: `registry.names("router")`).
 
     {"policy": "round-robin" | "random" | "least-loaded", "filters": [...]}
     {"policy": "weighted", "scorers": [{"name": "queue", "weight": 2}, ...], "filters": [...],
@@ -81,24 +111,4 @@ def make_router(spec: dict | None = None, field: str = "router") -> Router:
     policy = spec.get("policy", "default")
     if policy is None:
         policy = "default"
-    if not isinstance(policy, str) or policy not in ROUTING_POLICIES:
-        raise ConfigError(f"{field}.policy", f"unknown policy {policy!r}; allowed: {names(ROUTING_POLICIES)}")
-    if policy in SIMPLE:
-        allowed = ("policy", "filters")
-    else:
-        allowed = ("policy", "filters", "scorers", "picker")
-    for k in spec:
-        if k not in allowed:
-            raise ConfigError(f"{field}.{k}", f"unknown key for policy {policy!r}; allowed: {', '.join(allowed)}")
-    filters = build_filters(spec.get("filters"), f"{field}.filters")
-    if policy in SIMPLE:
-        return SIMPLE[policy](filters)
-    scorers_spec = spec.get("scorers")
-    if scorers_spec is None:
-        scorers_spec = [{"name": n, "weight": w} for n, w in DEFAULT_PROFILE]
-    scorers = build_scorers(scorers_spec, f"{field}.scorers")
-    if not scorers:
-        raise ConfigError(f"{field}.scorers", "a weighted profile needs at least one scorer; allowed: "
-                          + names(SCORERS))
-    picker = build_picker(spec.get("picker"), f"{field}.picker")
-    return WeightedRouter(scorers, filters, picker)
+    return create("router", policy, spec, field)

@@ -7,9 +7,11 @@ session affinity and the round-robin cursor exactly as the router's own choice w
 """
 from __future__ import annotations
 
+from blis_gym.sim.cluster.signals import load
+
 from .pickers import PICKERS, pick_max_score
 from .prefix import PrefixIndex
-from .scorers import NoHitLRUScorer, PrefixCacheScorer, Scorer, load
+from .scorers import NoHitLRUScorer, PrefixCacheScorer, Scorer
 
 
 class Router:

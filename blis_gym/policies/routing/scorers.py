@@ -10,15 +10,12 @@ from collections import OrderedDict
 from typing import Any
 
 from blis_gym.errors import ConfigError
+from blis_gym.sim.cluster.signals import load
 from blis_gym.sim.engine.request import BLOCK_SIZE
 
 from ..params import number, take_params
+from ..registry import register, table
 from .prefix import PrefixIndex
-
-
-def load(p) -> int:
-    """A pod's load as BLIS's least-loaded router counts it: waiting + running + in flight."""
-    return p.waiting + p.running + p.in_flight
 
 
 class Scorer:
@@ -31,6 +28,10 @@ class Scorer:
     def __init__(self, params: dict | None = None, field: str = "scorer"):
         self.params = take_params(f"{field}", params or {}, self.PARAMS)
         self.field = field
+
+    @classmethod
+    def from_params(cls, params: dict, field: str) -> "Scorer":
+        return cls(params, field)
 
     def score(self, req, cands: list, ctx) -> list[float]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -65,6 +66,7 @@ def minmax_inverted(vals: list) -> list[float]:
     return [(hi - v) / d for v in vals]
 
 
+@register("scorer", "queue")
 class QueueScorer(Scorer):
     """(maxQ - q)/(maxQ - minQ) over the candidates on scraped waiting; all equal -> 1."""
     name = "queue"
@@ -74,6 +76,7 @@ class QueueScorer(Scorer):
         return minmax_inverted([p.waiting for p in cands])
 
 
+@register("scorer", "running-requests")
 class RunningRequestsScorer(Scorer):
     """The queue formula on scraped running."""
     name = "running-requests"
@@ -83,6 +86,7 @@ class RunningRequestsScorer(Scorer):
         return minmax_inverted([p.running for p in cands])
 
 
+@register("scorer", "kv-cache-utilization")
 class KVUtilizationScorer(Scorer):
     """1 - kv_usage."""
     name = "kv-cache-utilization"
@@ -92,6 +96,7 @@ class KVUtilizationScorer(Scorer):
         return [(1.0 - u if u < 1.0 else 0.0) if u > 0.0 else 1.0 for u in [p.kv_usage for p in cands]]
 
 
+@register("scorer", "load-aware")
 class LoadAwareScorer(Scorer):
     """q = 0 -> 0.5; q >= T -> 0; else 0.5 (1 - q/T)."""
     name = "load-aware"
@@ -107,6 +112,7 @@ class LoadAwareScorer(Scorer):
         return [0.5 if q <= 0 else (0.0 if q >= t else 0.5 * (1.0 - q / t)) for q in [p.waiting for p in cands]]
 
 
+@register("scorer", "active-request")
 class ActiveRequestScorer(Scorer):
     """EPP in-flight requests n: n <= idle -> 1; else (maxN - n)/maxN * max_busy_score."""
     name = "active-request"
@@ -126,6 +132,7 @@ class ActiveRequestScorer(Scorer):
         return [1.0 if n <= idle else (mx - n) * k for n in ns]
 
 
+@register("scorer", "token-load")
 class TokenLoadScorer(Scorer):
     """1 - min(1, in_flight_tokens / Q)."""
     name = "token-load"
@@ -142,6 +149,7 @@ class TokenLoadScorer(Scorer):
         return [0.0 if t >= q else 1.0 - t / q for t in [p.in_flight_tokens for p in cands]]
 
 
+@register("scorer", "load-balance")
 class LoadBalanceScorer(Scorer):
     """BLIS extra: 1 / (1 + load)."""
     name = "load-balance"
@@ -151,6 +159,7 @@ class LoadBalanceScorer(Scorer):
         return [1.0 / (1 + load(p)) for p in cands]
 
 
+@register("scorer", "prefix-cache")
 class PrefixCacheScorer(Scorer):
     """llm-d prefix-cache-scorer: score = (1-w)·match/total + w·min(1, match·blockSize/scale)²
     over its `PrefixIndex` (mode, block_size, lru_capacity, max_prefix_blocks: see
@@ -207,6 +216,7 @@ class PreciseProbe:
         return any(cb(req, p.index) > 0 for p in cands)
 
 
+@register("scorer", "no-hit-lru")
 class NoHitLRUScorer(Scorer):
     """Cold request (no candidate holds any prefix block): never-used pods first (candidate
     order), then least-recently-used first; score 1 - rank/(N-1). Warm request: 0.5 for all.
@@ -279,6 +289,7 @@ class NoHitLRUScorer(Scorer):
         self._lru.pop(pod_index, None)
 
 
+@register("scorer", "session-affinity")
 class SessionAffinityScorer(Scorer):
     """1 for the pod the request's session was last sent to, 0 for the others."""
     name = "session-affinity"
@@ -305,18 +316,8 @@ class SessionAffinityScorer(Scorer):
             del self._pin[sid]
 
 
-SCORERS: dict[str, type] = {
-    "queue": QueueScorer,
-    "kv-cache-utilization": KVUtilizationScorer,
-    "prefix-cache": PrefixCacheScorer,
-    "load-aware": LoadAwareScorer,
-    "active-request": ActiveRequestScorer,
-    "running-requests": RunningRequestsScorer,
-    "token-load": TokenLoadScorer,
-    "no-hit-lru": NoHitLRUScorer,
-    "session-affinity": SessionAffinityScorer,
-    "load-balance": LoadBalanceScorer,
-}
+# name -> scorer class, filled by @register("scorer", name) (new scorers register the same way)
+SCORERS: dict[str, type] = table("scorer")
 
 SCORER_ALIASES: dict[str, str] = {
     "queue-scorer": "queue", "queue-depth": "queue",

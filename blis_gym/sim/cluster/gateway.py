@@ -8,9 +8,12 @@ except the precise prefix scorer, which in llm-d reads the instances' KV events.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from ..core import P_ROUTE, P_TICK
 from ..engine import BLOCK_SIZE, Request, State
+from ..slots import AdmissionPolicy, PDDecider, Router
+from .flow_control import FlowControl
 from .signals import HTTP_TOO_MANY, HTTP_UNAVAILABLE, REASON_NO_ENDPOINTS, REASON_TTL_EXPIRED, Pending, PodSignals
 from .transfer import Transfers
 
@@ -43,16 +46,16 @@ class PDState:
 
 @dataclass
 class GatewayConfig:
-    admission: object                       # AdmissionPolicy (blis_gym.policies.admission)
-    router: object                          # Router (blis_gym.policies.routing)
-    flow_control: object | None = None      # FlowControl, or None (llm-d's default: off)
+    admission: AdmissionPolicy
+    router: Router
+    flow_control: FlowControl | None = None  # None: llm-d's default (off)
     scrape_interval_us: int = 50_000        # 0 = oracle signals (read at every decision)
     dispatch_tick_us: int = 1_000           # flow-control dispatch cycle
-    saturation: object | None = None        # callable(pods, now) -> float, for flow-control dispatch
+    saturation: Callable[[list, int], float] | None = None   # (pods, now) -> saturation, for flow-control dispatch
     trace_decisions: bool = False
     # P/D disaggregation (used when some pods have role "prefill")
-    prefill_router: object | None = None    # Router of the prefill profile
-    decider: object | None = None           # PDDecider: disaggregate(req, cached_tokens) -> bool
+    prefill_router: Router | None = None    # the prefill profile's router
+    decider: PDDecider | None = None
     transfer_bandwidth_gb_s: float = 25.0   # per-GPU NIC (NIXL RDMA)
     transfer_base_latency_us: int = 50
     transfer_contention: bool = True

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..core import P_LOADED, P_NODE, P_TICK
+from ..slots import Autoscaler
 
 OFF, STARTING, ACTIVE, DRAINING = "off", "starting", "active", "draining"
 
@@ -29,7 +30,7 @@ class PoolConfig:
     price_per_gpu_hour: float
     provisioning_delay: object = None    # callable(rng) -> µs
     load_time: object = None             # callable(rng) -> µs
-    autoscaler: object = None            # policy: .interval_us, .desired(view, now) -> int; None = fixed
+    autoscaler: Autoscaler | None = None  # None = a fixed-size pool
     external: bool = False               # the autoscaler slot is an external agent's
     extra: dict = field(default_factory=dict)
 

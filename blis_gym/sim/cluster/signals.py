@@ -53,6 +53,11 @@ class PodSignals:
     num_kv_blocks: int = 0     # the pod's KV capacity (vllm:cache_config_info num_gpu_blocks)
 
 
+def load(p: PodSignals) -> int:
+    """A pod's load as BLIS counts it (least-loaded router, tier-shed): waiting + running + in flight."""
+    return p.waiting + p.running + p.in_flight
+
+
 @dataclass(slots=True)
 class Pending:
     """A decision the simulator hands to an external agent (see DESIGN.md, decision points).
