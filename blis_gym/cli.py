@@ -292,7 +292,7 @@ def _progress_cb(bar, task):
 @click.option("--quiet", is_flag=True, help="No progress bar and no table.")
 def validate(file: Path, out_dir: Path, calibration: Path | None, stage_cap_s: float | None, only: tuple,
              model, hardware, tp, kv_blocks, max_num_seqs, max_num_batched_tokens, quiet: bool) -> None:
-    """Replay measured vLLM runs (an aggregates CSV like groundtruth/h100_trainval_aggregates.csv,
+    """Replay measured vLLM runs (an aggregates CSV like BLIS's h100_trainval_aggregates.csv,
     or a per-request trace) and report predicted against measured E2E, TTFT and ITL."""
     from .fidelity.validate import validate_file
 
