@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import venv
 from pathlib import Path
 
 import pytest
@@ -80,30 +79,9 @@ def test_gym_ids_registered_whichever_is_imported_first(imports):
 
 
 @pytest.mark.slow
-def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
-    """The CI job's check: a wheel built from the checkout, installed without extras into a fresh
-    venv (dependencies from the index), used from an empty folder."""
-    dist = tmp_path / "dist"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q", "-w", str(dist)],
-                   check=True, cwd=tmp_path, timeout=600)
-    env_dir = tmp_path / "venv"
-    venv.create(env_dir, with_pip=True)
-    py = env_dir / "bin" / "python"
-    subprocess.run([str(py), "-m", "pip", "install", "-q", str(next(dist.glob("*.whl")))], check=True, timeout=1200)
-    work = tmp_path / "empty"
-    work.mkdir()
-    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    bin_ = env_dir / "bin"
-    run = subprocess.run([str(bin_ / "blis-gym"), "run", "default", "--quiet", "--out", "out"], cwd=work,
-                         env=clean, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr
-    assert (work / "out" / "summary.json").is_file()
-    listing = subprocess.run([str(bin_ / "blis-gym"), "scenarios"], cwd=work, env=clean, capture_output=True,
-                             text=True, timeout=60)
-    assert [ln.split()[0] for ln in listing.stdout.splitlines()] == list(bundled_scenarios())
-    make = subprocess.run([str(py), "-c", "import gymnasium as gym, blis_gym\n"
-                           "ids = [k for k in gym.registry if k.startswith('blis_gym/')]\n"
-                           "assert len(ids) == 4, ids\n"
-                           "for i in ids: gym.make(i).reset(seed=0)"], cwd=work, env=clean, capture_output=True,
-                          text=True, timeout=600)
-    assert make.returncode == 0, make.stderr
+def test_wheel_installs_and_runs_outside_the_checkout():
+    """The CI job (.ci/wheel-check): a wheel built from the checkout, installed without extras into
+    a fresh venv, runs the default scenario, lists the scenarios and makes every env."""
+    p = subprocess.run(["bash", str(ROOT / ".ci" / "wheel-check")], capture_output=True, text=True, timeout=1800)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "wheel ok: 4 environments" in p.stdout
