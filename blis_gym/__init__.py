@@ -1,7 +1,6 @@
 __version__ = "0.1.0"
 
 import sys
-from importlib.abc import MetaPathFinder
 from importlib.util import find_spec
 
 
@@ -9,7 +8,7 @@ def _register_gym_ids() -> None:
     from .envs import registration  # noqa: F401  (registers the blis_gym/ ids on import)
 
 
-class _RegisterAfterGymnasium(MetaPathFinder):
+class _RegisterAfterGymnasium:            # a meta path finder (importlib.abc would cost 10 ms)
     """Registers the blis_gym/ Gymnasium ids right after gymnasium is first imported: `import
     blis_gym` stays free of gymnasium (the simulator and `blis-gym run` never need it), yet
     `gym.make("blis_gym/Router-v0")` works whichever of the two was imported first."""
