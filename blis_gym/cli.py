@@ -49,6 +49,9 @@ def run(scenario: str, seed: int | None, out_dir: Path | None, quiet: bool, plot
     from .sim.simulation import Simulation
 
     try:
+        if plot:
+            from .plots import pyplot
+            pyplot()                       # a missing plot extra fails now, not after the run
         path = scenario_path(scenario)
         sc = load_scenario(path, {"seed": seed} if seed is not None else None)
         cfg = build(sc, base_dir=path.parent)
@@ -113,7 +116,7 @@ def plot(run_dir: Path, out_dir: Path | None) -> None:
         Console().print(f"wrote {p}", highlight=False)
 
 
-# the KPIs `compare` puts side by side: summary.json key (dotted for nested) and whether lower is better
+# the KPIs `compare` puts side by side: summary.json keys (dotted for a field of a block)
 COMPARED_KPIS = ("completed_requests", "rejected_requests", "timed_out_requests", "requests_per_s",
                  "output_tokens_per_s", "ttft_mean_ms", "ttft_p90_ms", "ttft_p99_ms", "itl_mean_ms",
                  "e2e_mean_ms", "e2e_p90_ms", "e2e_p99_ms", "slo_attainment", "goodput_rps",
@@ -140,7 +143,7 @@ def compare(run_dirs: tuple[Path, ...], out: Path | None) -> None:
     if len(run_dirs) < 2:
         _fail("RUN_DIRS: give at least two run folders to compare")
     try:
-        summaries = [load_summary(check_run_dir(d, "RUN_DIRS")) for d in run_dirs]
+        summaries = [load_summary(check_run_dir(d, "RUN_DIRS"), "RUN_DIRS") for d in run_dirs]
     except ConfigError as e:
         _fail(str(e))
     console = Console()

@@ -20,7 +20,8 @@ RUN_FILES = ("summary.json", "requests.csv", "timeseries.csv")
 LATENCIES = (("ttft_ms", "TTFT (ms)"), ("e2e_ms", "E2E latency (ms)"))
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend; a ConfigError naming the extra if it is missing."""
     try:
         import matplotlib
     except ImportError:
@@ -42,11 +43,11 @@ def check_run_dir(run_dir: Path, field: str = "RUN_DIR") -> Path:
     return run_dir
 
 
-def load_summary(run_dir: Path) -> dict:
+def load_summary(run_dir: Path, field: str = "RUN_DIR") -> dict:
     try:
         return json.loads((run_dir / "summary.json").read_text())
     except (ValueError, UnicodeDecodeError):
-        raise ConfigError("RUN_DIR", f"{run_dir / 'summary.json'} is not valid JSON") from None
+        raise ConfigError(field, f"{run_dir / 'summary.json'} is not valid JSON") from None
 
 
 def _rows(path: Path) -> list[dict]:
@@ -103,7 +104,7 @@ def plot_run(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
     """Draw a run's PNGs into `out_dir` (default: the run folder) and return their paths:
     latency_cdf.png (TTFT and E2E per SLO class), waiting.png and kv_usage.png (per instance over
     time) and, when the run has pools, pools.png (pool sizes and cumulative dollars over time)."""
-    plt = _pyplot()
+    plt = pyplot()
     run_dir = check_run_dir(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -156,7 +157,7 @@ def _plot_pools(plt, path: Path, title: str, out: Path) -> Path:
 
 def plot_compare(run_dirs: list[Path], out: Path) -> Path:
     """One PNG: the TTFT and E2E CDFs of every run (all SLO classes together), overlaid."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for run_dir in run_dirs:
         lat = completed_latencies(check_run_dir(run_dir))

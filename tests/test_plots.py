@@ -103,3 +103,9 @@ def test_missing_matplotlib_names_the_extra_to_install(tmp_path, monkeypatch):
     r = CliRunner().invoke(main, ["plot", str(run)])
     assert r.exit_code == 2
     assert r.output.count("\n") == 1 and "pip install 'blis-gym[plot]'" in r.output
+
+
+def test_run_plot_without_matplotlib_fails_before_simulating(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    r = CliRunner().invoke(main, ["run", "single-request", "--plot", "--quiet", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "blis-gym[plot]" in r.output and not (tmp_path / "o").exists()
