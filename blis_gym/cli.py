@@ -1,4 +1,5 @@
-"""The command line: `blis-gym run SCENARIO [--seed N] [--out DIR]`.
+"""The command line: `blis-gym run SCENARIO [--seed N] [--out DIR] [--plot]`, `blis-gym scenarios`,
+`blis-gym plot RUN_DIR`, `blis-gym compare RUN_A RUN_B ...`, `blis-gym validate`, `blis-gym calibrate`.
 
 Bad input (scenario, file, option) prints one line naming the field and exits with status 2.
 """
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 import click
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -17,9 +19,6 @@ from rich.table import Table
 
 from .errors import ConfigError
 
-DEFAULT_SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "default.yaml"
-# the team's reference data sits beside the checkout (../shared), as in CI
-GROUNDTRUTH = Path(__file__).resolve().parent.parent.parent / "shared" / "reference" / "groundtruth"
 err_console = Console(stderr=True)
 
 
@@ -35,19 +34,25 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("scenario", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("scenario", required=False, default="default")
 @click.option("--seed", type=int, default=None, help="Override the scenario's seed.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Output folder (default: results/<scenario name>).")
 @click.option("--quiet", is_flag=True, help="No progress bar and no table; just write the files.")
-def run(scenario: Path | None, seed: int | None, out_dir: Path | None, quiet: bool) -> None:
-    """Run SCENARIO (default: the bundled scenarios/default.yaml), print a summary table and
-    write summary.json, requests.csv and timeseries.csv."""
+@click.option("--plot", is_flag=True, help="Also draw the run's PNG plots (as `blis-gym plot`; needs the plot extra).")
+def run(scenario: str, seed: int | None, out_dir: Path | None, quiet: bool, plot: bool) -> None:
+    """Run SCENARIO (a YAML file, or the name of a bundled scenario: see `blis-gym scenarios`;
+    default: `default`), print a summary table and write summary.json, requests.csv and
+    timeseries.csv."""
+    from .resources import scenario_path
     from .scenario import build, load_scenario
     from .sim.simulation import Simulation
 
-    path = scenario or DEFAULT_SCENARIO
     try:
+        if plot:
+            from .plots import pyplot
+            pyplot()                       # a missing plot extra fails now, not after the run
+        path = scenario_path(scenario)
         sc = load_scenario(path, {"seed": seed} if seed is not None else None)
         cfg = build(sc, base_dir=path.parent)
         sim = Simulation(cfg)
@@ -71,9 +76,106 @@ def run(scenario: Path | None, seed: int | None, out_dir: Path | None, quiet: bo
     if sim.gateway is not None and sim.gateway.decisions is not None:
         _write_decisions(sim.gateway, out_dir / "decisions.csv")
         written.append("decisions.csv")
+    if plot:
+        written += [p.name for p in _plot_or_fail(out_dir)]
     if not quiet:
         _print_summary(summary, wall)
         Console().print(f"wrote {out_dir}/: {', '.join(written)}", highlight=False)
+
+
+def _plot_or_fail(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
+    from .plots import plot_run
+    try:
+        return plot_run(run_dir, out_dir)
+    except ConfigError as e:
+        _fail(str(e))
+
+
+@main.command()
+def scenarios() -> None:
+    """List the bundled scenarios (run one by name: `blis-gym run NAME`)."""
+    import yaml
+
+    from .resources import bundled_scenarios
+    bundled = bundled_scenarios()
+    width = max(map(len, bundled), default=0)
+    for name, path in bundled.items():
+        data = yaml.safe_load(path.read_text()) or {}
+        click.echo(f"{name:<{width}}  {str(data.get('description', '')).strip()}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for the PNGs (default: RUN_DIR).")
+def plot(run_dir: Path, out_dir: Path | None) -> None:
+    """Draw PNGs of a run folder written by `blis-gym run`: TTFT and E2E CDFs per SLO class,
+    waiting queue and KV use per instance over time, and pool sizes and dollars over time
+    (needs the plot extra: pip install 'blis-gym[plot]')."""
+    for p in _plot_or_fail(run_dir, out_dir):
+        Console().print(f"wrote {p}", highlight=False)
+
+
+# the KPIs `compare` puts side by side: summary.json keys (dotted for a field of a block)
+COMPARED_KPIS = ("completed_requests", "rejected_requests", "timed_out_requests", "requests_per_s",
+                 "output_tokens_per_s", "ttft_mean_ms", "ttft_p90_ms", "ttft_p99_ms", "itl_mean_ms",
+                 "e2e_mean_ms", "e2e_p90_ms", "e2e_p99_ms", "slo_attainment", "goodput_rps",
+                 "prefix_cache_hit_rate", "preemption_count", "cost.gpu_hours", "cost.dollars",
+                 "pd.disaggregated_fraction")
+
+
+def _kpi(summary: dict, key: str):
+    v = summary
+    for part in key.split("."):
+        v = v.get(part) if isinstance(v, dict) else None
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+@main.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the runs' overlaid TTFT and E2E CDFs to this PNG (needs the plot extra).")
+def compare(run_dirs: tuple[Path, ...], out: Path | None) -> None:
+    """Compare runs of `blis-gym run` (two or more folders): their KPIs side by side, each
+    relative to the first run, and (with --out) their latency CDFs overlaid."""
+    from .plots import check_run_dir, load_summary, plot_compare
+
+    if len(run_dirs) < 2:
+        _fail("RUN_DIRS: give at least two run folders to compare")
+    try:
+        summaries = [load_summary(check_run_dir(d, "RUN_DIRS"), "RUN_DIRS") for d in run_dirs]
+    except ConfigError as e:
+        _fail(str(e))
+    console = Console()
+    labels = [chr(ord("A") + i) if i < 26 else str(i) for i in range(len(run_dirs))]
+    for label, d, s in zip(labels, run_dirs, summaries):
+        console.print(f"{label}: {d} ({s.get('scenario', '?')}, seed {s.get('seed', '?')})", highlight=False)
+    t = Table(header_style="bold", box=box.SIMPLE_HEAD, caption="(relative difference against A)")
+    t.add_column("KPI", no_wrap=True)
+    for label in labels:
+        t.add_column(label, justify="right")
+    for key in COMPARED_KPIS:
+        values = [_kpi(s, key) for s in summaries]
+        if all(v is None for v in values):
+            continue
+        t.add_row(key, *[_fmt_kpi(v, values[0], first=(i == 0)) for i, v in enumerate(values)])
+    console.print(t)
+    if out is not None:
+        try:
+            console.print(f"wrote {plot_compare(list(run_dirs), out)}", highlight=False)
+        except ConfigError as e:
+            _fail(str(e))
+
+
+def _fmt_kpi(v, base, first: bool) -> str:
+    if v is None:
+        return "-"
+    text = f"{v:.4g}" if isinstance(v, float) else str(v)
+    if first or base is None:
+        return text
+    if base == 0:
+        return text if v == 0 else f"{text} (new)"
+    return f"{text} ({100 * (v - base) / abs(base):+.1f}%)"
 
 
 def _write_decisions(gateway, path: Path) -> None:
@@ -101,38 +203,67 @@ def _run_with_progress(sim, quiet: bool) -> dict:
         return sim.run(progress=lambda done, _total: bar.update(task, completed=done))
 
 
-def _print_summary(s: dict, wall: float) -> None:
-    console = Console()
-    t = Table(title=f"{s['scenario']} (seed {s['seed']})", show_header=True, header_style="bold")
-    t.add_column("metric")
+def _print_summary(s: dict, wall: float, console: Console | None = None) -> None:
+    """The run's summary in a terminal: latency percentiles, per-class outcomes, where every
+    request ended (still running at the horizon, rejected by reason), cost and the P/D share;
+    laid out to fit 80 columns."""
+    console = console or Console()
+    t = Table(title=f"{s['scenario']} (seed {s['seed']})", header_style="bold", box=box.SIMPLE_HEAD)
+    t.add_column("latency (ms)")
     for col in ("mean", "p50", "p90", "p99"):
         t.add_column(col, justify="right")
-    for name, label in (("ttft", "TTFT (ms)"), ("itl", "ITL (ms)"), ("e2e", "E2E (ms)"),
-                        ("scheduling_delay", "sched. delay (ms)")):
+    for name, label in (("ttft", "TTFT"), ("itl", "ITL"), ("e2e", "E2E"), ("scheduling_delay", "sched. delay")):
         t.add_row(label, *[_fmt(s.get(f"{name}_{c}_ms")) for c in ("mean", "p50", "p90", "p99")])
     console.print(t)
     if len(s.get("per_class", {})) > 1:
-        pc = Table(title="per SLO class", show_header=True, header_style="bold")
-        for col in ("class", "completed / injected", "rejected", "timed out", "TTFT mean", "TTFT p90", "E2E mean"):
-            pc.add_column(col, justify="right")
+        pc = Table(title="per SLO class", header_style="bold", box=box.SIMPLE_HEAD)
+        for col in ("class", "done / in", "rejected", "timed out", "TTFT p90", "E2E p90"):
+            pc.add_column(col, justify="left" if col == "class" else "right")
         for name, b in s["per_class"].items():
             pc.add_row(name, f"{b['completed_requests']} / {b['injected_requests']}", str(b["rejected_requests"]),
-                       str(b["timed_out_requests"]), _fmt(b["ttft_mean_ms"]), _fmt(b["ttft_p90_ms"]),
-                       _fmt(b["e2e_mean_ms"]))
+                       str(b["timed_out_requests"]), _fmt(b["ttft_p90_ms"]), _fmt(b["e2e_p90_ms"]))
         console.print(pc)
     c = Table(show_header=False, box=None)
-    c.add_column(style="bold")
-    c.add_column(justify="right")
-    rows = [("requests completed / injected", f"{s['completed_requests']} / {s['injected_requests']}"),
-            ("timed out / dropped / rejected",
-             f"{s['timed_out_requests']} / {s['dropped_requests']} / {s['rejected_requests']}"),
-            ("throughput", f"{s['requests_per_s']:.3f} req/s, {s['output_tokens_per_s']:.1f} output tok/s"),
-            ("preemptions", str(s["preemption_count"])),
-            ("prefix-cache hit rate", f"{s['prefix_cache_hit_rate']:.3f}"),
-            ("simulated / wall time", f"{s['duration_s']:.2f} s / {wall:.2f} s")]
-    for k, v in rows:
+    c.add_column(style="bold", overflow="fold")
+    c.add_column(justify="right", overflow="fold")
+    for k, v in _summary_rows(s, wall):
         c.add_row(k, v)
     console.print(c)
+
+
+def _summary_rows(s: dict, wall: float) -> list[tuple[str, str]]:
+    still = {"running": s.get("still_running", 0), "queued": s.get("still_queued", 0),
+             "in transit": s.get("still_in_transit", 0), "in the gateway": s.get("still_in_gateway", 0),
+             "in P/D transfer": s.get("still_in_pd_transfer", 0)}
+    rows = [("requests completed / injected", f"{s['completed_requests']} / {s['injected_requests']}"),
+            ("still in flight at the end", ", ".join(f"{n} {k}" for k, n in still.items() if n) or "0"),
+            ("timed out / dropped / rejected",
+             f"{s['timed_out_requests']} / {s['dropped_requests']} / {s['rejected_requests']}")]
+    for kind in ("rejection", "drop", "timeout"):
+        for reason, n in (s.get(f"{kind}_reasons") or {}).items():
+            rows.append((f"  {kind}: {reason}", str(n)))
+    rows += [("throughput", f"{s['requests_per_s']:.3f} req/s, {s['output_tokens_per_s']:.1f} tok/s"),
+             ("preemptions", str(s["preemption_count"])),
+             ("prefix-cache hit rate", f"{s['prefix_cache_hit_rate']:.3f}")]
+    if s.get("slo_attainment") is not None:
+        rows.append(("SLO attainment / goodput", f"{s['slo_attainment']:.3f} / {s['goodput_rps']:.3f} req/s"))
+    cost = s.get("cost")
+    if cost:
+        rows.append(("GPU-hours / dollars", f"{cost['gpu_hours']:.3f} / ${cost['dollars']:.2f}"))
+        pools = cost.get("per_pool") or {}
+        for name, p in pools.items() if len(pools) > 1 else ():
+            rows.append((f"  pool {name}", f"{p['gpu_hours']:.3f} / ${p['dollars']:.2f}, peak {p['peak_gpus']} GPUs"))
+    pd = s.get("pd")
+    if pd:
+        share = pd["disaggregated_fraction"]
+        rows.append(("P/D disaggregated / decided",
+                     f"{pd['disaggregated_requests']} / {pd['decided_requests']}"
+                     + (f" ({100 * share:.1f}%)" if share is not None else "")))
+        if pd.get("transfers"):
+            rows.append(("KV transfers (mean / p99)",
+                         f"{pd['transfers']} ({_fmt(pd['transfer_mean_ms'])} / {_fmt(pd['transfer_p99_ms'])} ms)"))
+    rows.append(("simulated / wall time", f"{s['duration_s']:.2f} s / {wall:.2f} s"))
+    return rows
 
 
 def _fmt(v) -> str:
@@ -164,7 +295,7 @@ def _progress_cb(bar, task):
 @click.option("--quiet", is_flag=True, help="No progress bar and no table.")
 def validate(file: Path, out_dir: Path, calibration: Path | None, stage_cap_s: float | None, only: tuple,
              model, hardware, tp, kv_blocks, max_num_seqs, max_num_batched_tokens, quiet: bool) -> None:
-    """Replay measured vLLM runs (an aggregates CSV like groundtruth/h100_trainval_aggregates.csv,
+    """Replay measured vLLM runs (an aggregates CSV like BLIS's h100_trainval_aggregates.csv,
     or a per-request trace) and report predicted against measured E2E, TTFT and ITL."""
     from .fidelity.validate import validate_file
 
@@ -205,7 +336,7 @@ def validate(file: Path, out_dir: Path, calibration: Path | None, stage_cap_s: f
 
 @main.command()
 @click.option("--data", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Aggregates CSV to fit (default: the shared groundtruth h100_trainval_aggregates.csv).")
+              help="Aggregates CSV to fit (required; e.g. the BLIS training runs, h100_trainval_aggregates.csv).")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where to write the coefficients (default: blis_gym/data/calibrated.yaml).")
 @click.option("--holdout", default=None, help="Comma-separated exp_ids kept out of the fit (default: 64,65,66).")
@@ -218,7 +349,11 @@ def calibrate(data: Path | None, out_file: Path | None, holdout: str | None, max
     from .fidelity.calibrate import DEFAULT_HOLDOUT
     from .fidelity.calibrate import calibrate as run_fit
 
-    data = data or GROUNDTRUTH / "h100_trainval_aggregates.csv"
+    if data is None:
+        # the measurements the shipped coefficients were fitted on come from repositories without a
+        # licence, so blis-gym cannot redistribute them: the user names their copy
+        _fail("--data: required: the aggregates CSV to fit (the format `blis-gym validate` reads; "
+              "docs/fidelity.md says where the shipped fit's data comes from)")
     out_file = out_file or Path(__file__).resolve().parent / "data" / "calibrated.yaml"
     hold = tuple(x.strip() for x in holdout.split(",") if x.strip()) if holdout is not None else DEFAULT_HOLDOUT
     if max_evals < 1 or workers < 1:

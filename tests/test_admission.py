@@ -1,8 +1,9 @@
 """Gateway admission policies and the flow-control queue.
 
-Expected numbers come from llm-d.md §4 (utilization detector, probabilistic admitter's quoted
-shed rates 2.3% / 9.6% / 73% / 100%) and blis-inventory §4.3–4.4 (token bucket, tier-shed,
-gateway queue).
+Expected numbers come from llm-d's EPP (utilization detector, and the probabilistic admitter's
+p = min(sat^5 * 300, 1), i.e. shed rates 2.3% / 9.6% / 73% / 100% at saturation 0.15 / 0.20 /
+0.30 / 0.34: https://github.com/llm-d/llm-d-inference-scheduler) and BLIS's admission policies and
+gateway queue (token bucket, tier-shed; https://github.com/inference-sim/inference-sim).
 """
 from __future__ import annotations
 

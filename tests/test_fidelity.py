@@ -114,3 +114,9 @@ def test_fit_is_deterministic(small_csv):
     assert p1 == p2 and l1 == l2 and n1 == n2 == 7
     start = fit(exps, free=("api_us",), max_evals=1)[1]
     assert l1 <= start                                     # the search never goes uphill
+
+
+def test_calibrate_needs_an_explicit_data_file():
+    # the measurements behind the shipped fit cannot be redistributed: no default path
+    r = CliRunner().invoke(main, ["calibrate", "--quiet"])
+    assert r.exit_code == 2 and r.output.count("\n") == 1 and "--data" in r.output

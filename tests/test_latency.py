@@ -1,7 +1,8 @@
 """Latency models, hardware/model data and KV capacity (blis_gym.sim.latency).
 
-Expected numbers are the worked H100 figures of the BLIS inventory §2.4 and §3.7, which were
-validated against the BLIS binary (inference-sim/inference-sim f90a1e3a).
+Expected numbers are worked H100 figures (KV capacity, step times, one request's TTFT / ITL /
+E2E) computed with the BLIS simulator (https://github.com/inference-sim/inference-sim, commit
+f90a1e3a), whose step-time models and capacity formula this package ports.
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def qwen_rf():
 
 
 # ------------------------------------------------------------------------------------------
-# §3.7 worked numbers, Qwen3-14B TP1 H100
+# BLIS worked numbers, Qwen3-14B TP1 H100
 
 def test_prefill_512_alone(qwen_tp, qwen_rf):
     assert qwen_tp.step_time_us([(512, 0, 512)], 0, 0) == 14_291
@@ -84,7 +85,7 @@ def test_first_decode_step_after_512_prefill(qwen_tp):
 
 
 def _single_request(step_model, prompt=512, output=100):
-    """TTFT, ITLs, E2E (us) of one request alone on an instance, BLIS accounting (§3.1, §3.7)."""
+    """TTFT, ITLs, E2E (us) of one request alone on an instance, BLIS accounting."""
     ttft = step_model.queueing_us + step_model.step_time_us([(prompt, 0, prompt)], 0, 0) \
         + step_model.output_token_us
     itls = [step_model.decode_step_us(1, prompt + i) + step_model.output_token_us
@@ -176,7 +177,7 @@ def test_step_time_monotone_in_load(qwen_tp, qwen_rf):
 
 
 # ------------------------------------------------------------------------------------------
-# KV capacity (§2.4)
+# KV capacity (BLIS sim/latency/kv_capacity.go)
 
 @pytest.mark.parametrize("model,blocks", [
     ("qwen3-14b", 15_909),
@@ -313,7 +314,7 @@ def test_model_fields_and_weights():
     assert (q.num_layers, q.hidden, q.num_heads, q.num_kv_heads, q.head_dim) == (40, 5120, 40, 8, 128)
     assert (q.intermediate, q.vocab, q.dtype_bytes, q.weight_bytes, q.is_moe) == (17408, 151936, 2, 2.0, False)
     assert q.kv_bytes_per_token() == 163_840
-    # weight GiB column of inventory §2.4
+    # weight GiB as BLIS computes it
     for name, gib in [("qwen3-14b", 27.51), ("llama-3.1-8b-instruct", 14.96), ("llama-2-7b-hf", 12.55),
                       ("qwen2.5-7b-instruct", 14.18), ("mistral-nemo-instruct-2407", 23.59),
                       ("qwen3-30b-a3b", 56.12), ("llama-3.1-70b-instruct", 131.42),

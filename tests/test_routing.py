@@ -1,7 +1,8 @@
 """Routing policies (blis_gym.policies.routing): llm-d EPP filters -> weighted scorers -> picker.
 
-Expected values come from the llm-d reference (shared/reference/llm-d.md §2.2-2.6, parity rows
-11-27) and BLIS's scorer table (blis-inventory.md §4.5).
+Expected values come from llm-d's EPP plugins (scorers, filters, pickers and the default profile's
+weights: https://github.com/llm-d/llm-d-inference-scheduler) and BLIS's scorers (`sim/routing_*.go`
+of https://github.com/inference-sim/inference-sim).
 """
 from __future__ import annotations
 

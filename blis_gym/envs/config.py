@@ -12,12 +12,8 @@ from pathlib import Path
 
 
 from ..errors import ConfigError, read_yaml
+from ..resources import env_spec_dir, scenario_path
 from ..sim.simulation import SLOTS
-
-PACKAGE_DIR = Path(__file__).resolve().parent.parent
-REPO_DIR = PACKAGE_DIR.parent
-SPEC_DIR = REPO_DIR / "envs"
-SCENARIO_DIR = REPO_DIR / "scenarios"
 
 # Sections whose keys are free (class names, scenario fields): merged, never checked for names.
 FREE_KEYS = {("scenario_overrides",), ("reward", "class_weights"), ("reward", "targets"),
@@ -125,10 +121,10 @@ def spec_path(name: str | Path) -> Path:
     p = Path(name)
     if p.suffix in (".yaml", ".yml") and p.is_file():
         return p
-    q = SPEC_DIR / f"{name}.yaml"
+    q = env_spec_dir() / f"{name}.yaml"
     if q.is_file():
         return q
-    raise ConfigError("env_spec", f"no environment spec {str(name)!r} (looked in {SPEC_DIR})")
+    raise ConfigError("env_spec", f"no environment spec {str(name)!r} (looked in {env_spec_dir()})")
 
 
 def load_spec(name: str | Path) -> dict:
@@ -155,11 +151,7 @@ def scenario_data(cfg: dict) -> tuple[dict, Path]:
     if isinstance(sc, dict):
         data, base = dict(sc), Path(".")
     elif isinstance(sc, (str, Path)):
-        p = Path(sc)
-        if not (p.suffix in (".yaml", ".yml") and p.is_file()):
-            p = SCENARIO_DIR / f"{sc}.yaml"
-        if not p.is_file():
-            raise ConfigError("config.scenario", f"no scenario {str(sc)!r}: not a file, nor a name in {SCENARIO_DIR}")
+        p = scenario_path(sc, "config.scenario")
         data = read_yaml(p, "config.scenario", mapping=True)
         data.setdefault("name", p.stem)
         base = p.parent

@@ -49,9 +49,10 @@ from pettingzoo import AECEnv
 from pettingzoo.utils import wrappers
 
 from ..errors import ConfigError
+from ..resources import bundled_scenarios
 from ..scenario import build
 from ..sim.simulation import SLOTS
-from .config import BASE_CONFIG, SCENARIO_DIR, check_config, load_scenario_for, load_spec, merge_config
+from .config import BASE_CONFIG, check_config, load_scenario_for, load_spec, merge_config
 from .core import Episode, int_action
 from .observations import Observer
 
@@ -63,7 +64,7 @@ def default_scenario() -> dict:
     Llama-3.1-70B TP4 instances, multi-turn chat on 5,000-token system prompts, llm-d's prefix
     threshold decider N = 16) with the decode pool autoscaled (HPA-style, 2-4 instances, 15 s
     ticks, 60 s scale-down stabilisation, 30 s provisioning + 30 s load) and a 120 s horizon."""
-    data = yaml.safe_load((SCENARIO_DIR / "pd-chat-threshold16.yaml").read_text())
+    data = yaml.safe_load(bundled_scenarios()["pd-chat-threshold16"].read_text())
     data["name"] = "pd-chat-autoscaled"
     data["pools"] = [
         {"name": "prefill", "role": "prefill", "instances": 1},

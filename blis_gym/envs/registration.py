@@ -1,23 +1,23 @@
-"""Register every environment spec in the repository's `envs/` folder with Gymnasium.
+"""Register every bundled environment spec (`envs/*.yaml`) with Gymnasium.
 
-Each `envs/<name>.yaml` gives an id (`blis_gym/<Name>-v<N>`) and an entry point; the spec's
-file name is passed as `env_spec`, so several specs may share one class (e.g. a router on
-another scenario). Runs on `import blis_gym.envs`.
+Each spec gives an id (`blis_gym/<Name>-v<N>`) and an entry point; the spec's file name is
+passed as `env_spec`, so several specs may share one class (e.g. a router on another
+scenario). `import blis_gym` calls `register_all` once gymnasium is imported (see
+`blis_gym/__init__.py`), so the ids exist whichever of the two is imported first.
 """
 from __future__ import annotations
 
 import gymnasium as gym
 
-from .config import SPEC_DIR, load_spec
+from ..resources import env_spec_paths
+from .config import load_spec
 
 REGISTERED: dict[str, str] = {}       # id -> spec file
 
 
 def register_all() -> list[str]:
     ids = []
-    if not SPEC_DIR.is_dir():
-        return ids
-    for path in sorted(SPEC_DIR.glob("*.yaml")):
+    for path in env_spec_paths():
         spec = load_spec(path)
         env_id = spec["id"]
         if env_id not in gym.registry:

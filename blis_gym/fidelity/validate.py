@@ -2,14 +2,15 @@
 
 Two inputs (detected from the CSV header):
 
-* aggregates (``groundtruth/h100_trainval_aggregates.csv`` columns): one row per (experiment,
-  stage); each experiment is rebuilt as a scenario (model, GPU, TP, vLLM batch limits, KV blocks
-  or gpu_mem_util, the inference-perf shared-prefix workload with deterministic arrivals and its
-  stages back to back) and run; the predicted E2E/TTFT mean, p90, p99 and ITL of every load stage
-  and of the whole run are compared with the measured ones;
-* a per-request trace (``groundtruth/per_request/*_requests.csv``: ``queued_s, input_tokens,
-  output_tokens, ttft_ms, e2e_ms``; engine settings from the sibling ``*_meta.json`` or
-  arguments): replayed at the engine arrival times; aggregate errors plus per-request Pearson r.
+* aggregates (the columns of BLIS's training runs, ``h100_trainval_aggregates.csv``; see
+  docs/fidelity.md): one row per (experiment, stage); each experiment is rebuilt as a scenario
+  (model, GPU, TP, vLLM batch limits, KV blocks or gpu_mem_util, the inference-perf
+  shared-prefix workload with deterministic arrivals and its stages back to back) and run; the
+  predicted E2E/TTFT mean, p90, p99 and ITL of every load stage and of the whole run are
+  compared with the measured ones;
+* a per-request trace (``*_requests.csv``: ``queued_s, input_tokens, output_tokens, ttft_ms,
+  e2e_ms``; engine settings from the sibling ``*_meta.json`` or arguments): replayed at the
+  engine arrival times; aggregate errors plus per-request Pearson r.
 
 Outputs: ``validation.csv`` (one row per experiment, stage and metric), ``summary.json`` (median
 and mean APE overall, per split, by model, hardware and workload), ``validation.svg`` (predicted
@@ -385,7 +386,7 @@ def validate_aggregates(path: str | Path, out_dir: str | Path | None = None, *,
         per_exp[e.exp_id] = {"model": e.model, "workload": e.workload, "tp": e.tp, "split": split,
                              "completed": pred["_completed"], "injected": pred["_injected"]}
     summary = {
-        "input": str(path), "kind": "aggregates", "calibration": str(calibration or "bundled calibrated.yaml"),
+        "input": path.name, "kind": "aggregates", "calibration": str(calibration or "bundled calibrated.yaml"),
         "stage_cap_s": stage_cap_s, "experiments": len(todo), "skipped": skipped,
         **summarise(rows),
         "stages": summarise(rows, stage_level=True),
@@ -492,7 +493,7 @@ def validate_trace(path: str | Path, out_dir: str | Path | None = None, *, calib
     name = f"{path.stem}"
     reason = _check_known(st["model"], st["hardware"])
     if reason:
-        summary = {"input": str(path), "kind": "per_request", "skipped": [{"exp_id": name, "reason": reason}]}
+        summary = {"input": path.name, "kind": "per_request", "skipped": [{"exp_id": name, "reason": reason}]}
         if out_dir is not None:
             write_outputs(Path(out_dir), [], summary, plot=False)
         return summary
@@ -557,7 +558,7 @@ def validate_trace(path: str | Path, out_dir: str | Path | None = None, *, calib
     per_req_ape = {
         "ttft": round(float(np.mean(np.abs(ttft_sim[good] - ttft_real[good]) / ttft_real[good]) * 100), 3),
         "e2e": round(float(np.mean(np.abs(e2e_sim[good] - e2e_real[good]) / e2e_real[good]) * 100), 3)}
-    summary = {"input": str(path), "kind": "per_request", "settings": {k: v for k, v in st.items()},
+    summary = {"input": path.name, "kind": "per_request", "settings": {k: v for k, v in st.items()},
                "calibration": str(calibration or "bundled calibrated.yaml"),
                "requests": len(rows), "completed": int(good.sum()), "skipped": [],
                **summarise(out_rows),

@@ -1,6 +1,8 @@
 """Gateway admission: saturation detectors and admission policies.
 
-What llm-d does (llm-d.md §1 steps 5 and 9, §4) and what BLIS adds (blis-inventory §4.3):
+What llm-d does (the EPP's admission and saturation detectors: https://github.com/llm-d/llm-d-inference-scheduler,
+https://github.com/kubernetes-sigs/gateway-api-inference-extension) and what BLIS adds
+(`sim/admission.go` of https://github.com/inference-sim/inference-sim):
 
 * With flow control off (llm-d's default), the *legacy* admission controller rejects a request
   with HTTP 429 iff it is sheddable (priority < 0) and the pool saturation is >= 1.0. The current

@@ -40,7 +40,7 @@ class SimConfig:
     seed: int = 42
     horizon_us: int = 0                     # 0 = run until every request is finished
     sample_interval_us: int = 1_000_000     # time-series sampling period
-    check_invariants: bool = False          # verify DESIGN.md invariants at every event (slow)
+    check_invariants: bool = False          # verify the invariants at every event (slow)
     name: str = ""
     gateway: GatewayConfig | None = None    # None = plain round-robin
     pools: list[PoolConfig] | None = None   # one per pool (needs a gateway)
@@ -357,7 +357,7 @@ class Simulation:
 
     # ---- checks -----------------------------------------------------------------------
     def check(self, now: int) -> None:
-        """The invariants of DESIGN.md: conservation, timestamp order, KV accounting."""
+        """The simulator's invariants: conservation, timestamp order, KV accounting."""
         queued, running = self.in_instances()
         gw = self.gateway.queued() if self.gateway is not None else 0
         pd = self.gateway.pd_active if self.gateway is not None else 0

@@ -2,8 +2,8 @@
 
 A router sees each pod only through `PodSignals` (blis_gym.sim.cluster.signals) plus the
 `RouterContext` handed in by the caller (the simulated time, the router's own RNG stream and a
-precise view of each pod's prefix cache). The pipeline follows llm-d's scheduler profile
-(reference llm-d.md §1 step 10, §2.2-2.6, parity rows 11-27):
+precise view of each pod's prefix cache). The pipeline follows llm-d's scheduler profile (the EPP's
+filters, scorers, pickers and default weights in https://github.com/llm-d/llm-d-inference-scheduler):
 
     candidates = available pods -> filters (in order)
     total(pod) = sum_k  w_k * clamp(score_k(pod), 0, 1)        (absolute weights, default 1.0)

@@ -3,7 +3,8 @@
 A pure data structure: the caller owns the clock and the events (a dispatch attempt on every
 enqueue and on a 1 ms tick while the queue is non-empty, a TTL event at `next_expiry()`).
 
-Topology (llm-d.md §4.3, blis-inventory §4.4): one priority band per request priority, created
+Topology (the flow-control layer of https://github.com/kubernetes-sigs/gateway-api-inference-extension,
+as BLIS's `sim/cluster/gateway_queue.go` models it): one priority band per request priority, created
 on demand; inside a band one FIFO flow per tenant (fairness ID; "" → "default-flow").
 
 * Dispatch: at most one request per call. Bands are visited from the highest priority down;

@@ -60,7 +60,7 @@ def load(p: PodSignals) -> int:
 
 @dataclass(slots=True)
 class Pending:
-    """A decision the simulator hands to an external agent (see DESIGN.md, decision points).
+    """A decision the simulator hands to an external agent (docs/envs.md: the decision points).
 
     `resume(action)` carries the decision out (raising ValueError, with nothing changed, for an
     invalid action); `default()` is what the built-in policy of the slot would choose."""

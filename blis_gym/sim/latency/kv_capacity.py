@@ -5,7 +5,8 @@ minus activation-peak and non-torch overheads, divided by this GPU's bytes per K
 GPU of a TP group holds the same number of blocks (each with its shard of the heads), this is also the
 instance's block count. At TP=1 this is identical to BLIS ``CalculateKVBlocks``; at TP>1 BLIS multiplies
 the available memory by TP while also dividing per-token bytes by TP, which over-counts by ~TP x
-(inventory §2.4); this port follows vLLM instead.
+(BLIS ``sim/latency/kv_capacity.go``, https://github.com/inference-sim/inference-sim); this port follows vLLM
+instead (``vllm/v1/core/kv_cache_utils.py``, https://github.com/vllm-project/vllm).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Model architecture parsed from a HuggingFace ``config.json`` (BLIS-compatible field rules).
 
-Field sources follow BLIS ``sim/latency/config.go`` (see inventory §3.1, §2.3, §2.4): configs with a
+Field sources follow BLIS ``sim/latency/config.go`` (https://github.com/inference-sim/inference-sim): configs with a
 ``text_config`` (e.g. Llama-4) are pivoted to it; weight bytes are quantization-aware; the maximum
 model length follows vLLM/BLIS rope-scaling rules.
 """
@@ -70,7 +70,7 @@ class ModelConfig:
 
     @property
     def moe_layer_split(self) -> tuple[int, int]:
-        """(n_moe_layers, n_dense_layers) as the step-time models count them (inventory §3.3)."""
+        """(n_moe_layers, n_dense_layers) as the step-time models count them (BLIS ``sim/latency/roofline.go``)."""
         L = self.num_layers
         if not self.is_moe:
             return 0, L
@@ -93,7 +93,7 @@ class ModelConfig:
         return self.num_layers * 2 * self.head_dim * heads_per_gpu * self.dtype_bytes
 
     def param_count(self) -> float:
-        """Parameter count by the llm-d capacity-planner formula BLIS uses (inventory §2.4)."""
+        """Parameter count by the llm-d capacity-planner formula BLIS uses (``sim/latency/kv_capacity.go``)."""
         L, d, V = self.num_layers, self.hidden, self.vocab
         kv_dim = self.num_kv_heads * self.head_dim
         embed = V * d

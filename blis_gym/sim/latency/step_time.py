@@ -1,4 +1,5 @@
-"""Step-time models: BLIS "trained-physics" (default) and "roofline" (inventory §3.4, §3.5).
+"""Step-time models: BLIS "trained-physics" (default) and "roofline" (BLIS ``sim/latency/
+trained_physics_model.go`` and ``roofline.go``, https://github.com/inference-sim/inference-sim).
 
 Both return integer microseconds for one engine step, ``max(1, int(estimate))``, and expose the
 per-request framework overheads (``queueing_us``, ``output_token_us``, ``post_decode_us``).
