@@ -8,8 +8,8 @@ turn it is.
 """
 from __future__ import annotations
 
-import numpy as np
 
+from ..sim.cluster.signals import as_int
 from ..sim.simulation import Simulation
 from .rewards import SloReward
 
@@ -83,13 +83,8 @@ class Episode:
 def int_action(action, n: int, what: str, space) -> int:
     """`action` as an int in 0..n-1 (Python and numpy integers, one-element integer arrays), or a
     ValueError naming `what` and the allowed range."""
-    if type(action) is int:
-        a = action
-    elif isinstance(action, np.integer):
-        a = int(action)
-    elif isinstance(action, np.ndarray) and action.size == 1 and action.dtype.kind in "iu":
-        a = int(action.reshape(()))
-    else:
+    a = as_int(action)
+    if a is None:
         hint = " (None is only for a terminated or truncated agent)" if action is None else ""
         raise ValueError(f"{what} must be an integer in 0..{n - 1} (action_space {space}), got {action!r} "
                          f"of type {type(action).__name__}{hint}")

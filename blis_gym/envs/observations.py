@@ -223,7 +223,7 @@ class Observer:
         obs[i * PF + _TARGET] = 1.0
         self._targets.append(i)
         req = pending.request
-        cached = self.gw.cached_tokens(req, i)
+        cached = self.gw.pd.cached_tokens(req, i)
         obs[self.ex0] = min(1.0, cached / req.input_len) if req.input_len else 0.0
         obs[self.ex0 + 1] = min(1.0, math.log1p(max(0, req.input_len - cached)) / self.log_max_in)
 

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from .cluster.gateway import Gateway, GatewayConfig
 from .cluster.pools import DRAINING, Pool, PoolConfig
-from .cluster.signals import Pending
+from .cluster.signals import Pending, int_action
 from .core import P_ARRIVAL, P_ENQUEUE, P_SAMPLE, EventLoop, Streams
 from .deadlines import Deadlines
 from .engine import EngineConfig, Instance, Request, State
 from .metrics import Metrics
-from .metrics.summary import goodput, jain, latency_block
+from .metrics.report import run_summary
 from .slots import StepTimeModel
 from .workload import Workload, WorkloadSource
 
@@ -51,6 +49,9 @@ SLOTS = ("admission", "router", "pd", "autoscaler")
 
 
 class Simulation:
+    """Wiring (event loop, random streams, instances, gateway, pools) and the request lifecycle;
+    satisfies `cluster.host.ClusterHost` and `engine.instance.EngineSink`."""
+
     def __init__(self, cfg: SimConfig, external=()):
         self.cfg = cfg
         unknown = [s for s in external if s not in SLOTS]
@@ -160,12 +161,11 @@ class Simulation:
         elif r.state is State.GATEWAY:
             self.gateway.withdraw(r)
         elif r.state is State.TRANSFER:
-            self.gateway.cancel_pd(r, now)
+            self.gateway.pd.cancel(r, now)
         r.reason = "client deadline"
         self._final(r, State.TIMED_OUT, now)
 
-    # ---- sink: called by instances ----------------------------------------------------
-    # ---- pools --------------------------------------------------------------------------
+    # ---- ClusterHost: called by the gateway, the P/D state machine and the pools ---------
     def instance_started(self, i: int, now: int) -> None:
         """Slot i finished loading: a fresh engine with an empty cache takes it."""
         self.instances[i] = self._instance(self.cfg.instances[i])
@@ -199,12 +199,11 @@ class Simulation:
             return
 
         def resume(action):
-            from .cluster.gateway import _int_action
-            pool.scale_to(pool.replicas() + _int_action(action, "autoscaler"), self.loop.now)
+            pool.scale_to(pool.replicas() + int_action(action, "autoscaler"), self.loop.now)
 
         self.hand_over(Pending("autoscaler", now, None, self.gateway.pods, None, resume, builtin, pool))
 
-    # ---- sink: called by instances ----------------------------------------------------
+    # ---- EngineSink: called by instances ------------------------------------------------
     def first_token(self, r: Request, now: int) -> None:
         if self.gateway is not None and r.parent is None:
             self.gateway.first_token(r)
@@ -212,7 +211,7 @@ class Simulation:
     def completed(self, r: Request, now: int) -> None:
         if r.parent is not None:                # a P/D prefill leg: its KV is ready to move
             r.state = State.COMPLETED
-            self.gateway.leg_done(r, now, True)
+            self.gateway.pd.leg_done(r, now, True)
             return
         m = r.instance.model
         done = now + r.output_len * m.output_token_us + m.post_decode_us
@@ -228,7 +227,7 @@ class Simulation:
         r.reason = reason
         if r.parent is not None:
             r.state = State.DROPPED
-            self.gateway.leg_done(r, now, False)
+            self.gateway.pd.leg_done(r, now, False)
             return
         self.drop_reasons[reason] = self.drop_reasons.get(reason, 0) + 1
         self._final(r, State.DROPPED, now)
@@ -265,7 +264,6 @@ class Simulation:
         if self.active():
             self.loop.at(now + self.cfg.sample_interval_us, P_SAMPLE, self._sample)
 
-    # ---- running ----------------------------------------------------------------------
     # ---- decision points ----------------------------------------------------------------
     def hand_over(self, pending: Pending) -> None:
         """A slot bound to an external agent must decide: stop the loop after this event."""
@@ -326,29 +324,6 @@ class Simulation:
             return self.cfg.horizon_us
         return self._last_time
 
-    def _cost(self, end_us: int, output_tokens: int) -> dict:
-        per = {}
-        for p in self.pools:
-            per[p.cfg.name] = {"gpu_hours": round(p.gpu_hours(end_us), 6), "dollars": round(p.dollars(end_us), 6),
-                               "price_per_gpu_hour": p.cfg.price_per_gpu_hour, "gpus_per_node": p.cfg.gpus_per_node,
-                               "peak_gpus": p.peak_gpus, "scale_events": len(p.scale_events)}
-        gh = sum(v["gpu_hours"] for v in per.values())
-        dollars = sum(v["dollars"] for v in per.values())
-        return {"gpu_hours": round(gh, 6), "dollars": round(dollars, 6),
-                "dollars_per_million_output_tokens": round(dollars / output_tokens * 1e6, 6) if output_tokens else None,
-                "per_pool": per}
-
-    def _pd_summary(self) -> dict:
-        g = self.gateway
-        t = g.transfers
-        ms = np.asarray(t.durations_us, dtype=float) / 1000
-        return {"decided_requests": g.pd_decided, "disaggregated_requests": g.pd_disaggregated,
-                "disaggregated_fraction": round(g.pd_disaggregated / g.pd_decided, 6) if g.pd_decided else 0.0,
-                "transfers": len(t.durations_us),
-                "transfer_mean_ms": round(float(ms.mean()), 6) if ms.size else None,
-                "transfer_p99_ms": round(float(np.percentile(ms, 99)), 6) if ms.size else None,
-                "peak_concurrent_transfers": t.peak_concurrent}
-
     def in_instances(self) -> tuple[int, int]:
         """Requests waiting and running in instances (P/D prefill legs excluded)."""
         queued = sum(1 for i in self.instances for r in i.waiting if r.parent is None)
@@ -360,7 +335,7 @@ class Simulation:
         """The simulator's invariants: conservation, timestamp order, KV accounting."""
         queued, running = self.in_instances()
         gw = self.gateway.queued() if self.gateway is not None else 0
-        pd = self.gateway.pd_active if self.gateway is not None else 0
+        pd = self.gateway.pd.active if self.gateway is not None else 0
         assert self.injected == self.finished + queued + running + self.in_transit + gw + pd, \
             (self.injected, self.finished, queued, running, self.in_transit, gw, pd)
         for inst in self.instances:
@@ -381,68 +356,5 @@ class Simulation:
 
     # ---- results ----------------------------------------------------------------------
     def summary(self) -> dict:
-        a = self.metrics.arrays()
-        names = self.metrics.strings.names
-        dur_us = self.end_time_us()
-        dur_s = dur_us / 1e6 if dur_us > 0 else 0.0
-        everything = np.ones(len(a["id"]), dtype=bool)
-        hist: dict[int, int] = {}
-        for inst in self.instances:
-            for k, v in inst.itl_hist.items():
-                hist[k] = hist.get(k, 0) + v
-        hit = sum(i.kv.hit_tokens for i in self.instances)
-        query = sum(i.kv.query_tokens for i in self.instances)
-        out = {"scenario": self.cfg.name, "seed": self.cfg.seed, "duration_s": round(dur_s, 6)}
-        out.update(latency_block(a, everything, dur_s, hist))
-        out["injected_requests"] = self.injected
-        queued, running = self.in_instances()
-        out.update({
-            "still_queued": queued,
-            "still_running": running,
-            "still_in_transit": self.in_transit,
-            "still_in_gateway": self.gateway.queued() if self.gateway is not None else 0,
-            "still_in_pd_transfer": self.gateway.pd_active if self.gateway is not None else 0,
-            "preemption_count": int(sum(i.preemptions for i in self.instances)),
-            "prefix_cache_hit_rate": round(hit / query, 6) if query else 0.0,
-            "drop_reasons": dict(sorted(self.drop_reasons.items())),
-            "rejection_reasons": dict(sorted(self.gateway.rejections.items())) if self.gateway else {},
-            "timeout_reasons": {"client deadline": self.counts[State.TIMED_OUT]} if self.counts[State.TIMED_OUT] else {},
-            "steps": int(sum(i.steps for i in self.instances)),
-            "kv_usage_peak": round(max((i.kv.peak_used / i.kv.usable for i in self.instances), default=0.0), 6),
-            "instances": len(self.instances),
-        })
-        targets = getattr(self.cfg.workload, "slo_targets", None) or {}
-        classes = sorted({names[c] for c in a["cls"].tolist()})
-        if targets:
-            good = 0
-            for c in classes:
-                g = goodput(a, a["cls"] == self.metrics.strings(c), dur_s, targets.get(c))
-                good += g.get("good_requests", 0)
-            out["good_requests"] = good
-            out["goodput_rps"] = round(good / dur_s, 6) if dur_s else 0.0
-            out["slo_attainment"] = round(good / len(a["id"]), 6) if len(a["id"]) else None
-        out["per_class"] = {}
-        for c in classes:
-            m = a["cls"] == self.metrics.strings(c)
-            block = latency_block(a, m, dur_s)
-            block.update(goodput(a, m, dur_s, targets.get(c)))
-            out["per_class"][c] = block
-        tenants = sorted({names[t] for t in a["tenant"].tolist()})
-        out["per_tenant"] = {}
-        served = []
-        for t in tenants:
-            m = a["tenant"] == self.metrics.strings(t)
-            block = latency_block(a, m, dur_s)
-            served.append(block["output_tokens"])
-            out["per_tenant"][t or "default"] = block
-        out["tenant_fairness_jain"] = round(jain(served), 6)
-        if self.pools:
-            out["cost"] = self._cost(dur_us, out["output_tokens"])
-        if self.gateway is not None and self.gateway.pd_mode:
-            out["pd"] = self._pd_summary()
-        out["per_instance"] = {i.name: {"steps": i.steps, "preemptions": i.preemptions,
-                                        "busy_fraction": round(i.busy_us / dur_us, 6) if dur_us else 0.0,
-                                        "prefix_cache_hit_rate": round(i.kv.hit_tokens / i.kv.query_tokens, 6)
-                                        if i.kv.query_tokens else 0.0}
-                               for i in self.instances}
-        return out
+        """The run's summary.json (see blis_gym.sim.metrics.report)."""
+        return run_summary(self)

@@ -11,37 +11,13 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..core import P_ROUTE, P_TICK
-from ..engine import BLOCK_SIZE, Request, State
+from ..engine import Request, State
 from ..slots import AdmissionPolicy, PDDecider, Router
 from .flow_control import FlowControl
-from .signals import HTTP_TOO_MANY, HTTP_UNAVAILABLE, REASON_NO_ENDPOINTS, REASON_TTL_EXPIRED, Pending, PodSignals
-from .transfer import Transfers
-
-
-def _int_action(action, slot: str) -> int:
-    """An integer action (numpy scalars and 0-d arrays included); ValueError otherwise."""
-    try:
-        if isinstance(action, bool):
-            raise TypeError
-        i = int(action)
-        if i != action:
-            raise TypeError
-        return i
-    except (TypeError, ValueError):
-        raise ValueError(f"{slot} action must be an integer, got {action!r}") from None
-
-
-class PDState:
-    """Bookkeeping of one disaggregated request."""
-    __slots__ = ("leg", "decode", "prefill", "transfer_start", "transfer_us", "cancelled")
-
-    def __init__(self, leg: Request, decode: int, prefill: int):
-        self.leg = leg
-        self.decode = decode
-        self.prefill = prefill
-        self.transfer_start = -1
-        self.transfer_us = -1
-        self.cancelled = False
+from .host import ClusterHost
+from .disagg import Disaggregation
+from .signals import (HTTP_TOO_MANY, HTTP_UNAVAILABLE, REASON_NO_ENDPOINTS, REASON_TTL_EXPIRED, Pending, PodSignals,
+                      int_action)
 
 
 @dataclass
@@ -78,7 +54,7 @@ class GatewayContext:
 
 
 class Gateway:
-    def __init__(self, sim, cfg: GatewayConfig):
+    def __init__(self, sim: ClusterHost, cfg: GatewayConfig):
         self.sim = sim
         self.loop = sim.loop
         self.cfg = cfg
@@ -88,20 +64,13 @@ class Gateway:
         self.pd_mode = any(p.role == "prefill" for p in self.pods)
         self.single = len(self.pods) == 1 and self.pods[0].role == "both"
         self.decode_pods = [p for p in self.pods if p.role != "prefill"]
-        self.prefill_pods = [p for p in self.pods if p.role != "decode"]
-        self.prefill_router = cfg.prefill_router
-        self.decider = cfg.decider
-        self.pd_decided = 0
-        self.pd_disaggregated = 0
-        self.pd_active = 0
-        self.transfers = Transfers(self.loop, cfg.transfer_bandwidth_gb_s * 1e3, cfg.transfer_base_latency_us,
-                                   cfg.transfer_contention, self._transfer_done)
         self.admission = cfg.admission
         self.router = cfg.router
         self.fc = cfg.flow_control
         self.rng_admit = sim.streams.get("admission")
         self.ctx = GatewayContext(sim.streams.get("router"), self.instances)
         self.index = {inst: i for i, inst in enumerate(self.instances)}
+        self.pd = Disaggregation(self, cfg)
         self.rejections: dict[str, int] = {}
         self.decisions: list[tuple] = [] if cfg.trace_decisions else None
         self._tick_pending = False
@@ -155,7 +124,7 @@ class Gateway:
     def _ask_admission(self, r: Request, pods, now: int) -> None:
         """Admission bound to an agent: 0 reject (429), 1 admit, 2 queue (flow control on)."""
         def resume(action):
-            a = _int_action(action, "admission")
+            a = int_action(action, "admission")
             if a not in (0, 1, 2) or (a == 2 and self.fc is None):
                 allowed = "0 (reject), 1 (admit), 2 (queue)" if self.fc else "0 (reject), 1 (admit)"
                 raise ValueError(f"admission action must be one of {allowed}, got {action!r}")
@@ -196,20 +165,14 @@ class Gateway:
             self.reject(r, now, HTTP_UNAVAILABLE, REASON_NO_ENDPOINTS)
             return
         if self.pd_mode:
-            if "pd" in self.sim.external and self.decider_applies(r):
-                self._ask_pd(r, i, now)
+            pd = self.pd
+            if "pd" in self.sim.external and pd.applies(r):
+                pd.ask(r, i, now)
                 return
-            if self._disaggregate(r, i):
-                self._to_prefill(r, i, now)
+            if pd.decide(r, i):
+                pd.to_prefill(r, i, now)
                 return
         self.send(r, i, now)
-
-    def _to_prefill(self, r: Request, i: int, now: int) -> None:
-        p = self.prefill_router.pick(r, self.prefill_pods, self.ctx)
-        if p is None:
-            self.send(r, i, now)
-        else:
-            self.send_pd(r, i, p, now)
 
     def route_mask(self, pods) -> list[bool]:
         """Which pod indices the router may choose now (available, and role-compatible)."""
@@ -223,7 +186,7 @@ class Gateway:
         mask = self.route_mask(pods)
 
         def resume(action):
-            i = _int_action(action, "router")
+            i = int_action(action, "router")
             if not 0 <= i < len(self.pods):
                 raise ValueError(f"router action {action!r} out of range: pods are 0..{len(self.pods) - 1}")
             if not mask[i]:
@@ -239,115 +202,17 @@ class Gateway:
             return
         self.sim.hand_over(Pending("router", now, r, pods, mask, resume, default))
 
-    def decider_applies(self, r: Request) -> bool:
-        return any(p.available for p in self.prefill_pods)
-
-    def _ask_pd(self, r: Request, i: int, now: int) -> None:
-        def resume(action):
-            a = _int_action(action, "pd")
-            if a not in (0, 1):
-                raise ValueError(f"pd action must be 0 (prefill locally) or 1 (disaggregate), got {action!r}")
-            t = self.loop.now
-            self.pd_decided += 1
-            if a:
-                self._to_prefill(r, i, t)
-            else:
-                self.send(r, i, t)
-
-        def default():
-            return int(bool(self.decider.disaggregate(r, self.cached_tokens(r, i))))
-
-        self.sim.hand_over(Pending("pd", now, r, self.pods, None, resume, default, pool=i))
-
-    # ---- P/D ----------------------------------------------------------------------------
-    def cached_tokens(self, r: Request, i: int) -> int:
-        """Prompt tokens the decode profile believes pod i holds: its approximate prefix index
-        (llm-d's decider reads it), or the real cache without one."""
-        index = self.router.prefix_index
-        if index is not None:
-            return index.cached_tokens(r, self.pods[i], self.ctx)
-        return self.ctx.cached_blocks(r, i) * BLOCK_SIZE
-
-    def _disaggregate(self, r: Request, i: int) -> bool:
-        self.pd_decided += 1
-        return bool(self.decider.disaggregate(r, self.cached_tokens(r, i)))
-
-    def send_pd(self, r: Request, decode: int, prefill: int, now: int) -> None:
-        """Disaggregate: a prefill leg (max_tokens = 1) on pod `prefill`, then the KV moves to
-        pod `decode`, which continues from the first token."""
-        self.pd_disaggregated += 1
-        self.pd_active += 1
-        self.router.observe(r, decode, self.ctx)
-        self.prefill_router.observe(r, prefill, self.ctx)
-        leg = Request(r.id, now, r.input_len, 1, r.content, slo_class=r.slo_class, priority=r.priority,
-                      tenant=r.tenant, client=r.client)
-        leg.parent = r
-        r.pd = PDState(leg, decode, prefill)
-        r.state = State.TRANSFER
-        d, p = self.pods[decode], self.pods[prefill]
-        d.in_flight += 1
-        d.in_flight_tokens += r.input_len
-        p.in_flight += 1
-        p.in_flight_tokens += r.input_len
-        if self.decisions is not None:
-            t, rid, scores = self.decisions[-1]
-            self.decisions[-1] = (t, rid, scores, decode)
-        self.sim.dispatch(leg, self.instances[prefill], now)
-
-    def leg_done(self, leg: Request, now: int, ok: bool) -> None:
-        """The prefill leg ended: start the KV transfer (or fail the request)."""
-        r = leg.parent
-        st = r.pd
-        p = self.pods[st.prefill]
-        p.in_flight -= 1
-        p.in_flight_tokens -= r.input_len
-        if p.in_flight == 0 and not p.available:
-            self.sim.pod_idle(p.index, now)
-        if st.cancelled:
-            return
-        if r.scheduled < 0:                     # its first enqueue and admission were the leg's
-            r.enqueued = leg.enqueued
-            r.scheduled = leg.scheduled
-        if not ok:
-            self.pd_active -= 1
-            r.reason = leg.reason
-            self.sim.fail(r, now, State.DROPPED)
-            return
-        src = self.instances[st.prefill]
-        nbytes = -(-r.input_len // BLOCK_SIZE) * BLOCK_SIZE * src.kv_bytes_per_token
-        st.transfer_start = now
-        self.transfers.start(st.prefill, nbytes, r, now)
-
-    def _transfer_done(self, r: Request, now: int) -> None:
-        st = r.pd
-        self.pd_active -= 1
-        if st.cancelled:
-            return
-        st.transfer_us = now - st.transfer_start
-        r.remote = True
-        r.state = State.CREATED
-        self.sim.dispatch(r, self.instances[st.decode], now)
-
-    def cancel_pd(self, r: Request, now: int) -> None:
-        """The client gave up while the request was in its prefill leg or transfer."""
-        st = r.pd
-        st.cancelled = True
-        self.pd_active -= 1
-        leg = st.leg
-        if leg.state in (State.CREATED, State.QUEUED, State.RUNNING):
-            if leg.state is not State.CREATED:
-                leg.instance.abort(leg, now)
-            leg.state = State.TIMED_OUT
-            self.leg_done(leg, now, False)
-        r.instance = self.instances[st.decode]
-
     def send(self, r: Request, i: int, now: int) -> None:
         """Dispatch to pod i (the router's or an agent's choice); updates router state."""
         self.router.observe(r, i, self.ctx)
+        self.record_choice(i)
+        self._dispatch_to(r, i, now)
+
+    def record_choice(self, i: int) -> None:
+        """The pod the last traced routing decision went to (decisions.csv's `chosen`)."""
         if self.decisions is not None:
             t, rid, scores = self.decisions[-1]
             self.decisions[-1] = (t, rid, scores, i)
-        self._dispatch_to(r, i, now)
 
     def _dispatch_to(self, r: Request, i: int, now: int) -> None:
         p = self.pods[i]
@@ -379,8 +244,7 @@ class Gateway:
         """Slot i got a fresh instance (cold cache): drop router state about it."""
         self.index = {inst: k for k, inst in enumerate(self.instances)}
         self.router.forget(i)
-        if self.prefill_router is not None:
-            self.prefill_router.forget(i)
+        self.pd.forget(i)
 
     def withdraw(self, r: Request) -> None:
         """A request still in the flow-control queue gave up (client deadline)."""

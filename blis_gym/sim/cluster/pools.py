@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from ..core import P_LOADED, P_NODE, P_TICK
 from ..slots import Autoscaler
+from .host import ClusterHost
 
 OFF, STARTING, ACTIVE, DRAINING = "off", "starting", "active", "draining"
 
@@ -60,7 +61,7 @@ class PoolView:
 
 
 class Pool:
-    def __init__(self, cfg: PoolConfig, sim, rng):
+    def __init__(self, cfg: PoolConfig, sim: ClusterHost, rng):
         self.cfg = cfg
         self.sim = sim
         self.loop = sim.loop

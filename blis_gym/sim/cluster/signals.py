@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 if TYPE_CHECKING:
     from ..engine import Request
 
@@ -72,3 +74,23 @@ class Pending:
     resume: object
     default: object
     pool: object = None
+
+
+def as_int(action) -> int | None:
+    """An agent's action as an int: a Python or numpy integer, or a one-element integer array
+    (bools, floats and anything else: None)."""
+    if type(action) is int:
+        return action
+    if isinstance(action, np.integer):
+        return int(action)
+    if isinstance(action, np.ndarray) and action.size == 1 and action.dtype.kind in "iu":
+        return int(action.reshape(()))
+    return None
+
+
+def int_action(action, slot: str) -> int:
+    """The action of a decision slot as an int; ValueError otherwise."""
+    a = as_int(action)
+    if a is None:
+        raise ValueError(f"{slot} action must be an integer, got {action!r}")
+    return a

@@ -14,10 +14,14 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from ..core import P_STEP
 from .kv import KVStore
 from .request import BLOCK_SIZE, Content, Request, State
+
+if TYPE_CHECKING:
+    from ..slots import StepTimeModel
 
 
 @dataclass(frozen=True)
@@ -93,13 +97,25 @@ class WaitQueue:
         return (r for r in items if r.state is State.QUEUED)
 
 
+class EngineSink(Protocol):
+    """Where an instance reports its requests' outcomes (the Simulation)."""
+
+    def first_token(self, r: Request, now: int) -> None: ...
+
+    def completed(self, r: Request, now: int) -> None: ...
+
+    def dropped(self, r: Request, now: int, reason: str) -> None:
+        """r can never be served (e.g. it does not fit the KV cache)."""
+
+
 class Instance:
     """A vLLM engine. `sink` receives first tokens, completions and drops."""
 
     MULTI_STEP = True        # plan runs of identical decode steps (False: step one by one)
     MAX_RUN = 512
 
-    def __init__(self, name: str, loop, cfg: EngineConfig, step_model, total_blocks: int, sink):
+    def __init__(self, name: str, loop, cfg: EngineConfig, step_model: StepTimeModel, total_blocks: int,
+                 sink: EngineSink):
         self.name = name
         self.loop = loop
         self.cfg = cfg

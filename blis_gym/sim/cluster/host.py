@@ -1,0 +1,54 @@
+"""What the cluster layer (gateway, P/D state machine, pools) calls back on the simulation.
+
+The `Simulation` satisfies `ClusterHost` (and the engines' `EngineSink`); the gateway, the P/D
+state machine and the pools are typed with it, so the calls that go back up a layer are listed
+here and nowhere else.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from ..core import EventLoop, Streams
+    from ..engine import Instance, Request, State
+    from .gateway import Gateway
+    from .pools import Pool
+    from .signals import Pending
+
+
+class ClusterHost(Protocol):
+    """The simulation as the gateway, the P/D state machine and the pools see it."""
+    loop: EventLoop
+    streams: Streams
+    instances: list[Instance]
+    external: frozenset[str]          # the decision slots bound to an agent
+    gateway: Gateway | None
+    zero_pools: list[Pool]            # pools that may scale to zero
+    last_arrival: int                 # µs of the latest arrival
+
+    def active(self) -> bool:
+        """Requests remain in the system or are still to come (periodic events keep going)."""
+
+    # the request lifecycle
+    def dispatch(self, r: Request, inst: Instance, now: int) -> None: ...
+
+    def reject(self, r: Request, now: int) -> None: ...
+
+    def fail(self, r: Request, now: int, state: State) -> None: ...
+
+    # decision points bound to an agent
+    def hand_over(self, pending: Pending) -> None: ...
+
+    def autoscaler_decision(self, pool: Pool, now: int) -> None: ...
+
+    # pods and pools
+    def pod_idle(self, i: int, now: int) -> None:
+        """Pod i has nothing in flight (a draining pod may stop)."""
+
+    def scale_from_zero(self, now: int) -> None: ...
+
+    def instance_started(self, i: int, now: int) -> None: ...
+
+    def instance_draining(self, i: int, now: int) -> None: ...
+
+    def instance_stopped(self, i: int, now: int) -> None: ...

@@ -1,0 +1,112 @@
+"""summary.json: a finished (or horizon-cut) simulation's figures, in one place.
+
+The whole run, each SLO class and each tenant get the same latency block (`summary.py`); on top:
+the requests still in the system, reasons, cost per pool, and the P/D counts.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..engine.request import State
+from .summary import goodput, jain, latency_block
+
+if TYPE_CHECKING:
+    from ..cluster.disagg import Disaggregation
+    from ..simulation import Simulation
+
+
+def cost_summary(pools: list, end_us: int, output_tokens: int) -> dict:
+    """GPU hours and dollars of each pool up to end_us, and the cost per million output tokens."""
+    per = {}
+    for p in pools:
+        per[p.cfg.name] = {"gpu_hours": round(p.gpu_hours(end_us), 6), "dollars": round(p.dollars(end_us), 6),
+                           "price_per_gpu_hour": p.cfg.price_per_gpu_hour, "gpus_per_node": p.cfg.gpus_per_node,
+                           "peak_gpus": p.peak_gpus, "scale_events": len(p.scale_events)}
+    gh = sum(v["gpu_hours"] for v in per.values())
+    dollars = sum(v["dollars"] for v in per.values())
+    return {"gpu_hours": round(gh, 6), "dollars": round(dollars, 6),
+            "dollars_per_million_output_tokens": round(dollars / output_tokens * 1e6, 6) if output_tokens else None,
+            "per_pool": per}
+
+
+def pd_summary(pd: Disaggregation) -> dict:
+    """Decisions, disaggregations and KV transfer times."""
+    t = pd.transfers
+    ms = np.asarray(t.durations_us, dtype=float) / 1000
+    return {"decided_requests": pd.decided, "disaggregated_requests": pd.disaggregated,
+            "disaggregated_fraction": round(pd.disaggregated / pd.decided, 6) if pd.decided else 0.0,
+            "transfers": len(t.durations_us),
+            "transfer_mean_ms": round(float(ms.mean()), 6) if ms.size else None,
+            "transfer_p99_ms": round(float(np.percentile(ms, 99)), 6) if ms.size else None,
+            "peak_concurrent_transfers": t.peak_concurrent}
+
+
+def run_summary(sim: Simulation) -> dict:
+    """summary.json of a simulation (after run() or close())."""
+    a = sim.metrics.arrays()
+    names = sim.metrics.strings.names
+    dur_us = sim.end_time_us()
+    dur_s = dur_us / 1e6 if dur_us > 0 else 0.0
+    everything = np.ones(len(a["id"]), dtype=bool)
+    hist: dict[int, int] = {}
+    for inst in sim.instances:
+        for k, v in inst.itl_hist.items():
+            hist[k] = hist.get(k, 0) + v
+    hit = sum(i.kv.hit_tokens for i in sim.instances)
+    query = sum(i.kv.query_tokens for i in sim.instances)
+    out = {"scenario": sim.cfg.name, "seed": sim.cfg.seed, "duration_s": round(dur_s, 6)}
+    out.update(latency_block(a, everything, dur_s, hist))
+    out["injected_requests"] = sim.injected
+    queued, running = sim.in_instances()
+    out.update({
+        "still_queued": queued,
+        "still_running": running,
+        "still_in_transit": sim.in_transit,
+        "still_in_gateway": sim.gateway.queued() if sim.gateway is not None else 0,
+        "still_in_pd_transfer": sim.gateway.pd.active if sim.gateway is not None else 0,
+        "preemption_count": int(sum(i.preemptions for i in sim.instances)),
+        "prefix_cache_hit_rate": round(hit / query, 6) if query else 0.0,
+        "drop_reasons": dict(sorted(sim.drop_reasons.items())),
+        "rejection_reasons": dict(sorted(sim.gateway.rejections.items())) if sim.gateway else {},
+        "timeout_reasons": {"client deadline": sim.counts[State.TIMED_OUT]} if sim.counts[State.TIMED_OUT] else {},
+        "steps": int(sum(i.steps for i in sim.instances)),
+        "kv_usage_peak": round(max((i.kv.peak_used / i.kv.usable for i in sim.instances), default=0.0), 6),
+        "instances": len(sim.instances),
+    })
+    targets = getattr(sim.cfg.workload, "slo_targets", None) or {}
+    classes = sorted({names[c] for c in a["cls"].tolist()})
+    if targets:
+        good = 0
+        for c in classes:
+            g = goodput(a, a["cls"] == sim.metrics.strings(c), dur_s, targets.get(c))
+            good += g.get("good_requests", 0)
+        out["good_requests"] = good
+        out["goodput_rps"] = round(good / dur_s, 6) if dur_s else 0.0
+        out["slo_attainment"] = round(good / len(a["id"]), 6) if len(a["id"]) else None
+    out["per_class"] = {}
+    for c in classes:
+        m = a["cls"] == sim.metrics.strings(c)
+        block = latency_block(a, m, dur_s)
+        block.update(goodput(a, m, dur_s, targets.get(c)))
+        out["per_class"][c] = block
+    tenants = sorted({names[t] for t in a["tenant"].tolist()})
+    out["per_tenant"] = {}
+    served = []
+    for t in tenants:
+        m = a["tenant"] == sim.metrics.strings(t)
+        block = latency_block(a, m, dur_s)
+        served.append(block["output_tokens"])
+        out["per_tenant"][t or "default"] = block
+    out["tenant_fairness_jain"] = round(jain(served), 6)
+    if sim.pools:
+        out["cost"] = cost_summary(sim.pools, dur_us, out["output_tokens"])
+    if sim.gateway is not None and sim.gateway.pd_mode:
+        out["pd"] = pd_summary(sim.gateway.pd)
+    out["per_instance"] = {i.name: {"steps": i.steps, "preemptions": i.preemptions,
+                                    "busy_fraction": round(i.busy_us / dur_us, 6) if dur_us else 0.0,
+                                    "prefix_cache_hit_rate": round(i.kv.hit_tokens / i.kv.query_tokens, 6)
+                                    if i.kv.query_tokens else 0.0}
+                           for i in sim.instances}
+    return out
