@@ -338,3 +338,34 @@ def test_environments_pickle_mid_episode():
         assert r1 == r2 and np.array_equal(o1, o2)
     fresh = pickle.loads(pickle.dumps(gym.make("blis_gym/Autoscaler-v0")))
     assert fresh.observation_space.shape == gym.make("blis_gym/Autoscaler-v0").observation_space.shape
+
+
+@pytest.mark.parametrize("config,field,needle", [
+    # issue 11 item 11: a NaN scale put observations outside their space; an infinite cost
+    # weight made rewards infinite
+    ({"observation": {"waiting_scale": float("nan")}}, "config.observation.waiting_scale", "finite"),
+    ({"reward": {"cost_weight": float("inf")}}, "config.reward.cost_weight", "finite"),
+    ({"horizon_s": float("inf")}, "config.horizon_s", "finite"),
+    ({"horizon_s": 0}, "config.horizon_s", "greater than 0"),
+    ({"observation": {"queue_scale": 0}}, "config.observation.queue_scale", "greater than 0"),
+    ({"max_requests": True}, "config.max_requests", "integer"),
+    ({"max_backlog": 10**12}, "config.max_backlog", "less than or equal"),
+    ({"reward": {"penalties": {"critical": "high"}}}, "config.reward.penalties.critical", "number"),
+    ({"reward": {"targets": {"standard": {"ttft": 1}}}}, "config.reward.targets.standard.ttft", "unknown target"),
+    ({"reward": {"default_targets": {"ttft_ms": float("nan")}}}, "config.reward.default_targets.ttft_ms", "finite"),
+])
+def test_config_values_are_checked(config, field, needle):
+    with pytest.raises(ConfigError) as e:
+        gym.make("blis_gym/Router-v0", config=config)
+    assert e.value.field == field and needle in e.value.message and "\n" not in str(e.value)
+
+
+def test_env_spec_accepts_a_split_section(tmp_path):
+    from blis_gym.envs.config import load_spec
+    text = (Path(load_spec("router")["path"]).read_text()
+            + "split: {train: {scenarios: [router-shared-prefix], seeds: [0, 1]}}\n")
+    (tmp_path / "router-split.yaml").write_text(text)
+    assert load_spec(tmp_path / "router-split.yaml")["split"]["train"]["seeds"] == [0, 1]
+    (tmp_path / "bad.yaml").write_text(text + "splits: {}\n")
+    with pytest.raises(ConfigError, match=r"env_spec\.splits: unknown field"):
+        load_spec(tmp_path / "bad.yaml")

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Annotated, Literal, Optional
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import ConfigError, read_yaml
 from ..resources import env_spec_dir, scenario_path
@@ -127,19 +129,30 @@ def spec_path(name: str | Path) -> Path:
     raise ConfigError("env_spec", f"no environment spec {str(name)!r} (looked in {env_spec_dir()})")
 
 
+class EnvSpec(BaseModel):
+    """An `envs/<name>.yaml` file."""
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(strict=True)
+    entry_point: str = Field(strict=True)
+    slot: Literal[SLOTS]
+    description: str = ""
+    config: Optional[dict] = None
+    # train / eval scenarios and seeds: the evaluation harness's, which checks its contents
+    split: Optional[dict] = None
+
+
 def load_spec(name: str | Path) -> dict:
-    """An environment spec: {id, entry_point, slot, description, config} with config complete."""
+    """An environment spec: {id, entry_point, slot, description, config, split} with config complete."""
     p = spec_path(name)
     data = read_yaml(p, "env_spec", mapping=True)
-    allowed = {"id", "entry_point", "slot", "description", "config"}
-    for k in data:
-        if k not in allowed:
-            raise ConfigError(f"env_spec.{k}", f"unknown field in {p.name}; allowed: {', '.join(sorted(allowed))}")
-    if data.get("slot") not in SLOTS:
-        raise ConfigError("env_spec.slot", f"{p.name}: must be one of {', '.join(SLOTS)}, got {data.get('slot')!r}")
-    for k in ("id", "entry_point"):
-        if not isinstance(data.get(k), str):
-            raise ConfigError(f"env_spec.{k}", f"{p.name}: required string")
+    try:
+        EnvSpec.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(["env_spec", *(str(x) for x in err["loc"])])
+        if err["type"] == "extra_forbidden":
+            raise ConfigError(where, f"unknown field in {p.name}; allowed: {', '.join(EnvSpec.model_fields)}") from None
+        raise ConfigError(where, f"{p.name}: {_must(err)}, got {err.get('input')!r}") from None
     data["config"] = merge_config(BASE_CONFIG, data.get("config") or {})
     data["path"] = str(p)
     return data
@@ -161,49 +174,105 @@ def scenario_data(cfg: dict) -> tuple[dict, Path]:
     if not isinstance(over, dict):
         raise ConfigError("config.scenario_overrides", "must be a mapping of scenario fields")
     data = merge_data(data, over)
-    if cfg.get("horizon_s") is not None:
-        h = cfg["horizon_s"]
-        if not isinstance(h, (int, float)) or isinstance(h, bool) or h <= 0:
-            raise ConfigError("config.horizon_s", f"must be a positive number of seconds, got {h!r}")
-        data["workload"] = {**data.get("workload", {}), "horizon_s": float(h)}
+    if cfg.get("horizon_s") is not None:                # checked by check_config
+        data["workload"] = {**data.get("workload", {}), "horizon_s": float(cfg["horizon_s"])}
     return data, base
 
 
+# ---- value checks (pydantic, like scenarios) ------------------------------------------------
+# Key names are checked by the merge above; these models check values, ignoring keys they do not
+# know (the multi-agent environment adds `agents` and `rewards`). Every float is finite, every
+# scale positive, and counts have upper bounds, so no setting can make an observation leave its
+# space or a reward infinite.
+def _num(lo: float | None = None, hi: float | None = None, lo_open: bool = False):
+    bound = {"gt" if lo_open else "ge": lo} if lo is not None else {}
+    return Annotated[float, Field(strict=True, allow_inf_nan=False, le=hi, **bound)]
+
+
+def _count(hi: int, lo: int = 1):
+    return Annotated[int, Field(strict=True, ge=lo, le=hi)]
+
+
+Weight = _num(-1e6, 1e6)                   # a credit or penalty per request
+Scale = _num(0, 1e12, lo_open=True)        # x / (x + scale): positive
+TargetMs = _num(0, 1e9, lo_open=True)
+CostWeight = _num(-1e9, 1e9)              # reward units per dollar
+HorizonS = _num(0, 1e7, lo_open=True)      # simulated seconds: at most ~116 days
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class TargetsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ttft_ms: Optional[TargetMs] = None
+    itl_ms: Optional[TargetMs] = None
+    e2e_ms: Optional[TargetMs] = None
+
+
+class RewardConfig(_Section):
+    class_weights: dict[str, Weight] = {}
+    default_weight: Weight = 1.0
+    targets: dict[str, TargetsConfig] = {}
+    default_targets: TargetsConfig = TargetsConfig()
+    penalties: dict[str, Weight] = {}
+    default_penalty: Weight = 0.0
+    penalize_sheddable: bool = Field(False, strict=True)
+    cost_weight: CostWeight = 0.0
+
+
+class ObservationConfig(_Section):
+    classes: list[Annotated[str, Field(strict=True)]] = []
+    waiting_scale: Scale = 8.0
+    running_scale: Scale = 32.0
+    in_flight_scale: Scale = 32.0
+    in_flight_tokens_scale: Scale = 16384.0
+    queue_scale: Scale = 64.0
+    backlog_scale: Scale = 256.0
+    turn_scale: Scale = 4.0
+    max_input_tokens: Scale = 32768
+    time_scale_s: Scale = 600.0
+
+
+class EnvConfig(_Section):
+    """The value constraints of an environment configuration (BASE_CONFIG documents each key)."""
+    horizon_s: Optional[HorizonS] = None
+    max_requests: Optional[_count(10**9)] = None
+    max_backlog: Optional[_count(10**9)] = None
+    max_pods: Optional[_count(4096)] = None
+    observation: ObservationConfig = ObservationConfig()
+    reward: RewardConfig = RewardConfig()
+    scale_step: _count(1000) = 1
+    info_default_action: bool = Field(False, strict=True)
+    render_recent: _count(10_000, lo=0) = 8
+
+
+def _config_error(e: ValidationError) -> ConfigError:
+    """The first error as one line naming the setting (`config.reward.cost_weight: ...`)."""
+    err = e.errors()[0]
+    where = ".".join(["config", *(str(p) for p in err["loc"])])
+    if err["type"] == "extra_forbidden":
+        return ConfigError(where, "unknown target; allowed: e2e_ms, itl_ms, ttft_ms")
+    return ConfigError(where, f"{_must(err)}, got {err.get('input')!r}")
+
+
+def _must(err: dict) -> str:
+    """pydantic's "Input should be ..." as "must be ..."."""
+    if err["type"] == "finite_number":
+        return "must be finite"
+    if err["type"] in ("model_type", "dict_type"):
+        return "must be a mapping"
+    msg = err["msg"]
+    return "must" + msg[len("Input should"):] if msg.startswith("Input should") else msg
+
+
 def check_config(cfg: dict) -> None:
-    """Value checks of the generic settings (types and ranges), each naming its key."""
-    for key in ("max_requests", "max_backlog", "max_pods"):
-        v = cfg.get(key)
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
-            raise ConfigError(f"config.{key}", f"must be a positive integer or null, got {v!r}")
-    r = cfg["reward"]
-    for k in ("default_weight", "default_penalty", "cost_weight"):
-        if not isinstance(r[k], (int, float)) or isinstance(r[k], bool):
-            raise ConfigError(f"config.reward.{k}", f"must be a number, got {r[k]!r}")
-    for section in ("class_weights", "penalties"):
-        for c, v in r[section].items():
-            if not isinstance(v, (int, float)) or isinstance(v, bool):
-                raise ConfigError(f"config.reward.{section}.{c}", f"must be a number, got {v!r}")
-    for c, t in [*r["targets"].items(), ("<default>", r["default_targets"])]:
-        where = "config.reward.default_targets" if c == "<default>" else f"config.reward.targets.{c}"
-        if not isinstance(t, dict):
-            raise ConfigError(where, "must be a mapping of ttft_ms, itl_ms, e2e_ms")
-        for k, v in t.items():
-            if k not in ("ttft_ms", "itl_ms", "e2e_ms"):
-                raise ConfigError(f"{where}.{k}", "unknown target; allowed: e2e_ms, itl_ms, ttft_ms")
-            if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0):
-                raise ConfigError(f"{where}.{k}", f"must be a positive number of ms, got {v!r}")
-    o = cfg["observation"]
-    if not isinstance(o["classes"], list) or not all(isinstance(c, str) for c in o["classes"]):
-        raise ConfigError("config.observation.classes", "must be a list of SLO class names")
-    for k, v in o.items():
-        if k != "classes" and (not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0):
-            raise ConfigError(f"config.observation.{k}", f"must be a positive number, got {v!r}")
-    if not isinstance(cfg["scale_step"], int) or isinstance(cfg["scale_step"], bool) or cfg["scale_step"] < 1:
-        raise ConfigError("config.scale_step", f"must be a positive integer, got {cfg['scale_step']!r}")
-    if not isinstance(cfg["render_recent"], int) or cfg["render_recent"] < 0:
-        raise ConfigError("config.render_recent", "must be a non-negative integer")
-    if not isinstance(cfg["info_default_action"], bool):
-        raise ConfigError("config.info_default_action", "must be true or false")
+    """Value checks of the generic settings (types, finiteness and ranges), each naming its key."""
+    try:
+        EnvConfig.model_validate(cfg)
+    except ValidationError as e:
+        raise _config_error(e) from None
 
 
 def load_scenario_for(cfg: dict):
