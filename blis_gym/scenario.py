@@ -233,14 +233,6 @@ def load_scenario(path: str | Path, overrides: dict | None = None) -> Scenario:
 
 
 # ---- building the simulator configuration ------------------------------------------------------
-def vllm_batch_defaults(hw) -> tuple[int, int]:
-    """`vllm serve` defaults: GPUs with >= 70 GiB that are not A100 get 1024 seqs / 8192
-    tokens per step; others 256 / 2048 (vllm/engine/arg_utils.py get_batch_defaults)."""
-    if hw.memory_gib >= 70 and not hw.name.upper().startswith("A100"):
-        return 1024, 8192
-    return 256, 2048
-
-
 def build(sc: Scenario, check_invariants: bool = False, base_dir: Path | str | None = None):
     """Turn a validated scenario into a SimConfig (raises ConfigError for impossible setups).
     Trace paths in the workload are relative to `base_dir` (default: the current folder)."""
@@ -271,8 +263,9 @@ def _pool(sc: Scenario, p: PoolSpec, model, where: str, first_index: int, names:
     """One pool's instance slots (its maximum size) and its sim-side configuration."""
     from .policies.autoscaling import make_autoscaler
     from .sim.cluster.pools import PoolConfig
-    from .sim.engine import EngineConfig
+    from .sim.engine import BLOCK_SIZE, EngineConfig
     from .sim.latency import kv_blocks_per_instance, load_hardware, make_step_model, validate_tp
+    from .sim.latency.hardware import vllm_batch_defaults
     from .sim.simulation import InstanceConfig
 
     def field(name: str) -> str:
@@ -297,7 +290,7 @@ def _pool(sc: Scenario, p: PoolSpec, model, where: str, first_index: int, names:
             raise
         raise ConfigError(field(e.field), e.message) from None
     seqs_default, tokens_default = vllm_batch_defaults(hw)
-    capacity = (blocks - 1) * 16
+    capacity = (blocks - 1) * BLOCK_SIZE
     if v.max_model_len and v.max_model_len > capacity:
         raise ConfigError(field("vllm.max_model_len"), f"{v.max_model_len} tokens do not fit in the KV cache "
                           f"({blocks} blocks = {capacity} tokens); lower it or raise total_kv_blocks")

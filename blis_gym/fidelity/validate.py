@@ -225,17 +225,18 @@ def sim_config(model: str, hardware: str, tp: int, workload, params, interconnec
                name: str = "validate"):
     """A one-instance SimConfig with the calibrated step model (the same settings a scenario's
     `vllm:` section gives; built directly so validation does not depend on the scenario layer)."""
-    from blis_gym.sim.engine import EngineConfig
+    from blis_gym.sim.engine import BLOCK_SIZE, EngineConfig
     from blis_gym.sim.latency import kv_blocks_per_instance, load_hardware, load_model
+    from blis_gym.sim.latency.hardware import vllm_batch_defaults
     from blis_gym.sim.simulation import InstanceConfig, SimConfig
 
     m = load_model(model)
     hw = load_hardware(hardware)
     blocks = int(total_kv_blocks) if total_kv_blocks else kv_blocks_per_instance(m, hw, tp, gpu_mem_util or 0.9)
-    big = hw.memory_gib >= 70 and not hw.name.upper().startswith("A100")   # vLLM's batch defaults
-    mml = min(int(max_model_len or m.max_model_len), (blocks - 1) * 16)
-    engine = EngineConfig(max_num_seqs=int(max_num_seqs or (1024 if big else 256)),
-                          max_num_batched_tokens=int(max_num_batched_tokens or (8192 if big else 2048)),
+    seqs_default, tokens_default = vllm_batch_defaults(hw)
+    mml = min(int(max_model_len or m.max_model_len), (blocks - 1) * BLOCK_SIZE)
+    engine = EngineConfig(max_num_seqs=int(max_num_seqs or seqs_default),
+                          max_num_batched_tokens=int(max_num_batched_tokens or tokens_default),
                           max_model_len=mml)
     step = CalibratedPhysics(m, hw, tp, params=params, interconnect=interconnect)
     return SimConfig(instances=[InstanceConfig(name="instance-0", engine=engine, step_model=step,

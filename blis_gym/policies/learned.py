@@ -31,7 +31,7 @@ import torch as th
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from torch import nn
 
-PF = 11
+from blis_gym.envs.observations import PF
 
 
 def pod_policy_kwargs(env, hidden: int = 64, drop: tuple[str, ...] = ("cluster.time",)) -> dict:

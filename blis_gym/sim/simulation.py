@@ -13,7 +13,7 @@ from .cluster.pools import DRAINING, Pool, PoolConfig
 from .cluster.signals import Pending, int_action
 from .core import P_ARRIVAL, P_ENQUEUE, P_SAMPLE, EventLoop, Streams
 from .deadlines import Deadlines
-from .engine import EngineConfig, Instance, Request, State
+from .engine import BLOCK_SIZE, EngineConfig, Instance, Request, State
 from .metrics import Metrics
 from .metrics.report import run_summary
 from .slots import StepTimeModel
@@ -347,7 +347,7 @@ class Simulation:
                 assert r.state is State.RUNNING
                 assert r.arrival <= r.enqueued <= r.scheduled <= now
                 n = inst.tokens_in_kv(r)
-                private += -(-n // 16) - inst.kv.shared_count(r)
+                private += -(-n // BLOCK_SIZE) - inst.kv.shared_count(r)
                 for h in r.shared_blocks:
                     holders[h] = holders.get(h, 0) + 1
                 if r.shared_run is not None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..core import P_STEP
 from .kv import KVStore
-from .request import BLOCK_SIZE, Content, Request, State
+from .request import BLOCK_MASK, BLOCK_SIZE, Content, Request, State, output_key
 
 if TYPE_CHECKING:
     from ..slots import StepTimeModel
@@ -257,7 +257,7 @@ class Instance:
         start = e
         while i < n and e <= t:
             tick += 1
-            blocks += phase[(-tick) & 15]
+            blocks += phase[(-tick) & BLOCK_MASK]
             dt = plan[i]
             i += 1
             k = dt + a
@@ -313,9 +313,9 @@ class Instance:
         if self.starved:
             phase = self.phase
             for r in self.starved:           # they got no token: hold their place
-                phase[r.base & 15] -= 1
+                phase[r.base & BLOCK_MASK] -= 1
                 r.base -= 1
-                phase[r.base & 15] += 1
+                phase[r.base & BLOCK_MASK] += 1
                 self.sum_base -= 1
                 heapq.heappush(self.finish_heap, (self._finish_tick(r), r.id, r.gen, r))
             self.starved = {}
@@ -355,12 +355,12 @@ class Instance:
     def _dec_add(self, r: Request) -> None:
         self.n_dec += 1
         self.sum_base += r.base
-        self.phase[r.base & 15] += 1
+        self.phase[r.base & BLOCK_MASK] += 1
 
     def _dec_remove(self, r: Request) -> None:
         self.n_dec -= 1
         self.sum_base -= r.base
-        self.phase[r.base & 15] -= 1
+        self.phase[r.base & BLOCK_MASK] -= 1
         if self.n_dec == 0:
             self.dec_max_seq = -1
 
@@ -387,7 +387,7 @@ class Instance:
         kc = r.kv_content
         if kc.length >= r.input_len + r.generated:
             return kc
-        return Content(r.content, ((r.id * 4 + 2, r.generated),))
+        return Content(r.content, ((output_key(r.id), r.generated),))
 
     def abort(self, r: Request, now: int) -> None:
         """The client gave up (timeout) or the request is withdrawn."""
@@ -410,7 +410,7 @@ class Instance:
         chunks: list[Request] = []
         preempted = False
         n_dec = self.n_dec
-        dec_blocks = self.phase[(-self.tick) & 15] if n_dec else 0
+        dec_blocks = self.phase[(-self.tick) & BLOCK_MASK] if n_dec else 0
 
         # Phase 1, fast path: every decoder precedes every prefilling request in batch order,
         # and budget and KV serve all of them, so order does not matter.
@@ -524,7 +524,7 @@ class Instance:
             tick = self.tick
             steps = 0
             while steps < extra:
-                free -= phase[(-(tick + steps + 1)) & 15]
+                free -= phase[(-(tick + steps + 1)) & BLOCK_MASK]
                 if free < 0:
                     break
                 steps += 1

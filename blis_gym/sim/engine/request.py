@@ -9,7 +9,20 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-BLOCK_SIZE = 16
+BLOCK_SIZE = 16                  # tokens per KV block (vLLM's default block size)
+BLOCK_MASK = BLOCK_SIZE - 1      # x & BLOCK_MASK == x % BLOCK_SIZE (a power of two)
+
+
+# Segment keys: a request's own tokens get keys no other content has (shared prefixes use
+# negative keys); keys rid*4 .. rid*4+3 belong to request rid.
+def prompt_key(rid: int) -> int:
+    """The segment key of request rid's own prompt tokens."""
+    return rid * 4 + 1
+
+
+def output_key(rid: int) -> int:
+    """The segment key of request rid's generated tokens (a later turn's context)."""
+    return rid * 4 + 2
 
 
 class State(IntEnum):

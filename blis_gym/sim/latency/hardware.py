@@ -78,3 +78,12 @@ def load_hardware(name: "str | Hardware") -> Hardware:
             f"unknown GPU {name!r}; known: {', '.join(gpus)} (aliases: {', '.join(aliases)})",
         )
     return gpus[key]
+
+
+def vllm_batch_defaults(hw: Hardware) -> tuple[int, int]:
+    """`vllm serve` defaults (max_num_seqs, max_num_batched_tokens): GPUs with >= 70 GiB that are
+    not A100 get 1024 seqs / 8192 tokens per step; others 256 / 2048 (vllm/engine/arg_utils.py
+    get_batch_defaults)."""
+    if hw.memory_gib >= 70 and not hw.name.upper().startswith("A100"):
+        return 1024, 8192
+    return 256, 2048

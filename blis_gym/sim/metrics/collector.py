@@ -10,7 +10,7 @@ from array import array
 
 import numpy as np
 
-from ..engine.request import Request, State
+from ..engine.request import BLOCK_SIZE, Request, State
 
 STATE_NAMES = {State.COMPLETED: "completed", State.TIMED_OUT: "timed_out", State.DROPPED: "dropped",
                State.REJECTED: "rejected", State.QUEUED: "still_queued", State.RUNNING: "still_running",
@@ -95,7 +95,7 @@ class Metrics:
         c["arrival"].append(r.arrival)
         c["inp"].append(r.input_len)
         c["out"].append(r.generated)
-        c["cached"].append(r.hit_blocks * 16)
+        c["cached"].append(r.hit_blocks * BLOCK_SIZE)
         c["ttft"].append(r.first_token - r.arrival if r.first_token >= 0 else -1)
         c["e2e"].append(e2e_us)
         c["decode"].append(decode_us)

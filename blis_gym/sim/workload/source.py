@@ -11,7 +11,8 @@ shifts another client's requests:
 
 Token content (see engine.request.Content): a prefix group's shared prefix is
 `Content(None, ((negative key, prefix_tokens),), shared=True)`, one key per group name, shared
-across clients; a request's own prompt segment has key `rid*4+1`, its output `rid*4+2`.
+across clients; a request's own prompt segment has key `prompt_key(rid)`, its output `output_key(rid)`
+(blis_gym.sim.engine.request).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...errors import ConfigError
-from ..engine.request import Content, Request
+from ..engine.request import Content, Request, output_key, prompt_key
 from .distributions import CHUNK, PoissonArrivals, ThinkTime, TimeVarying
 
 # SLO classes and their llm-d priorities (higher is more important; sheddable iff < 0).
@@ -251,7 +252,7 @@ class _OpenStream(_Stream):
                     self.qkeys[j] = src.new_key()
                 content = Content(prefix, ((self.qkeys[j], n_in),))
         if content is None:
-            content = Content(prefix, ((rid * 4 + 1, n_in),))
+            content = Content(prefix, ((prompt_key(rid), n_in),))
         sess = None
         sc = c.session
         if sc is not None:
@@ -320,7 +321,7 @@ class _ClosedStream(_Stream):
     def make(self, src, user: _User, rid: int, t: int) -> Request:
         c = self.c
         n_in, n_out, user.think = user.draw()
-        content = Content(self.prefix, ((rid * 4 + 1, n_in),))
+        content = Content(self.prefix, ((prompt_key(rid), n_in),))
         req = Request(rid, t, content.length, n_out, content, slo_class=c.slo_class, priority=self.priority,
                       tenant=c.tenant, client=c.name, deadline=t + c.timeout_us if c.timeout_us else 0)
         src.owner[rid] = user
@@ -383,16 +384,16 @@ class _TraceStream(_Stream):
                 sess = self.sessions[s] = TraceSession(src.new_session_id(), d.session_names[s])
             prev = sess.full
             if prev is not None and n_in > prev.length:
-                content = Content(prev, ((rid * 4 + 1, n_in - prev.length),))
+                content = Content(prev, ((prompt_key(rid), n_in - prev.length),))
         if content is None:
             own = n_in - (prefix.length if prefix is not None else 0)
             if own < 0:
                 prefix, own = None, n_in
-            content = Content(prefix, ((rid * 4 + 1, own),))
+            content = Content(prefix, ((prompt_key(rid), own),))
         if sess is not None:
             turn = sess.turns
             sess.turns += 1
-            sess.full = Content(content, ((rid * 4 + 2, n_out),))
+            sess.full = Content(content, ((output_key(rid), n_out),))
         req = Request(rid, t, content.length, n_out, content,
                       slo_class=d.slo_names[k] if k >= 0 else c.slo_class,
                       priority=self.prio[k] if k >= 0 else self.prio_default,
@@ -523,10 +524,10 @@ class WorkloadSource:
         rid = self._new_id()
         n_in, n_out = s.ins[k], s.outs[k]
         if s.accumulate:
-            full = Content(req.content, ((req.id * 4 + 2, req.output_len),))
-            content = Content(full, ((rid * 4 + 1, n_in),))
+            full = Content(req.content, ((output_key(req.id), req.output_len),))
+            content = Content(full, ((prompt_key(rid), n_in),))
         else:
-            content = Content(s.prefix, ((rid * 4 + 1, n_in),))
+            content = Content(s.prefix, ((prompt_key(rid), n_in),))
         c = self.w.clients[self._client_index(s.client)]
         nxt = Request(rid, t, content.length, n_out, content, slo_class=req.slo_class, priority=req.priority,
                       tenant=req.tenant, client=req.client, session=s, turn=k + 1,
