@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 CHUNK = 1024
+MAX_THINK_S = 1e7       # the longest duration a scenario may give (blis_gym.limits.MAX_DURATION_S)
 
 
 # ---- token lengths --------------------------------------------------------------------------
@@ -168,7 +169,7 @@ class ThinkTime:
             x = rng.uniform(self.min, self.max, n)
         else:
             raise ValueError(f"unknown think-time distribution {d!r}")
-        x = np.clip(x, max(0.0, self.min), self.max)
+        x = np.clip(x, max(0.0, self.min), min(self.max, MAX_THINK_S))
         return np.rint(x * 1e6).astype(np.int64)
 
     @property
