@@ -72,6 +72,7 @@ _CLIENT = {"id", "tenant_id", "slo_class", "model", "adapter", "rate_fraction", 
            "arrival", "input_distribution", "output_distribution", "prefix_group", "prefix_length", "streaming",
            "network", "lifecycle", "multimodal", "reasoning", "timeout", "slo_target_us", "closed_loop"}
 _CLIENT_UNSUPPORTED = ("lifecycle", "multimodal", "slo_target_us", "model", "adapter")
+MAX_NUMBER = 1e13           # any number in a spec (µs times up to ~116 days; token counts, rates)
 _V1_CLASSES = {"realtime": "critical", "interactive": "standard", "": "standard"}
 
 
@@ -98,14 +99,18 @@ class _Spec:
                     raise self.err(f"{key}.{k}" if key else str(k), "unknown field")
         return d
 
-    def num(self, d: dict, k: str, key: str, default=None, lo=None):
+    def num(self, d: dict, k: str, key: str, default=None, lo=None, hi=None):
         v = d.get(k, default)
         if v is None:
             raise self.err(f"{key}.{k}", "required field is missing")
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise self.err(f"{key}.{k}", f"must be a number (got {v!r})")
+        if not -MAX_NUMBER <= v <= MAX_NUMBER:           # also NaN
+            raise self.err(f"{key}.{k}", f"must be a finite number of magnitude at most {MAX_NUMBER:g} (got {v})")
         if lo is not None and v < lo:
             raise self.err(f"{key}.{k}", f"must be >= {lo} (got {v})")
+        if hi is not None and v > hi:
+            raise self.err(f"{key}.{k}", f"must be <= {hi} (got {v})")
         return v
 
     def dist(self, d, key: str):
@@ -115,7 +120,7 @@ class _Spec:
         kind = d.get("type")
         p = self.mapping(d.get("params"), f"{key}.params")
         k = f"{key}.params"
-        lo_hi = (int(p.get("min", 1)), int(p.get("max", 1 << 30)))
+        lo_hi = (int(self.num(p, "min", k, 1, 1, 1 << 30)), int(self.num(p, "max", k, 1 << 30, 1, 1 << 30)))
         if kind == "gaussian":
             mean, sd = self.num(p, "mean", k), self.num(p, "std_dev", k, 0.0, 0)
             if "min" in p and p.get("min") == p.get("max"):
@@ -128,8 +133,12 @@ class _Spec:
         if kind == "lognormal":
             return LogNormal(float(self.num(p, "mu", k)), float(self.num(p, "sigma", k, lo=0)), *lo_hi)
         if kind == "pareto_lognormal":
-            return ParetoLogNormal(*(float(self.num(p, n, k)) for n in ("alpha", "xm", "mu", "sigma", "mix_weight")),
-                                   *lo_hi)
+            alpha, xm = self.num(p, "alpha", k), self.num(p, "xm", k, lo=0)
+            if alpha <= 0:
+                raise self.err(f"{k}.alpha", f"must be > 0 (got {alpha})")
+            return ParetoLogNormal(float(alpha), float(xm), float(self.num(p, "mu", k, lo=-100, hi=100)),
+                                   float(self.num(p, "sigma", k, lo=0, hi=100)),
+                                   float(self.num(p, "mix_weight", k, lo=0, hi=1)), *lo_hi)
         if kind == "empirical":
             try:
                 items = sorted((int(float(v)), float(pr)) for v, pr in p.items())
