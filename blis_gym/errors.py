@@ -80,8 +80,13 @@ _TAGS = {"constant", "gaussian", "exponential", "lognormal", "empirical", "unifo
          "dict", "list", "none"}
 
 
+_TAG_PREFIXES = ("function-", "constrained-", "lax-", "json-", "nullable[", "list[", "dict[", "union[", "tagged-union[")
+
+
 def _is_tag(part) -> bool:
-    return isinstance(part, str) and (part in _TAGS or part[:1].isupper() or any(c in part for c in "-[],"))
+    """Whether a location part names a union member (a model class, a pydantic schema) rather than a field."""
+    return isinstance(part, str) and (part in _TAGS or part.startswith(_TAG_PREFIXES)
+                                      or (part[:1].isupper() and part.isidentifier()))
 
 
 def pydantic_error(e, prefix: str = "", allowed_fields=None) -> ConfigError:
@@ -89,12 +94,12 @@ def pydantic_error(e, prefix: str = "", allowed_fields=None) -> ConfigError:
     path is longest, i.e. the union member the input was meant for (`{mean: -1}` for a delay is
     a DelaySpec with a bad mean, not a bad float). `allowed_fields(loc)` lists the fields allowed
     beside an unknown one."""
-    best = None
-    for err in e.errors():
-        loc = tuple(p for p in err["loc"] if not _is_tag(p))
-        if best is None or len(loc) > len(best[0]):
-            best = (loc, err)
-    loc, err = best
+    def rank(err):
+        # deeper first; at equal depth a bad value before "not this union member's type"
+        depth = sum(not _is_tag(p) for p in err["loc"])
+        return depth, not err["type"].endswith(("_type", "_parsing"))
+    err = max(e.errors(), key=rank)              # the first of the best
+    loc = tuple(p for p in err["loc"] if not _is_tag(p))
     path = ".".join(str(p) for p in loc)
     field = ".".join(x for x in (prefix, path) if x) or prefix or "input"
     msg = err["msg"].removeprefix("Value error, ")
@@ -104,7 +109,9 @@ def pydantic_error(e, prefix: str = "", allowed_fields=None) -> ConfigError:
         msg = "unknown field" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
     elif err["type"] == "missing":
         msg = "required field is missing"
-    elif isinstance(got, (int, float, str)) and not isinstance(got, bool) and "got" not in msg:
-        shown = repr(got) if len(repr(got)) <= 60 else repr(got)[:57] + "..."
-        msg = f"{msg[0].lower()}{msg[1:]} (got {shown})"
+    else:
+        msg = msg[:1].lower() + msg[1:]
+        if isinstance(got, (int, float, str)) and not isinstance(got, bool) and "got" not in msg:
+            shown = repr(got) if len(repr(got)) <= 60 else repr(got)[:57] + "..."
+            msg = f"{msg} (got {shown})"
     return ConfigError(field, msg)

@@ -15,6 +15,8 @@ from pydantic import AfterValidator, Field
 MAX_DURATION_S = 1e7           # about 116 days of simulated time
 MIN_DURATION_S = 1e-6          # the simulator's tick
 MIN_SAMPLE_INTERVAL_S = 1e-3   # time-series rows: at most 1,000 per simulated second
+MIN_AUTOSCALER_INTERVAL_S = 0.1   # a control loop, not a per-request decision
+MAX_WINDOW_TICKS = 100_000     # an autoscaler's stabilization window, in ticks
 MIN_RATE = 1e-3                # requests per second (one every ~17 minutes)
 MAX_RATE = 1e6                 # one request per microsecond
 MAX_INSTANCES = 4096           # per pool (slots up to max_instances) and cluster.instances

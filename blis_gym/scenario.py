@@ -11,8 +11,9 @@ from typing import Annotated, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError, pydantic_error, read_yaml
-from .limits import (MAX_INSTANCES, Count, CountOrZero, Instances, InstancesOrZero, Millis, PositiveMillis, PositiveSeconds,
-                     SampleInterval, Seconds, Seed, Tokens, TokensOrZero)
+from .limits import (MAX_DURATION_S, MAX_INSTANCES, MAX_WINDOW_TICKS, MIN_AUTOSCALER_INTERVAL_S, Count, CountOrZero,
+                     Instances, InstancesOrZero, Millis, PositiveMillis, SampleInterval, Seconds, Seed, Tokens,
+                     TokensOrZero)
 from .workload_spec import WorkloadSpec, build_workload
 
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -78,7 +79,7 @@ Delay = Union[Seconds, DelaySpec]
 class AutoscalerSpec(_Strict):
     """A periodic autoscaler for one pool (see docs/pd-and-autoscaling.md)."""
     policy: Literal["hpa", "wva", "external"] = "hpa"
-    interval_s: PositiveSeconds = 15.0
+    interval_s: Annotated[float, Field(ge=MIN_AUTOSCALER_INTERVAL_S, le=MAX_DURATION_S)] = 15.0
     # hpa (KEDA on EPP metrics): desired = ceil(total / target) for waiting/running,
     # ceil(replicas * saturation / target) for saturation; the max over the listed metrics
     metrics: dict[Literal["waiting", "running", "saturation"], PositiveFloat] = Field(
@@ -92,6 +93,15 @@ class AutoscalerSpec(_Strict):
     spare_kv: Annotated[float, Field(ge=0, le=1)] = 0.1
     spare_queue: Annotated[float, Field(ge=0)] = 3.0
     scale_to_zero_after_s: Seconds = 600.0
+
+    @model_validator(mode="after")
+    def _windows(self):
+        # a stabilization window holds one recommendation per tick, scanned at every tick
+        for name in ("scale_up_stabilization_s", "scale_down_stabilization_s"):
+            if getattr(self, name) > MAX_WINDOW_TICKS * self.interval_s:
+                raise ValueError(f"{name} must be at most {MAX_WINDOW_TICKS} intervals "
+                                 f"({MAX_WINDOW_TICKS * self.interval_s:g} s at interval_s {self.interval_s:g})")
+        return self
 
 
 class PoolSpec(_Strict):

@@ -33,6 +33,9 @@ from .sim.workload.traces import load_trace
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
+# lognormal parameters: bounded so that the mean exp(mu + sigma²/2) stays a finite float
+LogMu = Annotated[float, Field(ge=-50, le=50)]
+LogSigma = Annotated[float, Field(ge=0, le=10)]
 
 
 class _Strict(BaseModel):
@@ -71,8 +74,8 @@ class ExponentialLen(_Ranged):
 class LogNormalLen(_Ranged):
     """round(exp(mu + sigma·Z)) tokens."""
     dist: Literal["lognormal"]
-    mu: Annotated[float, Field(ge=-100, le=100)]
-    sigma: Annotated[float, Field(ge=0, le=100)]
+    mu: LogMu
+    sigma: LogSigma
 
 
 class EmpiricalLen(_Strict):
@@ -112,8 +115,8 @@ class ThinkDist(_Strict):
     value: Seconds = 0.0
     mean: Seconds = 0.0
     std: Seconds = 0.0
-    mu: Annotated[float, Field(ge=-100, le=100)] = 0.0
-    sigma: Annotated[float, Field(ge=0, le=100)] = 0.0
+    mu: LogMu = 0.0
+    sigma: LogSigma = 0.0
     min: Seconds = 0.0
     max: Seconds | None = None
 

@@ -131,13 +131,14 @@ class _Spec:
         if kind == "constant":
             return Constant(max(1, int(self.num(p, "value", k, lo=0))))
         if kind == "lognormal":
-            return LogNormal(float(self.num(p, "mu", k)), float(self.num(p, "sigma", k, lo=0)), *lo_hi)
+            return LogNormal(float(self.num(p, "mu", k, lo=-50, hi=50)), float(self.num(p, "sigma", k, lo=0, hi=10)),
+                             *lo_hi)
         if kind == "pareto_lognormal":
             alpha, xm = self.num(p, "alpha", k), self.num(p, "xm", k, lo=0)
             if alpha <= 0:
                 raise self.err(f"{k}.alpha", f"must be > 0 (got {alpha})")
-            return ParetoLogNormal(float(alpha), float(xm), float(self.num(p, "mu", k, lo=-100, hi=100)),
-                                   float(self.num(p, "sigma", k, lo=0, hi=100)),
+            return ParetoLogNormal(float(alpha), float(xm), float(self.num(p, "mu", k, lo=-50, hi=50)),
+                                   float(self.num(p, "sigma", k, lo=0, hi=10)),
                                    float(self.num(p, "mix_weight", k, lo=0, hi=1)), *lo_hi)
         if kind == "empirical":
             try:
