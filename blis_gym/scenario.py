@@ -23,6 +23,11 @@ TP = Annotated[int, Field(gt=0, le=64)]      # GPUs of one instance (and of one 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
+    @field_validator("*")
+    @classmethod
+    def _no_negative_zero(cls, v):
+        return 0.0 if isinstance(v, float) and v == 0 else v      # numpy refuses a scale of -0.0
+
 
 class VLLMSpec(_Strict):
     max_num_seqs: Optional[Count] = None                  # None: vLLM's default for the GPU

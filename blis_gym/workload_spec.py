@@ -21,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError, pydantic_error
 from .limits import (MAX_DURATION_S, MAX_REQUESTS, MAX_TURNS, MAX_USERS, Offset, PositiveSeconds, Rate, RateOrZero,
@@ -40,6 +40,11 @@ LogSigma = Annotated[float, Field(ge=0, le=10)]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*")
+    @classmethod
+    def _no_negative_zero(cls, v):
+        return 0.0 if isinstance(v, float) and v == 0 else v      # numpy refuses a scale of -0.0
 
 
 class _Ranged(_Strict):
@@ -242,6 +247,13 @@ class InferencePerfSpec(_Strict):
     repeat_questions: bool = False       # True: one fixed question per (group, prompt) user
     slo_class: str = "standard"
     load_type: Literal["constant", "poisson"] = "constant"   # inference-perf's load.type
+
+    @model_validator(mode="after")
+    def _users(self):
+        if self.num_groups * self.prompts_per_group > MAX_USERS:
+            raise ValueError(f"num_groups x prompts_per_group must be at most {MAX_USERS} "
+                             f"(got {self.num_groups * self.prompts_per_group})")
+        return self
 
 
 class SloTargetSpec(_Strict):

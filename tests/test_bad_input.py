@@ -107,6 +107,9 @@ BAD = [
                                             "autoscaler": {}}]), "pools.0.max_instances"),
     ("pools beyond the instance limit", scenario(pools=[{"name": f"p{i}", "instances": 4096} for i in range(2)]),
      "pools"),
+    ("a million squared inference-perf users", scenario(workload={"inference_perf": {
+        "num_groups": 10 ** 6, "prompts_per_group": 10 ** 6, "system_prompt_len": 10, "question_len": 10,
+        "output_len": 10, "stages": [{"rate": 1, "duration_s": 1}]}}), "workload.inference_perf: num_groups x"),
     ("1e20 users", scenario(workload__closed_loop={"users": 10 ** 20}, workload__rate=None),
      "workload.closed_loop.users"),
     ("rate of 1e-6 req/s", scenario(workload__rate=1e-6, workload__num_requests=3), "workload.rate"),
@@ -202,6 +205,10 @@ TRACES = [
      {"path": "w.yaml", "format": "blis-v2"}, "aggregate_rate: must be a finite number"),
     ("BLIS-v2 duplicate key", {"w.yaml": BLIS_SPEC.replace("num_requests: 10", "num_requests: 10\nseed: 1\nseed: 2")},
      {"path": "w.yaml", "format": "blis-v2"}, "duplicate key 'seed'"),
+    ("BLIS-v2 inference-perf groups not a number", {"w.yaml": BLIS_SPEC.replace("clients:", """inference_perf:
+  stages: [{rate: 1, duration: 5}]
+  shared_prefix: {num_unique_system_prompts: many, num_users_per_system_prompt: 2, question_len: 5, output_len: 5}
+clients:""")}, {"path": "w.yaml", "format": "blis-v2"}, "num_unique_system_prompts: must be a number"),
     ("trace arrival at 1e20 s", {"t.csv": "arrival_s,input_tokens,output_tokens\n0,10,5\n1e20,10,5\n"},
      {"path": "t.csv"}, "t.csv:3: arrival_s above the limit"),
     ("trace length of 1e308 tokens", {"t.csv": "arrival_s,input_tokens,output_tokens\n0,1e308,5\n"},
@@ -359,3 +366,12 @@ def test_bad_aggregates_get_one_line(tmp_path, label, text, needle):
     p.write_text(text)
     line = one_line(run_cli("validate", p, "--out", tmp_path / "out", "--quiet"))
     assert needle in line, line
+
+
+def test_negative_zero_is_zero():
+    """-0.0 passes `>= 0` but numpy refuses it as a scale: it is read as 0."""
+    from blis_gym.sim.simulation import Simulation
+    sc = parse_scenario(scenario(workload__num_requests=4, workload__session={
+        "turns": 2, "think_time_s": {"dist": "exponential", "mean": -0.0}},
+        pools=[{"name": "p", "provisioning_delay_s": {"dist": "exponential", "mean": -0.0}}]))
+    assert Simulation(build(sc)).run()["completed_requests"] == 4

@@ -10,6 +10,9 @@ from .distributions import (Constant, ConstantArrivals, Empirical, Exponential, 
                             ParetoLogNormal, PoissonArrivals, Stages, TimeVarying, WeibullArrivals)
 from .source import PRIORITY, Client, ClosedLoop, SessionConfig, Workload
 
+MAX_USERS = 1_000_000       # inference-perf (group, prompt) users (blis_gym.limits.MAX_USERS)
+MAX_NUMBER = 1e13           # any number in a spec (µs times up to ~116 days; token counts, rates)
+
 
 def _stage_list(stages) -> list[tuple[float, float]]:
     out = []
@@ -40,6 +43,8 @@ def inference_perf_client(num_groups: int, prompts_per_group: int, system_prompt
         raise ConfigError("inference_perf.load_type", f"unknown {load_type!r}; allowed: constant, poisson")
     if num_groups < 1 or prompts_per_group < 1:
         raise ConfigError("inference_perf", "num_groups and prompts_per_group must be >= 1")
+    if num_groups * prompts_per_group > MAX_USERS:
+        raise ConfigError("inference_perf", f"num_groups x prompts_per_group must be at most {MAX_USERS}")
     if question_len < 1 or output_len < 1 or system_prompt_len < 0:
         raise ConfigError("inference_perf", "question_len and output_len must be >= 1, system_prompt_len >= 0")
     cycle = tuple((f"{name}/group-{g}", f"prompt-{g}") for g in range(num_groups) for _ in range(prompts_per_group))
@@ -72,7 +77,6 @@ _CLIENT = {"id", "tenant_id", "slo_class", "model", "adapter", "rate_fraction", 
            "arrival", "input_distribution", "output_distribution", "prefix_group", "prefix_length", "streaming",
            "network", "lifecycle", "multimodal", "reasoning", "timeout", "slo_target_us", "closed_loop"}
 _CLIENT_UNSUPPORTED = ("lifecycle", "multimodal", "slo_target_us", "model", "adapter")
-MAX_NUMBER = 1e13           # any number in a spec (µs times up to ~116 days; token counts, rates)
 _V1_CLASSES = {"realtime": "critical", "interactive": "standard", "": "standard"}
 
 
@@ -245,12 +249,13 @@ class _Spec:
                            "enable_multi_turn_chat"})
         if sp.get("enable_multi_turn_chat"):
             raise self.unsupported(f"{sk}.enable_multi_turn_chat")
-        groups = sp.get("num_unique_system_prompts", sp.get("num_groups"))
-        users = sp.get("num_users_per_system_prompt", sp.get("num_prompts_per_group"))
-        if groups is None or users is None:
+        gk = "num_unique_system_prompts" if "num_unique_system_prompts" in sp else "num_groups"
+        uk = "num_users_per_system_prompt" if "num_users_per_system_prompt" in sp else "num_prompts_per_group"
+        if sp.get(gk) is None or sp.get(uk) is None:
             raise self.err(sk, "give num_unique_system_prompts and num_users_per_system_prompt")
+        groups, users = int(self.num(sp, gk, sk, lo=1)), int(self.num(sp, uk, sk, lo=1))
         self._ip_total = inference_perf_total(st)
-        return inference_perf_client(int(groups), int(users), int(self.num(sp, "system_prompt_len", sk, 0, 0)),
+        return inference_perf_client(groups, users, int(self.num(sp, "system_prompt_len", sk, 0, 0)),
                                      int(self.num(sp, "question_len", sk, lo=1)),
                                      int(self.num(sp, "output_len", sk, lo=1)), st)
 
