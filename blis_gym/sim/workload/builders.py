@@ -11,6 +11,9 @@ from .distributions import (Constant, ConstantArrivals, Empirical, Exponential, 
 from .source import PRIORITY, Client, ClosedLoop, SessionConfig, Workload
 
 MAX_USERS = 1_000_000       # inference-perf (group, prompt) users (blis_gym.limits.MAX_USERS)
+MAX_TOKENS = 1 << 30        # a length (blis_gym.limits.MAX_TOKENS)
+MAX_TURNS = 10_000          # rounds of one session (blis_gym.limits.MAX_TURNS)
+MAX_REQUESTS = 100_000_000  # (blis_gym.limits.MAX_REQUESTS)
 MAX_NUMBER = 1e13           # any number in a spec (µs times up to ~116 days; token counts, rates)
 
 
@@ -133,7 +136,7 @@ class _Spec:
         if kind == "exponential":
             return Exponential(float(self.num(p, "mean", k, lo=0)), *lo_hi)
         if kind == "constant":
-            return Constant(max(1, int(self.num(p, "value", k, lo=0))))
+            return Constant(max(1, int(self.num(p, "value", k, lo=0, hi=MAX_TOKENS))))
         if kind == "lognormal":
             return LogNormal(float(self.num(p, "mu", k, lo=-50, hi=50)), float(self.num(p, "sigma", k, lo=0, hi=10)),
                              *lo_hi)
@@ -186,7 +189,7 @@ class _Spec:
             raise self.err(f"{key}.slo_class", f"unknown class {slo!r}; use one of {list(PRIORITY)}")
         group = str(d.get("prefix_group") or "")
         plen = d.get("prefix_length")
-        plen = int(self.num(d, "prefix_length", key, lo=0)) if plen is not None else (50 if group else 0)
+        plen = int(self.num(d, "prefix_length", key, lo=0, hi=MAX_TOKENS)) if plen is not None else (50 if group else 0)
         session = closed = None
         think_us = d.get("think_time_us")
         rs = self.mapping(d.get("reasoning"), f"{key}.reasoning", {"reason_ratio_distribution", "multi_turn"})
@@ -206,13 +209,13 @@ class _Spec:
                 raise self.unsupported(f"{mk}.context_growth = {growth}")
             if d.get("closed_loop") is False:
                 raise self.unsupported(f"{key}.closed_loop: false (open-loop multi-turn)")
-            session = SessionConfig(int(self.num(mt, "max_rounds", mk, lo=1)),
+            session = SessionConfig(int(self.num(mt, "max_rounds", mk, lo=1, hi=MAX_TURNS)),
                                     float(self.num(mt, "think_time_us", mk, 0, 0)) / 1e6, growth == "accumulate")
         conc = d.get("concurrency")
         if conc:
             if session is not None:
                 raise self.unsupported(f"{key}.concurrency with reasoning.multi_turn")
-            closed = ClosedLoop(int(self.num(d, "concurrency", key, lo=1)),
+            closed = ClosedLoop(int(self.num(d, "concurrency", key, lo=1, hi=MAX_USERS)),
                                 float(self.num(d, "think_time_us", key, 0, 0)) / 1e6)
         elif think_us:
             raise self.err(f"{key}.think_time_us", "applies to concurrency clients only")
@@ -221,7 +224,7 @@ class _Spec:
             timeout_us = 300_000_000 if (session is not None or closed is not None) else 0
         else:
             timeout_us = int(self.num(d, "timeout", key, lo=0))
-        frac = float(self.num(d, "rate_fraction", key, 1.0))
+        frac = float(self.num(d, "rate_fraction", key, 1.0, hi=1e6))
         if closed is None and frac <= 0:
             raise self.err(f"{key}.rate_fraction", "must be > 0")
         return Client(name, arrival=None if closed else self.arrival(d.get("arrival"), f"{key}.arrival"),
@@ -240,8 +243,8 @@ class _Spec:
         st = []
         for j, s in enumerate(stages):
             s = self.mapping(s, f"{key}.stages[{j}]", {"rate", "duration"})
-            st.append((float(self.num(s, "rate", f"{key}.stages[{j}]", lo=0)),
-                       float(self.num(s, "duration", f"{key}.stages[{j}]", lo=0))))
+            st.append((float(self.num(s, "rate", f"{key}.stages[{j}]", lo=0, hi=1e6)),
+                       float(self.num(s, "duration", f"{key}.stages[{j}]", lo=1e-6, hi=1e7))))
         sk = f"{key}.shared_prefix"
         sp = self.mapping(d.get("shared_prefix"), sk,
                           {"num_unique_system_prompts", "num_users_per_system_prompt", "num_groups",
@@ -253,11 +256,11 @@ class _Spec:
         uk = "num_users_per_system_prompt" if "num_users_per_system_prompt" in sp else "num_prompts_per_group"
         if sp.get(gk) is None or sp.get(uk) is None:
             raise self.err(sk, "give num_unique_system_prompts and num_users_per_system_prompt")
-        groups, users = int(self.num(sp, gk, sk, lo=1)), int(self.num(sp, uk, sk, lo=1))
+        groups, users = int(self.num(sp, gk, sk, lo=1, hi=MAX_USERS)), int(self.num(sp, uk, sk, lo=1, hi=MAX_USERS))
         self._ip_total = inference_perf_total(st)
-        return inference_perf_client(groups, users, int(self.num(sp, "system_prompt_len", sk, 0, 0)),
-                                     int(self.num(sp, "question_len", sk, lo=1)),
-                                     int(self.num(sp, "output_len", sk, lo=1)), st)
+        return inference_perf_client(groups, users, int(self.num(sp, "system_prompt_len", sk, 0, 0, MAX_TOKENS)),
+                                     int(self.num(sp, "question_len", sk, lo=1, hi=MAX_TOKENS)),
+                                     int(self.num(sp, "output_len", sk, lo=1, hi=MAX_TOKENS)), st)
 
     def workload(self, data) -> Workload:
         if not isinstance(data, dict):
@@ -273,14 +276,14 @@ class _Spec:
         if not isinstance(clients_raw, list):
             raise self.err("clients", "must be a list")
         clients = [self.client(c, i) for i, c in enumerate(clients_raw)]
-        num = int(self.num(data, "num_requests", "spec", 0, 0))
+        num = int(self.num(data, "num_requests", "spec", 0, 0, MAX_REQUESTS))
         if data.get("inference_perf") is not None:
             clients.append(self.inference_perf(data["inference_perf"]))
             if not num and not clients_raw:
                 num = self._ip_total
         if not clients:
             raise self.err("clients", "give at least one client (or inference_perf)")
-        rate = float(self.num(data, "aggregate_rate", "spec", 0.0, 0))
+        rate = float(self.num(data, "aggregate_rate", "spec", 0.0, 0, 1e6))
         if rate <= 0 and any(c.kind == "open-loop" and c.arrival is not None and c.arrival.rate is None
                              and not isinstance(c.arrival, TimeVarying) for c in clients):
             raise self.err("aggregate_rate", "must be > 0 (absolute-rate lifecycle windows are not supported)")
