@@ -10,10 +10,10 @@ from typing import Annotated, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .bounded import (Count, CountOrZero, Instances, InstancesOrZero, Millis, PositiveMillis, SampleInterval, Seconds,
+                      Seed, Tokens, TokensOrZero)
 from .errors import ConfigError, pydantic_error, read_yaml
-from .limits import (MAX_DURATION_S, MAX_INSTANCES, MAX_WINDOW_TICKS, MIN_AUTOSCALER_INTERVAL_S, Count, CountOrZero,
-                     Instances, InstancesOrZero, Millis, PositiveMillis, SampleInterval, Seconds, Seed, Tokens,
-                     TokensOrZero)
+from .limits import MAX_DURATION_S, MAX_INSTANCES, MAX_WINDOW_TICKS, MIN_AUTOSCALER_INTERVAL_S
 from .workload_spec import WorkloadSpec, build_workload
 
 PositiveFloat = Annotated[float, Field(gt=0)]

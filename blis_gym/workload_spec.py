@@ -23,9 +23,9 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .bounded import Offset, PositiveSeconds, Rate, RateOrZero, Seconds, Tokens, TokensOrZero
 from .errors import ConfigError, pydantic_error
-from .limits import (MAX_DURATION_S, MAX_REQUESTS, MAX_TURNS, MAX_USERS, Offset, PositiveSeconds, Rate, RateOrZero,
-                     Seconds, Tokens, TokensOrZero)
+from .limits import MAX_DURATION_S, MAX_REQUESTS, MAX_TURNS, MAX_USERS
 from .sim.workload import distributions as d
 from .sim.workload.builders import inference_perf_client, inference_perf_total
 from .sim.workload.source import PRIORITY, Client, ClosedLoop, SessionConfig, Workload

@@ -4,17 +4,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-
 from ...errors import ConfigError, read_yaml
+from ...limits import (MAX_DURATION_S, MAX_NUMBER, MAX_RATE, MAX_REQUESTS, MAX_TOKENS, MAX_TURNS, MAX_USERS,
+                       MIN_DURATION_S)
 from .distributions import (Constant, ConstantArrivals, Empirical, Exponential, GammaArrivals, Gaussian, LogNormal,
                             ParetoLogNormal, PoissonArrivals, Stages, TimeVarying, WeibullArrivals)
 from .source import PRIORITY, Client, ClosedLoop, SessionConfig, Workload
-
-MAX_USERS = 1_000_000       # inference-perf (group, prompt) users (blis_gym.limits.MAX_USERS)
-MAX_TOKENS = 1 << 30        # a length (blis_gym.limits.MAX_TOKENS)
-MAX_TURNS = 10_000          # rounds of one session (blis_gym.limits.MAX_TURNS)
-MAX_REQUESTS = 100_000_000  # (blis_gym.limits.MAX_REQUESTS)
-MAX_NUMBER = 1e13           # any number in a spec (µs times up to ~116 days; token counts, rates)
 
 
 def _stage_list(stages) -> list[tuple[float, float]]:
@@ -243,8 +238,9 @@ class _Spec:
         st = []
         for j, s in enumerate(stages):
             s = self.mapping(s, f"{key}.stages[{j}]", {"rate", "duration"})
-            st.append((float(self.num(s, "rate", f"{key}.stages[{j}]", lo=0, hi=1e6)),
-                       float(self.num(s, "duration", f"{key}.stages[{j}]", lo=1e-6, hi=1e7))))
+            where = f"{key}.stages[{j}]"
+            st.append((float(self.num(s, "rate", where, lo=0, hi=MAX_RATE)),
+                       float(self.num(s, "duration", where, lo=MIN_DURATION_S, hi=MAX_DURATION_S))))
         sk = f"{key}.shared_prefix"
         sp = self.mapping(d.get("shared_prefix"), sk,
                           {"num_unique_system_prompts", "num_users_per_system_prompt", "num_groups",
@@ -283,7 +279,7 @@ class _Spec:
                 num = self._ip_total
         if not clients:
             raise self.err("clients", "give at least one client (or inference_perf)")
-        rate = float(self.num(data, "aggregate_rate", "spec", 0.0, 0, 1e6))
+        rate = float(self.num(data, "aggregate_rate", "spec", 0.0, 0, MAX_RATE))
         if rate <= 0 and any(c.kind == "open-loop" and c.arrival is not None and c.arrival.rate is None
                              and not isinstance(c.arrival, TimeVarying) for c in clients):
             raise self.err("aggregate_rate", "must be > 0 (absolute-rate lifecycle windows are not supported)")

@@ -22,8 +22,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ...limits import MAX_DURATION_S
+
 CHUNK = 1024
-MAX_THINK_S = 1e7       # the longest duration a scenario may give (blis_gym.limits.MAX_DURATION_S)
 
 
 # ---- token lengths --------------------------------------------------------------------------
@@ -169,7 +170,7 @@ class ThinkTime:
             x = rng.uniform(self.min, self.max, n)
         else:
             raise ValueError(f"unknown think-time distribution {d!r}")
-        x = np.clip(x, max(0.0, self.min), min(self.max, MAX_THINK_S))
+        x = np.clip(x, max(0.0, self.min), min(self.max, MAX_DURATION_S))
         return np.rint(x * 1e6).astype(np.int64)
 
     @property

@@ -24,10 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import ConfigError
+from ...limits import MAX_DURATION_S, MAX_TOKENS
 
 FORMATS = ("csv", "azure", "blis-v2")
-MAX_ARRIVAL_S = 1e7          # the longest a scenario may run (blis_gym.limits.MAX_DURATION_S)
-MAX_TOKENS = 1 << 30         # a prompt or output length (blis_gym.limits.MAX_TOKENS)
 
 
 @dataclass
@@ -150,9 +149,9 @@ def read_csv_trace(path: str | Path) -> TraceData:
     neg = np.flatnonzero(t < 0)
     if neg.size:
         raise _err(f"{path}:{lines[int(neg[0])]}: negative arrival_s")
-    late = np.flatnonzero(t > MAX_ARRIVAL_S)
+    late = np.flatnonzero(t > MAX_DURATION_S)
     if late.size:
-        raise _err(f"{path}:{lines[int(late[0])]}: arrival_s above the limit of {MAX_ARRIVAL_S:g} s")
+        raise _err(f"{path}:{lines[int(late[0])]}: arrival_s above the limit of {MAX_DURATION_S:g} s")
     _check_order(path, lines, t, "arrival_s", lambda i: rows[i][cols["arrival_s"]].strip())
     inp = _tokens(path, rows, lines, cols["input_tokens"], "input_tokens")
     out = _tokens(path, rows, lines, cols["output_tokens"], "output_tokens")
@@ -209,8 +208,8 @@ def read_azure_trace(path: str | Path) -> TraceData:
         except TypeError:
             raise _err(f"{path}:{lines[i]}: TIMESTAMP mixes time zones ({r[c].strip()!r})") from None
         us[i] = (d.days * 86400 + d.seconds) * 1_000_000 + d.microseconds
-        if us[i] > MAX_ARRIVAL_S * 1e6:
-            raise _err(f"{path}:{lines[i]}: TIMESTAMP more than {MAX_ARRIVAL_S:g} s after the first row")
+        if us[i] > MAX_DURATION_S * 1e6:
+            raise _err(f"{path}:{lines[i]}: TIMESTAMP more than {MAX_DURATION_S:g} s after the first row")
     _check_order(path, lines, us, "TIMESTAMP", lambda i: rows[i][c].strip())
     inp = _tokens(path, rows, lines, cols["ContextTokens"], "ContextTokens")
     out = _tokens(path, rows, lines, cols["GeneratedTokens"], "GeneratedTokens")
