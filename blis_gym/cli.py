@@ -16,7 +16,6 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import finite_json
 from .errors import ConfigError
 from .limits import MAX_SEED
 
@@ -59,6 +58,7 @@ def run(scenario: str, seed: int | None, out_dir: Path | None, quiet: bool, plot
     """Run SCENARIO (a YAML file, or the name of a bundled scenario: see `blis-gym scenarios`;
     default: `default`), print a summary table and write summary.json, requests.csv and
     timeseries.csv."""
+    from . import finite_json
     from .resources import scenario_path
     from .scenario import build, load_scenario
     from .sim.simulation import Simulation
