@@ -375,3 +375,16 @@ def test_negative_zero_is_zero():
         "turns": 2, "think_time_s": {"dist": "exponential", "mean": -0.0}},
         pools=[{"name": "p", "provisioning_delay_s": {"dist": "exponential", "mean": -0.0}}]))
     assert Simulation(build(sc)).run()["completed_requests"] == 4
+
+
+@pytest.mark.parametrize("content, needle", [
+    ("params: {a: 1}\nparams: {a: 2}\n", "duplicate key 'params'"),
+    ("params: {api_us: .nan}\n", "calibration.params.api_us: must be a finite number"),
+    ("params: {api_us: fast}\n", "calibration.params.api_us: must be a finite number"),
+    ("params: [1, 2]\n", "calibration.params: must be a mapping"),
+])
+def test_bad_calibration_file_gets_one_line(tmp_path, content, needle):
+    cal = tmp_path / "cal.yaml"
+    cal.write_text(content)
+    r = _validate(tmp_path, "\n".join([TRACE_HEADER, *GOOD_ROWS]) + "\n", "--calibration", cal)
+    assert needle in one_line(r)
