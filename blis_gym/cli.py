@@ -5,7 +5,6 @@ Bad input (scenario, file, option) prints one line naming the field and exits wi
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .errors import ConfigError
+from .limits import MAX_SEED
 
 err_console = Console(stderr=True)
 
@@ -27,7 +27,21 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _OneLineErrors(click.Command):
+    """A bad option or argument gets one line and exit status 2 (not click's usage block)."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as e:
+            _fail(e.format_message())
+
+
+class _Group(click.Group):
+    command_class = _OneLineErrors
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="blis-gym")
 def main() -> None:
     """blis-gym: simulate llm-d serving clusters, fast and deterministically."""
@@ -35,7 +49,7 @@ def main() -> None:
 
 @main.command()
 @click.argument("scenario", required=False, default="default")
-@click.option("--seed", type=int, default=None, help="Override the scenario's seed.")
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=None, help="Override the scenario's seed.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Output folder (default: results/<scenario name>).")
 @click.option("--quiet", is_flag=True, help="No progress bar and no table; just write the files.")
@@ -44,6 +58,7 @@ def run(scenario: str, seed: int | None, out_dir: Path | None, quiet: bool, plot
     """Run SCENARIO (a YAML file, or the name of a bundled scenario: see `blis-gym scenarios`;
     default: `default`), print a summary table and write summary.json, requests.csv and
     timeseries.csv."""
+    from . import finite_json
     from .resources import scenario_path
     from .scenario import build, load_scenario
     from .sim.simulation import Simulation
@@ -66,7 +81,7 @@ def run(scenario: str, seed: int | None, out_dir: Path | None, quiet: bool, plot
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         _fail(f"--out: cannot create {out_dir}: {e.strerror}")
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out_dir / "summary.json").write_text(finite_json.dumps(summary) + "\n")   # inf/NaN -> null
     sim.metrics.write_requests_csv(out_dir / "requests.csv")
     sim.metrics.write_timeseries_csv(out_dir / "timeseries.csv")
     written = ["summary.json", "requests.csv", "timeseries.csv"]

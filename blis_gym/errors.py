@@ -11,15 +11,107 @@ class ConfigError(ValueError):
         self.message = message
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that refuses what would otherwise be silently wrong or end in a traceback:
+    duplicate keys (the last would win), integers too long to convert, lone surrogates."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}",
+                                                            key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_int(self, node):
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:
+            raise yaml.constructor.ConstructorError(None, None, "an integer with too many digits",
+                                                    node.start_mark) from None
+
+    def construct_yaml_str(self, node):
+        value = super().construct_yaml_str(node)
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise yaml.constructor.ConstructorError(None, None, "a string that is not valid Unicode",
+                                                    node.start_mark) from None
+        return value
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+_Loader.add_constructor("tag:yaml.org,2002:str", _Loader.construct_yaml_str)
+
+
 def read_yaml(path: Path, field: str, *, mapping: bool = False):
-    """The YAML document in `path`; a ConfigError naming `field` (and the line) if it does not
-    parse, or, with `mapping`, if it is not a mapping."""
+    """The YAML document in `path`; a ConfigError naming `field` (and the line) if it is not UTF-8
+    text, does not parse, repeats a key, or, with `mapping`, is not a mapping."""
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(field, f"{path} is not UTF-8 text (byte {e.start} is {e.object[e.start]:#04x})") from None
+    except OSError as e:
+        raise ConfigError(field, f"cannot read {path}: {e.strerror}") from None
+    try:
+        data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(field, f"{path} is not valid YAML{where}") from None
+        problem = getattr(e, "problem", None)
+        what = f": {problem}" if isinstance(e, yaml.constructor.ConstructorError) and problem else ""
+        raise ConfigError(field, f"{path} is not valid YAML{where}{what}") from None
+    except RecursionError:
+        raise ConfigError(field, f"{path} is nested too deeply") from None
     if mapping and not isinstance(data, dict):
         raise ConfigError(field, f"{path} must be a mapping")
     return data
+
+
+# ---- pydantic validation errors as one line ---------------------------------------------------
+# pydantic's error locations include the union member tried ('constrained-float', 'DelaySpec',
+# 'function-after[check(), float]', a discriminator value): not field names a user wrote.
+_TAGS = {"constant", "gaussian", "exponential", "lognormal", "empirical", "uniform", "int", "float", "str", "bool",
+         "dict", "list", "none"}
+
+
+_TAG_PREFIXES = ("function-", "constrained-", "lax-", "json-", "nullable[", "list[", "dict[", "union[", "tagged-union[")
+
+
+def _is_tag(part) -> bool:
+    """Whether a location part names a union member (a model class, a pydantic schema) rather than a field."""
+    return isinstance(part, str) and (part in _TAGS or part.startswith(_TAG_PREFIXES)
+                                      or (part[:1].isupper() and part.isidentifier()))
+
+
+def pydantic_error(e, prefix: str = "", allowed_fields=None) -> ConfigError:
+    """One ConfigError for a pydantic ValidationError: of the errors, the one whose (human) field
+    path is longest, i.e. the union member the input was meant for (`{mean: -1}` for a delay is
+    a DelaySpec with a bad mean, not a bad float). `allowed_fields(loc)` lists the fields allowed
+    beside an unknown one."""
+    def rank(err):
+        # deeper first; at equal depth a bad value before "not this union member's type"
+        depth = sum(not _is_tag(p) for p in err["loc"])
+        return depth, not err["type"].endswith(("_type", "_parsing"))
+    err = max(e.errors(), key=rank)              # the first of the best
+    loc = tuple(p for p in err["loc"] if not _is_tag(p))
+    path = ".".join(str(p) for p in loc)
+    field = ".".join(x for x in (prefix, path) if x) or prefix or "input"
+    msg = err["msg"].removeprefix("Value error, ")
+    got = err.get("input")
+    if err["type"] == "extra_forbidden":
+        allowed = allowed_fields(loc) if allowed_fields else []
+        msg = "unknown field" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
+    elif err["type"] == "missing":
+        msg = "required field is missing"
+    else:
+        msg = msg[:1].lower() + msg[1:]
+        if isinstance(got, (int, float, str)) and not isinstance(got, bool) and "got" not in msg:
+            shown = repr(got) if len(repr(got)) <= 60 else repr(got)[:57] + "..."
+            msg = f"{msg} (got {shown})"
+    return ConfigError(field, msg)

@@ -10,24 +10,32 @@ from typing import Annotated, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError, read_yaml
+from .bounded import (Count, CountOrZero, Instances, InstancesOrZero, Millis, PositiveMillis, SampleInterval, Seconds,
+                      Seed, Tokens, TokensOrZero)
+from .errors import ConfigError, pydantic_error, read_yaml
+from .limits import MAX_DURATION_S, MAX_INSTANCES, MAX_WINDOW_TICKS, MIN_AUTOSCALER_INTERVAL_S
 from .workload_spec import WorkloadSpec, build_workload
 
-PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
+TP = Annotated[int, Field(gt=0, le=64)]      # GPUs of one instance (and of one node)
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*")
+    @classmethod
+    def _no_negative_zero(cls, v):
+        return 0.0 if isinstance(v, float) and v == 0 else v      # numpy refuses a scale of -0.0
 
 
 class VLLMSpec(_Strict):
-    max_num_seqs: Optional[PositiveInt] = None            # None: vLLM's default for the GPU
-    max_num_batched_tokens: Optional[PositiveInt] = None
-    long_prefill_token_threshold: Annotated[int, Field(ge=0)] = 0
-    max_model_len: Optional[PositiveInt] = None           # None: the model's, capped by KV capacity
+    max_num_seqs: Optional[Count] = None                  # None: vLLM's default for the GPU
+    max_num_batched_tokens: Optional[Tokens] = None
+    long_prefill_token_threshold: TokensOrZero = 0
+    max_model_len: Optional[Tokens] = None                # None: the model's, capped by KV capacity
     gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.9
-    total_kv_blocks: Optional[Annotated[int, Field(ge=2)]] = None
+    total_kv_blocks: Optional[Annotated[int, Field(ge=2, le=1 << 31)]] = None
     scheduling_policy: Literal["fcfs", "priority", "sjf"] = "fcfs"
     preemption_policy: Literal["fcfs", "priority"] = "fcfs"
 
@@ -37,18 +45,18 @@ class SaturationSpec(_Strict):
     detector: Literal["utilization", "concurrency"] = "utilization"
     queue_threshold: PositiveFloat = 5
     kv_threshold: PositiveFloat = 0.8
-    staleness_ms: Annotated[float, Field(ge=0)] = 200
-    max_concurrency: PositiveInt = 100
+    staleness_ms: Millis = 200
+    max_concurrency: Count = 100
 
 
 class FlowControlSpec(_Strict):
-    per_band_capacity: Annotated[int, Field(ge=0)] = 5000
-    max_queue: Annotated[int, Field(ge=0)] = 0
-    ttl_s: Annotated[float, Field(ge=0)] = 60.0
+    per_band_capacity: CountOrZero = 5000
+    max_queue: CountOrZero = 0
+    ttl_s: Seconds = 60.0
     fairness: Literal["global-strict", "round-robin"] = "global-strict"
     usage_limits: Optional[dict] = None
     saturation: SaturationSpec = SaturationSpec()
-    dispatch_tick_ms: PositiveFloat = 1.0
+    dispatch_tick_ms: PositiveMillis = 1.0
 
 
 class GatewaySpec(_Strict):
@@ -57,53 +65,62 @@ class GatewaySpec(_Strict):
 
 
 class ClusterSpec(_Strict):
-    instances: PositiveInt = 1
-    scrape_interval_ms: Annotated[float, Field(ge=0)] = 50.0     # 0 = oracle signals
+    instances: Instances = 1
+    scrape_interval_ms: Millis = 50.0                     # 0 = oracle signals
     trace_decisions: bool = False
 
 
 class DelaySpec(_Strict):
     """A delay in seconds: a constant, or gaussian (mean, std, clamped at 0) or exponential."""
     dist: Literal["constant", "gaussian", "exponential"] = "constant"
-    value: Annotated[float, Field(ge=0)] = 0.0
-    mean: Annotated[float, Field(ge=0)] = 0.0
-    std: Annotated[float, Field(ge=0)] = 0.0
+    value: Seconds = 0.0
+    mean: Seconds = 0.0
+    std: Seconds = 0.0
 
 
-Delay = Union[Annotated[float, Field(ge=0)], DelaySpec]
+Delay = Union[Seconds, DelaySpec]
 
 
 class AutoscalerSpec(_Strict):
     """A periodic autoscaler for one pool (see docs/pd-and-autoscaling.md)."""
     policy: Literal["hpa", "wva", "external"] = "hpa"
-    interval_s: PositiveFloat = 15.0
+    interval_s: Annotated[float, Field(ge=MIN_AUTOSCALER_INTERVAL_S, le=MAX_DURATION_S)] = 15.0
     # hpa (KEDA on EPP metrics): desired = ceil(total / target) for waiting/running,
     # ceil(replicas * saturation / target) for saturation; the max over the listed metrics
     metrics: dict[Literal["waiting", "running", "saturation"], PositiveFloat] = Field(
         default_factory=lambda: {"waiting": 1.0, "running": 16.0})
-    scale_up_stabilization_s: Annotated[float, Field(ge=0)] = 0.0
-    scale_down_stabilization_s: Annotated[float, Field(ge=0)] = 300.0
-    max_scale_up_per_tick: PositiveInt = 4
+    scale_up_stabilization_s: Seconds = 0.0
+    scale_down_stabilization_s: Seconds = 300.0
+    max_scale_up_per_tick: Instances = 4
     # wva (saturation-based): a replica is saturated at kv >= kv_threshold or waiting >= queue_threshold
     kv_threshold: Annotated[float, Field(gt=0, le=1)] = 0.8
     queue_threshold: PositiveFloat = 5.0
     spare_kv: Annotated[float, Field(ge=0, le=1)] = 0.1
     spare_queue: Annotated[float, Field(ge=0)] = 3.0
-    scale_to_zero_after_s: Annotated[float, Field(ge=0)] = 600.0
+    scale_to_zero_after_s: Seconds = 600.0
+
+    @model_validator(mode="after")
+    def _windows(self):
+        # a stabilization window holds one recommendation per tick, scanned at every tick
+        for name in ("scale_up_stabilization_s", "scale_down_stabilization_s"):
+            if getattr(self, name) > MAX_WINDOW_TICKS * self.interval_s:
+                raise ValueError(f"{name} must be at most {MAX_WINDOW_TICKS} intervals "
+                                 f"({MAX_WINDOW_TICKS * self.interval_s:g} s at interval_s {self.interval_s:g})")
+        return self
 
 
 class PoolSpec(_Strict):
     name: str
     role: Literal["both", "prefill", "decode"] = "both"
-    instances: Annotated[int, Field(ge=0)] = 1            # at the start
+    instances: InstancesOrZero = 1                        # at the start
     hardware: Optional[str] = None                         # default: the scenario's
-    tp: Optional[PositiveInt] = None
+    tp: Optional[TP] = None
     latency_model: Optional[Literal["trained-physics", "roofline", "calibrated"]] = None
     vllm: dict = Field(default_factory=dict)               # overrides of the scenario's vllm fields
-    min_instances: Optional[Annotated[int, Field(ge=0)]] = None
-    max_instances: Optional[PositiveInt] = None
+    min_instances: Optional[InstancesOrZero] = None
+    max_instances: Optional[Instances] = None
     autoscaler: Optional[AutoscalerSpec] = None
-    gpus_per_node: Optional[PositiveInt] = None            # default: tp (one instance per node)
+    gpus_per_node: Optional[TP] = None                   # default: tp (one instance per node)
     provisioning_delay_s: Delay = 0.0                      # a new node, before an instance can load
     load_time_s: Delay = 0.0                               # model load + warm-up before serving
     price_per_gpu_hour: Optional[Annotated[float, Field(ge=0)]] = None   # default: the GPU's (hardware.json)
@@ -124,8 +141,8 @@ class PoolSpec(_Strict):
 
 
 class TransferSpec(_Strict):
-    bandwidth_gb_s: PositiveFloat = 25.0                   # per GPU (NIXL RDMA)
-    base_latency_ms: Annotated[float, Field(ge=0)] = 0.05
+    bandwidth_gb_s: Annotated[float, Field(ge=1e-6, le=1e6)] = 25.0                   # per GPU (NIXL RDMA)
+    base_latency_ms: Millis = 0.05
     contention: bool = True                                # transfers from one prefill pod share its NIC
 
 
@@ -138,10 +155,10 @@ class PDSpec(_Strict):
 class Scenario(_Strict):
     name: str = ""
     description: str = ""
-    seed: int = 42
+    seed: Seed = 42
     model: str
     hardware: str = "H100"
-    tp: PositiveInt = 1
+    tp: TP = 1
     latency_model: Literal["trained-physics", "roofline", "calibrated"] = "trained-physics"
     vllm: VLLMSpec = VLLMSpec()
     workload: WorkloadSpec
@@ -150,7 +167,7 @@ class Scenario(_Strict):
     router: dict = Field(default_factory=lambda: {"policy": "default"})
     pools: Optional[Annotated[list[PoolSpec], Field(min_length=1)]] = None
     pd: PDSpec = PDSpec()
-    sample_interval_s: Annotated[float, Field(ge=0)] = 1.0
+    sample_interval_s: SampleInterval = 1.0              # 0: no time series
 
     @field_validator("model", "hardware")
     @classmethod
@@ -166,6 +183,11 @@ class Scenario(_Strict):
         names = [p.name for p in self.pools]
         if len(set(names)) != len(names):
             raise ValueError("pools: names must be unique")
+        if not all(n.strip() for n in names):
+            raise ValueError("pools: a pool name must not be empty")
+        slots = sum(max(p.instances, p.max_instances or 0) for p in self.pools)
+        if slots > MAX_INSTANCES:
+            raise ValueError(f"pools: {slots} instances in all (at their maximum), more than {MAX_INSTANCES}")
         if "instances" in self.cluster.model_fields_set:
             raise ValueError("cluster.instances: give either cluster.instances or pools, not both")
         roles = {p.role for p in self.pools}
@@ -177,9 +199,6 @@ class Scenario(_Strict):
 
 
 # ---- loading --------------------------------------------------------------------------------
-_UNION_TAGS = ("constant", "gaussian", "exponential", "lognormal", "empirical", "ThinkDist", "float", "str", "dict")
-
-
 def _allowed_fields(loc: tuple) -> list[str]:
     """Field names allowed at the mapping that holds loc[-1] (for 'unknown field' messages)."""
     model = Scenario
@@ -193,21 +212,8 @@ def _allowed_fields(loc: tuple) -> list[str]:
 
 
 def _first_error(e: ValidationError) -> ConfigError:
-    err = e.errors()[0]
-    parts = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
-    loc = ".".join(str(p) for p in parts)
-    msg = err["msg"]
-    got = err.get("input")
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
-    if err["type"] == "extra_forbidden":
-        allowed = _allowed_fields(parts)
-        msg = "unknown field" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
-    elif err["type"] == "missing":
-        msg = "required field is missing"
-    elif isinstance(got, (int, float, str)) and not isinstance(got, bool) and "got" not in msg:
-        msg = f"{msg[0].lower()}{msg[1:]} (got {got!r})"
-    return ConfigError(loc or "scenario", msg)
+    err = pydantic_error(e, allowed_fields=_allowed_fields)
+    return err if err.field != "input" else ConfigError("scenario", err.message)
 
 
 def parse_scenario(data, overrides: dict | None = None) -> Scenario:
@@ -246,7 +252,7 @@ def build(sc: Scenario, check_invariants: bool = False, base_dir: Path | str | N
     for k, p in enumerate(specs):
         where = f"pools[{k}]" if sc.pools else ""
         pool_cfg, pool_instances, pool_mml = _pool(sc, p, model, where, first_index=len(instances),
-                                                   names=None if sc.pools else "instance-{}")
+                                                   prefix=None if sc.pools else "instance")
         instances += pool_instances
         pools.append(pool_cfg)
         if p.role != "prefill":
@@ -259,7 +265,7 @@ def build(sc: Scenario, check_invariants: bool = False, base_dir: Path | str | N
                      name=sc.name)
 
 
-def _pool(sc: Scenario, p: PoolSpec, model, where: str, first_index: int, names: str | None):
+def _pool(sc: Scenario, p: PoolSpec, model, where: str, first_index: int, prefix: str | None):
     """One pool's instance slots (its maximum size) and its sim-side configuration."""
     from .policies.autoscaling import make_autoscaler
     from .sim.cluster.pools import PoolConfig
@@ -305,9 +311,9 @@ def _pool(sc: Scenario, p: PoolSpec, model, where: str, first_index: int, names:
     if p.autoscaler is None:
         lo = hi = p.instances
     n_slots = hi
-    fmt = names or (p.name + "-{}")
+    prefix = prefix or p.name
     # one step model per instance: the calibrated model keeps per-instance state (its last step)
-    instances = [InstanceConfig(name=fmt.format(j), engine=engine, step_model=make_step_model(kind, model, hw, tp),
+    instances = [InstanceConfig(name=f"{prefix}-{j}", engine=engine, step_model=make_step_model(kind, model, hw, tp),
                                 total_kv_blocks=blocks,
                                 role=p.role, pool=p.name, kv_bytes_per_token=model.kv_bytes_per_token(tp))
                  for j in range(n_slots)]

@@ -21,27 +21,36 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError
+from .bounded import Offset, PositiveSeconds, Rate, RateOrZero, Seconds, Tokens, TokensOrZero
+from .errors import ConfigError, pydantic_error
+from .limits import MAX_DURATION_S, MAX_REQUESTS, MAX_TURNS, MAX_USERS
 from .sim.workload import distributions as d
 from .sim.workload.builders import inference_perf_client, inference_perf_total
 from .sim.workload.source import PRIORITY, Client, ClosedLoop, SessionConfig, Workload
 from .sim.workload.traces import load_trace
 
-PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
+# lognormal parameters: bounded so that the mean exp(mu + sigma²/2) stays a finite float
+LogMu = Annotated[float, Field(ge=-50, le=50)]
+LogSigma = Annotated[float, Field(ge=0, le=10)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*")
+    @classmethod
+    def _no_negative_zero(cls, v):
+        return 0.0 if isinstance(v, float) and v == 0 else v      # numpy refuses a scale of -0.0
 
 
 class _Ranged(_Strict):
     """A length distribution clamped to [min, max]."""
-    min: PositiveInt = 1
-    max: PositiveInt = 1 << 30
+    min: Tokens = 1
+    max: Tokens = 1 << 30
 
     @model_validator(mode="after")
     def _range(self):
@@ -53,7 +62,7 @@ class _Ranged(_Strict):
 # ---- lengths --------------------------------------------------------------------------------
 class ConstantLen(_Strict):
     dist: Literal["constant"]
-    value: PositiveInt
+    value: Tokens
 
 
 class GaussianLen(_Ranged):
@@ -70,14 +79,14 @@ class ExponentialLen(_Ranged):
 class LogNormalLen(_Ranged):
     """round(exp(mu + sigma·Z)) tokens."""
     dist: Literal["lognormal"]
-    mu: float
-    sigma: NonNegFloat
+    mu: LogMu
+    sigma: LogSigma
 
 
 class EmpiricalLen(_Strict):
     """pmf: {tokens: probability} (normalised)."""
     dist: Literal["empirical"]
-    pmf: dict[PositiveInt, NonNegFloat]
+    pmf: dict[Tokens, NonNegFloat]
 
     @model_validator(mode="after")
     def _mass(self):
@@ -108,13 +117,13 @@ class ThinkDist(_Strict):
     """constant (value) | exponential (mean) | gaussian (mean, std) | lognormal (mu, sigma of ln s)
     | uniform (min, max); min/max clamp. All in seconds."""
     dist: Literal["constant", "exponential", "gaussian", "lognormal", "uniform"]
-    value: NonNegFloat = 0.0
-    mean: NonNegFloat = 0.0
-    std: NonNegFloat = 0.0
-    mu: float = 0.0
-    sigma: NonNegFloat = 0.0
-    min: NonNegFloat = 0.0
-    max: NonNegFloat | None = None
+    value: Seconds = 0.0
+    mean: Seconds = 0.0
+    std: Seconds = 0.0
+    mu: LogMu = 0.0
+    sigma: LogSigma = 0.0
+    min: Seconds = 0.0
+    max: Seconds | None = None
 
     @model_validator(mode="after")
     def _ok(self):
@@ -129,7 +138,7 @@ class ThinkDist(_Strict):
                            float("inf") if self.max is None else self.max)
 
 
-ThinkSpec = Union[NonNegFloat, ThinkDist]
+ThinkSpec = Union[Seconds, ThinkDist]
 
 
 def think(spec) -> d.ThinkTime:
@@ -138,27 +147,27 @@ def think(spec) -> d.ThinkTime:
 
 # ---- arrivals ---------------------------------------------------------------------------------
 class StageSpec(_Strict):
-    rate: NonNegFloat
-    duration_s: PositiveFloat
+    rate: RateOrZero
+    duration_s: PositiveSeconds
 
 
 class DiurnalSpec(_Strict):
     """rate(t) = mean·(1 + amplitude·sin(2π(t − peak_offset_s)/period_s)); mean defaults to the rate."""
     amplitude: Annotated[float, Field(ge=0, le=1)]
-    period_s: PositiveFloat = 86400.0
-    peak_offset_s: float = 0.0
-    mean: PositiveFloat | None = None
+    period_s: PositiveSeconds = 86400.0
+    peak_offset_s: Offset = 0.0
+    mean: Rate | None = None
 
 
 class SpikeWindowSpec(_Strict):
-    start_s: NonNegFloat
-    duration_s: PositiveFloat
-    rate: NonNegFloat
+    start_s: Annotated[float, Field(ge=0, le=MAX_DURATION_S)]
+    duration_s: PositiveSeconds
+    rate: RateOrZero
 
 
 class SpikeSpec(_Strict):
     """The base rate (defaults to the rate), replaced by each window's rate inside it."""
-    base_rate: NonNegFloat | None = None
+    base_rate: RateOrZero | None = None
     windows: Annotated[list[SpikeWindowSpec], Field(min_length=1)]
 
     @model_validator(mode="after")
@@ -172,7 +181,7 @@ class SpikeSpec(_Strict):
 
 class ArrivalSpec(_Strict):
     process: Literal["poisson", "constant", "gamma", "weibull"] = "poisson"
-    cv: PositiveFloat | None = None
+    cv: Annotated[float, Field(ge=0.01, le=100)] | None = None
     stages: Annotated[list[StageSpec], Field(min_length=1)] | None = None
     diurnal: DiurnalSpec | None = None
     spike: SpikeSpec | None = None
@@ -213,13 +222,13 @@ class ArrivalSpec(_Strict):
 
 # ---- sessions, closed loops, traces, inference-perf --------------------------------------------
 class SessionSpec(_Strict):
-    turns: PositiveInt
+    turns: Annotated[int, Field(gt=0, le=MAX_TURNS)]
     think_time_s: ThinkSpec = 0.0
     accumulate: bool = True
 
 
 class ClosedLoopSpec(_Strict):
-    users: PositiveInt
+    users: Annotated[int, Field(gt=0, le=MAX_USERS)]
     think_time_s: ThinkSpec = 0.0
 
 
@@ -229,35 +238,42 @@ class TraceSpec(_Strict):
 
 
 class InferencePerfSpec(_Strict):
-    num_groups: PositiveInt
-    prompts_per_group: PositiveInt
-    system_prompt_len: Annotated[int, Field(ge=0)]
-    question_len: PositiveInt
-    output_len: PositiveInt
+    num_groups: Annotated[int, Field(gt=0, le=MAX_USERS)]
+    prompts_per_group: Annotated[int, Field(gt=0, le=MAX_USERS)]
+    system_prompt_len: TokensOrZero
+    question_len: Tokens
+    output_len: Tokens
     stages: Annotated[list[StageSpec], Field(min_length=1)]
     repeat_questions: bool = False       # True: one fixed question per (group, prompt) user
     slo_class: str = "standard"
     load_type: Literal["constant", "poisson"] = "constant"   # inference-perf's load.type
 
+    @model_validator(mode="after")
+    def _users(self):
+        if self.num_groups * self.prompts_per_group > MAX_USERS:
+            raise ValueError(f"num_groups x prompts_per_group must be at most {MAX_USERS} "
+                             f"(got {self.num_groups * self.prompts_per_group})")
+        return self
+
 
 class SloTargetSpec(_Strict):
-    ttft_ms: PositiveFloat | None = None
-    itl_ms: PositiveFloat | None = None
-    e2e_ms: PositiveFloat | None = None
+    ttft_ms: Annotated[float, Field(gt=0, le=MAX_DURATION_S * 1e3)] | None = None
+    itl_ms: Annotated[float, Field(gt=0, le=MAX_DURATION_S * 1e3)] | None = None
+    e2e_ms: Annotated[float, Field(gt=0, le=MAX_DURATION_S * 1e3)] | None = None
 
 
 class ClientSpec(_Strict):
     name: str
-    rate_fraction: PositiveFloat = 1.0
-    rate: PositiveFloat | None = None           # absolute req/s for this client (ignores fractions)
+    rate_fraction: Annotated[float, Field(gt=0, le=1e6)] = 1.0
+    rate: Rate | None = None           # absolute req/s for this client (ignores fractions)
     arrival: ArrivalSpec | None = None
     input: LengthSpec | None = None
     output: LengthSpec | None = None
     slo_class: str | None = None
     tenant: str | None = None
     prefix_group: str = ""
-    prefix_tokens: Annotated[int, Field(ge=0)] = 0
-    timeout_s: NonNegFloat | None = None
+    prefix_tokens: TokensOrZero = 0
+    timeout_s: Seconds | None = None
     session: SessionSpec | None = None
     closed_loop: ClosedLoopSpec | None = None
 
@@ -271,15 +287,15 @@ class ClientSpec(_Strict):
 
 
 class WorkloadSpec(_Strict):
-    rate: PositiveFloat | None = Field(None, description="requests per second (aggregate)")
+    rate: Rate | None = Field(None, description="requests per second (aggregate)")
     arrival: ArrivalSpec = ArrivalSpec()
     input: LengthSpec | None = None
     output: LengthSpec | None = None
-    prefix_tokens: Annotated[int, Field(ge=0)] = 0
+    prefix_tokens: TokensOrZero = 0
     prefix_group: str = ""
-    num_requests: PositiveInt | None = None
-    horizon_s: PositiveFloat | None = None
-    timeout_s: NonNegFloat = 300.0
+    num_requests: Annotated[int, Field(gt=0, le=MAX_REQUESTS)] | None = None
+    horizon_s: PositiveSeconds | None = None
+    timeout_s: Seconds = 300.0
     slo_class: str = "standard"
     tenant: str = ""
     session: SessionSpec | None = None
@@ -288,7 +304,7 @@ class WorkloadSpec(_Strict):
     trace: TraceSpec | None = None
     inference_perf: InferencePerfSpec | None = None
     slo_targets: dict[str, SloTargetSpec] = {}
-    priorities: dict[str, int] = {}
+    priorities: dict[str, Annotated[int, Field(ge=-1000, le=1000)]] = {}
 
     @model_validator(mode="after")
     def _ok(self):
@@ -418,9 +434,6 @@ def build_workload(spec: WorkloadSpec, base_dir: Path | str = ".") -> Workload:
 
 
 # ---- parsing with one clear error -------------------------------------------------------------------
-_TAGS = ("constant", "gaussian", "exponential", "lognormal", "empirical", "ThinkDist", "float")
-
-
 def parse_workload(data) -> WorkloadSpec:
     """Validate a `workload:` mapping, raising one ConfigError naming the field."""
     if not isinstance(data, dict):
@@ -428,14 +441,4 @@ def parse_workload(data) -> WorkloadSpec:
     try:
         return WorkloadSpec.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p in _TAGS))
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown field"
-        elif err["type"] == "missing":
-            msg = "required field is missing"
-        elif err["type"] == "literal_error":
-            msg = f"{msg} (got {err.get('input')!r})"
-        msg = msg.removeprefix("Value error, ")
-        raise ConfigError("workload" + (f".{loc}" if loc else ""), msg) from None
+        raise pydantic_error(e, prefix="workload") from None

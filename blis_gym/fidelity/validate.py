@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from blis_gym.errors import ConfigError
+from blis_gym.finite_json import dumps as json_dumps
+from blis_gym.limits import MAX_COUNT, MAX_DURATION_S, MAX_RATE, MAX_TOKENS, MAX_USERS, MIN_DURATION_S
 
 from ..sim.latency.calibrated import CalibratedPhysics, load_calibration
 
@@ -49,6 +50,7 @@ METRICS = ("e2e_mean", "e2e_p90", "e2e_p99", "ttft_mean", "ttft_p90", "ttft_p99"
 #: (measured prompt_len mean 592 for codegen 100+466, 575 for general 100+447).
 TEMPLATE_TOKENS = 25
 SHORT_STAGE_REQUESTS = 1500
+MIN_LATENCY_MS, MAX_LATENCY_MS = 1e-3, MAX_DURATION_S * 1e3      # a measured latency: 1 µs and up
 
 AGG_REQUIRED = ("exp_id", "model", "hardware", "tp", "max_num_batched_tokens", "max_num_seqs", "stage_index",
                 "stage_rate_rps", "stage_duration_s", "sp_num_groups", "sp_prompts_per_group",
@@ -95,34 +97,66 @@ class Experiment:
         return int(sum(r * d for (r, _), d in zip(self.stages, self.stage_durations(stage_cap_s))))
 
 
-def _num(row: Mapping, key: str, cast=float, default=None, where: str = ""):
+def _number(v: str, key: str, cast=float, where: str = "", lo: float = 0, hi: float = MAX_COUNT):
+    """The cell `v` as a finite number in [lo, hi] (an int if cast is int), else one ConfigError."""
+    try:
+        x = float(v)
+    except ValueError:
+        raise ConfigError(key, f"{where}: not a number: {v!r}") from None
+    if not math.isfinite(x):
+        raise ConfigError(key, f"{where}: not a finite number: {v!r}")
+    if not lo <= x <= hi:
+        raise ConfigError(key, f"{where}: {v.strip()} is outside [{lo:g}, {hi:g}]")
+    return int(x) if cast is int else x
+
+
+def _num(row: Mapping, key: str, cast=float, default=None, where: str = "", lo: float = 0,
+         hi: float = MAX_COUNT):
     v = (row.get(key) or "").strip()
     if v == "":
         if default is not None or cast is None:
             return default
         raise ConfigError(key, f"{where}: empty value")
-    try:
-        return cast(float(v)) if cast is int else cast(v)
-    except ValueError:
-        raise ConfigError(key, f"{where}: not a number: {v!r}") from None
+    return _number(v, key, cast, where, lo, hi)
 
 
-def _read_csv(path: Path) -> tuple[list[str], list[dict]]:
+def _csv_rows(path: Path):
+    """(line number, cells) of each non-blank row of a CSV file; one ConfigError naming the file
+    (and line) for a missing file, undecodable bytes or a malformed row (a field over csv's size
+    limit)."""
     if not path.is_file():
         raise ConfigError("file", f"no such file: {path}")
     with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        rows = [{(k or "").strip(): (v or "") for k, v in row.items()} for row in reader]
+        reader = csv.reader(f)
+        try:
+            for row in reader:
+                if any(x.strip() for x in row):
+                    yield reader.line_num, row
+        except UnicodeDecodeError:
+            raise ConfigError("file", f"{path} is not UTF-8 text") from None
+        except csv.Error as e:
+            raise ConfigError("file", f"{path}:{reader.line_num}: {e}") from None
+
+
+def _read_header(path: Path) -> list[str]:
+    for _, header in _csv_rows(path):
+        return [h.strip() for h in header]
+    raise ConfigError("file", f"{path}: empty file (no header)")
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[dict]]:
+    """The header and each row as {column: cell} (aggregates CSVs: a few hundred rows)."""
+    rows = _csv_rows(path)
+    header = next(([h.strip() for h in r] for _, r in rows), None)
     if not header:
         raise ConfigError("file", f"{path}: empty file (no header)")
-    return header, rows
+    return header, [dict(zip(header, r)) for _, r in rows]
 
 
 def _actual_metrics(row: Mapping, out_len: int, where: str) -> dict:
     a = {}
     for m in ("e2e_mean", "e2e_p90", "e2e_p99", "ttft_mean", "ttft_p90", "ttft_p99"):
-        v = _num(row, f"{m}_ms", float, default=float("nan"), where=where)
+        v = _num(row, f"{m}_ms", float, default=float("nan"), where=where, lo=MIN_LATENCY_MS, hi=MAX_LATENCY_MS)
         a[m] = v
     # The server generates exactly sp_output_len tokens (ignore_eos): the mean decode time per
     # token is (E2E - TTFT) / (N - 1). (The CSV's itl_derived_mean_ms divides by the re-tokenised
@@ -145,32 +179,32 @@ def load_experiments(path: str | Path) -> list[Experiment]:
     for i, row in enumerate(rows, start=2):
         where = f"{path.name}:{i}"
         eid = row["exp_id"].strip()
-        out_len = _num(row, "sp_output_len", int, where=where)
+        out_len = _num(row, "sp_output_len", int, where=where, lo=1, hi=MAX_TOKENS)
         e = exps.get(eid)
         if e is None:
             e = Experiment(
                 exp_id=eid, name=row.get("experiment", eid).strip() or eid, model=row["model"].strip(),
                 hardware=row["hardware"].strip(), precision=(row.get("precision") or "").strip(),
-                tp=_num(row, "tp", int, where=where),
-                max_num_batched_tokens=_num(row, "max_num_batched_tokens", int, where=where),
-                max_num_seqs=_num(row, "max_num_seqs", int, where=where),
-                gpu_mem_util=_num(row, "gpu_mem_util", float, default=None, where=where) if row.get(
+                tp=_num(row, "tp", int, where=where, lo=1, hi=64),
+                max_num_batched_tokens=_num(row, "max_num_batched_tokens", int, where=where, lo=1, hi=MAX_TOKENS),
+                max_num_seqs=_num(row, "max_num_seqs", int, where=where, lo=1),
+                gpu_mem_util=_num(row, "gpu_mem_util", float, default=None, where=where, lo=0.01, hi=1) if row.get(
                     "gpu_mem_util", "").strip() else None,
-                total_kv_blocks=_num(row, "total_kv_blocks", int, where=where) if row.get(
+                total_kv_blocks=_num(row, "total_kv_blocks", int, where=where, lo=2) if row.get(
                     "total_kv_blocks", "").strip() else None,
                 cpu_kv_blocks=_num(row, "cpu_kv_blocks", int, default=0, where=where) if row.get(
                     "cpu_kv_blocks", "").strip() else 0,
                 workload=(row.get("workload") or "").strip(),
-                num_groups=_num(row, "sp_num_groups", int, where=where),
-                prompts_per_group=_num(row, "sp_prompts_per_group", int, where=where),
-                system_prompt_len=_num(row, "sp_system_prompt_len", int, where=where),
-                question_len=_num(row, "sp_question_len", int, where=where),
+                num_groups=_num(row, "sp_num_groups", int, where=where, lo=1, hi=MAX_USERS),
+                prompts_per_group=_num(row, "sp_prompts_per_group", int, where=where, lo=1, hi=MAX_USERS),
+                system_prompt_len=_num(row, "sp_system_prompt_len", int, where=where, hi=MAX_TOKENS),
+                question_len=_num(row, "sp_question_len", int, where=where, lo=1, hi=MAX_TOKENS),
                 output_len=out_len, notes=(row.get("notes") or "").strip())
             exps[eid] = e
-        si = _num(row, "stage_index", int, where=where)
+        si = _num(row, "stage_index", int, where=where, lo=-1)
         if si >= 0:
-            e.stages.append((si, _num(row, "stage_rate_rps", float, where=where),
-                             _num(row, "stage_duration_s", float, where=where)))
+            e.stages.append((si, _num(row, "stage_rate_rps", float, where=where, hi=MAX_RATE),
+                             _num(row, "stage_duration_s", float, where=where, lo=MIN_DURATION_S, hi=MAX_DURATION_S)))
         e.actual[si] = _actual_metrics(row, out_len, where)
     for e in exps.values():
         e.stages = [(r, d) for _, r, d in sorted(e.stages)]
@@ -220,6 +254,18 @@ def experiment_scenario(e: Experiment, stage_cap_s: float | None = None,
     }
 
 
+def _setting(name: str, v, lo: float, hi: float = MAX_COUNT, int_: bool = True):
+    """An engine setting (from a *_meta.json, an aggregates row or an option) checked: None, or a
+    number in [lo, hi] (an integer unless int_ is False)."""
+    if v is None:
+        return None
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and (not int_ or float(v).is_integer())
+    if not ok or not lo <= v <= hi:
+        kind = "an integer" if int_ else "a number"
+        raise ConfigError(name, f"must be {kind} in [{lo:g}, {hi:g}] (got {v!r})")
+    return int(v) if int_ else float(v)
+
+
 def sim_config(model: str, hardware: str, tp: int, workload, params, interconnect, *, max_num_seqs=None,
                max_num_batched_tokens=None, total_kv_blocks=None, gpu_mem_util=None, max_model_len=None,
                name: str = "validate"):
@@ -230,6 +276,11 @@ def sim_config(model: str, hardware: str, tp: int, workload, params, interconnec
     from blis_gym.sim.latency.hardware import vllm_batch_defaults
     from blis_gym.sim.simulation import InstanceConfig, SimConfig
 
+    tp, max_num_seqs, max_num_batched_tokens, total_kv_blocks, max_model_len, gpu_mem_util = (
+        _setting("tp", tp, 1, 64), _setting("max_num_seqs", max_num_seqs, 1),
+        _setting("max_num_batched_tokens", max_num_batched_tokens, 1, MAX_TOKENS),
+        _setting("total_kv_blocks", total_kv_blocks, 2), _setting("max_model_len", max_model_len, 1, MAX_TOKENS),
+        _setting("gpu_mem_util", gpu_mem_util, 0.01, 1, int_=False))
     m = load_model(model)
     hw = load_hardware(hardware)
     blocks = int(total_kv_blocks) if total_kv_blocks else kv_blocks_per_instance(m, hw, tp, gpu_mem_util or 0.9)
@@ -427,7 +478,7 @@ def write_outputs(out: Path, rows: list[dict], summary: dict, plot: bool = True)
         for r in rows:
             w.writerow([_round(r[c]) if isinstance(r.get(c), float) else r.get(c, "") for c in cols])
     s = {k: v for k, v in summary.items() if not k.startswith("_")}
-    (out / "summary.json").write_text(json.dumps(s, indent=2) + "\n")
+    (out / "summary.json").write_text(json_dumps(s) + "\n")
     written = ["validation.csv", "summary.json"]
     if plot and rows:
         write_svg_plot(out / "validation.svg", rows)
@@ -476,6 +527,40 @@ def _trace_settings(path: Path, overrides: Mapping) -> dict:
     return s
 
 
+def _trace_columns(path: Path, header: list[str], t_col: str) -> tuple[dict, np.ndarray]:
+    """The columns a per-request trace replay needs, as checked arrays (one pass over the file,
+    keeping only these columns), and each row's line number."""
+    limits = {t_col: (0, MAX_DURATION_S, float), "input_tokens": (0, MAX_TOKENS, int),
+              "output_tokens": (0, MAX_TOKENS, int), "ttft_ms": (MIN_LATENCY_MS, MAX_LATENCY_MS, float),
+              "e2e_ms": (MIN_LATENCY_MS, MAX_LATENCY_MS, float)}
+    index = {c: header.index(c) for c in limits}
+    cols: dict[str, list] = {c: [] for c in limits}
+    lines = []
+    rows = _csv_rows(path)
+    next(rows)                                           # the header
+    for line, row in rows:
+        where = f"{path.name}:{line}"
+        for c, (lo, hi, cast) in limits.items():
+            cell = row[index[c]].strip() if index[c] < len(row) else ""
+            if not cell:
+                raise ConfigError(c, f"{where}: empty value")
+            cols[c].append(_number(cell, c, cast, where, lo, hi))
+        lines.append(line)
+    if not lines:
+        raise ConfigError("file", f"{path}: no requests (a header but no rows)")
+    arrays = {c: np.asarray(v, dtype=np.int64 if limits[c][2] is int else float) for c, v in cols.items()}
+    return arrays, np.asarray(lines, dtype=np.int64)
+
+
+def _trace_stats(ttft_ms: np.ndarray, e2e_ms: np.ndarray, itl_ms: np.ndarray) -> dict:
+    """Mean and tail of TTFT and E2E, mean ITL; NaN for what has no samples."""
+    def stat(x, q=None):
+        return float("nan") if not len(x) else float(x.mean() if q is None else np.percentile(x, q))
+    return {"e2e_mean": stat(e2e_ms), "e2e_p90": stat(e2e_ms, 90), "e2e_p99": stat(e2e_ms, 99),
+            "ttft_mean": stat(ttft_ms), "ttft_p90": stat(ttft_ms, 90), "ttft_p99": stat(ttft_ms, 99),
+            "itl_mean": stat(itl_ms)}
+
+
 def validate_trace(path: str | Path, out_dir: str | Path | None = None, *, calibration=None,
                    overrides: Mapping | None = None, progress: Callable | None = None, plot: bool = True) -> dict:
     """Replay a per-request trace at its engine arrival times and compare request by request."""
@@ -483,7 +568,7 @@ def validate_trace(path: str | Path, out_dir: str | Path | None = None, *, calib
     from blis_gym.sim.simulation import Simulation
 
     path = Path(path)
-    header, rows = _read_csv(path)
+    header = _read_header(path)
     missing = [c for c in TRACE_REQUIRED if c not in header]
     t_col = "queued_s" if "queued_s" in header else ("arrival_s" if "arrival_s" in header else None)
     if t_col is None:
@@ -498,52 +583,41 @@ def validate_trace(path: str | Path, out_dir: str | Path | None = None, *, calib
         if out_dir is not None:
             write_outputs(Path(out_dir), [], summary, plot=False)
         return summary
+    cols, lines = _trace_columns(path, header, t_col)
     params, inter = load_calibration(calibration)
-    arr = np.array([float(r[t_col]) for r in rows])
-    inp = np.array([int(float(r["input_tokens"])) for r in rows])
-    outl = np.array([int(float(r["output_tokens"])) for r in rows])
-    ttft_real = np.array([float(r["ttft_ms"]) for r in rows])
-    e2e_real = np.array([float(r["e2e_ms"]) for r in rows])
+    arr, inp, outl, ttft_real, e2e_real = (cols[c] for c in (t_col,) + TRACE_REQUIRED)
+    n = len(arr)
     order = np.argsort(arr, kind="stable")
-    from blis_gym.sim.workload import Workload
-    from blis_gym.sim.workload.traces import load_trace
+    from blis_gym.sim.workload import Client, Workload
+    from blis_gym.sim.workload.traces import TraceData
 
     # Engine-clock measurements (in-process AsyncLLM, no HTTP): TTFT and E2E start at the engine
     # queue, so the API-server overhead and the post-stream overhead are not part of them.
     p = {**params, "api_us": 0.0, "final_us": 0.0}
-    with tempfile.TemporaryDirectory() as tmp:
-        tp_ = Path(tmp) / "trace.csv"
-        with open(tp_, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(("arrival_s", "input_tokens", "output_tokens"))
-            for i in order:
-                w.writerow((f"{arr[i]:.6f}", inp[i], outl[i]))
-        tw = load_trace(tp_, "csv", timeout_us=0)
-    workload = Workload(clients=tw.clients, num_requests=len(rows))
-    cfg = sim_config(st["model"], st["hardware"], int(st["tp"]), workload, p, inter,
+    # arrival times at the trace's microsecond resolution (as a csv trace of them would read)
+    arrival_us = np.rint(np.array([float(f"{t:.6f}") for t in arr[order]]) * 1e6).astype(np.int64)
+    none = np.full(n, -1, dtype=np.int64)
+    trace = TraceData(str(path), arrival_us, inp[order], outl[order], none, np.zeros(n, dtype=np.int64), none,
+                      none, none, [], [], [], [], lines[order])
+    workload = Workload(clients=[Client("trace", trace=trace, timeout_us=0)], num_requests=n)
+    cfg = sim_config(st["model"], st["hardware"], st["tp"], workload, p, inter,
                      max_num_seqs=st.get("max_num_seqs"), max_num_batched_tokens=st.get("max_num_batched_tokens"),
                      total_kv_blocks=st.get("total_kv_blocks"), gpu_mem_util=st.get("gpu_mem_util"),
                      max_model_len=st.get("max_model_len"), name=name)
     sim = Simulation(cfg)
-    sim.run(progress=(lambda n, t: progress(n, len(rows), name)) if progress else None)
+    sim.run(progress=(lambda k, _t: progress(k, n, name)) if progress else None)
     a = sim.metrics.arrays()
     idx = np.argsort(a["id"], kind="stable")
     state = a["state"][idx]
     ok = state == int(State.COMPLETED)
-    ttft_sim = np.full(len(rows), np.nan)
-    e2e_sim = np.full(len(rows), np.nan)
+    ttft_sim = np.full(n, np.nan)
+    e2e_sim = np.full(n, np.nan)
     ttft_sim[order[: len(idx)][ok]] = a["ttft"][idx][ok] / 1000.0
     e2e_sim[order[: len(idx)][ok]] = a["e2e"][idx][ok] / 1000.0
     good = ~np.isnan(e2e_sim)
-    pred = {"e2e_mean": e2e_sim[good].mean(), "e2e_p90": np.percentile(e2e_sim[good], 90),
-            "e2e_p99": np.percentile(e2e_sim[good], 99), "ttft_mean": ttft_sim[good].mean(),
-            "ttft_p90": np.percentile(ttft_sim[good], 90), "ttft_p99": np.percentile(ttft_sim[good], 99)}
-    act = {"e2e_mean": e2e_real.mean(), "e2e_p90": np.percentile(e2e_real, 90), "e2e_p99": np.percentile(e2e_real, 99),
-           "ttft_mean": ttft_real.mean(), "ttft_p90": np.percentile(ttft_real, 90),
-           "ttft_p99": np.percentile(ttft_real, 99)}
     sel = outl > 1
-    pred["itl_mean"] = float(np.mean((e2e_sim[sel & good] - ttft_sim[sel & good]) / (outl[sel & good] - 1)))
-    act["itl_mean"] = float(np.mean((e2e_real[sel] - ttft_real[sel]) / (outl[sel] - 1)))
+    pred = _trace_stats(ttft_sim[good], e2e_sim[good], (e2e_sim - ttft_sim)[sel & good] / (outl[sel & good] - 1))
+    act = _trace_stats(ttft_real, e2e_real, (e2e_real - ttft_real)[sel] / (outl[sel] - 1))
     out_rows = []
     for m in METRICS:
         out_rows.append({"exp_id": name, "stage_index": -1, "metric": m, "predicted": float(pred[m]),
@@ -556,12 +630,14 @@ def validate_trace(path: str | Path, out_dir: str | Path | None = None, *, calib
         x, y = x[good], y[good]
         return None if len(x) < 3 or x.std() == 0 or y.std() == 0 else round(float(np.corrcoef(x, y)[0, 1]), 4)
 
-    per_req_ape = {
-        "ttft": round(float(np.mean(np.abs(ttft_sim[good] - ttft_real[good]) / ttft_real[good]) * 100), 3),
-        "e2e": round(float(np.mean(np.abs(e2e_sim[good] - e2e_real[good]) / e2e_real[good]) * 100), 3)}
+    def mape(sim_ms, real_ms):       # None when nothing completed (measured latencies are > 0)
+        return round(float(np.mean(np.abs(sim_ms[good] - real_ms[good]) / real_ms[good]) * 100), 3) \
+            if good.any() else None
+
+    per_req_ape = {"ttft": mape(ttft_sim, ttft_real), "e2e": mape(e2e_sim, e2e_real)}
     summary = {"input": path.name, "kind": "per_request", "settings": {k: v for k, v in st.items()},
                "calibration": str(calibration or "bundled calibrated.yaml"),
-               "requests": len(rows), "completed": int(good.sum()), "skipped": [],
+               "requests": n, "completed": int(good.sum()), "skipped": [],
                **summarise(out_rows),
                "pearson_r": {"ttft": pearson(ttft_sim, ttft_real), "e2e": pearson(e2e_sim, e2e_real)},
                "per_request_mape": per_req_ape,
@@ -577,7 +653,7 @@ def validate_trace(path: str | Path, out_dir: str | Path | None = None, *, calib
 def validate_file(path: str | Path, out_dir=None, **kw) -> dict:
     """Aggregates CSV or per-request trace, detected from the header."""
     path = Path(path)
-    header, _ = _read_csv(path)
+    header = _read_header(path)
     if "exp_id" in header or "stage_index" in header:
         kw.pop("overrides", None)
         return validate_aggregates(path, out_dir, **kw)

@@ -271,7 +271,7 @@ class Gateway:
         fc = self.fc
         if len(fc) and not self._tick_pending:
             self._tick_pending = True
-            self.loop.at(now + self.cfg.dispatch_tick_us, P_TICK, self._tick)
+            self.loop.at(now + max(1, self.cfg.dispatch_tick_us), P_TICK, self._tick)   # never the same instant
         nxt = fc.next_expiry()
         if nxt is not None and (self._ttl_at < now or nxt < self._ttl_at):
             self._ttl_at = nxt

@@ -119,7 +119,7 @@ class Pool:
         else:
             self.scale_to(auto.desired(self.view(now), now), now)
         if self.sim.active():
-            self.loop.at(now + auto.interval_us, P_TICK, self._tick)
+            self.loop.at(now + max(1, auto.interval_us), P_TICK, self._tick)   # never the same instant again
 
     def scale_to(self, n: int, now: int) -> None:
         n = max(self.cfg.min, min(self.cfg.max, int(n)))

@@ -28,6 +28,7 @@ scheduling, the next step is already scheduled when one finishes): the arrival -
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from importlib import resources
@@ -35,7 +36,7 @@ from pathlib import Path
 
 import yaml
 
-from blis_gym.errors import ConfigError
+from blis_gym.errors import ConfigError, read_yaml
 from .hardware import load_hardware
 from .kv_capacity import validate_tp
 from .model_config import load_model
@@ -62,13 +63,13 @@ CALIBRATION_FILE = "calibrated.yaml"
 @lru_cache(maxsize=4)
 def _load_yaml(path: str | None) -> dict:
     if path is None:
-        text = resources.files("blis_gym").joinpath("data", CALIBRATION_FILE).read_text(encoding="utf-8")
+        bundled = resources.files("blis_gym").joinpath("data", CALIBRATION_FILE)
+        data = yaml.safe_load(bundled.read_text(encoding="utf-8"))
     else:
         p = Path(path)
         if not p.is_file():
             raise ConfigError("calibration", f"no such file: {p}")
-        text = p.read_text(encoding="utf-8")
-    data = yaml.safe_load(text) or {}
+        data = read_yaml(p, "calibration")
     if not isinstance(data, dict) or "params" not in data:
         raise ConfigError("calibration", "expected a mapping with `params`")
     return data
@@ -77,12 +78,22 @@ def _load_yaml(path: str | None) -> dict:
 def load_calibration(path: str | Path | None = None) -> tuple[dict, dict]:
     """(params, interconnect) from calibrated.yaml (the bundled one by default)."""
     data = _load_yaml(None if path is None else str(path))
-    params = {k: float(v) for k, v in data["params"].items()}
+    params = _numbers(data["params"], "calibration.params")
     missing = [k for k in PARAM_NAMES if k not in params]
     if missing:
         raise ConfigError("calibration.params", f"missing {', '.join(missing)}")
-    inter = {**DEFAULT_INTERCONNECT, **{k: float(v) for k, v in (data.get("interconnect") or {}).items()}}
+    inter = {**DEFAULT_INTERCONNECT, **_numbers(data.get("interconnect") or {}, "calibration.interconnect")}
     return params, inter
+
+
+def _numbers(d, field: str) -> dict[str, float]:
+    """A mapping of names to finite numbers (a coefficients file is user input)."""
+    if not isinstance(d, dict):
+        raise ConfigError(field, "must be a mapping of names to numbers")
+    for k, v in d.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ConfigError(f"{field}.{k}", f"must be a finite number (got {v!r})")
+    return {str(k): float(v) for k, v in d.items()}
 
 
 class CalibratedPhysics:

@@ -118,6 +118,15 @@ class ModelConfig:
 # --------------------------------------------------------------------------------------------
 # parsing
 
+def _whole(name: str, key: str, v: Any) -> int:
+    """A config.json count: a whole, non-negative number (JSON may give 32 or 32.0), else one
+    ConfigError naming the field."""
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 2**53 and float(v).is_integer()
+    if not ok:
+        raise ConfigError("model", f"{name}: config.json field {key!r} must be a whole number >= 0 (got {v!r})")
+    return int(v)
+
+
 def _first(cfg: Mapping[str, Any], *keys: str, default: Any = None) -> Any:
     for k in keys:
         v = cfg.get(k)
@@ -164,10 +173,11 @@ def _max_model_len(cfg: Mapping[str, Any], model_type: str, name: str) -> int:
         factor = rope.get("factor")
         if rtype == "yarn" and rope.get("original_max_position_embeddings"):
             base = rope["original_max_position_embeddings"]
-        if (isinstance(factor, (int, float)) and factor > 1
+        base = _whole(name, "max_position_embeddings", base)
+        if (isinstance(factor, (int, float)) and not isinstance(factor, bool) and 1 < factor < 1e6
                 and rtype not in ("su", "longrope", "llama3") and "gemma3" not in model_type):
             return int(base * factor)
-    return int(base)
+    return _whole(name, "max_position_embeddings", base)
 
 
 def model_from_dict(cfg: Mapping[str, Any], name: str = "custom", source: str = "") -> ModelConfig:
@@ -180,36 +190,39 @@ def model_from_dict(cfg: Mapping[str, Any], name: str = "custom", source: str = 
         cfg = text
     model_type = str(_first(cfg, "model_type", default=top.get("model_type", "")) or "")
 
-    def need(*keys: str) -> Any:
+    def need(*keys: str) -> int:
         v = _first(cfg, *keys)
         if v is None:
             raise ConfigError("model", f"{name}: config.json lacks {keys[0]!r}")
-        return v
+        return _whole(name, keys[0], v)
 
-    L = int(need("num_hidden_layers", "num_layers", "n_layer"))
-    d = int(need("hidden_size", "d_model", "n_embd"))
-    H = int(need("num_attention_heads", "n_head"))
-    Hkv = int(_first(cfg, "num_key_value_heads", "num_kv_heads", "multi_query_group_num", default=H))
+    def count(key: str, *more: str, default: int = 0) -> int:
+        return _whole(name, key, _first(cfg, key, *more, default=default))
+
+    L = need("num_hidden_layers", "num_layers", "n_layer")
+    d = need("hidden_size", "d_model", "n_embd")
+    H = need("num_attention_heads", "n_head")
+    Hkv = count("num_key_value_heads", "num_kv_heads", "multi_query_group_num", default=H)
     hd_cfg = cfg.get("head_dim")
     if hd_cfg:
-        head_dim: float = hd_cfg
+        head_dim: float = _whole(name, "head_dim", hd_cfg)
     else:
         head_dim = d // H if d % H == 0 else d / H
-    inter_base = int(need("intermediate_size", "ffn_hidden_size"))
-    intermediate = int(_first(cfg, "intermediate_size_mlp", default=inter_base))
-    n_exp = int(_first(cfg, "num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts", default=0))
+    inter_base = need("intermediate_size", "ffn_hidden_size")
+    intermediate = count("intermediate_size_mlp", default=inter_base)
+    n_exp = count("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
     if n_exp < 2:
         n_exp = 0
     if n_exp:
         k = _first(cfg, "num_experts_per_tok", "moe_topk", "num_experts_per_token")
         if k is None:
             raise ConfigError("model", f"{name}: MoE config lacks num_experts_per_tok")
-        k = int(k)
-        moe_inter = int(_first(cfg, "moe_intermediate_size", default=inter_base))
+        k = _whole(name, "num_experts_per_tok", k)
+        moe_inter = count("moe_intermediate_size", default=inter_base)
         shared = cfg.get("shared_expert_intermediate_size")
         if not shared:
-            shared = int(cfg.get("n_shared_experts") or 0) * moe_inter
-        shared = int(shared)
+            shared = _whole(name, "n_shared_experts", cfg.get("n_shared_experts") or 0) * moe_inter
+        shared = _whole(name, "shared_expert_intermediate_size", shared)
     else:
         k, moe_inter, shared = 0, 0, 0
     act = str(_first(cfg, "hidden_act", default="") or "").lower()
@@ -222,7 +235,7 @@ def model_from_dict(cfg: Mapping[str, Any], name: str = "custom", source: str = 
     dtype_b = _dtype_bytes(_first(cfg, "torch_dtype", "dtype", default=_first(top, "torch_dtype", "dtype")))
     qc = top.get("quantization_config") or cfg.get("quantization_config")
     wbytes = _weight_bytes(qc, dtype_b, (name, source, str(top.get("_name_or_path", ""))))
-    vocab = int(need("vocab_size", "padded_vocab_size"))
+    vocab = need("vocab_size", "padded_vocab_size")
     tie = bool(_first(cfg, "tie_word_embeddings", default=top.get("tie_word_embeddings", False)))
     for field, val in (("num_hidden_layers", L), ("hidden_size", d), ("num_attention_heads", H),
                        ("num_key_value_heads", Hkv), ("intermediate_size", intermediate), ("vocab_size", vocab)):
@@ -240,10 +253,10 @@ def model_from_dict(cfg: Mapping[str, Any], name: str = "custom", source: str = 
         shared_expert_intermediate=shared,
         num_experts=n_exp,
         experts_per_token=k,
-        interleave_moe_layer_step=int(cfg.get("interleave_moe_layer_step") or 0),
-        first_k_dense_replace=int(cfg.get("first_k_dense_replace") or 0),
-        kv_lora_rank=int(cfg.get("kv_lora_rank") or 0),
-        qk_rope_head_dim=int(cfg.get("qk_rope_head_dim") or 0),
+        interleave_moe_layer_step=_whole(name, "interleave_moe_layer_step", cfg.get("interleave_moe_layer_step") or 0),
+        first_k_dense_replace=_whole(name, "first_k_dense_replace", cfg.get("first_k_dense_replace") or 0),
+        kv_lora_rank=_whole(name, "kv_lora_rank", cfg.get("kv_lora_rank") or 0),
+        qk_rope_head_dim=_whole(name, "qk_rope_head_dim", cfg.get("qk_rope_head_dim") or 0),
         vocab=vocab,
         tie_word_embeddings=tie,
         dtype_bytes=dtype_b,
@@ -291,8 +304,8 @@ def _load_path(path: Path, given: str) -> ModelConfig:
         raise ConfigError("model", f"{given!r}: no config.json found at {file}")
     try:
         cfg = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ConfigError("model", f"cannot read {file}: {e}") from e
+    except (OSError, ValueError, RecursionError) as e:
+        raise ConfigError("model", f"cannot read {file}: {e}") from None
     name = file.parent.name if file.name == "config.json" else file.stem
     return model_from_dict(cfg, name=name or given, source=str(file))
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-
 from ...errors import ConfigError, read_yaml
+from ...limits import (MAX_DURATION_S, MAX_NUMBER, MAX_RATE, MAX_REQUESTS, MAX_TOKENS, MAX_TURNS, MAX_USERS,
+                       MIN_DURATION_S)
 from .distributions import (Constant, ConstantArrivals, Empirical, Exponential, GammaArrivals, Gaussian, LogNormal,
                             ParetoLogNormal, PoissonArrivals, Stages, TimeVarying, WeibullArrivals)
 from .source import PRIORITY, Client, ClosedLoop, SessionConfig, Workload
@@ -40,6 +41,8 @@ def inference_perf_client(num_groups: int, prompts_per_group: int, system_prompt
         raise ConfigError("inference_perf.load_type", f"unknown {load_type!r}; allowed: constant, poisson")
     if num_groups < 1 or prompts_per_group < 1:
         raise ConfigError("inference_perf", "num_groups and prompts_per_group must be >= 1")
+    if num_groups * prompts_per_group > MAX_USERS:
+        raise ConfigError("inference_perf", f"num_groups x prompts_per_group must be at most {MAX_USERS}")
     if question_len < 1 or output_len < 1 or system_prompt_len < 0:
         raise ConfigError("inference_perf", "question_len and output_len must be >= 1, system_prompt_len >= 0")
     cycle = tuple((f"{name}/group-{g}", f"prompt-{g}") for g in range(num_groups) for _ in range(prompts_per_group))
@@ -98,14 +101,18 @@ class _Spec:
                     raise self.err(f"{key}.{k}" if key else str(k), "unknown field")
         return d
 
-    def num(self, d: dict, k: str, key: str, default=None, lo=None):
+    def num(self, d: dict, k: str, key: str, default=None, lo=None, hi=None):
         v = d.get(k, default)
         if v is None:
             raise self.err(f"{key}.{k}", "required field is missing")
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise self.err(f"{key}.{k}", f"must be a number (got {v!r})")
+        if not -MAX_NUMBER <= v <= MAX_NUMBER:           # also NaN
+            raise self.err(f"{key}.{k}", f"must be a finite number of magnitude at most {MAX_NUMBER:g} (got {v})")
         if lo is not None and v < lo:
             raise self.err(f"{key}.{k}", f"must be >= {lo} (got {v})")
+        if hi is not None and v > hi:
+            raise self.err(f"{key}.{k}", f"must be <= {hi} (got {v})")
         return v
 
     def dist(self, d, key: str):
@@ -115,7 +122,7 @@ class _Spec:
         kind = d.get("type")
         p = self.mapping(d.get("params"), f"{key}.params")
         k = f"{key}.params"
-        lo_hi = (int(p.get("min", 1)), int(p.get("max", 1 << 30)))
+        lo_hi = (int(self.num(p, "min", k, 1, 1, 1 << 30)), int(self.num(p, "max", k, 1 << 30, 1, 1 << 30)))
         if kind == "gaussian":
             mean, sd = self.num(p, "mean", k), self.num(p, "std_dev", k, 0.0, 0)
             if "min" in p and p.get("min") == p.get("max"):
@@ -124,12 +131,17 @@ class _Spec:
         if kind == "exponential":
             return Exponential(float(self.num(p, "mean", k, lo=0)), *lo_hi)
         if kind == "constant":
-            return Constant(max(1, int(self.num(p, "value", k, lo=0))))
+            return Constant(max(1, int(self.num(p, "value", k, lo=0, hi=MAX_TOKENS))))
         if kind == "lognormal":
-            return LogNormal(float(self.num(p, "mu", k)), float(self.num(p, "sigma", k, lo=0)), *lo_hi)
+            return LogNormal(float(self.num(p, "mu", k, lo=-50, hi=50)), float(self.num(p, "sigma", k, lo=0, hi=10)),
+                             *lo_hi)
         if kind == "pareto_lognormal":
-            return ParetoLogNormal(*(float(self.num(p, n, k)) for n in ("alpha", "xm", "mu", "sigma", "mix_weight")),
-                                   *lo_hi)
+            alpha, xm = self.num(p, "alpha", k), self.num(p, "xm", k, lo=0)
+            if alpha <= 0:
+                raise self.err(f"{k}.alpha", f"must be > 0 (got {alpha})")
+            return ParetoLogNormal(float(alpha), float(xm), float(self.num(p, "mu", k, lo=-50, hi=50)),
+                                   float(self.num(p, "sigma", k, lo=0, hi=10)),
+                                   float(self.num(p, "mix_weight", k, lo=0, hi=1)), *lo_hi)
         if kind == "empirical":
             try:
                 items = sorted((int(float(v)), float(pr)) for v, pr in p.items())
@@ -172,7 +184,7 @@ class _Spec:
             raise self.err(f"{key}.slo_class", f"unknown class {slo!r}; use one of {list(PRIORITY)}")
         group = str(d.get("prefix_group") or "")
         plen = d.get("prefix_length")
-        plen = int(self.num(d, "prefix_length", key, lo=0)) if plen is not None else (50 if group else 0)
+        plen = int(self.num(d, "prefix_length", key, lo=0, hi=MAX_TOKENS)) if plen is not None else (50 if group else 0)
         session = closed = None
         think_us = d.get("think_time_us")
         rs = self.mapping(d.get("reasoning"), f"{key}.reasoning", {"reason_ratio_distribution", "multi_turn"})
@@ -192,13 +204,13 @@ class _Spec:
                 raise self.unsupported(f"{mk}.context_growth = {growth}")
             if d.get("closed_loop") is False:
                 raise self.unsupported(f"{key}.closed_loop: false (open-loop multi-turn)")
-            session = SessionConfig(int(self.num(mt, "max_rounds", mk, lo=1)),
+            session = SessionConfig(int(self.num(mt, "max_rounds", mk, lo=1, hi=MAX_TURNS)),
                                     float(self.num(mt, "think_time_us", mk, 0, 0)) / 1e6, growth == "accumulate")
         conc = d.get("concurrency")
         if conc:
             if session is not None:
                 raise self.unsupported(f"{key}.concurrency with reasoning.multi_turn")
-            closed = ClosedLoop(int(self.num(d, "concurrency", key, lo=1)),
+            closed = ClosedLoop(int(self.num(d, "concurrency", key, lo=1, hi=MAX_USERS)),
                                 float(self.num(d, "think_time_us", key, 0, 0)) / 1e6)
         elif think_us:
             raise self.err(f"{key}.think_time_us", "applies to concurrency clients only")
@@ -207,7 +219,7 @@ class _Spec:
             timeout_us = 300_000_000 if (session is not None or closed is not None) else 0
         else:
             timeout_us = int(self.num(d, "timeout", key, lo=0))
-        frac = float(self.num(d, "rate_fraction", key, 1.0))
+        frac = float(self.num(d, "rate_fraction", key, 1.0, hi=1e6))
         if closed is None and frac <= 0:
             raise self.err(f"{key}.rate_fraction", "must be > 0")
         return Client(name, arrival=None if closed else self.arrival(d.get("arrival"), f"{key}.arrival"),
@@ -226,8 +238,9 @@ class _Spec:
         st = []
         for j, s in enumerate(stages):
             s = self.mapping(s, f"{key}.stages[{j}]", {"rate", "duration"})
-            st.append((float(self.num(s, "rate", f"{key}.stages[{j}]", lo=0)),
-                       float(self.num(s, "duration", f"{key}.stages[{j}]", lo=0))))
+            where = f"{key}.stages[{j}]"
+            st.append((float(self.num(s, "rate", where, lo=0, hi=MAX_RATE)),
+                       float(self.num(s, "duration", where, lo=MIN_DURATION_S, hi=MAX_DURATION_S))))
         sk = f"{key}.shared_prefix"
         sp = self.mapping(d.get("shared_prefix"), sk,
                           {"num_unique_system_prompts", "num_users_per_system_prompt", "num_groups",
@@ -235,14 +248,15 @@ class _Spec:
                            "enable_multi_turn_chat"})
         if sp.get("enable_multi_turn_chat"):
             raise self.unsupported(f"{sk}.enable_multi_turn_chat")
-        groups = sp.get("num_unique_system_prompts", sp.get("num_groups"))
-        users = sp.get("num_users_per_system_prompt", sp.get("num_prompts_per_group"))
-        if groups is None or users is None:
+        gk = "num_unique_system_prompts" if "num_unique_system_prompts" in sp else "num_groups"
+        uk = "num_users_per_system_prompt" if "num_users_per_system_prompt" in sp else "num_prompts_per_group"
+        if sp.get(gk) is None or sp.get(uk) is None:
             raise self.err(sk, "give num_unique_system_prompts and num_users_per_system_prompt")
+        groups, users = int(self.num(sp, gk, sk, lo=1, hi=MAX_USERS)), int(self.num(sp, uk, sk, lo=1, hi=MAX_USERS))
         self._ip_total = inference_perf_total(st)
-        return inference_perf_client(int(groups), int(users), int(self.num(sp, "system_prompt_len", sk, 0, 0)),
-                                     int(self.num(sp, "question_len", sk, lo=1)),
-                                     int(self.num(sp, "output_len", sk, lo=1)), st)
+        return inference_perf_client(groups, users, int(self.num(sp, "system_prompt_len", sk, 0, 0, MAX_TOKENS)),
+                                     int(self.num(sp, "question_len", sk, lo=1, hi=MAX_TOKENS)),
+                                     int(self.num(sp, "output_len", sk, lo=1, hi=MAX_TOKENS)), st)
 
     def workload(self, data) -> Workload:
         if not isinstance(data, dict):
@@ -258,14 +272,14 @@ class _Spec:
         if not isinstance(clients_raw, list):
             raise self.err("clients", "must be a list")
         clients = [self.client(c, i) for i, c in enumerate(clients_raw)]
-        num = int(self.num(data, "num_requests", "spec", 0, 0))
+        num = int(self.num(data, "num_requests", "spec", 0, 0, MAX_REQUESTS))
         if data.get("inference_perf") is not None:
             clients.append(self.inference_perf(data["inference_perf"]))
             if not num and not clients_raw:
                 num = self._ip_total
         if not clients:
             raise self.err("clients", "give at least one client (or inference_perf)")
-        rate = float(self.num(data, "aggregate_rate", "spec", 0.0, 0))
+        rate = float(self.num(data, "aggregate_rate", "spec", 0.0, 0, MAX_RATE))
         if rate <= 0 and any(c.kind == "open-loop" and c.arrival is not None and c.arrival.rate is None
                              and not isinstance(c.arrival, TimeVarying) for c in clients):
             raise self.err("aggregate_rate", "must be > 0 (absolute-rate lifecycle windows are not supported)")

@@ -22,6 +22,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ...limits import MAX_DURATION_S
+
 CHUNK = 1024
 
 
@@ -168,7 +170,7 @@ class ThinkTime:
             x = rng.uniform(self.min, self.max, n)
         else:
             raise ValueError(f"unknown think-time distribution {d!r}")
-        x = np.clip(x, max(0.0, self.min), self.max)
+        x = np.clip(x, max(0.0, self.min), min(self.max, MAX_DURATION_S))
         return np.rint(x * 1e6).astype(np.int64)
 
     @property

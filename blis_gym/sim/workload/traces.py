@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import ConfigError
+from ...limits import MAX_DURATION_S, MAX_TOKENS
 
 FORMATS = ("csv", "azure", "blis-v2")
 
@@ -114,6 +115,10 @@ def _tokens(path, rows, lines, col: int, name: str) -> np.ndarray:
     if neg.size:
         i = int(neg[0])
         raise _err(f"{path}:{lines[i]}: negative {name} ({rows[i][col].strip()})")
+    big = np.flatnonzero(x > MAX_TOKENS)
+    if big.size:
+        i = int(big[0])
+        raise _err(f"{path}:{lines[i]}: {name} ({rows[i][col].strip()}) above the limit of {MAX_TOKENS} tokens")
     return np.rint(x).astype(np.int64)
 
 
@@ -144,6 +149,9 @@ def read_csv_trace(path: str | Path) -> TraceData:
     neg = np.flatnonzero(t < 0)
     if neg.size:
         raise _err(f"{path}:{lines[int(neg[0])]}: negative arrival_s")
+    late = np.flatnonzero(t > MAX_DURATION_S)
+    if late.size:
+        raise _err(f"{path}:{lines[int(late[0])]}: arrival_s above the limit of {MAX_DURATION_S:g} s")
     _check_order(path, lines, t, "arrival_s", lambda i: rows[i][cols["arrival_s"]].strip())
     inp = _tokens(path, rows, lines, cols["input_tokens"], "input_tokens")
     out = _tokens(path, rows, lines, cols["output_tokens"], "output_tokens")
@@ -200,6 +208,8 @@ def read_azure_trace(path: str | Path) -> TraceData:
         except TypeError:
             raise _err(f"{path}:{lines[i]}: TIMESTAMP mixes time zones ({r[c].strip()!r})") from None
         us[i] = (d.days * 86400 + d.seconds) * 1_000_000 + d.microseconds
+        if us[i] > MAX_DURATION_S * 1e6:
+            raise _err(f"{path}:{lines[i]}: TIMESTAMP more than {MAX_DURATION_S:g} s after the first row")
     _check_order(path, lines, us, "TIMESTAMP", lambda i: rows[i][c].strip())
     inp = _tokens(path, rows, lines, cols["ContextTokens"], "ContextTokens")
     out = _tokens(path, rows, lines, cols["GeneratedTokens"], "GeneratedTokens")
