@@ -59,7 +59,7 @@ def _run(sweep_file, out_dir, workers, backend, address, plot, latency, slo, qui
     def started(total: int, todo: int) -> None:
         if not quiet:
             err.print(f"{sw.spec.name}: {total} points, {total - todo} already in {out_dir}, "
-                      f"{todo} points to run", highlight=False)
+                      f"{todo} points to run", highlight=False, soft_wrap=True)
     t0 = time.perf_counter()
     table = run_sweep(sw, out_dir, workers=workers, backend=backend, address=address, quiet=quiet,
                       on_start=started)
@@ -70,7 +70,7 @@ def _run(sweep_file, out_dir, workers, backend, address, plot, latency, slo, qui
     if not quiet:
         infeasible = int(table["reason"].notna().sum()) if len(table) else 0
         Console().print(f"{len(table)} points ({infeasible} infeasible) in {time.perf_counter() - t0:.1f} s; "
-                        f"wrote {out_dir}/: {', '.join(written)}", highlight=False)
+                        f"wrote {out_dir}/: {', '.join(written)}", highlight=False, soft_wrap=True)
 
 
 def _plot(out_dir: Path, table, latency, slo, quiet) -> None:

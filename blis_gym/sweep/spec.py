@@ -126,7 +126,7 @@ def set_path(data: dict, path: str, value, field: str) -> None:
         if last:
             node[part] = value
         else:
-            if isinstance(node, dict) and not isinstance(node.get(part), (dict, list)):
+            if isinstance(node, dict) and node.get(part) is None:
                 node[part] = {}
             node = node[part]
 
