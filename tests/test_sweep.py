@@ -76,6 +76,18 @@ def test_an_axis_a_point_leaves_alone_shows_the_base_value_and_duplicates_run_on
     assert len(sw.points) == 4 * 2
 
 
+def test_a_value_shared_through_a_yaml_alias_is_refined_per_point(tmp_path):
+    text = """
+scenario: {model: Qwen/Qwen3-14B}
+points:
+  - {workload: &w {num_requests: 20, rate: 1, input: {dist: constant, value: 8}, output: {dist: constant, value: 8}}, workload.rate: 2}
+  - {workload: *w, workload.rate: 3}
+"""
+    (tmp_path / "s.yaml").write_text(text)
+    sw = load_sweep(tmp_path / "s.yaml")
+    assert [p.data["workload"]["rate"] for p in sw.points] == [2, 3]
+
+
 def test_random_samples_are_reproducible_and_in_range():
     spec = tiny(random={"samples": 5, "seed": 7, "axes": {"workload.rate": {"uniform": [1, 3]},
                                                            "vllm.max_num_seqs": {"randint": [4, 6]}}})

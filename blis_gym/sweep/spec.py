@@ -6,6 +6,7 @@ The format is documented in docs/sweeps.md.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import itertools
 import json
@@ -124,7 +125,7 @@ def set_path(data: dict, path: str, value, field: str) -> None:
         elif not isinstance(node, dict):
             raise ConfigError(field, f"{'.'.join(parts[:i])} is not a mapping")
         if last:
-            node[part] = value
+            node[part] = copy.deepcopy(value)     # YAML aliases share one object; points must not
         else:
             if isinstance(node, dict) and node.get(part) is None:
                 node[part] = {}
@@ -140,6 +141,10 @@ def _get_path(data, path: str):
         else:
             return None
     return data
+
+
+def _scalar(value):
+    return None if isinstance(value, (dict, list)) else value
 
 
 def point_key(scenario) -> str:
@@ -209,9 +214,10 @@ def parse_sweep(raw: dict, where: Path) -> Sweep:
                 points.append(Point(params=dict(params), data=data_s, key=key))
     columns = list(dict.fromkeys([*spec.grid, *(p for pt in spec.points for p in pt),
                                   *(spec.random.axes if spec.random else ())]))
-    # a point that leaves an axis alone has the base's value there (None if the base has none)
-    points = [Point({c: p.params[c] if c in p.params else _get_path(defaults, c) for c in columns}, p.data, p.key)
-              for p in points]
+    # a point that leaves an axis alone shows the base's value there (None if the base has
+    # none, or if it is a whole mapping or list: that would only repeat the base)
+    points = [Point({c: p.params[c] if c in p.params else _scalar(_get_path(defaults, c)) for c in columns},
+                    p.data, p.key) for p in points]
     return Sweep(spec=spec, points=points, columns=columns, base_dir=str(base_dir))
 
 
