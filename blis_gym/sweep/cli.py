@@ -98,7 +98,7 @@ def _plot(out_dir: Path, table, latency, slo, quiet) -> None:
     best = front[front["best"]]
     t = Table(title=f"best per {spec.budget} budget" + (f" ({spec.latency} <= {spec.slo:g})" if spec.slo else ""))
     for col in ("tier", *meta["columns"], spec.latency, spec.throughput, "dollars_per_hour"):
-        t.add_column(col, justify="right")
+        t.add_column(col.rsplit(".", 1)[-1], justify="right", overflow="fold")   # the last part names it
     for _, r in best.iterrows():
         t.add_row(*(_fmt(r.get(c)) for c in ("tier", *meta["columns"], spec.latency, spec.throughput,
                                               "dollars_per_hour")))
