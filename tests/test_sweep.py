@@ -189,16 +189,25 @@ def test_sigkill_halfway_then_rerun_equals_an_uninterrupted_sweep(tmp_path):
 
 def test_the_plot_and_frontier_are_written_and_redrawn_with_another_slo(tmp_path):
     out = tmp_path / "out"
-    r = CliRunner().invoke(main, ["sweep", str(write(tmp_path, tiny(pareto={"slo": 1000}))), "--out", str(out),
-                                  "--workers", "1", "--quiet"])
+    chart = {"x": "workload.rate", "y": "ttft_mean_ms", "by": "cluster.instances"}
+    r = CliRunner().invoke(main, ["sweep", str(write(tmp_path, tiny(pareto={"slo": 1000}, charts=[chart]))),
+                                  "--out", str(out), "--workers", "1", "--quiet"])
     assert r.exit_code == 0, r.output
     assert (out / "pareto.png").stat().st_size > 10_000
+    assert (out / "chart-ttft_mean_ms-vs-workload.rate-by-cluster.instances.png").stat().st_size > 10_000
     before = pd.read_csv(out / "frontier.csv")
     assert before["best"].sum() == before["tier"].nunique() == 2
     (out / "pareto.png").unlink()
     r = CliRunner().invoke(main, ["sweep", "--plot-only", "--out", str(out), "--slo", "0.001", "--quiet"])
     assert r.exit_code == 0, r.output
     assert (out / "pareto.png").exists() and not pd.read_csv(out / "frontier.csv")["best"].any()
+
+
+def test_a_chart_of_a_column_the_results_lack_is_named(tmp_path):
+    sweep = tiny(charts=[{"x": "workload.rate", "y": "ttft_p42_ms"}], pareto=None)
+    sweep["grid"] = {"workload.rate": [5]}
+    r = CliRunner().invoke(main, ["sweep", str(write(tmp_path, sweep)), "--out", str(tmp_path / "o"), "--quiet"])
+    assert r.exit_code == 2 and "charts.0.y: no column 'ttft_p42_ms'" in r.stderr
 
 
 def test_load_results_of_a_folder_that_is_no_sweep(tmp_path):

@@ -1,5 +1,6 @@
 """`blis-gym sweep SWEEP.yaml --out DIR`: run a sweep (only its missing points), then write the
-results table, the frontier CSV and the Pareto plot. Heavy imports happen inside the command."""
+results table, the frontier CSV, the Pareto plot and the charts. Heavy imports happen inside
+the command."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,16 +17,16 @@ import click
               help="Where points run: a local process pool, or Ray (pip install 'blis-gym[ray]').")
 @click.option("--address", default=None, help="Ray cluster address (default: a local Ray instance).")
 @click.option("--plot/--no-plot", default=True, show_default=True,
-              help="Write frontier.csv and pareto.png after the sweep.")
-@click.option("--plot-only", is_flag=True, help="Only redraw the frontier of the finished points in --out.")
+              help="Draw the frontier (frontier.csv, pareto.png) and the sweep file's charts.")
+@click.option("--plot-only", is_flag=True, help="Only redraw the frontier and charts of the points in --out.")
 @click.option("--latency", default=None, help="Latency column of the frontier (default: the sweep's, ttft_p90_ms).")
 @click.option("--slo", type=float, default=None, help="Latency SLO of the frontier, in that column's unit.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no table.")
 def sweep(sweep_file: Path | None, out_dir: Path | None, workers: int | None, backend: str, address: str | None,
           plot: bool, plot_only: bool, latency: str | None, slo: float | None, quiet: bool) -> None:
     """Run every point of SWEEP_FILE (a base scenario and the axes to vary; see docs/sweeps.md)
-    that --out does not hold yet, and write results.parquet, results.csv, frontier.csv and
-    pareto.png there."""
+    that --out does not hold yet, and write results.parquet, results.csv, frontier.csv,
+    pareto.png and the sweep file's charts there."""
     from ..cli import _fail
     from ..errors import ConfigError
 
@@ -64,30 +65,41 @@ def _run(sweep_file, out_dir, workers, backend, address, plot, latency, slo, qui
     table = run_sweep(sw, out_dir, workers=workers, backend=backend, address=address, quiet=quiet,
                       on_start=started)
     written = ["results.parquet", "results.csv"]
-    if plot and sw.spec.pareto is not None:
-        _plot(out_dir, table, latency, slo, quiet)
-        written += ["frontier.csv", "pareto.png"]
+    if plot:
+        written += _plot(out_dir, table, latency, slo, quiet)
     if not quiet:
         infeasible = int(table["reason"].notna().sum()) if len(table) else 0
         Console().print(f"{len(table)} points ({infeasible} infeasible) in {time.perf_counter() - t0:.1f} s; "
                         f"wrote {out_dir}/: {', '.join(written)}", highlight=False, soft_wrap=True)
 
 
-def _plot(out_dir: Path, table, latency, slo, quiet) -> None:
+def _plot(out_dir: Path, table, latency, slo, quiet) -> list[str]:
+    """The sweep file's charts, and its frontier (frontier.csv, pareto.png); the files written."""
     import json
 
+    from .charts import write_charts
+    from .runner import MANIFEST, load_results
+    from .spec import ChartSpec
+
+    if table is None:
+        table = load_results(out_dir)
+    meta = json.loads((out_dir / MANIFEST).read_text())
+    written = write_charts(out_dir, table, [ChartSpec(**c) for c in meta.get("charts", [])])
+    if meta.get("pareto") is not None:
+        _frontier(out_dir, table, meta, latency, slo, quiet)
+        written += ["frontier.csv", "pareto.png"]
+    return written
+
+
+def _frontier(out_dir: Path, table, meta: dict, latency, slo, quiet) -> None:
     from rich.console import Console
     from rich.table import Table
 
     from ..errors import ConfigError
     from .pareto import write_frontier
-    from .runner import MANIFEST, load_results
     from .spec import ParetoSpec
 
-    if table is None:
-        table = load_results(out_dir)
-    meta = json.loads((out_dir / MANIFEST).read_text())
-    spec = ParetoSpec(**(meta.get("pareto") or {}))
+    spec = ParetoSpec(**meta["pareto"])
     if latency is not None or slo is not None:
         spec = spec.model_copy(update={k: v for k, v in (("latency", latency), ("slo", slo)) if v is not None})
     if slo is not None and slo <= 0:

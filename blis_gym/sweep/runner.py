@@ -119,7 +119,8 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, workers: int | None = None, 
     _write_atomic(out_dir / MANIFEST, json.dumps(
         {"name": sweep.spec.name, "columns": sweep.columns, "keys": [p.key for p in sweep.points],
          "params": {p.key: p.params for p in sweep.points},
-         "pareto": sweep.spec.pareto.model_dump() if sweep.spec.pareto else None}, indent=1))
+         "pareto": sweep.spec.pareto.model_dump() if sweep.spec.pareto else None,
+         "charts": [c.model_dump() for c in sweep.spec.charts]}, indent=1))
     todo = pending_points(sweep, out_dir)
     if on_start is not None:
         on_start(len(sweep.points), len(todo))

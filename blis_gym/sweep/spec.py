@@ -74,6 +74,16 @@ class ParetoSpec(_Strict):
     tiers: Optional[list[float]] = Field(default=None, min_length=1)   # default: every budget swept
 
 
+class ChartSpec(_Strict):
+    """A KPI (`y`) against a column (`x`): a line per value of `by`, a panel per value of `panel`."""
+    x: str
+    y: str
+    by: Optional[str] = None
+    panel: Optional[str] = None
+    logy: bool = False
+    title: str = ""
+
+
 class SweepSpec(_Strict):
     name: str = ""
     description: str = ""
@@ -85,6 +95,7 @@ class SweepSpec(_Strict):
     random: Optional[RandomSpec] = None         # random samples (x the grid and the points)
     seeds: Union[list[int], int, None] = None   # a list, or a count from the scenario's seed on
     pareto: Optional[ParetoSpec] = ParetoSpec()   # null: no frontier, no plot
+    charts: list[ChartSpec] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _base(self):
