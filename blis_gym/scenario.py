@@ -215,6 +215,8 @@ def parse_scenario(data, overrides: dict | None = None) -> Scenario:
     """Validate a scenario mapping (raises one ConfigError naming the field)."""
     if not isinstance(data, dict):
         raise ConfigError("scenario", "must be a YAML mapping of fields")
+    if "model" not in data and data.keys() & {"base", "grid", "points", "random"}:
+        raise ConfigError("scenario", "this is a sweep file (base, grid, points); run it with blis-gym sweep")
     if overrides:
         data = {**data, **overrides}
     try:

@@ -114,6 +114,7 @@ def test_base_by_bundled_name_and_list_items_by_index():
     ({"random": {"samples": 2, "axes": {"tp": {"uniform": [2, 1]}}}}, "random.axes.tp"),
     ({"gird": {"tp": [1]}}, "gird: unknown field"),
     ({"seeds": 0}, "seeds: "),
+    ({"seeds": []}, "seeds: empty list"),
 ])
 def test_bad_sweep_files_fail_before_any_point_runs(tmp_path, change, named):
     out = tmp_path / "out"
@@ -122,6 +123,11 @@ def test_bad_sweep_files_fail_before_any_point_runs(tmp_path, change, named):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and named in lines[0], lines
     assert not out.exists()
+
+
+def test_blis_gym_run_on_a_sweep_file_says_what_it_is():
+    r = CliRunner().invoke(main, ["run", str(ROOT / "scenarios" / "studies" / "pd.yaml")])
+    assert r.exit_code == 2 and "this is a sweep file" in r.stderr
 
 
 def test_an_unknown_base_names_the_bundled_scenarios():

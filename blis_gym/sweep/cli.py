@@ -40,6 +40,8 @@ def sweep(sweep_file: Path | None, out_dir: Path | None, workers: int | None, ba
             raise ConfigError("SWEEP_FILE", "give a sweep file (or --plot-only --out DIR)")
         if address is not None and backend != "ray":
             raise ConfigError("--address", "only with --backend ray")
+        if workers is not None and workers < 1:
+            raise ConfigError("--workers", f"must be at least 1, not {workers}")
         _run(sweep_file, out_dir, workers, backend, address, plot, latency, slo, quiet)
     except ConfigError as e:
         _fail(str(e))
