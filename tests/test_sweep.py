@@ -272,8 +272,11 @@ def test_capacity_study_interrupted_and_resumed_equals_uninterrupted(tmp_path):
 
 @pytest.mark.slow
 def test_ray_backend_gives_the_pool_results(tmp_path):
-    pytest.importorskip("ray")
+    ray = pytest.importorskip("ray")
     sw = parse_sweep(tiny(), ROOT)
     pool = run_sweep(sw, tmp_path / "pool", workers=2, quiet=True)
-    ray = run_sweep(sw, tmp_path / "ray", backend="ray", quiet=True)
-    pd.testing.assert_frame_equal(pool, ray)
+    try:
+        on_ray = run_sweep(sw, tmp_path / "ray", backend="ray", quiet=True)
+    finally:
+        ray.shutdown()
+    pd.testing.assert_frame_equal(pool, on_ray)
