@@ -387,5 +387,9 @@ def calibrate(data: Path | None, out_file: Path | None, holdout: str | None, max
                         highlight=False)
 
 
+from .sweep.cli import sweep  # noqa: E402  (the command imports its heavy parts when run)
+
+main.add_command(sweep)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -38,6 +38,7 @@ class VLLMSpec(_Strict):
     total_kv_blocks: Optional[Annotated[int, Field(ge=2, le=1 << 31)]] = None
     scheduling_policy: Literal["fcfs", "priority", "sjf"] = "fcfs"
     preemption_policy: Literal["fcfs", "priority"] = "fcfs"
+    enable_prefix_caching: bool = True                    # False: no prompt block is reused
 
 
 class SaturationSpec(_Strict):
@@ -220,6 +221,8 @@ def parse_scenario(data, overrides: dict | None = None) -> Scenario:
     """Validate a scenario mapping (raises one ConfigError naming the field)."""
     if not isinstance(data, dict):
         raise ConfigError("scenario", "must be a YAML mapping of fields")
+    if "model" not in data and data.keys() & {"base", "grid", "points", "random"}:
+        raise ConfigError("scenario", "this is a sweep file (base, grid, points); run it with blis-gym sweep")
     if overrides:
         data = {**data, **overrides}
     try:
@@ -304,7 +307,8 @@ def _pool(sc: Scenario, p: PoolSpec, model, where: str, first_index: int, prefix
     engine = EngineConfig(max_num_seqs=v.max_num_seqs or seqs_default,
                           max_num_batched_tokens=v.max_num_batched_tokens or tokens_default,
                           long_prefill_token_threshold=v.long_prefill_token_threshold, max_model_len=mml,
-                          scheduler=v.scheduling_policy, preemption=v.preemption_policy)
+                          scheduler=v.scheduling_policy, preemption=v.preemption_policy,
+                          prefix_caching=v.enable_prefix_caching)
     kind = p.latency_model or sc.latency_model
     lo = p.min_instances if p.min_instances is not None else min(p.instances, 1)
     hi = p.max_instances if p.max_instances is not None else max(p.instances, 1)

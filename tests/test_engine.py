@@ -82,6 +82,25 @@ def test_identical_prompts_in_flight_share_published_prefix_blocks():
     assert all(rec[i]["cached"] == 2048 for i in (1, 2, 3))
 
 
+def test_without_prefix_caching_every_prompt_is_computed_in_full():
+    prefix = group_prefix(1024)
+    reqs = [request(0, 0, 1024 + 100, 10, prefix), request(1, 500_000, 1024 + 80, 10, prefix)]
+    sim, s = simulate(reqs, log=True, prefix_caching=False)
+    assert [r["cached"] for r in records(sim).values()] == [0, 0]
+    chunks = {rid: n for _, _, cs, _ in sim.instances[0].step_log for rid, n in cs}
+    assert chunks[1] == 1024 + 80
+    assert s["prefix_cache_hit_rate"] == 0
+
+
+def test_without_prefix_caching_heavy_load_keeps_invariants():
+    prefix = group_prefix(600)
+    reqs = [request(i, i * 20_000, 700 + (i * 37) % 900, 50 + (i * 53) % 400, prefix if i % 2 else None)
+            for i in range(150)]
+    sim, s = simulate(reqs, blocks=400, check=True, max_num_seqs=32, prefix_caching=False)
+    assert s["preemption_count"] > 0 and s["completed_requests"] == 150
+    assert all(r["cached"] == 0 for r in records(sim).values())
+
+
 def test_kv_exhaustion_preempts_newest_and_it_completes_with_its_first_ttft():
     # 100 blocks (99 usable, 1584 tokens). Two requests of 500 + 600 tokens each fit at
     # first (64 blocks) but not when both have decoded ~300 tokens: the newest is preempted.

@@ -32,6 +32,7 @@ class EngineConfig:
     max_model_len: int = 0                     # 0 = unlimited
     scheduler: str = "fcfs"                    # fcfs | priority | sjf
     preemption: str = "fcfs"                   # fcfs (newest) | priority (least urgent, newest)
+    prefix_caching: bool = True                # False: vLLM's --no-enable-prefix-caching
 
 
 class WaitQueue:
@@ -120,7 +121,7 @@ class Instance:
         self.loop = loop
         self.cfg = cfg
         self.model = step_model
-        self.kv = KVStore(total_blocks)
+        self.kv = KVStore(total_blocks, caching=cfg.prefix_caching)
         self.sink = sink
         self.waiting = WaitQueue(cfg.scheduler)
         self.running: dict[Request, None] = {}      # admission order

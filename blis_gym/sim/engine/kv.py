@@ -47,7 +47,9 @@ class _Range:
 class KVStore:
     RUNS = True          # move group prefixes whole (False: block by block; same results)
 
-    def __init__(self, total_blocks: int):
+    def __init__(self, total_blocks: int, caching: bool = True):
+        # caching False: vLLM's --no-enable-prefix-caching (no block is ever found in the cache)
+        self.caching = caching
         # vLLM reserves one null block; usable = total - 1 (the KV-use denominator).
         self.total = int(total_blocks)
         self.usable = self.total - 1
@@ -91,7 +93,7 @@ class KVStore:
         if limit is not None:
             n_max = min(n_max, limit)
         self._lookup = (req, [], 0, 0)
-        if n_max <= 0:
+        if n_max <= 0 or not self.caching:
             return 0
         refs, free = self.refs, self.free
         content = req.kv_content
@@ -246,6 +248,8 @@ class KVStore:
     def _publish(self, req: Request, lo: int, hi: int) -> None:
         """Publish blocks of shared content (a group prefix) as they fill, so that requests in
         flight can hit them; a request's own content stays private while it runs."""
+        if not self.caching:
+            return
         shared = req.shared_blocks
         first = self.shared_count(req)
         if first * BLOCK_SIZE < lo or first * BLOCK_SIZE >= hi:
@@ -273,7 +277,7 @@ class KVStore:
         n_private = total - n_shared
         refs, free = self.refs, self.free
         if n_private > 0:
-            if content is None:
+            if content is None or not self.caching:
                 self._give_free(n_private)
             else:
                 full = tokens_in_kv // BLOCK_SIZE
