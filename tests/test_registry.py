@@ -15,7 +15,7 @@ def test_names_list_every_builtin():
     assert registry.names("router") == ["default", "least-loaded", "random", "round-robin", "weighted"]
     assert registry.names("admission") == ["always-admit", "gaie-legacy", "probabilistic", "reject-all",
                                            "tier-shed", "token-bucket"]
-    assert registry.names("pd") == ["always", "never", "prefix-threshold"]
+    assert registry.names("pd") == ["always", "edpp", "never", "prefix-threshold"]
     assert registry.names("autoscaler") == ["external", "hpa", "wva"]
     assert registry.names("step_time") == ["calibrated", "roofline", "trained-physics"]
     assert "prefix-cache" in registry.names("scorer")

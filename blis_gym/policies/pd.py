@@ -4,6 +4,8 @@ pod (and its KV move), or locally on the decode pod?
 llm-d's `disagg-profile-handler` runs the decode profile first, then asks its decider with the
 chosen decode pod; `prefix-based-pd-decider` disaggregates when the tokens the decode pod does
 not have cached reach `nonCachedTokens` (the sample config sets 16; its default 0 means off).
+`edpp` (blis_gym.policies.edpp, registered on import below) also weighs both pools' backlogs
+and the SLO feedback.
 """
 from __future__ import annotations
 
@@ -60,6 +62,8 @@ def _prefix_threshold(params: dict, field: str) -> PrefixThreshold:
 
 register("pd", "never")(_no_params(Never))
 register("pd", "always")(_no_params(Always))
+
+from blis_gym.policies import edpp  # noqa: E402,F401  (registers "edpp")
 
 
 def make_decider(spec: dict | str | None, field: str = "pd.decider") -> PDDecider:

@@ -74,6 +74,12 @@ class PDDecider(Protocol):
     def disaggregate(self, req, cached_tokens: int) -> bool:
         """`cached_tokens`: prompt tokens the decode profile believes the chosen pod holds."""
 
+    # Optional, used when defined (EDPP has them):
+    #   disaggregate_on(req, cached_tokens, decode_pod, prefill_pods) -> bool: asked instead of
+    #       disaggregate, with the chosen decode pod's and the prefill-capable pods' signals
+    #   first_token(req, disaggregated: bool): a routed request produced its first token
+    #   finished(req): a routed request ended (req.finished >= 0 if it completed)
+
 
 class Autoscaler(Protocol):
     """A pool's autoscaler: consulted every `interval_us` with the pool's view."""

@@ -48,6 +48,11 @@ class Disaggregation:
         self.prefill_pods = [p for p in self.pods if p.role != "decode"]
         self.router = cfg.prefill_router         # the prefill profile
         self.decider = cfg.decider
+        # optional parts of a decider (EDPP has them): a decision that also reads the chosen
+        # decode pod and the prefill pods, and feedback on first tokens and ends
+        self._on_pods = getattr(cfg.decider, "disaggregate_on", None)
+        self.first_token_hook = getattr(cfg.decider, "first_token", None)
+        self.finished_hook = getattr(cfg.decider, "finished", None)
         self.decided = 0
         self.disaggregated = 0
         self.active = 0                          # requests in a prefill leg or a transfer
@@ -71,7 +76,13 @@ class Disaggregation:
     def decide(self, r: Request, i: int) -> bool:
         """The built-in decider's answer for r routed to decode pod i (counted)."""
         self.decided += 1
-        return bool(self.decider.disaggregate(r, self.cached_tokens(r, i)))
+        return self._answer(r, i)
+
+    def _answer(self, r: Request, i: int) -> bool:
+        cached = self.cached_tokens(r, i)
+        if self._on_pods is not None:
+            return bool(self._on_pods(r, cached, self.pods[i], self.prefill_pods))
+        return bool(self.decider.disaggregate(r, cached))
 
     def ask(self, r: Request, i: int, now: int) -> None:
         """The `pd` slot is an agent's: 0 prefill locally, 1 disaggregate."""
@@ -87,7 +98,7 @@ class Disaggregation:
                 self.gw.send(r, i, t)
 
         def default():
-            return int(bool(self.decider.disaggregate(r, self.cached_tokens(r, i))))
+            return int(self._answer(r, i))
 
         self.sim.hand_over(Pending("pd", now, r, self.pods, None, resume, default, pool=i))
 

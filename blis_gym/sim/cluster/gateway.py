@@ -229,6 +229,8 @@ class Gateway:
     # ---- feedback from instances ------------------------------------------------------
     def first_token(self, r: Request) -> None:
         self.pods[self.index[r.instance]].in_flight_tokens -= r.input_len
+        if self.pd_mode and self.pd.first_token_hook is not None:
+            self.pd.first_token_hook(r, r.pd is not None)
 
     def finished(self, r: Request, now: int) -> None:
         """A routed request reached a final state: release the router's in-flight counts."""
@@ -237,6 +239,8 @@ class Gateway:
         if r.first_token < 0:
             p.in_flight_tokens -= r.input_len
         self.router.release(r, p.index)
+        if self.pd_mode and self.pd.finished_hook is not None:
+            self.pd.finished_hook(r)
         if p.in_flight == 0 and not p.available:
             self.sim.pod_idle(p.index, now)
 
