@@ -55,6 +55,7 @@ class FlowControlSpec(_Strict):
     max_queue: CountOrZero = 0
     ttl_s: Seconds = 60.0
     fairness: Literal["global-strict", "round-robin"] = "global-strict"
+    ordering: Literal["fcfs", "edf"] = "fcfs"
     usage_limits: Optional[dict] = None
     saturation: SaturationSpec = SaturationSpec()
     dispatch_tick_ms: PositiveMillis = 1.0
@@ -356,7 +357,7 @@ def _gateway(sc: Scenario):
     f = sc.gateway.flow_control
     if f is not None:
         fc = FlowControl(per_band_capacity=f.per_band_capacity, max_queue=f.max_queue, ttl_us=int(f.ttl_s * 1e6),
-                         usage_limits=f.usage_limits, fairness=f.fairness)
+                         usage_limits=f.usage_limits, fairness=f.fairness, ordering=f.ordering)
         d = f.saturation
         if d.detector == "utilization":
             def detect(pods, now):

@@ -11,13 +11,23 @@ on demand; inside a band one FIFO flow per tenant (fairness ID; "" → "default-
   band i (rank 0 = highest, among the nb existing bands) has a ceiling from the usage-limit
   policy; if saturation >= ceiling the whole cycle stops (head-of-line: no lower band is tried);
   empty bands are skipped; otherwise the band's fairness policy picks the flow and the flow's
-  head (FCFS) is dispatched.
+  ordering policy its head.
+* Ordering: `fcfs` (enqueue order; llm-d's default) or `edf` (earliest deadline first, llm-d's
+  edf-ordering-policy: deadline = enqueue time + the request's effective TTL, ties in enqueue
+  order). The effective TTL is the request's own client timeout when it has one (its deadline
+  minus its arrival), else the queue's `ttl_us` (none: last). Expiry still uses `ttl_us`.
 * Fairness: `global-strict` (the band behaves as one FIFO across tenants, by enqueue order) or
   `round-robin` (tenants with queued requests are visited in sorted name order with a cursor).
 * Usage limits: `None`/static → 1.0 for every band; `{"policy": "static", "ceiling": c}`;
   `{"policy": "priority-holdback", "min_ceiling": m, "max_ceiling": 1.0, "spacing": "rank"|"priority"}`
   → ceilings linear from max_ceiling (top band) down to min_ceiling (lowest existing band);
-  `{"policy": "per-band", "ceilings": {priority: ceiling}}` → explicit (missing bands 1.0).
+  `{"policy": "per-band", "ceilings": {priority: ceiling}}` → explicit (missing bands 1.0);
+  `{"policy": "soft-reflective-ceiling"}` (no parameters; llm-d's soft-reflective-ceiling-policy)
+  → band 0 has ceiling 1; band i of N has the reflective ceiling 1 − i·sat/(N−1): below it the
+  band dispatches freely; at or above it (and sat < 1) the band is gated and opens on one
+  dispatch cycle out of every round(sat/(1−sat)) (a counter per band priority, advanced on
+  every cycle in which the band is gated, reset never: as llm-d's); at sat ≥ 1 every band
+  stops (band 0 by its ceiling 1). It never rejects. With one band it is the static ceiling 1.
 * Limits: per band `per_band_capacity` live requests (0 = unlimited), global `max_queue`
   (0 = unlimited); over a limit → 429 "rejected-saturated" on the spot.
 * TTL: a request whose enqueue time + ttl <= now is expired (the caller answers 429
@@ -42,7 +52,8 @@ from blis_gym.sim.cluster.signals import (
 )
 
 FAIRNESS_POLICIES = ("global-strict", "round-robin")
-USAGE_LIMIT_POLICIES = ("static", "priority-holdback", "per-band")
+ORDERING_POLICIES = ("fcfs", "edf")
+USAGE_LIMIT_POLICIES = ("static", "priority-holdback", "per-band", "soft-reflective-ceiling")
 DEFAULT_FLOW = "default-flow"
 
 _ADMITTED = Decision(True)
@@ -59,8 +70,8 @@ class _Band:
         self.priority = priority
         self.live = 0                  # live requests in the band
         self.entries = 0               # entries held in the deques (live + dead)
-        self.queue: deque = deque()    # global-strict: one FIFO of (seq, req)
-        self.flows: dict[str, deque] = {}      # round-robin: tenant -> FIFO of (seq, req)
+        self.queue: deque | list = deque()     # global-strict: one queue of (key, seq, req)
+        self.flows: dict[str, deque | list] = {}   # round-robin: tenant -> queue of (key, seq, req)
         self.flow_live: dict[str, int] = {}
         self.active: list[str] = []    # round-robin: sorted tenants with live requests
         self.last: str | None = None   # round-robin cursor: tenant served last
@@ -70,7 +81,7 @@ class _Band:
 class FlowControl:
     def __init__(self, per_band_capacity: int = 5000, max_queue: int = 0, ttl_us: int = 60_000_000,
                  usage_limits: dict | None = None, fairness: str = "global-strict",
-                 band_gc_us: int = 600_000_000):
+                 band_gc_us: int = 600_000_000, ordering: str = "fcfs"):
         for name, v in (("per_band_capacity", per_band_capacity), ("max_queue", max_queue),
                         ("ttl_us", ttl_us), ("band_gc_us", band_gc_us)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
@@ -78,6 +89,9 @@ class FlowControl:
         if fairness not in FAIRNESS_POLICIES:
             raise ConfigError("gateway.flow_control.fairness",
                               f"unknown fairness policy {fairness!r}; allowed: {', '.join(FAIRNESS_POLICIES)}")
+        if ordering not in ORDERING_POLICIES:
+            raise ConfigError("gateway.flow_control.ordering",
+                              f"unknown ordering policy {ordering!r}; allowed: {', '.join(ORDERING_POLICIES)}")
         self.per_band_capacity = per_band_capacity
         self.max_queue = max_queue
         self.ttl_us = ttl_us
@@ -85,6 +99,9 @@ class FlowControl:
         self.band_gc_us = band_gc_us
         self._limits = _parse_usage_limits(usage_limits)
         self._rr = fairness == "round-robin"
+        self._edf = ordering == "edf"     # queues are heaps keyed by deadline, else FIFO deques
+        self._gate_ticks: dict[int, int] = {}    # soft-reflective: band priority -> gated cycles
+        self._last_sat = 0.0
         self._bands: dict[int, _Band] = {}
         self._order: list[int] = []           # band priorities, ascending
         self._desc: list[int] = []            # the same, highest first (visit order)
@@ -111,6 +128,8 @@ class FlowControl:
     def ceilings(self) -> dict[int, float]:
         """Current usage-limit ceiling of each existing band, highest priority first."""
         prios = list(reversed(self._order))
+        if self._limits["policy"] == "soft-reflective-ceiling":    # the reflective ceilings at the last dispatch
+            return {p: self._reflective(i, len(prios), self._last_sat) for i, p in enumerate(prios)}
         return {p: self._ceiling(i, p, prios) for i, p in enumerate(prios)}
 
     def next_expiry(self) -> int | None:
@@ -136,24 +155,25 @@ class FlowControl:
             return _FULL_NO_ENDPOINTS if no_endpoints else _FULL
         if band is None:
             band = self._bands[prio] = _Band(prio, now)
+            band.queue = self._new_queue()
             insort(self._order, prio)
             self._desc = self._order[::-1]
         self._seq += 1
         seq = self._seq
         self._live[req.id] = (seq, prio, now)
-        entry = (seq, req)
+        entry = (self._deadline(req, now) if self._edf else seq, seq, req)
         if self._rr:
             tenant = req.tenant or DEFAULT_FLOW
             flow = band.flows.get(tenant)
             if flow is None:
-                flow = band.flows[tenant] = deque()
+                flow = band.flows[tenant] = self._new_queue()
                 band.flow_live[tenant] = 0
-            flow.append(entry)
+            self._push(flow, entry)
             band.flow_live[tenant] += 1
             if band.flow_live[tenant] == 1:
                 insort(band.active, tenant)
         else:
-            band.queue.append(entry)
+            self._push(band.queue, entry)
         band.live += 1
         band.entries += 1
         band.touched = now
@@ -170,8 +190,13 @@ class FlowControl:
             return None
         prios = self._desc
         static = self._limits.get("ceiling")          # None unless the static policy
+        soft = self._soft_ceilings(saturation, prios) if self._limits["policy"] == "soft-reflective-ceiling" else None
         for i, p in enumerate(prios):
-            if saturation >= (static if static is not None else self._ceiling(i, p, prios)):
+            if soft is not None:
+                ceiling = soft[i]
+            else:
+                ceiling = static if static is not None else self._ceiling(i, p, prios)
+            if saturation >= ceiling:
                 return None
             band = self._bands[p]
             if band.live == 0:
@@ -204,6 +229,41 @@ class FlowControl:
 
     # -- internals -----------------------------------------------------------------------------
 
+    def _new_queue(self) -> deque | list:
+        return [] if self._edf else deque()
+
+    def _push(self, queue, entry) -> None:
+        if self._edf:
+            heapq.heappush(queue, entry)
+        else:
+            queue.append(entry)
+
+    def _deadline(self, req, now: int) -> float:
+        """EDF key: enqueue time + the request's effective TTL (its client timeout, else ttl_us)."""
+        ttl = req.deadline - req.arrival if req.deadline > 0 else self.ttl_us
+        return now + ttl if ttl > 0 else float("inf")
+
+    @staticmethod
+    def _reflective(i: int, n: int, saturation: float) -> float:
+        return 1.0 if i == 0 or n <= 1 else 1.0 - i * saturation / (n - 1)
+
+    def _soft_ceilings(self, saturation: float, prios: list[int]) -> list[float]:
+        """Soft-reflective ceilings of this dispatch cycle (advances the gated bands' counters)."""
+        self._last_sat = saturation
+        n = len(prios)
+        out = []
+        for i, p in enumerate(prios):
+            if saturation < self._reflective(i, n, saturation):
+                out.append(1.0)                  # band 0, a single band, or below its ceiling
+            elif saturation >= 1.0:
+                out.append(0.0)
+            else:
+                period = max(1, round(saturation / (1.0 - saturation + 1e-9)))
+                tick = self._gate_ticks.get(p, 0) + 1
+                self._gate_ticks[p] = tick
+                out.append(1.0 if tick % period == 0 else 0.0)
+        return out
+
     def _is_live(self, seq: int, req) -> bool:
         e = self._live.get(req.id)
         return e is not None and e[0] == seq
@@ -230,18 +290,25 @@ class FlowControl:
             heapq.heapify(heap)
 
     def _compact(self, band: _Band) -> None:
-        live = self._is_live
         if self._rr:
             for tenant in list(band.flows):
-                flow = deque(e for e in band.flows[tenant] if live(e[0], e[1]))
+                flow = self._filtered(band.flows[tenant])
                 if flow:
                     band.flows[tenant] = flow
                 else:
                     del band.flows[tenant]
                     del band.flow_live[tenant]
         else:
-            band.queue = deque(e for e in band.queue if live(e[0], e[1]))
+            band.queue = self._filtered(band.queue)
         band.entries = band.live
+
+    def _filtered(self, queue) -> deque | list:
+        """The queue's live entries, in the same order (a valid heap for EDF)."""
+        kept = [e for e in queue if self._is_live(e[1], e[2])]
+        if self._edf:
+            heapq.heapify(kept)
+            return kept
+        return deque(kept)
 
     def _pop(self, band: _Band):
         """Pop the next live request of a band with band.live > 0."""
@@ -254,8 +321,9 @@ class FlowControl:
             band.last = tenant
         else:
             flow = band.queue
+        pop = heapq.heappop if self._edf else deque.popleft
         while True:
-            seq, req = flow.popleft()
+            _, seq, req = pop(flow)
             band.entries -= 1
             if live(seq, req):
                 break
@@ -305,11 +373,11 @@ def _parse_usage_limits(spec: dict | None) -> dict:
         raise ConfigError(f"{field}.policy",
                           f"unknown usage-limit policy {kind!r}; allowed: {', '.join(USAGE_LIMIT_POLICIES)}")
     allowed = {"static": ("ceiling",), "priority-holdback": ("min_ceiling", "max_ceiling", "spacing"),
-               "per-band": ("ceilings",)}[kind]
+               "per-band": ("ceilings",), "soft-reflective-ceiling": ()}[kind]
     for key in spec:
         if key != "policy" and key not in allowed:
             raise ConfigError(f"{field}.{key}",
-                              f"unknown parameter for {kind!r}; allowed: {', '.join(allowed)}")
+                              f"unknown parameter for {kind!r}; allowed: {', '.join(allowed) or 'none'}")
 
     def num(key: str, default=None) -> float:
         v = spec.get(key, default)
@@ -321,6 +389,8 @@ def _parse_usage_limits(spec: dict | None) -> dict:
 
     if kind == "static":
         return {"policy": kind, "ceiling": num("ceiling", 1.0)}
+    if kind == "soft-reflective-ceiling":
+        return {"policy": kind}
     if kind == "per-band":
         raw = spec.get("ceilings", {})
         if not isinstance(raw, dict):
@@ -343,4 +413,4 @@ def _parse_usage_limits(spec: dict | None) -> dict:
     return {"policy": kind, "min_ceiling": lo, "max_ceiling": hi, "spacing": spacing}
 
 
-__all__ = ["FlowControl", "FAIRNESS_POLICIES", "USAGE_LIMIT_POLICIES", "DEFAULT_FLOW"]
+__all__ = ["FlowControl", "FAIRNESS_POLICIES", "ORDERING_POLICIES", "USAGE_LIMIT_POLICIES", "DEFAULT_FLOW"]
