@@ -556,7 +556,7 @@ def test_aliases_resolve():
         "token-load", "no-hit-lru", "session-affinity", "load-balance"]
     assert router.pick(req_(1), pods_(3), ctx_()) in (0, 1, 2)
     from blis_gym.policies.registry import names
-    assert names("router") == ["default", "least-loaded", "random", "round-robin", "weighted"]
+    assert names("router") == ["default", "least-loaded", "predicted-latency", "random", "round-robin", "weighted"]
     assert names("scorer") == sorted(SCORERS)
 
 

@@ -93,6 +93,16 @@ register("router", "weighted")(_weighted("weighted"))
 register("router", "default")(_weighted("default"))
 
 
+@register("router", "predicted-latency")
+def _predicted_latency(params: dict, field: str) -> Router:
+    """llm-d's latency-aware scheduling: per-pod online TTFT/TPOT predictors, SLO headroom
+    (blis_gym.policies.predicted_latency); the default profile until it has data."""
+    from blis_gym.policies.predicted_latency import make_predicted_latency
+    fallback = _weighted("default")({"filters": params.get("filters")}, field)
+    return make_predicted_latency({k: v for k, v in params.items() if k not in ("policy", "filters")}, field,
+                                  fallback)
+
+
 def make_router(spec: dict | None = None, field: str = "router") -> Router:
     """Build a router from a spec (policies: `registry.names("router")`).
 
