@@ -33,9 +33,12 @@ def run(workload: str, rate: float, decider) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("workloads", nargs="*", choices=[*RATES, []], help="chat, codegen (default: both)")
+    ap.add_argument("workloads", nargs="*", metavar="WORKLOAD", help="chat, codegen (default: both)")
     ap.add_argument("--rates", help="comma-separated session rates (default: per workload)")
     a = ap.parse_args()
+    for w in a.workloads:
+        if w not in RATES:
+            ap.error(f"unknown workload {w!r}; allowed: {', '.join(RATES)}")
     print("| workload | sessions/s | never `ttft_mean_ms` | threshold16 | edpp | edpp `pd.disaggregated_fraction` |")
     print("|---|---|---|---|---|---|")
     for w in a.workloads or RATES:
