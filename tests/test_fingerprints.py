@@ -32,7 +32,7 @@ SHORTEN = {
     "autoscale-bursty": {"horizon_s": 420},
     "cluster-4x-10k": {"num_requests": 600},
     "cluster-4xh100-default": {"horizon_s": 30},
-    "cluster-4xh100-predicted-latency": {"horizon_s": 30},
+    "cluster-4xh100-latency-aware": {"horizon_s": 30},
     "cluster-4xh100-round-robin": {"horizon_s": 30},
     "overload-gaie-legacy": {"horizon_s": 20},
     "overload-probabilistic": {"horizon_s": 20},
