@@ -12,5 +12,6 @@ setup(
     package_data={
         "blis_gym.data": ["*.json", "*.yaml", "*.md", "BLIS-LICENSE", "models/*/config.json", "models/*.yaml"],
         **{name: ["*.yaml"] for name in BUNDLED},
+        "blis_gym.data.scenarios": ["*.yaml", "studies/*.yaml"],     # studies: sweep files
     },
 )

@@ -34,6 +34,11 @@ def bundled_scenarios() -> dict[str, Path]:
     return {p.stem: p for p in sorted(scenario_dir().glob("*.yaml"), key=lambda p: p.stem)}
 
 
+def bundled_studies() -> dict[str, Path]:
+    """Every bundled study (a sweep file in scenarios/studies/), name -> file."""
+    return {p.stem: p for p in sorted((scenario_dir() / "studies").glob("*.yaml"), key=lambda p: p.stem)}
+
+
 def env_spec_paths() -> list[Path]:
     """Every bundled environment spec file (one Gymnasium id each), sorted by name."""
     return sorted(env_spec_dir().glob("*.yaml"))

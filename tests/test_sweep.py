@@ -244,6 +244,7 @@ def test_frontier_per_budget_tier_and_the_best_within_the_slo():
 def test_the_studies_expand_and_validate(name, at_least):
     sw = load_sweep(ROOT / "scenarios" / "studies" / f"{name}.yaml")
     assert len(sw.points) >= at_least
+    assert [p.key for p in load_sweep(name).points] == [p.key for p in sw.points]   # by its bundled name
 
 
 @pytest.mark.slow

@@ -24,8 +24,8 @@ import click
 @click.option("--quiet", is_flag=True, help="No progress bar and no table.")
 def sweep(sweep_file: Path | None, out_dir: Path | None, workers: int | None, backend: str, address: str | None,
           plot: bool, plot_only: bool, latency: str | None, slo: float | None, quiet: bool) -> None:
-    """Run every point of SWEEP_FILE (a base scenario and the axes to vary; see docs/sweeps.md)
-    that --out does not hold yet, and write results.parquet, results.csv, frontier.csv,
+    """Run every point of SWEEP_FILE (a base scenario and the axes to vary; see docs/sweeps.md;
+    or a bundled study by name: capacity, admission, pd) that --out does not hold yet, and write results.parquet, results.csv, frontier.csv,
     pareto.png and the sweep file's charts there."""
     from ..cli import _fail
     from ..errors import ConfigError

@@ -19,10 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ..errors import ConfigError, read_yaml
 
-# bundled scenarios: `base: NAME` means scenarios/NAME.yaml of the checkout
-SCENARIO_DIR = Path(__file__).resolve().parents[2] / "scenarios"
-
-
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -170,22 +166,29 @@ def resolve_base(spec: SweepSpec, where: Path) -> tuple[dict, Path]:
         data = json.loads(json.dumps(spec.scenario))
         data.setdefault("name", spec.name)
         return data, where
+    from ..resources import bundled_scenarios
+
     name = spec.base
-    bundled = SCENARIO_DIR / f"{name}.yaml"
-    path = bundled if "/" not in name and not name.endswith((".yaml", ".yml")) else where / name
+    bundled = bundled_scenarios()
+    path = where / name                   # a path is relative to the sweep file
     if not path.is_file():
-        known = ", ".join(p.stem for p in sorted(SCENARIO_DIR.glob("*.yaml")))
-        raise ConfigError("base", f"no bundled scenario or file {name!r}; bundled: {known}")
+        if name not in bundled:
+            raise ConfigError("base", f"no bundled scenario or file {name!r}; bundled: {', '.join(bundled)}")
+        path = bundled[name]
     data = read_yaml(path, "base", mapping=True)
     data.setdefault("name", path.stem)
     return data, path.parent
 
 
 def load_sweep(path: str | Path) -> Sweep:
-    """Read, validate and expand a sweep file (raises one ConfigError naming the axis)."""
-    path = Path(path)
+    """Read, validate and expand a sweep file, or a bundled study by name (`capacity`);
+    raises one ConfigError naming the axis."""
+    from ..resources import bundled_studies
+
+    studies = bundled_studies()
+    path = Path(path) if Path(path).is_file() or str(path) not in studies else studies[str(path)]
     if not path.is_file():
-        raise ConfigError("sweep", f"no such file: {path}")
+        raise ConfigError("sweep", f"no such file or bundled study: {path} (bundled: {', '.join(studies)})")
     raw = read_yaml(path, "sweep", mapping=True)
     raw.setdefault("name", path.stem)
     return parse_sweep(raw, path.parent)
