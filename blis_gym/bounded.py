@@ -1,13 +1,31 @@
-"""The scenario schema's bounded field types (pydantic), built from the numbers in
-blis_gym.limits. Every float is also finite: the models set `allow_inf_nan=False`."""
+"""The scenario schema's base model and bounded field types (pydantic), built from the numbers
+in blis_gym.limits."""
 from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from .limits import (MAX_COUNT, MAX_DURATION_S, MAX_INSTANCES, MAX_RATE, MAX_SEED, MAX_TOKENS, MIN_DURATION_S,
                      MIN_RATE, MIN_SAMPLE_INTERVAL_S)
+
+
+class Strict(BaseModel):
+    """A scenario section: unknown fields are errors, every float is finite, -0.0 is 0 (numpy
+    refuses a scale of -0.0) and every string is valid Unicode (it is written to CSV and JSON)."""
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*")
+    @classmethod
+    def _clean(cls, v):
+        if isinstance(v, float) and v == 0:
+            return 0.0
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("must be valid Unicode text (it holds a lone surrogate)") from None
+        return v
 
 
 def _duration(unit: str, scale: float, zero_ok: bool, low_s: float = MIN_DURATION_S):

@@ -8,10 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from .bounded import (Count, CountOrZero, Instances, InstancesOrZero, Millis, PositiveMillis, SampleInterval, Seconds,
-                      Seed, Tokens, TokensOrZero)
+                      Seed, Strict, Tokens, TokensOrZero)
 from .errors import ConfigError, pydantic_error, read_yaml
 from .limits import MAX_DURATION_S, MAX_INSTANCES, MAX_WINDOW_TICKS, MIN_AUTOSCALER_INTERVAL_S
 from .workload_spec import WorkloadSpec, build_workload
@@ -20,16 +20,7 @@ PositiveFloat = Annotated[float, Field(gt=0)]
 TP = Annotated[int, Field(gt=0, le=64)]      # GPUs of one instance (and of one node)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    @field_validator("*")
-    @classmethod
-    def _no_negative_zero(cls, v):
-        return 0.0 if isinstance(v, float) and v == 0 else v      # numpy refuses a scale of -0.0
-
-
-class VLLMSpec(_Strict):
+class VLLMSpec(Strict):
     max_num_seqs: Optional[Count] = None                  # None: vLLM's default for the GPU
     max_num_batched_tokens: Optional[Tokens] = None
     long_prefill_token_threshold: TokensOrZero = 0
@@ -41,7 +32,7 @@ class VLLMSpec(_Strict):
     enable_prefix_caching: bool = True                    # False: no prompt block is reused
 
 
-class SaturationSpec(_Strict):
+class SaturationSpec(Strict):
     """Flow control's pool saturation detector (llm-d utilization-detector by default)."""
     detector: Literal["utilization", "concurrency"] = "utilization"
     queue_threshold: PositiveFloat = 5
@@ -50,7 +41,7 @@ class SaturationSpec(_Strict):
     max_concurrency: Count = 100
 
 
-class FlowControlSpec(_Strict):
+class FlowControlSpec(Strict):
     per_band_capacity: CountOrZero = 5000
     max_queue: CountOrZero = 0
     ttl_s: Seconds = 60.0
@@ -61,18 +52,18 @@ class FlowControlSpec(_Strict):
     dispatch_tick_ms: PositiveMillis = 1.0
 
 
-class GatewaySpec(_Strict):
+class GatewaySpec(Strict):
     admission: Union[str, dict] = "always-admit"
     flow_control: Optional[FlowControlSpec] = None
 
 
-class ClusterSpec(_Strict):
+class ClusterSpec(Strict):
     instances: Instances = 1
     scrape_interval_ms: Millis = 50.0                     # 0 = oracle signals
     trace_decisions: bool = False
 
 
-class DelaySpec(_Strict):
+class DelaySpec(Strict):
     """A delay in seconds: a constant, or gaussian (mean, std, clamped at 0) or exponential."""
     dist: Literal["constant", "gaussian", "exponential"] = "constant"
     value: Seconds = 0.0
@@ -83,7 +74,7 @@ class DelaySpec(_Strict):
 Delay = Union[Seconds, DelaySpec]
 
 
-class AutoscalerSpec(_Strict):
+class AutoscalerSpec(Strict):
     """A periodic autoscaler for one pool (see docs/pd-and-autoscaling.md)."""
     policy: Literal["hpa", "wva", "external"] = "hpa"
     interval_s: Annotated[float, Field(ge=MIN_AUTOSCALER_INTERVAL_S, le=MAX_DURATION_S)] = 15.0
@@ -111,7 +102,7 @@ class AutoscalerSpec(_Strict):
         return self
 
 
-class PoolSpec(_Strict):
+class PoolSpec(Strict):
     name: str
     role: Literal["both", "prefill", "decode"] = "both"
     instances: InstancesOrZero = 1                        # at the start
@@ -142,19 +133,19 @@ class PoolSpec(_Strict):
         return self
 
 
-class TransferSpec(_Strict):
+class TransferSpec(Strict):
     bandwidth_gb_s: Annotated[float, Field(ge=1e-6, le=1e6)] = 25.0                   # per GPU (NIXL RDMA)
     base_latency_ms: Millis = 0.05
     contention: bool = True                                # transfers from one prefill pod share its NIC
 
 
-class PDSpec(_Strict):
+class PDSpec(Strict):
     decider: Union[str, dict] = "never"
     prefill_router: dict = Field(default_factory=lambda: {"policy": "default"})
     transfer: TransferSpec = TransferSpec()
 
 
-class Scenario(_Strict):
+class Scenario(Strict):
     name: str = ""
     description: str = ""
     seed: Seed = 42

@@ -21,9 +21,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from .bounded import Offset, PositiveSeconds, Rate, RateOrZero, Seconds, Tokens, TokensOrZero
+from .bounded import Offset, PositiveSeconds, Rate, RateOrZero, Seconds, Strict, Tokens, TokensOrZero
 from .errors import ConfigError, pydantic_error
 from .limits import MAX_DURATION_S, MAX_REQUESTS, MAX_TURNS, MAX_USERS
 from .sim.workload import distributions as d
@@ -38,16 +38,7 @@ LogMu = Annotated[float, Field(ge=-50, le=50)]
 LogSigma = Annotated[float, Field(ge=0, le=10)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    @field_validator("*")
-    @classmethod
-    def _no_negative_zero(cls, v):
-        return 0.0 if isinstance(v, float) and v == 0 else v      # numpy refuses a scale of -0.0
-
-
-class _Ranged(_Strict):
+class _Ranged(Strict):
     """A length distribution clamped to [min, max]."""
     min: Tokens = 1
     max: Tokens = 1 << 30
@@ -60,7 +51,7 @@ class _Ranged(_Strict):
 
 
 # ---- lengths --------------------------------------------------------------------------------
-class ConstantLen(_Strict):
+class ConstantLen(Strict):
     dist: Literal["constant"]
     value: Tokens
 
@@ -83,7 +74,7 @@ class LogNormalLen(_Ranged):
     sigma: LogSigma
 
 
-class EmpiricalLen(_Strict):
+class EmpiricalLen(Strict):
     """pmf: {tokens: probability} (normalised)."""
     dist: Literal["empirical"]
     pmf: dict[Tokens, NonNegFloat]
@@ -113,7 +104,7 @@ def length(spec):
 
 
 # ---- think times (seconds) --------------------------------------------------------------------
-class ThinkDist(_Strict):
+class ThinkDist(Strict):
     """constant (value) | exponential (mean) | gaussian (mean, std) | lognormal (mu, sigma of ln s)
     | uniform (min, max); min/max clamp. All in seconds."""
     dist: Literal["constant", "exponential", "gaussian", "lognormal", "uniform"]
@@ -146,12 +137,12 @@ def think(spec) -> d.ThinkTime:
 
 
 # ---- arrivals ---------------------------------------------------------------------------------
-class StageSpec(_Strict):
+class StageSpec(Strict):
     rate: RateOrZero
     duration_s: PositiveSeconds
 
 
-class DiurnalSpec(_Strict):
+class DiurnalSpec(Strict):
     """rate(t) = mean·(1 + amplitude·sin(2π(t − peak_offset_s)/period_s)); mean defaults to the rate."""
     amplitude: Annotated[float, Field(ge=0, le=1)]
     period_s: PositiveSeconds = 86400.0
@@ -159,13 +150,13 @@ class DiurnalSpec(_Strict):
     mean: Rate | None = None
 
 
-class SpikeWindowSpec(_Strict):
+class SpikeWindowSpec(Strict):
     start_s: Annotated[float, Field(ge=0, le=MAX_DURATION_S)]
     duration_s: PositiveSeconds
     rate: RateOrZero
 
 
-class SpikeSpec(_Strict):
+class SpikeSpec(Strict):
     """The base rate (defaults to the rate), replaced by each window's rate inside it."""
     base_rate: RateOrZero | None = None
     windows: Annotated[list[SpikeWindowSpec], Field(min_length=1)]
@@ -179,7 +170,7 @@ class SpikeSpec(_Strict):
         return self
 
 
-class ArrivalSpec(_Strict):
+class ArrivalSpec(Strict):
     process: Literal["poisson", "constant", "gamma", "weibull"] = "poisson"
     cv: Annotated[float, Field(ge=0.01, le=100)] | None = None
     stages: Annotated[list[StageSpec], Field(min_length=1)] | None = None
@@ -221,23 +212,23 @@ class ArrivalSpec(_Strict):
 
 
 # ---- sessions, closed loops, traces, inference-perf --------------------------------------------
-class SessionSpec(_Strict):
+class SessionSpec(Strict):
     turns: Annotated[int, Field(gt=0, le=MAX_TURNS)]
     think_time_s: ThinkSpec = 0.0
     accumulate: bool = True
 
 
-class ClosedLoopSpec(_Strict):
+class ClosedLoopSpec(Strict):
     users: Annotated[int, Field(gt=0, le=MAX_USERS)]
     think_time_s: ThinkSpec = 0.0
 
 
-class TraceSpec(_Strict):
+class TraceSpec(Strict):
     path: str
     format: Literal["csv", "azure", "blis-v2"] = "csv"
 
 
-class InferencePerfSpec(_Strict):
+class InferencePerfSpec(Strict):
     num_groups: Annotated[int, Field(gt=0, le=MAX_USERS)]
     prompts_per_group: Annotated[int, Field(gt=0, le=MAX_USERS)]
     system_prompt_len: TokensOrZero
@@ -256,13 +247,13 @@ class InferencePerfSpec(_Strict):
         return self
 
 
-class SloTargetSpec(_Strict):
+class SloTargetSpec(Strict):
     ttft_ms: Annotated[float, Field(gt=0, le=MAX_DURATION_S * 1e3)] | None = None
     itl_ms: Annotated[float, Field(gt=0, le=MAX_DURATION_S * 1e3)] | None = None
     e2e_ms: Annotated[float, Field(gt=0, le=MAX_DURATION_S * 1e3)] | None = None
 
 
-class ClientSpec(_Strict):
+class ClientSpec(Strict):
     name: str
     rate_fraction: Annotated[float, Field(gt=0, le=1e6)] = 1.0
     rate: Rate | None = None           # absolute req/s for this client (ignores fractions)
@@ -286,7 +277,7 @@ class ClientSpec(_Strict):
         return self
 
 
-class WorkloadSpec(_Strict):
+class WorkloadSpec(Strict):
     rate: Rate | None = Field(None, description="requests per second (aggregate)")
     arrival: ArrivalSpec = ArrivalSpec()
     input: LengthSpec | None = None

@@ -287,6 +287,12 @@ def test_bounds_fit_every_bundled_scenario():
         build(parse_scenario(read_yaml(p, "scenario")), base_dir=p.parent)
 
 
+def test_a_lone_surrogate_in_a_mapping_built_in_code_names_the_field():
+    with pytest.raises(ConfigError) as e:
+        parse_scenario(scenario(workload__clients=[{"name": "\ud800"}]))
+    assert e.value.field == "workload.clients.0.name" and "Unicode" in e.value.message
+
+
 def test_config_error_names_the_field():
     with pytest.raises(ConfigError) as e:
         parse_scenario(scenario(cluster={"scrape_interval_ms": 1e-9}))
