@@ -1,3 +1,4 @@
+import typing
 from pathlib import Path
 
 import yaml
@@ -89,11 +90,38 @@ def _is_tag(part) -> bool:
                                       or (part[:1].isupper() and part.isidentifier()))
 
 
-def pydantic_error(e, prefix: str = "", allowed_fields=None) -> ConfigError:
+def _models_in(annotation) -> list:
+    """The pydantic models an annotation holds (through Optional, Union, list, dict, Annotated)."""
+    if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+
+
+def _holds_dict(annotation) -> bool:
+    return typing.get_origin(annotation) is dict or any(_holds_dict(a) for a in typing.get_args(annotation))
+
+
+def allowed_fields(root, loc: tuple) -> list[str]:
+    """The field names allowed beside loc[-1], walking from the model `root` (none when the way
+    is ambiguous, as in a union of several models)."""
+    model, key_next = root, False
+    for part in loc[:-1]:
+        if isinstance(part, int) or key_next:       # a list index or a dict key
+            key_next = False
+            continue
+        field = model.model_fields.get(part)
+        models = _models_in(field.annotation) if field is not None else []
+        if len(models) != 1:
+            return []
+        model, key_next = models[0], _holds_dict(field.annotation)
+    return sorted(model.model_fields)
+
+
+def pydantic_error(e, prefix: str = "", root=None) -> ConfigError:
     """One ConfigError for a pydantic ValidationError: of the errors, the one whose (human) field
     path is longest, i.e. the union member the input was meant for (`{mean: -1}` for a delay is
-    a DelaySpec with a bad mean, not a bad float). `allowed_fields(loc)` lists the fields allowed
-    beside an unknown one."""
+    a DelaySpec with a bad mean, not a bad float). With the `root` model, an unknown field's
+    message lists the allowed ones."""
     def rank(err):
         # deeper first; at equal depth a bad value before "not this union member's type"
         depth = sum(not _is_tag(p) for p in err["loc"])
@@ -105,7 +133,7 @@ def pydantic_error(e, prefix: str = "", allowed_fields=None) -> ConfigError:
     msg = err["msg"].removeprefix("Value error, ")
     got = err.get("input")
     if err["type"] == "extra_forbidden":
-        allowed = allowed_fields(loc) if allowed_fields else []
+        allowed = allowed_fields(root, loc) if root is not None else []
         msg = "unknown field" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
     elif err["type"] == "missing":
         msg = "required field is missing"

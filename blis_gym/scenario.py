@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Optional, Union
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .bounded import (Count, CountOrZero, Instances, InstancesOrZero, Millis, PositiveMillis, SampleInterval, Seconds,
                       Seed, Strict, Tokens, TokensOrZero)
@@ -192,20 +192,8 @@ class Scenario(Strict):
 
 
 # ---- loading --------------------------------------------------------------------------------
-def _allowed_fields(loc: tuple) -> list[str]:
-    """Field names allowed at the mapping that holds loc[-1] (for 'unknown field' messages)."""
-    model = Scenario
-    for part in loc[:-1]:
-        if not isinstance(part, str) or model is None:
-            return []
-        field = model.model_fields.get(part)
-        ann = getattr(field, "annotation", None)
-        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
-    return sorted(model.model_fields) if model is not None else []
-
-
 def _first_error(e: ValidationError) -> ConfigError:
-    err = pydantic_error(e, allowed_fields=_allowed_fields)
+    err = pydantic_error(e, root=Scenario)
     return err if err.field != "input" else ConfigError("scenario", err.message)
 
 

@@ -432,4 +432,4 @@ def parse_workload(data) -> WorkloadSpec:
     try:
         return WorkloadSpec.model_validate(data)
     except ValidationError as e:
-        raise pydantic_error(e, prefix="workload") from None
+        raise pydantic_error(e, prefix="workload", root=WorkloadSpec) from None
