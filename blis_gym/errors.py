@@ -79,8 +79,6 @@ def read_yaml(path: Path, field: str, *, mapping: bool = False):
 # 'function-after[check(), float]', a discriminator value): not field names a user wrote.
 _TAGS = {"constant", "gaussian", "exponential", "lognormal", "empirical", "uniform", "int", "float", "str", "bool",
          "dict", "list", "none"}
-
-
 _TAG_PREFIXES = ("function-", "constrained-", "lax-", "json-", "nullable[", "list[", "dict[", "union[", "tagged-union[")
 
 
@@ -129,7 +127,7 @@ def pydantic_error(e, prefix: str = "", root=None) -> ConfigError:
     err = max(e.errors(), key=rank)              # the first of the best
     loc = tuple(p for p in err["loc"] if not _is_tag(p))
     path = ".".join(str(p) for p in loc)
-    field = ".".join(x for x in (prefix, path) if x) or prefix or "input"
+    field = ".".join(x for x in (prefix, path) if x) or "input"
     msg = err["msg"].removeprefix("Value error, ")
     got = err.get("input")
     if err["type"] == "extra_forbidden":
