@@ -1,8 +1,6 @@
 """blis_gym/Admission-v0: the learner is the gateway's admission controller."""
 from __future__ import annotations
 
-from gymnasium import spaces
-
 from .base import BlisEnv
 
 
@@ -49,5 +47,3 @@ class AdmissionEnv(BlisEnv):
     SPEC = "admission"
     SLOT = "admission"
 
-    def _action_space(self):
-        return spaces.Discrete(3 if self.flow_control else 2)

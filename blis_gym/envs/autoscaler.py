@@ -1,8 +1,6 @@
 """blis_gym/Autoscaler-v0: the learner scales serving pools."""
 from __future__ import annotations
 
-from gymnasium import spaces
-
 from .base import BlisEnv
 
 
@@ -51,7 +49,7 @@ class AutoscalerEnv(BlisEnv):
 
     def _action_space(self):
         self.scale_step = int(self.config["scale_step"])
-        return spaces.Discrete(2 * self.scale_step + 1)
+        return super()._action_space()
 
     def _to_sim(self, a: int):
         return a - self.scale_step

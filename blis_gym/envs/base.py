@@ -17,7 +17,7 @@ from gymnasium import spaces
 from ..errors import ConfigError
 from ..scenario import build
 from .config import check_config, load_scenario_for, load_spec, merge_config
-from .core import Episode, int_action
+from .core import Episode, int_action, rng_from_state, rng_state, slot_action_space
 from .observations import Observer
 
 AGENT = "agent"
@@ -65,7 +65,7 @@ class BlisEnv(gym.Env):
         self._n_actions = int(self.action_space.n)
 
     def _action_space(self) -> spaces.Discrete:
-        raise NotImplementedError
+        return slot_action_space(self.SLOT, self.max_pods, self.flow_control, self.config["scale_step"])
 
     def _to_sim(self, a: int):
         """The simulator's action for env action a (identity but for the autoscaler)."""
@@ -174,7 +174,7 @@ class BlisEnv(gym.Env):
         rng = self._np_random
         return {"config": self.user_config, "render_mode": self.render_mode, "env_spec": self.env_spec,
                 "sim_seed": self.sim_seed if self.episode is not None else None, "actions": list(self.actions),
-                "np_random": rng.bit_generator.state if rng is not None else None,
+                "np_random": rng_state(rng),
                 "np_random_seed": self._np_random_seed, "spec": self.spec}
 
     def __setstate__(self, state):
@@ -185,7 +185,5 @@ class BlisEnv(gym.Env):
             for a in state["actions"]:
                 self.step(a)
         if state["np_random"] is not None:
-            rng = np.random.Generator(np.random.PCG64())
-            rng.bit_generator.state = state["np_random"]
-            self._np_random = rng
+            self._np_random = rng_from_state(state["np_random"])
             self._np_random_seed = state["np_random_seed"]

@@ -9,6 +9,9 @@ turn it is.
 from __future__ import annotations
 
 
+import numpy as np
+from gymnasium import spaces
+
 from ..sim.cluster.signals import as_int
 from ..sim.simulation import Simulation
 from .rewards import SloReward
@@ -91,3 +94,28 @@ def int_action(action, n: int, what: str, space) -> int:
     if not 0 <= a < n:
         raise ValueError(f"{what} {a} is out of range: action_space {space} allows 0..{n - 1}")
     return a
+
+
+def slot_action_space(slot: str, max_pods: int, flow_control: bool, scale_step: int) -> spaces.Discrete:
+    """The action space of a decision slot: router, a pod index (0..max_pods-1); admission,
+    0 reject / 1 admit (/ 2 queue, with flow control); pd, 0 prefill locally / 1 disaggregate;
+    autoscaler, 0..2k for a change of -k..+k replicas (k = scale_step)."""
+    if slot == "router":
+        return spaces.Discrete(max_pods)
+    if slot == "admission":
+        return spaces.Discrete(3 if flow_control else 2)
+    if slot == "pd":
+        return spaces.Discrete(2)
+    return spaces.Discrete(2 * scale_step + 1)
+
+
+def rng_state(rng: np.random.Generator | None):
+    """A generator's state for pickling (None for none)."""
+    return rng.bit_generator.state if rng is not None else None
+
+
+def rng_from_state(state) -> np.random.Generator:
+    """The generator whose state `rng_state` returned."""
+    rng = np.random.Generator(np.random.PCG64())
+    rng.bit_generator.state = state
+    return rng

@@ -53,7 +53,7 @@ from ..resources import bundled_scenarios
 from ..scenario import build
 from ..sim.simulation import SLOTS
 from .config import BASE_CONFIG, check_config, load_scenario_for, load_spec, merge_config
-from .core import Episode, int_action
+from .core import Episode, int_action, rng_from_state, rng_state, slot_action_space
 from .observations import Observer
 
 SPEC_OF = {"admission": "admission", "router": "router", "pd": "pd", "autoscaler": "autoscaler"}
@@ -193,13 +193,7 @@ class MultiAgentEnv(AECEnv):
         return [s for s in SLOTS if s in wanted]
 
     def _action_space(self, agent: str) -> spaces.Discrete:
-        if agent == "router":
-            return spaces.Discrete(self.max_pods)
-        if agent == "admission":
-            return spaces.Discrete(3 if self.flow_control else 2)
-        if agent == "pd":
-            return spaces.Discrete(2)
-        return spaces.Discrete(2 * self.scale_step + 1)
+        return slot_action_space(agent, self.max_pods, self.flow_control, self.scale_step)
 
     def observation_space(self, agent: str) -> spaces.Box:
         return self.observation_spaces[agent]
@@ -357,7 +351,7 @@ class MultiAgentEnv(AECEnv):
         rng = self._np_random
         return {"config": self.user_config, "render_mode": self.render_mode,
                 "sim_seed": self.sim_seed if self.episode is not None else None, "actions": list(self.actions),
-                "np_random": rng.bit_generator.state if rng is not None else None,
+                "np_random": rng_state(rng),
                 "np_random_seed": self._np_random_seed}
 
     def __setstate__(self, state):
@@ -367,9 +361,7 @@ class MultiAgentEnv(AECEnv):
             for _agent, a in state["actions"]:
                 self.step(a)
         if state["np_random"] is not None:
-            rng = np.random.Generator(np.random.PCG64())
-            rng.bit_generator.state = state["np_random"]
-            self._np_random = rng
+            self._np_random = rng_from_state(state["np_random"])
             self._np_random_seed = state["np_random_seed"]
 
 

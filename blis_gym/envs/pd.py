@@ -1,8 +1,6 @@
 """blis_gym/PDDecider-v0: the learner decides prefill/decode disaggregation."""
 from __future__ import annotations
 
-from gymnasium import spaces
-
 from .base import BlisEnv
 
 
@@ -42,9 +40,6 @@ class PDDeciderEnv(BlisEnv):
 
     SPEC = "pd"
     SLOT = "pd"
-
-    def _action_space(self):
-        return spaces.Discrete(2)
 
     def _info_extra(self, info: dict, p) -> None:
         info["decode_pod"] = int(p.pool)

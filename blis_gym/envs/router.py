@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-from gymnasium import spaces
 
 from .base import BlisEnv
 
@@ -80,9 +79,6 @@ class RouterEnv(BlisEnv):
     SLOT = "router"
 
     _mask_pods = None
-
-    def _action_space(self):
-        return spaces.Discrete(self.max_pods)
 
     def action_masks(self) -> np.ndarray:
         p = self.pending

@@ -27,7 +27,7 @@ from numbers import Real
 from typing import Any, Callable, Sequence
 
 from blis_gym.errors import ConfigError
-from blis_gym.policies.params import number
+from blis_gym.policies.params import number, policy_spec
 from blis_gym.policies.registry import create, register, table
 from blis_gym.sim.cluster.signals import PodSignals, load
 from blis_gym.sim.slots import AdmissionPolicy
@@ -287,12 +287,7 @@ ADMISSION_POLICIES = table("admission")
 def make_admission(spec: dict | str | None = None, field: str = "gateway.admission") -> AdmissionPolicy:
     """Build a policy from `{"policy": name, **params}` (a bare name or None also accepted;
     None / {} give the default, always-admit). Raises ConfigError on any bad input."""
-    if spec is None:
-        spec = {}
-    elif isinstance(spec, str):
-        spec = {"policy": spec}
-    elif not isinstance(spec, dict):
-        raise ConfigError(field, f"must be a mapping with a 'policy' key, got {type(spec).__name__}")
+    spec = policy_spec(spec, field)
     return create("admission", spec.get("policy", DEFAULT_POLICY), spec, field)
 
 

@@ -35,6 +35,17 @@ def number(field: str, x, lo: float | None = None, hi: float | None = None, inte
     return x
 
 
+def policy_spec(spec, field: str) -> dict:
+    """A policy spec as a mapping: None is {} (the default policy), a bare name is {"policy": name}."""
+    if spec is None:
+        return {}
+    if isinstance(spec, str):
+        return {"policy": spec}
+    if not isinstance(spec, dict):
+        raise ConfigError(field, f"must be a policy name or a mapping with 'policy', got {type(spec).__name__}")
+    return spec
+
+
 def names(d) -> str:
     """The allowed names of a registry, sorted, for error messages."""
     return ", ".join(sorted(d))

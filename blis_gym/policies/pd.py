@@ -10,6 +10,7 @@ and the SLO feedback.
 from __future__ import annotations
 
 from blis_gym.errors import ConfigError
+from blis_gym.policies.params import policy_spec
 from blis_gym.policies.registry import create, register
 from blis_gym.sim.slots import PDDecider
 
@@ -67,10 +68,5 @@ from blis_gym.policies import edpp  # noqa: E402,F401  (registers "edpp")
 
 
 def make_decider(spec: dict | str | None, field: str = "pd.decider") -> PDDecider:
-    if spec is None:
-        return Never()
-    if isinstance(spec, str):
-        spec = {"policy": spec}
-    if not isinstance(spec, dict):
-        raise ConfigError(field, "must be a decider name or a mapping with 'policy'")
+    spec = policy_spec(spec, field)
     return create("pd", spec.get("policy", "never"), spec, field)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from blis_gym.errors import ConfigError
 
-from ..params import names, number, resolve, split_entry
+from ..params import names, number, policy_spec, resolve, split_entry
 from ..registry import create, register
 from .filters import FILTER_ALIASES, FILTERS
 from .pickers import PICKER_ALIASES, PICKERS
@@ -112,12 +112,7 @@ def make_router(spec: dict | None = None, field: str = "router") -> Router:
     {"policy": "default"} or {}: queue x2, kv-cache-utilization x2, prefix-cache x3 (approximate),
     max-score (scorers/filters/picker may still be given to override).
     """
-    if spec is None:
-        spec = {}
-    if isinstance(spec, str):
-        spec = {"policy": spec}
-    if not isinstance(spec, dict):
-        raise ConfigError(field, f"must be a mapping, got {type(spec).__name__}")
+    spec = policy_spec(spec, field)
     policy = spec.get("policy", "default")
     if policy is None:
         policy = "default"

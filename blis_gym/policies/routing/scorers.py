@@ -46,24 +46,16 @@ class Scorer:
         pass
 
 
-def minmax(vals: list) -> list[float]:
-    """(v - min)/(max - min); all equal -> 1."""
+def minmax(vals: list, invert: bool = False) -> list[float]:
+    """(v - min)/(max - min), or (max - v)/(max - min) inverted; all equal -> 1."""
     hi = max(vals)
     lo = min(vals)
     if hi == lo:
         return [1.0] * len(vals)
     d = float(hi - lo)
+    if invert:
+        return [(hi - v) / d for v in vals]
     return [(v - lo) / d for v in vals]
-
-
-def minmax_inverted(vals: list) -> list[float]:
-    """(max - v)/(max - min); all equal -> 1."""
-    hi = max(vals)
-    lo = min(vals)
-    if hi == lo:
-        return [1.0] * len(vals)
-    d = float(hi - lo)
-    return [(hi - v) / d for v in vals]
 
 
 @register("scorer", "queue")
@@ -73,17 +65,16 @@ class QueueScorer(Scorer):
     bounded = True
 
     def score(self, req, cands, ctx):
-        return minmax_inverted([p.waiting for p in cands])
+        return minmax([p.waiting for p in cands], invert=True)
 
 
 @register("scorer", "running-requests")
-class RunningRequestsScorer(Scorer):
+class RunningRequestsScorer(QueueScorer):
     """The queue formula on scraped running."""
     name = "running-requests"
-    bounded = True
 
     def score(self, req, cands, ctx):
-        return minmax_inverted([p.running for p in cands])
+        return minmax([p.running for p in cands], invert=True)
 
 
 @register("scorer", "kv-cache-utilization")
