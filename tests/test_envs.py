@@ -350,6 +350,7 @@ def test_environments_pickle_mid_episode():
     ({"observation": {"queue_scale": 0}}, "config.observation.queue_scale", "greater than 0"),
     ({"max_requests": True}, "config.max_requests", "integer"),
     ({"max_backlog": 10**12}, "config.max_backlog", "less than or equal"),
+    ({"max_pods": 5000}, "config.max_pods", "less than or equal"),
     ({"reward": {"penalties": {"critical": "high"}}}, "config.reward.penalties.critical", "number"),
     ({"reward": {"targets": {"standard": {"ttft": 1}}}}, "config.reward.targets.standard.ttft", "unknown target"),
     ({"reward": {"default_targets": {"ttft_ms": float("nan")}}}, "config.reward.default_targets.ttft_ms", "finite"),

@@ -14,6 +14,7 @@ from typing import Annotated, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import ConfigError, read_yaml
+from ..limits import MAX_DURATION_S, MAX_INSTANCES, MAX_REQUESTS
 from ..resources import env_spec_dir, scenario_path
 from ..sim.simulation import SLOTS
 
@@ -197,7 +198,7 @@ Weight = _num(-1e6, 1e6)                   # a credit or penalty per request
 Scale = _num(0, 1e12, lo_open=True)        # x / (x + scale): positive
 TargetMs = _num(0, 1e9, lo_open=True)
 CostWeight = _num(-1e9, 1e9)              # reward units per dollar
-HorizonS = _num(0, 1e7, lo_open=True)      # simulated seconds: at most ~116 days
+HorizonS = _num(0, MAX_DURATION_S, lo_open=True)   # simulated seconds, as a scenario's horizon
 
 
 class _Section(BaseModel):
@@ -238,9 +239,9 @@ class ObservationConfig(_Section):
 class EnvConfig(_Section):
     """The value constraints of an environment configuration (BASE_CONFIG documents each key)."""
     horizon_s: Optional[HorizonS] = None
-    max_requests: Optional[_count(10**9)] = None
-    max_backlog: Optional[_count(10**9)] = None
-    max_pods: Optional[_count(4096)] = None
+    max_requests: Optional[_count(MAX_REQUESTS)] = None
+    max_backlog: Optional[_count(MAX_REQUESTS)] = None
+    max_pods: Optional[_count(MAX_INSTANCES)] = None
     observation: ObservationConfig = ObservationConfig()
     reward: RewardConfig = RewardConfig()
     scale_step: _count(1000) = 1
