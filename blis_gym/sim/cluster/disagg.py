@@ -152,10 +152,14 @@ class Disaggregation:
             r.reason = leg.reason
             self.sim.fail(r, now, State.DROPPED)
             return
-        src = self.instances[st.prefill]
-        nbytes = -(-r.input_len // BLOCK_SIZE) * BLOCK_SIZE * src.kv_bytes_per_token
+        nbytes = self.transfer_blocks(r, st.decode) * BLOCK_SIZE * self.instances[st.prefill].kv_bytes_per_token
         st.transfer_start = now
         self.transfers.start(st.prefill, nbytes, r, now)
+
+    def transfer_blocks(self, r: Request, decode: int) -> int:
+        """KV blocks to move: the prompt's blocks beyond the decode pod's local prefix-cache hit
+        when the transfer starts (vLLM's KV connectors load only what the local cache lacks)."""
+        return max(0, -(-r.input_len // BLOCK_SIZE) - self.instances[decode].lookup_prefix(r))
 
     def _transfer_done(self, r: Request, now: int) -> None:
         st = r.pd
