@@ -307,16 +307,25 @@ def _progress_cb(bar, task):
 @click.option("--kv-blocks", "kv_blocks", type=int, default=None, help="Per-request trace: KV blocks.")
 @click.option("--max-num-seqs", type=int, default=None, help="Per-request trace: vLLM max_num_seqs.")
 @click.option("--max-num-batched-tokens", type=int, default=None, help="Per-request trace: token budget.")
+@click.option("--latency-model", default="calibrated", show_default=True,
+              type=click.Choice(["calibrated", "trained-physics", "roofline", "all"], case_sensitive=False),
+              help="Step-time model to score; `all` scores each on the same rows, side by side.")
+@click.option("--model-config", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A HuggingFace config.json for models that are not bundled.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no table.")
 def validate(file: Path, out_dir: Path, calibration: Path | None, stage_cap_s: float | None, only: tuple,
-             model, hardware, tp, kv_blocks, max_num_seqs, max_num_batched_tokens, quiet: bool) -> None:
+             model, hardware, tp, kv_blocks, max_num_seqs, max_num_batched_tokens, latency_model: str,
+             model_config: Path | None, quiet: bool) -> None:
     """Replay measured vLLM runs (an aggregates CSV like BLIS's h100_trainval_aggregates.csv,
     or a per-request trace) and report predicted against measured E2E, TTFT and ITL."""
     from .fidelity.validate import validate_file
 
+    if model_config is not None and not model_config.is_file():
+        _fail(f"--model-config: no such file: {model_config}")
     overrides = {"model": model, "hardware": hardware, "tp": tp, "total_kv_blocks": kv_blocks,
                  "max_num_seqs": max_num_seqs, "max_num_batched_tokens": max_num_batched_tokens}
-    kw = dict(calibration=calibration, stage_cap_s=stage_cap_s, only=list(only) or None, overrides=overrides)
+    kw = dict(calibration=calibration, stage_cap_s=stage_cap_s, only=list(only) or None, overrides=overrides,
+              latency_model=latency_model.lower(), model_config=model_config)
     try:
         if quiet or not sys.stderr.isatty():
             summary = validate_file(file, out_dir, **kw)
@@ -332,11 +341,19 @@ def validate(file: Path, out_dir: Path, calibration: Path | None, stage_cap_s: f
     console = Console()
     t = Table(title=f"sim vs real: {file.name}", show_header=True, header_style="bold")
     t.add_column("metric")
-    t.add_column("median APE %", justify="right")
-    t.add_column("mean APE %", justify="right")
-    t.add_column("n", justify="right")
-    for m, v in (summary.get("median_ape") or {}).items():
-        t.add_row(m, _fmt(v), _fmt(summary["mean_ape"][m]), str(summary["n"][m]))
+    if summary.get("latency_model") == "all":         # one column per step-time model
+        kinds = list(summary["median_ape"])
+        for k in kinds:
+            t.add_column(f"{k}\nmedian APE %", justify="right")
+        t.add_column("n", justify="right")
+        for m in summary["median_ape"][kinds[0]]:
+            t.add_row(m, *(_fmt(summary["median_ape"][k][m]) for k in kinds), str(summary["n"][kinds[0]][m]))
+    else:
+        t.add_column("median APE %", justify="right")
+        t.add_column("mean APE %", justify="right")
+        t.add_column("n", justify="right")
+        for m, v in (summary.get("median_ape") or {}).items():
+            t.add_row(m, _fmt(v), _fmt(summary["mean_ape"][m]), str(summary["n"][m]))
     console.print(t)
     for split, s in (summary.get("by_split") or {}).items():
         console.print(f"{split}: median APE E2E mean {_fmt(s['median_ape']['e2e_mean'])}%, "
