@@ -116,10 +116,11 @@ def test_fit_is_deterministic(small_csv):
     assert l1 <= start                                     # the search never goes uphill
 
 
-def test_calibrate_needs_an_explicit_data_file():
-    # the measurements behind the shipped fit cannot be redistributed: no default path
-    r = CliRunner().invoke(main, ["calibrate", "--quiet"])
-    assert r.exit_code == 2 and r.output.count("\n") == 1 and "--data" in r.output
+def test_calibrate_refuses_an_out_that_is_a_file(tmp_path):
+    f = tmp_path / "calibrated.yaml"
+    f.write_text("x")
+    r = CliRunner().invoke(main, ["calibrate", "--out", str(f), "--quiet"])
+    assert r.exit_code == 2 and r.output.count("\n") == 1 and "--out" in r.output
 
 
 # ---- measurements beyond the calibration set: vLLM defaults, name variants, parallelism -------------
@@ -239,3 +240,53 @@ def test_validate_all_latency_models_side_by_side(small_csv, tmp_path):
     # each model predicts differently
     e2e = {x["latency_model"]: x["predicted"] for x in rows if x["metric"] == "e2e_mean" and x["stage_index"] == "-1"}
     assert len(set(e2e.values())) == 3
+
+
+# ---- shipped measurements, calibrate --out / --install, fetch-data --------------------------------
+def test_shipped_trace_validates_by_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)                     # nothing beside: the file comes from the package
+    r = CliRunner().invoke(main, ["validate", "rtx4090_llama-3.1-8b_tp1_requests.csv", "--out", "v", "--quiet"])
+    assert r.exit_code == 0, r.output
+    s = json.loads((tmp_path / "v" / "summary.json").read_text())
+    assert s["requests"] == s["completed"] == 300 and s["settings"]["hardware"] == "RTX-4090"
+
+
+def test_calibrate_writes_to_out_and_installs_only_when_asked(tmp_path, monkeypatch):
+    from importlib import resources
+
+    from blis_gym.fidelity import calibrate as cal_mod
+    shipped = resources.files("blis_gym").joinpath("data", "calibrated.yaml")
+    before = shipped.read_bytes()
+    monkeypatch.setattr(cal_mod, "DEFAULT_DATA", ("rtx4090_llama-3.1-8b_tp1_requests.csv",))
+    r = CliRunner().invoke(main, ["calibrate", "--out", str(tmp_path / "c"), "--max-evals", "3", "--workers", "1",
+                                  "--quiet"])
+    assert r.exit_code == 0, r.output
+    fitted = (tmp_path / "c" / "calibrated.yaml").read_text()
+    assert "rtx4090_llama-3.1-8b_tp1_requests" in fitted and shipped.read_bytes() == before
+    written = {}
+    monkeypatch.setattr("shutil.copyfile", lambda src, dst: written.setdefault(str(dst), src))
+    r = CliRunner().invoke(main, ["calibrate", "--out", str(tmp_path / "c"), "--max-evals", "1", "--workers", "1",
+                                  "--quiet", "--install"])
+    assert r.exit_code == 0, r.output
+    (target,) = written
+    assert target.endswith("blis_gym/data/calibrated.yaml") and shipped.read_bytes() == before
+
+
+def test_fetch_data_checks_hashes(tmp_path):
+    import hashlib
+
+    from blis_gym.fidelity.fetch import FILES, fetch_data
+    assert len(FILES) == 26 and all(len(h) == 64 for _, h in FILES)
+    mirror = tmp_path / "mirror"
+    (mirror / "x").mkdir(parents=True)
+    (mirror / "x" / "good.json").write_text('{"ok": 1}')
+    (mirror / "x" / "bad.json").write_text('{"tampered": 1}')
+    good = ("x/good.json", hashlib.sha256(b'{"ok": 1}').hexdigest())
+    got = fetch_data(tmp_path / "d", base_url=mirror.as_uri(), files=(good,))
+    assert [p.read_text() for p in got] == ['{"ok": 1}']
+    from blis_gym.errors import ConfigError
+    with pytest.raises(ConfigError, match="sha256 .* differs from the pinned"):
+        fetch_data(tmp_path / "d", base_url=mirror.as_uri(), files=(("x/bad.json", good[1]),))
+    assert not (tmp_path / "d" / "x" / "bad.json").exists()
+    r = CliRunner().invoke(main, ["fetch-data", "--dest", str(tmp_path / "e"), "--mirror", (tmp_path / "no").as_uri()])
+    assert r.exit_code == 2 and r.output.startswith("error: fetch-data: cannot download") and r.output.count("\n") == 1

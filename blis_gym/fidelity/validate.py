@@ -265,11 +265,18 @@ def _check_known(model: str, hardware: str, model_config: str | None = None) -> 
     return ""
 
 
+def _unsupported_trace(settings: Mapping) -> str:
+    return EP_MISSING if settings.get("expert_parallel") else ""
+
+
+EP_MISSING = ("expert parallelism is not simulated: the step-time models have no all-to-all "
+              "(expert dispatch) term; run it with expert_parallel false or leave it out")
+
+
 def _unsupported(e: Experiment) -> str:
     """'' if the experiment's parallelism is simulated, else what is missing."""
     if e.expert_parallel:
-        return ("expert parallelism is not simulated: the step-time models have no all-to-all "
-                "(expert dispatch) term; run it with expert_parallel false or leave it out")
+        return EP_MISSING
     return ""
 
 
@@ -610,7 +617,8 @@ def _trace_settings(path: Path, overrides: Mapping) -> dict:
     s = {"model": meta.get("model") or kw.get("model"), "hardware": hw,
          "tp": kw.get("tensor_parallel_size", 1), "max_num_seqs": kw.get("max_num_seqs"),
          "max_num_batched_tokens": kw.get("max_num_batched_tokens"), "total_kv_blocks": kv.get("num_gpu_blocks"),
-         "gpu_mem_util": kv.get("gpu_memory_utilization") or 0.9, "max_model_len": kw.get("max_model_len")}
+         "gpu_mem_util": kv.get("gpu_memory_utilization") or 0.9, "max_model_len": kw.get("max_model_len"),
+         "dp": kw.get("data_parallel_size") or 1, "expert_parallel": bool(kw.get("enable_expert_parallel"))}
     s.update({k: v for k, v in overrides.items() if v is not None})
     for k in ("model", "hardware"):
         if not s.get(k):
@@ -652,12 +660,35 @@ def _trace_stats(ttft_ms: np.ndarray, e2e_ms: np.ndarray, itl_ms: np.ndarray) ->
             "itl_mean": stat(itl_ms)}
 
 
-def validate_trace(path: str | Path, out_dir: str | Path | None = None, *, calibration=None,
-                   overrides: Mapping | None = None, progress: Callable | None = None, plot: bool = True,
-                   latency_model: str = "calibrated", model_config: str | Path | None = None) -> dict:
-    """Replay a per-request trace at its engine arrival times and compare request by request
-    (with one step-time model, or with each when latency_model is "all")."""
-    kinds = _latency_models(latency_model)
+@dataclass
+class TraceCase:
+    """A per-request trace read and checked once, ready to be replayed with any coefficients
+    (what `validate` and `calibrate` replay)."""
+    path: Path
+    settings: dict
+    cols: dict
+    lines: np.ndarray
+    t_col: str
+    overloaded = False
+
+    @property
+    def exp_id(self) -> str:
+        return self.path.stem
+
+    def replay(self, params, interconnect, kind: str = "calibrated", model_config: str | None = None,
+               progress: Callable | None = None) -> dict:
+        return _replay_trace(self.path, self.settings, self.cols, self.lines, self.t_col, params, interconnect,
+                             kind, model_config, progress)
+
+
+def is_trace(path: str | Path) -> bool:
+    """Whether a CSV is a per-request trace (else an aggregates file)."""
+    header = _read_header(Path(path))
+    return not ("exp_id" in header or "stage_index" in header) and all(c in header for c in TRACE_REQUIRED)
+
+
+def load_trace(path: str | Path, overrides: Mapping | None = None) -> TraceCase:
+    """A per-request trace and its engine settings (from the sibling *_meta.json and overrides)."""
     path = Path(path)
     header = _read_header(path)
     missing = [c for c in TRACE_REQUIRED if c not in header]
@@ -667,17 +698,30 @@ def validate_trace(path: str | Path, out_dir: str | Path | None = None, *, calib
     if missing:
         raise ConfigError("file", f"{path}: missing column(s) {', '.join(missing)}")
     st = _trace_settings(path, overrides or {})
+    cols, lines = _trace_columns(path, header, t_col)
+    return TraceCase(path, st, cols, lines, t_col)
+
+
+def validate_trace(path: str | Path, out_dir: str | Path | None = None, *, calibration=None,
+                   overrides: Mapping | None = None, progress: Callable | None = None, plot: bool = True,
+                   latency_model: str = "calibrated", model_config: str | Path | None = None) -> dict:
+    """Replay a per-request trace at its engine arrival times and compare request by request
+    (with one step-time model, or with each when latency_model is "all")."""
+    kinds = _latency_models(latency_model)
+    path = Path(path)
+    case = load_trace(path, overrides)
+    st = case.settings
     mc = str(model_config) if model_config else None
     name = f"{path.stem}"
-    reason = _check_known(st["model"], st["hardware"], mc)
+    reason = _check_known(st["model"], st["hardware"], mc) or _unsupported_trace(st)
     if reason:
         summary = {"input": path.name, "kind": "per_request", "skipped": [{"exp_id": name, "reason": reason}]}
         if out_dir is not None:
             write_outputs(Path(out_dir), [], summary, plot=False)
         return summary
-    cols, lines = _trace_columns(path, header, t_col)
+    lines = case.lines
     params, inter = load_calibration(calibration)
-    results = {k: _replay_trace(path, st, cols, lines, t_col, params, inter, k, mc, progress) for k in kinds}
+    results = {k: case.replay(params, inter, k, mc, progress) for k in kinds}
     common = {"input": path.name, "kind": "per_request", "settings": {k: v for k, v in st.items()},
               "calibration": str(calibration or "bundled calibrated.yaml"), "requests": len(lines), "skipped": [],
               "note": "APE of the aggregate statistics in percent; per_request_mape = mean over requests of "
@@ -724,7 +768,7 @@ def _replay_trace(path: Path, st: Mapping, cols: dict, lines: np.ndarray, t_col:
     cfg = sim_config(_model_source(st["model"], model_config), st["hardware"], st["tp"], workload, p, inter,
                      max_num_seqs=st.get("max_num_seqs"), max_num_batched_tokens=st.get("max_num_batched_tokens"),
                      total_kv_blocks=st.get("total_kv_blocks"), gpu_mem_util=st.get("gpu_mem_util"),
-                     max_model_len=st.get("max_model_len"), name=name, latency_model=kind)
+                     max_model_len=st.get("max_model_len"), name=name, latency_model=kind, dp=st.get("dp", 1))
     sim = Simulation(cfg)
     sim.run(progress=(lambda k, _t: progress(k, n, name)) if progress else None)
     a = sim.metrics.arrays()
@@ -761,9 +805,26 @@ def _replay_trace(path: Path, st: Mapping, cols: dict, lines: np.ndarray, t_col:
             "per_request": {"ttft_sim": ttft_sim, "ttft_real": ttft_real, "e2e_sim": e2e_sim, "e2e_real": e2e_real}}
 
 
-def validate_file(path: str | Path, out_dir=None, **kw) -> dict:
-    """Aggregates CSV or per-request trace, detected from the header."""
+def shipped_measurements() -> list[str]:
+    """File names of the measurement sets shipped in blis_gym/data/measurements/."""
+    from importlib import resources
+    folder = resources.files("blis_gym").joinpath("data", "measurements")
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith("_requests.csv"))
+
+
+def resolve_measurements(path: str | Path) -> Path:
+    """`path`, or the shipped measurements file of that name when no such file exists."""
     path = Path(path)
+    if not path.exists() and path.name in shipped_measurements() and path.name == str(path):
+        from importlib import resources
+        return Path(str(resources.files("blis_gym").joinpath("data", "measurements", path.name)))
+    return path
+
+
+def validate_file(path: str | Path, out_dir=None, **kw) -> dict:
+    """Aggregates CSV or per-request trace, detected from the header (a bare file name of a
+    shipped measurements file is found in the package)."""
+    path = resolve_measurements(path)
     header = _read_header(path)
     if "exp_id" in header or "stage_index" in header:
         kw.pop("overrides", None)
