@@ -290,3 +290,10 @@ def test_fetch_data_checks_hashes(tmp_path):
     assert not (tmp_path / "d" / "x" / "bad.json").exists()
     r = CliRunner().invoke(main, ["fetch-data", "--dest", str(tmp_path / "e"), "--mirror", (tmp_path / "no").as_uri()])
     assert r.exit_code == 2 and r.output.startswith("error: fetch-data: cannot download") and r.output.count("\n") == 1
+
+
+@pytest.mark.parametrize("given, name", [("NVIDIA H100 80GB HBM3", "H100"), ("H100-80GB-SXM", "H100"),
+                                         ("A100-SXM4-80GB", "A100-80GB"), ("NVIDIA L40S", "L40S")])
+def test_gpu_names_as_measurement_sets_spell_them(given, name):
+    from blis_gym.sim.latency import load_hardware
+    assert load_hardware(given).name == name

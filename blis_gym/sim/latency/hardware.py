@@ -33,7 +33,9 @@ class Hardware:
 
 
 def _norm(name: str) -> str:
-    return str(name).strip().upper().replace("_", "-").replace(" ", "-")
+    """Upper case, '_' and ' ' as '-', without a vendor prefix ("NVIDIA H100" is "H100")."""
+    key = str(name).strip().upper().replace("_", "-").replace(" ", "-")
+    return key[len("NVIDIA-"):] if key.startswith("NVIDIA-") else key
 
 
 @lru_cache(maxsize=1)
