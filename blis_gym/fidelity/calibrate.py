@@ -161,7 +161,7 @@ def fit(exps: Sequence[Experiment], start: Mapping[str, float] | None = None,
 def write_calibration(path: str | Path, params: Mapping[str, float], info: Mapping) -> None:
     lines = [
         "# Fitted coefficients of the `calibrated` step-time model (blis_gym/sim/latency/calibrated.py).",
-        "# Reproduce: blis-gym calibrate --data h100_trainval_aggregates.csv --out blis_gym/data/calibrated.yaml  (docs/fidelity.md)",
+        "# Reproduce: blis-gym calibrate --data h100_trainval_aggregates.csv --out DIR [--install]  (docs/fidelity.md)",
         "# eta_*: fractions of the datasheet peak (compute, attention compute, HBM bandwidth for weights,",
         "# for KV reads, interconnect); *_us: overheads in microseconds (per step, per layer, per MoE layer,",
         "# per scheduled sequence, per prefill chunk, per all-reduce; api_us arrival -> engine queue,",
