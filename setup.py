@@ -10,7 +10,8 @@ setup(
     packages=find_packages(include=["blis_gym", "blis_gym.*"]) + list(BUNDLED),
     package_dir=BUNDLED,
     package_data={
-        "blis_gym.data": ["*.json", "*.yaml", "*.md", "BLIS-LICENSE", "models/*/config.json", "models/*.yaml"],
+        "blis_gym.data": ["*.json", "*.yaml", "*.md", "BLIS-LICENSE", "models/*/config.json", "models/*.yaml",
+                          "measurements/*"],
         **{name: ["*.yaml"] for name in BUNDLED},
         "blis_gym.data.scenarios": ["*.yaml", "studies/*.yaml"],     # studies: sweep files
     },

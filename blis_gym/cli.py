@@ -307,16 +307,25 @@ def _progress_cb(bar, task):
 @click.option("--kv-blocks", "kv_blocks", type=int, default=None, help="Per-request trace: KV blocks.")
 @click.option("--max-num-seqs", type=int, default=None, help="Per-request trace: vLLM max_num_seqs.")
 @click.option("--max-num-batched-tokens", type=int, default=None, help="Per-request trace: token budget.")
+@click.option("--latency-model", default="calibrated", show_default=True,
+              type=click.Choice(["calibrated", "trained-physics", "roofline", "all"], case_sensitive=False),
+              help="Step-time model to score; `all` scores each on the same rows, side by side.")
+@click.option("--model-config", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A HuggingFace config.json for models that are not bundled.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no table.")
 def validate(file: Path, out_dir: Path, calibration: Path | None, stage_cap_s: float | None, only: tuple,
-             model, hardware, tp, kv_blocks, max_num_seqs, max_num_batched_tokens, quiet: bool) -> None:
+             model, hardware, tp, kv_blocks, max_num_seqs, max_num_batched_tokens, latency_model: str,
+             model_config: Path | None, quiet: bool) -> None:
     """Replay measured vLLM runs (an aggregates CSV like BLIS's h100_trainval_aggregates.csv,
     or a per-request trace) and report predicted against measured E2E, TTFT and ITL."""
     from .fidelity.validate import validate_file
 
+    if model_config is not None and not model_config.is_file():
+        _fail(f"--model-config: no such file: {model_config}")
     overrides = {"model": model, "hardware": hardware, "tp": tp, "total_kv_blocks": kv_blocks,
                  "max_num_seqs": max_num_seqs, "max_num_batched_tokens": max_num_batched_tokens}
-    kw = dict(calibration=calibration, stage_cap_s=stage_cap_s, only=list(only) or None, overrides=overrides)
+    kw = dict(calibration=calibration, stage_cap_s=stage_cap_s, only=list(only) or None, overrides=overrides,
+              latency_model=latency_model.lower(), model_config=model_config)
     try:
         if quiet or not sys.stderr.isatty():
             summary = validate_file(file, out_dir, **kw)
@@ -332,11 +341,19 @@ def validate(file: Path, out_dir: Path, calibration: Path | None, stage_cap_s: f
     console = Console()
     t = Table(title=f"sim vs real: {file.name}", show_header=True, header_style="bold")
     t.add_column("metric")
-    t.add_column("median APE %", justify="right")
-    t.add_column("mean APE %", justify="right")
-    t.add_column("n", justify="right")
-    for m, v in (summary.get("median_ape") or {}).items():
-        t.add_row(m, _fmt(v), _fmt(summary["mean_ape"][m]), str(summary["n"][m]))
+    if summary.get("latency_model") == "all":         # one column per step-time model
+        kinds = list(summary["median_ape"])
+        for k in kinds:
+            t.add_column(f"{k}\nmedian APE %", justify="right")
+        t.add_column("n", justify="right")
+        for m in summary["median_ape"][kinds[0]]:
+            t.add_row(m, *(_fmt(summary["median_ape"][k][m]) for k in kinds), str(summary["n"][kinds[0]][m]))
+    else:
+        t.add_column("median APE %", justify="right")
+        t.add_column("mean APE %", justify="right")
+        t.add_column("n", justify="right")
+        for m, v in (summary.get("median_ape") or {}).items():
+            t.add_row(m, _fmt(v), _fmt(summary["mean_ape"][m]), str(summary["n"][m]))
     console.print(t)
     for split, s in (summary.get("by_split") or {}).items():
         console.print(f"{split}: median APE E2E mean {_fmt(s['median_ape']['e2e_mean'])}%, "
@@ -350,41 +367,77 @@ def validate(file: Path, out_dir: Path, calibration: Path | None, stage_cap_s: f
 
 
 @main.command()
-@click.option("--data", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Aggregates CSV to fit (required; e.g. the BLIS training runs, h100_trainval_aggregates.csv).")
-@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Where to write the coefficients (default: blis_gym/data/calibrated.yaml).")
+@click.option("--data", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Aggregates CSV or per-request trace to fit (repeatable; default: the measurement files "
+                   "shipped in blis_gym/data/measurements/).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results/calibrate"),
+              show_default=True, help="Folder for the fitted calibrated.yaml.")
+@click.option("--install", is_flag=True,
+              help="Also replace the package's own blis_gym/data/calibrated.yaml with the fit.")
 @click.option("--holdout", default=None, help="Comma-separated exp_ids kept out of the fit (default: 64,65,66).")
 @click.option("--max-evals", type=int, default=360, show_default=True, help="Simulator evaluations at most.")
 @click.option("--workers", type=int, default=2, show_default=True, help="Processes evaluating candidates.")
 @click.option("--quiet", is_flag=True, help="No progress log.")
-def calibrate(data: Path | None, out_file: Path | None, holdout: str | None, max_evals: int, workers: int,
+def calibrate(data: tuple, out_dir: Path, install: bool, holdout: str | None, max_evals: int, workers: int,
               quiet: bool) -> None:
-    """Fit the `calibrated` step-time model's coefficients (deterministic pattern search)."""
-    from .fidelity.calibrate import DEFAULT_HOLDOUT
+    """Fit the `calibrated` step-time model's coefficients (deterministic pattern search) and
+    write them to OUT/calibrated.yaml; the package's coefficients change only with --install."""
+    import shutil
+
+    from .fidelity.calibrate import DEFAULT_DATA, DEFAULT_HOLDOUT
     from .fidelity.calibrate import calibrate as run_fit
 
-    if data is None:
-        # the measurements the shipped coefficients were fitted on come from repositories without a
-        # licence, so blis-gym cannot redistribute them: the user names their copy
-        _fail("--data: required: the aggregates CSV to fit (the format `blis-gym validate` reads; "
-              "docs/fidelity.md says where the shipped fit's data comes from)")
-    out_file = out_file or Path(__file__).resolve().parent / "data" / "calibrated.yaml"
     hold = tuple(x.strip() for x in holdout.split(",") if x.strip()) if holdout is not None else DEFAULT_HOLDOUT
     if max_evals < 1 or workers < 1:
         _fail("--max-evals and --workers must be >= 1")
+    if out_dir.exists() and not out_dir.is_dir():
+        _fail(f"--out: {out_dir} exists and is not a folder")
     t0 = time.perf_counter()
 
     def log(msg: str) -> None:
         if not quiet:
             err_console.print(f"[{time.perf_counter() - t0:7.1f}s] {msg}", highlight=False)
+    out_file = out_dir / "calibrated.yaml"
     try:
-        res = run_fit(data, out_file, holdout=hold, max_evals=max_evals, workers=workers, log=log)
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        _fail(f"--out: cannot create {out_dir}: {e.strerror}")
+    try:
+        res = run_fit(list(data) or DEFAULT_DATA, out_file, holdout=hold, max_evals=max_evals, workers=workers,
+                      log=log)
+    except ConfigError as e:
+        _fail(str(e))
+    installed = ""
+    if install:
+        target = Path(__file__).resolve().parent / "data" / "calibrated.yaml"
+        shutil.copyfile(out_file, target)
+        from .sim.latency.calibrated import _load_yaml
+        _load_yaml.cache_clear()
+        installed = f" and installed it as {target}"
+    if not quiet:
+        Console().print(f"loss {res['loss']:.3f} after {res['evaluations']} evaluations; wrote {out_file}{installed}",
+                        highlight=False)
+
+
+@main.command(name="fetch-data")
+@click.option("--dest", type=click.Path(file_okay=False, path_type=Path), default=Path("measurements/inference-sim-training"),
+              show_default=True, help="Folder to download into.")
+@click.option("--mirror", default=None,
+              help="Base URL to fetch from instead of GitHub at the pinned commit (a mirror or a file:// folder).")
+@click.option("--quiet", is_flag=True, help="No progress log.")
+def fetch_data(dest: Path, mirror: str | None, quiet: bool) -> None:
+    """Download the measured runs blis-gym cannot redistribute (inference-sim/training, no
+    licence) at a pinned commit, keeping only files whose sha256 matches."""
+    from .fidelity.fetch import COMMIT, REPO
+    from .fidelity.fetch import fetch_data as run_fetch
+
+    try:
+        files = run_fetch(dest, base_url=mirror,
+                          log=None if quiet else (lambda m: err_console.print(m, highlight=False, soft_wrap=True)))
     except ConfigError as e:
         _fail(str(e))
     if not quiet:
-        Console().print(f"loss {res['loss']:.3f} after {res['evaluations']} evaluations; wrote {out_file}",
-                        highlight=False)
+        Console().print(f"{len(files)} files of {REPO}@{COMMIT[:8]} in {dest}/ (sha256 checked)", highlight=False)
 
 
 from .sweep.cli import sweep  # noqa: E402  (the command imports its heavy parts when run)

@@ -116,7 +116,184 @@ def test_fit_is_deterministic(small_csv):
     assert l1 <= start                                     # the search never goes uphill
 
 
-def test_calibrate_needs_an_explicit_data_file():
-    # the measurements behind the shipped fit cannot be redistributed: no default path
-    r = CliRunner().invoke(main, ["calibrate", "--quiet"])
-    assert r.exit_code == 2 and r.output.count("\n") == 1 and "--data" in r.output
+def test_calibrate_refuses_an_out_that_is_a_file(tmp_path):
+    f = tmp_path / "calibrated.yaml"
+    f.write_text("x")
+    r = CliRunner().invoke(main, ["calibrate", "--out", str(f), "--quiet"])
+    assert r.exit_code == 2 and r.output.count("\n") == 1 and "--out" in r.output
+
+
+# ---- measurements beyond the calibration set: vLLM defaults, name variants, parallelism -------------
+def _agg_row(exp, model, stage, rate, dur, *, dp="", seqs="", tokens="2048", kv="", util="", version="0.15.1",
+             hw="H100", extra=""):
+    return (f"{exp},{exp}-x,{model},{hw},BF16,1,{dp},{tokens},{seqs},{util},False,{kv},,{version},tiny,test,"
+            f"{stage},{rate},{dur},{int(float(rate or 0) * dur)},2,2,20,60,24,200,220,240,25,30,37,,,test{extra}")
+
+
+def _agg_file(tmp_path, rows, header=HEADER):
+    p = tmp_path / "agg.csv"
+    p.write_text("\n".join([header, *rows]) + "\n")
+    return p
+
+
+def test_empty_engine_settings_are_vllm_defaults(tmp_path):
+    from blis_gym.sim.latency import load_hardware
+    from blis_gym.sim.latency.hardware import vllm_batch_defaults
+    model = "Qwen/Qwen3-30B-A3B-Instruct-2507"        # an -Instruct variant of the bundled qwen3-30b-a3b
+    p = _agg_file(tmp_path, [_agg_row("e1", model, -1, "", 10, tokens=""), _agg_row("e1", model, 0, 1.0, 10, tokens="")])
+    e = load_experiments(p)[0]
+    assert (e.max_num_seqs, e.max_num_batched_tokens, e.total_kv_blocks, e.gpu_mem_util, e.dp) == (
+        None, None, None, None, 1)
+    out = tmp_path / "out"
+    r = CliRunner().invoke(main, ["validate", str(p), "--out", str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    s = json.loads((out / "summary.json").read_text())
+    assert s["skipped"] == [] and s["per_experiment"]["e1"]["completed"]["calibrated"] == 10
+    # the defaults follow the GPU and the vLLM version (V1 engine from 0.8)
+    h100, a100 = load_hardware("H100"), load_hardware("A100-80GB")
+    assert vllm_batch_defaults(h100, "0.15.1") == (1024, 8192) and vllm_batch_defaults(a100, "0.15.1") == (256, 2048)
+    assert vllm_batch_defaults(h100, "0.7.3") == (256, 2048)
+
+
+@pytest.mark.parametrize("column_value, needle", [("seqs=abc", "max_num_seqs: agg.csv:2: not a number"),
+                                                  ("dp=1.5", "dp: agg.csv:2: not a whole number"),
+                                                  ("util=2", "gpu_mem_util: agg.csv:2: 2 is outside")])
+def test_malformed_engine_settings_are_one_line(tmp_path, column_value, needle):
+    key, value = column_value.split("=")
+    p = _agg_file(tmp_path, [_agg_row("e1", "Qwen/Qwen2.5-7B-Instruct", 0, 1.0, 10, **{key: value})])
+    r = CliRunner().invoke(main, ["validate", str(p), "--out", str(tmp_path / "o"), "--quiet"])
+    assert r.exit_code == 2 and needle in r.output and r.output.count("\n") == 1, r.output
+
+
+def test_missing_engine_column_is_an_error(tmp_path):
+    p = _agg_file(tmp_path, ["a1,Qwen/Qwen2.5-7B-Instruct,H100,1,2048,0,1,10,2,2,20,60,24,200,25"],
+                  header=("exp_id,model,hardware,tp,max_num_batched_tokens,stage_index,stage_rate_rps,"
+                          "stage_duration_s,sp_num_groups,sp_prompts_per_group,sp_system_prompt_len,"
+                          "sp_question_len,sp_output_len,e2e_mean_ms,ttft_mean_ms"))
+    r = CliRunner().invoke(main, ["validate", str(p), "--out", str(tmp_path / "o"), "--quiet"])
+    assert r.exit_code == 2 and "missing column(s) max_num_seqs" in r.output
+
+
+@pytest.mark.parametrize("given, folder, weight_bytes", [
+    ("Qwen/Qwen3-30B-A3B-Instruct-2507", "qwen3-30b-a3b", 2.0),
+    ("01-ai/Yi-34B-Chat", "yi-34b", 2.0),
+    ("Qwen/Qwen3-8B-FP8", "qwen3-8b", 1.0),
+    ("Qwen/Qwen3-14B-AWQ", "qwen3-14b", 0.5),
+    ("meta-llama/Llama-4-Scout-17B-16E-Instruct", "llama-4-scout-17b-16e-instruct-fp8-dynamic", 2.0),
+])
+def test_name_variants_resolve_to_the_bundled_architecture(given, folder, weight_bytes):
+    from blis_gym.sim.latency import load_model
+    m, base = load_model(given), load_model(folder)
+    assert (m.num_layers, m.hidden, m.num_experts, m.num_kv_heads) == (
+        base.num_layers, base.hidden, base.num_experts, base.num_kv_heads)
+    assert m.weight_bytes == weight_bytes           # the precision follows the given id
+
+
+def test_unknown_model_says_how_to_supply_a_config(tmp_path):
+    from importlib import resources
+
+    from blis_gym.errors import ConfigError
+    from blis_gym.sim.latency import load_model
+    with pytest.raises(ConfigError, match="--model-config path/to/config.json"):
+        load_model("nobody/unknown-model-9b")
+    cfg = tmp_path / "config.json"
+    cfg.write_text(resources.files("blis_gym").joinpath("data", "models", "qwen3-8b", "config.json").read_text())
+    p = _agg_file(tmp_path, [_agg_row("u1", "nobody/unknown-model-9b", 0, 1.0, 10, kv="4000")])
+    out = tmp_path / "out"
+    r = CliRunner().invoke(main, ["validate", str(p), "--out", str(out), "--quiet", "--model-config", str(cfg)])
+    assert r.exit_code == 0, r.output
+    s = json.loads((out / "summary.json").read_text())
+    assert s["skipped"] == [] and s["experiments"] == 1
+
+
+def test_data_parallel_replicas_share_the_load_and_expert_parallel_is_refused(tmp_path):
+    model = "Qwen/Qwen2.5-7B-Instruct"
+    p = _agg_file(tmp_path, [_agg_row("d2", model, 0, 4.0, 10, dp="2", kv="4000"),
+                             _agg_row("d1", model, 0, 4.0, 10, dp="1", kv="4000")])
+    e2, e1 = load_experiments(p)
+    r2, r1 = run_experiment(e2), run_experiment(e1)
+    assert r2["_completed"] == r1["_completed"] == 40
+    assert r2[-1]["e2e_mean"] < r1[-1]["e2e_mean"]          # half the load per replica
+    header = HEADER.replace(",source", ",source,expert_parallel")
+    p = _agg_file(tmp_path, [_agg_row("x1", "Qwen/Qwen3-30B-A3B", 0, 1.0, 10, kv="4000", extra=",true")],
+                  header=header)
+    out = tmp_path / "ep"
+    r = CliRunner().invoke(main, ["validate", str(p), "--out", str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    (skip,) = json.loads((out / "summary.json").read_text())["skipped"]
+    assert "expert parallelism is not simulated" in skip["reason"]
+
+
+def test_validate_all_latency_models_side_by_side(small_csv, tmp_path):
+    out = tmp_path / "all"
+    r = CliRunner().invoke(main, ["validate", str(small_csv), "--out", str(out), "--latency-model", "all"])
+    assert r.exit_code == 0, r.output
+    assert "trained-physics" in r.output and "roofline" in r.output
+    s = json.loads((out / "summary.json").read_text())
+    assert list(s["median_ape"]) == ["calibrated", "trained-physics", "roofline"]
+    assert all(s["median_ape"][k]["e2e_mean"] is not None for k in s["median_ape"])
+    with open(out / "validation.csv") as f:
+        rows = list(csv.DictReader(f))
+    keys = {k: sorted((x["exp_id"], x["stage_index"], x["metric"]) for x in rows if x["latency_model"] == k)
+            for k in s["median_ape"]}
+    assert keys["calibrated"] == keys["trained-physics"] == keys["roofline"]      # the same rows
+    # each model predicts differently
+    e2e = {x["latency_model"]: x["predicted"] for x in rows if x["metric"] == "e2e_mean" and x["stage_index"] == "-1"}
+    assert len(set(e2e.values())) == 3
+
+
+# ---- shipped measurements, calibrate --out / --install, fetch-data --------------------------------
+def test_shipped_trace_validates_by_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)                     # nothing beside: the file comes from the package
+    r = CliRunner().invoke(main, ["validate", "rtx4090_llama-3.1-8b_tp1_requests.csv", "--out", "v", "--quiet"])
+    assert r.exit_code == 0, r.output
+    s = json.loads((tmp_path / "v" / "summary.json").read_text())
+    assert s["requests"] == s["completed"] == 300 and s["settings"]["hardware"] == "RTX-4090"
+
+
+def test_calibrate_writes_to_out_and_installs_only_when_asked(tmp_path, monkeypatch):
+    from importlib import resources
+
+    from blis_gym.fidelity import calibrate as cal_mod
+    shipped = resources.files("blis_gym").joinpath("data", "calibrated.yaml")
+    before = shipped.read_bytes()
+    monkeypatch.setattr(cal_mod, "DEFAULT_DATA", ("rtx4090_llama-3.1-8b_tp1_requests.csv",))
+    r = CliRunner().invoke(main, ["calibrate", "--out", str(tmp_path / "c"), "--max-evals", "3", "--workers", "1",
+                                  "--quiet"])
+    assert r.exit_code == 0, r.output
+    fitted = (tmp_path / "c" / "calibrated.yaml").read_text()
+    assert "rtx4090_llama-3.1-8b_tp1_requests" in fitted and shipped.read_bytes() == before
+    written = {}
+    monkeypatch.setattr("shutil.copyfile", lambda src, dst: written.setdefault(str(dst), src))
+    r = CliRunner().invoke(main, ["calibrate", "--out", str(tmp_path / "c"), "--max-evals", "1", "--workers", "1",
+                                  "--quiet", "--install"])
+    assert r.exit_code == 0, r.output
+    (target,) = written
+    assert target.endswith("blis_gym/data/calibrated.yaml") and shipped.read_bytes() == before
+
+
+def test_fetch_data_checks_hashes(tmp_path):
+    import hashlib
+
+    from blis_gym.fidelity.fetch import FILES, fetch_data
+    assert len(FILES) == 26 and all(len(h) == 64 for _, h in FILES)
+    mirror = tmp_path / "mirror"
+    (mirror / "x").mkdir(parents=True)
+    (mirror / "x" / "good.json").write_text('{"ok": 1}')
+    (mirror / "x" / "bad.json").write_text('{"tampered": 1}')
+    good = ("x/good.json", hashlib.sha256(b'{"ok": 1}').hexdigest())
+    got = fetch_data(tmp_path / "d", base_url=mirror.as_uri(), files=(good,))
+    assert [p.read_text() for p in got] == ['{"ok": 1}']
+    from blis_gym.errors import ConfigError
+    with pytest.raises(ConfigError, match="sha256 .* differs from the pinned"):
+        fetch_data(tmp_path / "d", base_url=mirror.as_uri(), files=(("x/bad.json", good[1]),))
+    assert not (tmp_path / "d" / "x" / "bad.json").exists()
+    r = CliRunner().invoke(main, ["fetch-data", "--dest", str(tmp_path / "e"), "--mirror", (tmp_path / "no").as_uri()])
+    assert r.exit_code == 2 and r.output.startswith("error: fetch-data: cannot download") and r.output.count("\n") == 1
+
+
+@pytest.mark.parametrize("given, name", [("NVIDIA H100 80GB HBM3", "H100"), ("H100-80GB-SXM", "H100"),
+                                         ("A100-SXM4-80GB", "A100-80GB"), ("NVIDIA L40S", "L40S")])
+def test_gpu_names_as_measurement_sets_spell_them(given, name):
+    from blis_gym.sim.latency import load_hardware
+    assert load_hardware(given).name == name

@@ -25,7 +25,8 @@ import yaml
 from blis_gym.errors import ConfigError
 
 from ..sim.latency.calibrated import DEFAULT_INTERCONNECT, PARAM_NAMES
-from .validate import Experiment, ape, load_experiments, run_experiment
+from .validate import (Experiment, TraceCase, ape, is_trace, load_experiments, load_trace, resolve_measurements,
+                       run_experiment)
 
 __all__ = [
     "BOUNDS",
@@ -72,9 +73,15 @@ def _eval(params: dict) -> float:
 
 def loss(exps: Sequence[Experiment], params: Mapping[str, float], interconnect: Mapping[str, float],
          stage_cap_s: float | None = STAGE_CAP_S) -> float:
-    """Mean weighted APE (percent) over the load stages of the experiments."""
+    """Mean weighted APE (percent) over the load stages of the experiments (a per-request trace
+    counts as one stage: its whole-run statistics)."""
     total, n = 0.0, 0
     for e in exps:
+        if isinstance(e, TraceCase):
+            rows = {r["metric"]: r["ape"] for r in e.replay(params, interconnect)["rows"]}
+            total += sum(w * rows[m] for m, w in WEIGHTS.items() if not math.isnan(rows[m]))
+            n += 1
+            continue
         pred = run_experiment(e, params, interconnect, stage_cap_s=stage_cap_s)
         for si in range(len(e.stages)):
             act = e.actual.get(si)
@@ -154,7 +161,7 @@ def fit(exps: Sequence[Experiment], start: Mapping[str, float] | None = None,
 def write_calibration(path: str | Path, params: Mapping[str, float], info: Mapping) -> None:
     lines = [
         "# Fitted coefficients of the `calibrated` step-time model (blis_gym/sim/latency/calibrated.py).",
-        "# Reproduce: blis-gym calibrate --data h100_trainval_aggregates.csv --out blis_gym/data/calibrated.yaml  (docs/fidelity.md)",
+        "# Reproduce: blis-gym calibrate --data h100_trainval_aggregates.csv --out DIR [--install]  (docs/fidelity.md)",
         "# eta_*: fractions of the datasheet peak (compute, attention compute, HBM bandwidth for weights,",
         "# for KV reads, interconnect); *_us: overheads in microseconds (per step, per layer, per MoE layer,",
         "# per scheduled sequence, per prefill chunk, per all-reduce; api_us arrival -> engine queue,",
@@ -168,16 +175,34 @@ def write_calibration(path: str | Path, params: Mapping[str, float], info: Mappi
     _load_yaml.cache_clear()
 
 
-def calibrate(data: str | Path, out: str | Path | None, *, holdout: Sequence[str] = DEFAULT_HOLDOUT,
-              stage_cap_s: float | None = STAGE_CAP_S, max_evals: int = MAX_EVALS, workers: int = 1,
-              log: Callable[[str], None] | None = None) -> dict:
-    """Fit on the experiments of `data` minus the hold-out (and overloaded runs); write `out`."""
-    exps = load_experiments(data)
-    train = [e for e in exps if e.exp_id not in set(holdout) and not e.overloaded]
+#: what `blis-gym calibrate` fits when no --data is given: the shipped per-request traces
+DEFAULT_DATA = ("rtx4090_llama-3.1-8b_tp1_requests.csv", "rtxpro6000_llama-3.1-8b_tp1_requests.csv")
+
+
+def load_cases(data: str | Path | Sequence[str | Path]) -> list:
+    """Experiments of aggregates CSVs and per-request traces (a bare name of a shipped file is
+    found in the package), in the order given."""
+    paths = [data] if isinstance(data, (str, Path)) else list(data)
+    cases: list = []
+    for p in paths:
+        p = resolve_measurements(p)
+        cases += [load_trace(p)] if is_trace(p) else load_experiments(p)
+    return cases
+
+
+def calibrate(data: str | Path | Sequence[str | Path] = DEFAULT_DATA, out: str | Path | None = None, *,
+              holdout: Sequence[str] = DEFAULT_HOLDOUT, stage_cap_s: float | None = STAGE_CAP_S,
+              max_evals: int = MAX_EVALS, workers: int = 1, log: Callable[[str], None] | None = None) -> dict:
+    """Fit on the experiments and traces of `data` minus the hold-out (and overloaded runs);
+    write the coefficients file `out` (if given)."""
+    cases = load_cases(data)
+    train = [e for e in cases if e.exp_id not in set(holdout) and not e.overloaded]
     if not train:
         raise ConfigError("data", "no experiment left to fit (all held out or overloaded)")
     params, best, evals = fit(train, stage_cap_s=stage_cap_s, max_evals=max_evals, workers=workers, log=log)
-    info = {"data": Path(data).name, "trained_on": [e.exp_id for e in train], "holdout": list(holdout),
+    names = [Path(data).name] if isinstance(data, (str, Path)) else [Path(d).name for d in data]
+    info = {"data": ", ".join(names), "trained_on": [e.exp_id for e in train],
+            "holdout": [h for h in holdout if h in {e.exp_id for e in cases}],
             "stage_cap_s": stage_cap_s, "loss": round(best, 4), "evaluations": evals,
             "method": "coordinate pattern search in log space from a fixed start (blis_gym/fidelity/calibrate.py)",
             "interconnect": DEFAULT_INTERCONNECT}

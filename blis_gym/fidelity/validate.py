@@ -67,8 +67,8 @@ class Experiment:
     hardware: str
     precision: str
     tp: int
-    max_num_batched_tokens: int
-    max_num_seqs: int
+    max_num_batched_tokens: int | None      # None: vLLM's default for the version and GPU
+    max_num_seqs: int | None
     gpu_mem_util: float | None
     total_kv_blocks: int | None
     cpu_kv_blocks: int
@@ -81,6 +81,9 @@ class Experiment:
     stages: list = field(default_factory=list)            # [(rate, duration_s)]
     actual: dict = field(default_factory=dict)            # stage_index -> {metric: ms}
     notes: str = ""
+    dp: int = 1                                            # data-parallel replicas (empty = 1)
+    expert_parallel: bool = False
+    vllm_version: str = ""
 
     @property
     def overloaded(self) -> bool:
@@ -111,13 +114,33 @@ def _number(v: str, key: str, cast=float, where: str = "", lo: float = 0, hi: fl
 
 
 def _num(row: Mapping, key: str, cast=float, default=None, where: str = "", lo: float = 0,
-         hi: float = MAX_COUNT):
+         hi: float = MAX_COUNT, as_float: bool = False):
+    """The cell `key` checked as a number; an empty cell (or a missing optional column) gives
+    `default`, or is an error when there is no default and cast is not None. cast=None: an
+    optional engine setting (an integer unless as_float), None when empty."""
     v = (row.get(key) or "").strip()
     if v == "":
         if default is not None or cast is None:
             return default
         raise ConfigError(key, f"{where}: empty value")
+    if cast is None:
+        cast = float if as_float else int
+    if cast is int:
+        x = _number(v, key, float, where, lo, hi)
+        if not float(x).is_integer():
+            raise ConfigError(key, f"{where}: not a whole number: {v!r}")
+        return int(x)
     return _number(v, key, cast, where, lo, hi)
+
+
+_TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no", ""}
+
+
+def _flag(row: Mapping, key: str, where: str) -> bool:
+    v = (row.get(key) or "").strip().lower()
+    if v not in _TRUE | _FALSE:
+        raise ConfigError(key, f"{where}: expected true or false, got {v!r}")
+    return v in _TRUE
 
 
 def _csv_rows(path: Path):
@@ -186,14 +209,15 @@ def load_experiments(path: str | Path) -> list[Experiment]:
                 exp_id=eid, name=row.get("experiment", eid).strip() or eid, model=row["model"].strip(),
                 hardware=row["hardware"].strip(), precision=(row.get("precision") or "").strip(),
                 tp=_num(row, "tp", int, where=where, lo=1, hi=64),
-                max_num_batched_tokens=_num(row, "max_num_batched_tokens", int, where=where, lo=1, hi=MAX_TOKENS),
-                max_num_seqs=_num(row, "max_num_seqs", int, where=where, lo=1),
-                gpu_mem_util=_num(row, "gpu_mem_util", float, default=None, where=where, lo=0.01, hi=1) if row.get(
-                    "gpu_mem_util", "").strip() else None,
-                total_kv_blocks=_num(row, "total_kv_blocks", int, where=where, lo=2) if row.get(
-                    "total_kv_blocks", "").strip() else None,
-                cpu_kv_blocks=_num(row, "cpu_kv_blocks", int, default=0, where=where) if row.get(
-                    "cpu_kv_blocks", "").strip() else 0,
+                # an empty engine setting is vLLM's default (resolved in sim_config)
+                max_num_batched_tokens=_num(row, "max_num_batched_tokens", None, where=where, lo=1, hi=MAX_TOKENS),
+                max_num_seqs=_num(row, "max_num_seqs", None, where=where, lo=1),
+                gpu_mem_util=_num(row, "gpu_mem_util", None, where=where, lo=0.01, hi=1, as_float=True),
+                total_kv_blocks=_num(row, "total_kv_blocks", None, where=where, lo=2),
+                cpu_kv_blocks=_num(row, "cpu_kv_blocks", int, default=0, where=where),
+                dp=_num(row, "dp", int, default=1, where=where, lo=1, hi=64),
+                expert_parallel=_flag(row, "expert_parallel", where),
+                vllm_version=(row.get("vllm_version") or "").strip(),
                 workload=(row.get("workload") or "").strip(),
                 num_groups=_num(row, "sp_num_groups", int, where=where, lo=1, hi=MAX_USERS),
                 prompts_per_group=_num(row, "sp_prompts_per_group", int, where=where, lo=1, hi=MAX_USERS),
@@ -214,11 +238,24 @@ def load_experiments(path: str | Path) -> list[Experiment]:
 
 
 # ---- building and running --------------------------------------------------------------------
-def _check_known(model: str, hardware: str) -> str:
+def _model_source(model: str, model_config: str | None):
+    """What to build the architecture from: the model id when it resolves to a bundled
+    architecture, else the --model-config file (when given)."""
+    if not model_config:
+        return model
+    from blis_gym.sim.latency import load_model
+    try:
+        load_model(model)
+        return model
+    except ConfigError:
+        return str(model_config)
+
+
+def _check_known(model: str, hardware: str, model_config: str | None = None) -> str:
     """'' if the model and GPU are known, else the reason to skip."""
     from blis_gym.sim.latency import load_hardware, load_model
     try:
-        load_model(model)
+        load_model(_model_source(model, model_config))
     except ConfigError as e:
         return f"unknown model {model!r} ({e.message})"
     try:
@@ -228,11 +265,27 @@ def _check_known(model: str, hardware: str) -> str:
     return ""
 
 
+def _unsupported_trace(settings: Mapping) -> str:
+    return EP_MISSING if settings.get("expert_parallel") else ""
+
+
+EP_MISSING = ("expert parallelism is not simulated: the step-time models have no all-to-all "
+              "(expert dispatch) term; run it with expert_parallel false or leave it out")
+
+
+def _unsupported(e: Experiment) -> str:
+    """'' if the experiment's parallelism is simulated, else what is missing."""
+    if e.expert_parallel:
+        return EP_MISSING
+    return ""
+
+
 def experiment_scenario(e: Experiment, stage_cap_s: float | None = None,
                         template_tokens: int = TEMPLATE_TOKENS) -> dict:
     """The scenario mapping that replays experiment `e` (stages optionally cut to stage_cap_s)."""
     stages = [{"rate": r, "duration_s": d} for (r, _), d in zip(e.stages, e.stage_durations(stage_cap_s))]
-    vllm: dict = {"max_num_seqs": e.max_num_seqs, "max_num_batched_tokens": e.max_num_batched_tokens}
+    vllm: dict = {k: v for k, v in (("max_num_seqs", e.max_num_seqs),
+                                     ("max_num_batched_tokens", e.max_num_batched_tokens)) if v is not None}
     if e.total_kv_blocks:
         vllm["total_kv_blocks"] = e.total_kv_blocks
     elif e.gpu_mem_util:
@@ -266,33 +319,48 @@ def _setting(name: str, v, lo: float, hi: float = MAX_COUNT, int_: bool = True):
     return int(v) if int_ else float(v)
 
 
+#: step-time models `validate --latency-model` accepts (`all` = every one on the same rows)
+LATENCY_MODELS = ("calibrated", "trained-physics", "roofline")
+
+
+def step_model(kind: str, m, hw, tp: int, params=None, interconnect=None):
+    """A fresh step-time model of `kind` (one per instance: the calibrated model keeps state)."""
+    if kind == "calibrated":
+        return CalibratedPhysics(m, hw, tp, params=params, interconnect=interconnect)
+    from blis_gym.sim.latency import make_step_model
+    return make_step_model(kind, m, hw, tp)
+
+
 def sim_config(model: str, hardware: str, tp: int, workload, params, interconnect, *, max_num_seqs=None,
                max_num_batched_tokens=None, total_kv_blocks=None, gpu_mem_util=None, max_model_len=None,
-               name: str = "validate"):
-    """A one-instance SimConfig with the calibrated step model (the same settings a scenario's
-    `vllm:` section gives; built directly so validation does not depend on the scenario layer)."""
+               name: str = "validate", dp: int = 1, vllm_version: str = "", latency_model: str = "calibrated"):
+    """A SimConfig of `dp` identical vLLM instances (data-parallel replicas, requests dealt
+    round-robin) with the given step model; settings left None take vLLM's defaults for the
+    GPU and version (the same settings a scenario's `vllm:` section gives; built directly so
+    validation does not depend on the scenario layer)."""
     from blis_gym.sim.engine import BLOCK_SIZE, EngineConfig
     from blis_gym.sim.latency import kv_blocks_per_instance, load_hardware, load_model
     from blis_gym.sim.latency.hardware import vllm_batch_defaults
     from blis_gym.sim.simulation import InstanceConfig, SimConfig
 
-    tp, max_num_seqs, max_num_batched_tokens, total_kv_blocks, max_model_len, gpu_mem_util = (
+    tp, max_num_seqs, max_num_batched_tokens, total_kv_blocks, max_model_len, gpu_mem_util, dp = (
         _setting("tp", tp, 1, 64), _setting("max_num_seqs", max_num_seqs, 1),
         _setting("max_num_batched_tokens", max_num_batched_tokens, 1, MAX_TOKENS),
         _setting("total_kv_blocks", total_kv_blocks, 2), _setting("max_model_len", max_model_len, 1, MAX_TOKENS),
-        _setting("gpu_mem_util", gpu_mem_util, 0.01, 1, int_=False))
+        _setting("gpu_mem_util", gpu_mem_util, 0.01, 1, int_=False), _setting("dp", dp, 1, 64))
     m = load_model(model)
     hw = load_hardware(hardware)
+    # vLLM's default gpu_memory_utilization is 0.9 in every version
     blocks = int(total_kv_blocks) if total_kv_blocks else kv_blocks_per_instance(m, hw, tp, gpu_mem_util or 0.9)
-    seqs_default, tokens_default = vllm_batch_defaults(hw)
+    seqs_default, tokens_default = vllm_batch_defaults(hw, vllm_version)
     mml = min(int(max_model_len or m.max_model_len), (blocks - 1) * BLOCK_SIZE)
     engine = EngineConfig(max_num_seqs=int(max_num_seqs or seqs_default),
                           max_num_batched_tokens=int(max_num_batched_tokens or tokens_default),
                           max_model_len=mml)
-    step = CalibratedPhysics(m, hw, tp, params=params, interconnect=interconnect)
-    return SimConfig(instances=[InstanceConfig(name="instance-0", engine=engine, step_model=step,
-                                               total_kv_blocks=blocks)],
-                     workload=workload, seed=42, sample_interval_us=0, name=name)
+    instances = [InstanceConfig(name=f"instance-{j}", engine=engine, total_kv_blocks=blocks,
+                                step_model=step_model(latency_model, m, hw, tp, params, interconnect))
+                 for j in range(dp or 1)]
+    return SimConfig(instances=instances, workload=workload, seed=42, sample_interval_us=0, name=name)
 
 
 def _stats(ttft_us: np.ndarray, e2e_us: np.ndarray, out_len: float) -> dict:
@@ -309,7 +377,8 @@ def _stats(ttft_us: np.ndarray, e2e_us: np.ndarray, out_len: float) -> dict:
 
 def run_experiment(e: Experiment, params: Mapping[str, float] | None = None,
                    interconnect: Mapping[str, float] | None = None, stage_cap_s: float | None = None,
-                   template_tokens: int = TEMPLATE_TOKENS, progress: Callable | None = None) -> dict:
+                   template_tokens: int = TEMPLATE_TOKENS, progress: Callable | None = None,
+                   latency_model: str = "calibrated", model_config: str | None = None) -> dict:
     """Predicted metrics per stage index (-1 = whole run) for experiment e."""
     from blis_gym.sim.engine import State
     from blis_gym.sim.simulation import Simulation
@@ -325,9 +394,10 @@ def run_experiment(e: Experiment, params: Mapping[str, float] | None = None,
     workload = inference_perf_workload(e.num_groups, e.prompts_per_group, e.system_prompt_len,
                                        e.question_len + template_tokens, e.output_len, stages,
                                        repeat_questions=True, timeout_us=0)
-    cfg = sim_config(e.model, e.hardware, e.tp, workload, params, interconnect,
+    cfg = sim_config(_model_source(e.model, model_config), e.hardware, e.tp, workload, params, interconnect,
                      max_num_seqs=e.max_num_seqs, max_num_batched_tokens=e.max_num_batched_tokens,
-                     total_kv_blocks=e.total_kv_blocks, gpu_mem_util=e.gpu_mem_util, name=f"validate-{e.exp_id}")
+                     total_kv_blocks=e.total_kv_blocks, gpu_mem_util=e.gpu_mem_util, name=f"validate-{e.exp_id}",
+                     dp=e.dp, vllm_version=e.vllm_version, latency_model=latency_model)
     sim = Simulation(cfg)
     sim.run(progress=progress)
     a = sim.metrics.arrays()
@@ -400,56 +470,83 @@ def compare_rows(e: Experiment, pred: dict, split: str) -> list[dict]:
     return rows
 
 
+def _latency_models(latency_model: str) -> tuple[str, ...]:
+    key = str(latency_model or "calibrated").strip().lower().replace("_", "-")
+    if key == "all":
+        return LATENCY_MODELS
+    if key not in LATENCY_MODELS:
+        raise ConfigError("--latency-model", f"{latency_model!r} is not one of {', '.join(LATENCY_MODELS)}, all")
+    return (key,)
+
+
+def _aggregates_summary(rows: list[dict]) -> dict:
+    return {**summarise(rows), "stages": summarise(rows, stage_level=True), "by_split": _grouped(rows, "split"),
+            "by_model": _grouped(rows, "model"), "by_hardware": _grouped(rows, "hardware"),
+            "by_workload": _grouped(rows, "workload")}
+
+
 def validate_aggregates(path: str | Path, out_dir: str | Path | None = None, *,
                         calibration: str | Path | None = None, stage_cap_s: float | None = None,
                         only: list[str] | None = None, progress: Callable | None = None,
-                        plot: bool = True) -> dict:
-    """Validate every experiment of an aggregates CSV; writes validation.csv, summary.json and a
+                        plot: bool = True, latency_model: str = "calibrated",
+                        model_config: str | Path | None = None) -> dict:
+    """Validate every experiment of an aggregates CSV with one step-time model, or with each
+    (`latency_model="all"`, on the same experiments); writes validation.csv, summary.json and a
     plot to out_dir (if given) and returns the summary."""
+    kinds = _latency_models(latency_model)
     exps = load_experiments(path)
     if only:
         exps = [e for e in exps if e.exp_id in only]
         if not exps:
             raise ConfigError("--only", f"no experiment with id in {only}")
     params, inter = load_calibration(calibration)
-    holdout = set(_holdout(calibration))
+    holdout = set(_holdout(calibration)) if "calibrated" in kinds else set()
+    mc = str(model_config) if model_config else None
     rows: list[dict] = []
     skipped: list[dict] = []
     per_exp: dict = {}
     todo = []
     for e in exps:
-        reason = _check_known(e.model, e.hardware)
+        reason = _check_known(e.model, e.hardware, mc) or _unsupported(e)
         if not reason and e.overloaded:
             reason = "overloaded run: " + e.notes
         if reason:
             skipped.append({"exp_id": e.exp_id, "reason": reason})
         else:
             todo.append(e)
-    total = sum(e.num_requests(stage_cap_s) for e in todo)
+    total = sum(e.num_requests(stage_cap_s) for e in todo) * len(kinds)
     done = 0
-    for e in todo:
-        cb = (lambda n, _t, base=done, eid=e.exp_id: progress(base + n, total, eid)) if progress else None
-        pred = run_experiment(e, params, inter, stage_cap_s=stage_cap_s, progress=cb)
-        done += e.num_requests(stage_cap_s)
-        if progress:
-            progress(done, total, e.exp_id)
-        split = "holdout" if e.exp_id in holdout else "train"
-        rows += compare_rows(e, pred, split)
-        per_exp[e.exp_id] = {"model": e.model, "workload": e.workload, "tp": e.tp, "split": split,
-                             "completed": pred["_completed"], "injected": pred["_injected"]}
+    for kind in kinds:
+        for e in todo:
+            label = f"{kind} {e.exp_id}" if len(kinds) > 1 else e.exp_id
+            cb = (lambda n, _t, base=done, lab=label: progress(base + n, total, lab)) if progress else None
+            pred = run_experiment(e, params, inter, stage_cap_s=stage_cap_s, progress=cb, latency_model=kind,
+                                  model_config=mc)
+            done += e.num_requests(stage_cap_s)
+            if progress:
+                progress(done, total, label)
+            split = "holdout" if e.exp_id in holdout else "train"
+            rows += [{**r, "latency_model": kind} for r in compare_rows(e, pred, split)]
+            per_exp.setdefault(e.exp_id, {"model": e.model, "workload": e.workload, "tp": e.tp, "dp": e.dp,
+                                          "split": split, "completed": {}, "injected": pred["_injected"]})
+            per_exp[e.exp_id]["completed"][kind] = pred["_completed"]
     summary = {
-        "input": path.name, "kind": "aggregates", "calibration": str(calibration or "bundled calibrated.yaml"),
+        "input": path.name if isinstance(path, Path) else Path(path).name, "kind": "aggregates",
+        "calibration": str(calibration or "bundled calibrated.yaml"),
         "stage_cap_s": stage_cap_s, "experiments": len(todo), "skipped": skipped,
-        **summarise(rows),
-        "stages": summarise(rows, stage_level=True),
-        "by_split": _grouped(rows, "split"),
-        "by_model": _grouped(rows, "model"),
-        "by_hardware": _grouped(rows, "hardware"),
-        "by_workload": _grouped(rows, "workload"),
-        "per_experiment": per_exp,
-        "note": "median_ape/mean_ape: over experiments (whole-run rows, stage_index -1), in percent; "
-                "`stages`: over load stages (stage_index >= 0).",
     }
+    if len(kinds) == 1:
+        summary["latency_model"] = kinds[0]
+        summary.update(_aggregates_summary(rows))
+    else:
+        by_kind = {k: _aggregates_summary([r for r in rows if r["latency_model"] == k]) for k in kinds}
+        summary["latency_model"] = "all"
+        for key in ("median_ape", "mean_ape", "n"):          # {latency model: {metric: value}}
+            summary[key] = {k: by_kind[k][key] for k in kinds}
+        summary["by_latency_model"] = by_kind
+    summary["per_experiment"] = per_exp
+    summary["note"] = ("median_ape/mean_ape: over experiments (whole-run rows, stage_index -1), in percent "
+                       "(per latency model when latency_model is all); `stages`: over load stages.")
     if out_dir is not None:
         write_outputs(Path(out_dir), rows, summary, plot=plot)
     summary["_rows"] = rows
@@ -471,7 +568,7 @@ def write_outputs(out: Path, rows: list[dict], summary: dict, plot: bool = True)
     except OSError as e:
         raise ConfigError("--out", f"cannot create {out}: {e.strerror}") from None
     cols = ("exp_id", "stage_index", "metric", "predicted", "actual", "ape", "signed_error_pct", "model",
-            "hardware", "workload", "tp", "split")
+            "hardware", "workload", "tp", "split", "latency_model")
     with open(out / "validation.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(cols)
@@ -481,7 +578,8 @@ def write_outputs(out: Path, rows: list[dict], summary: dict, plot: bool = True)
     (out / "summary.json").write_text(json_dumps(s) + "\n")
     written = ["validation.csv", "summary.json"]
     if plot and rows:
-        write_svg_plot(out / "validation.svg", rows)
+        first = rows[0].get("latency_model")        # one model per plot: the first compared
+        write_svg_plot(out / "validation.svg", [r for r in rows if r.get("latency_model") == first])
         written.append("validation.svg")
     return written
 
@@ -519,7 +617,8 @@ def _trace_settings(path: Path, overrides: Mapping) -> dict:
     s = {"model": meta.get("model") or kw.get("model"), "hardware": hw,
          "tp": kw.get("tensor_parallel_size", 1), "max_num_seqs": kw.get("max_num_seqs"),
          "max_num_batched_tokens": kw.get("max_num_batched_tokens"), "total_kv_blocks": kv.get("num_gpu_blocks"),
-         "gpu_mem_util": kv.get("gpu_memory_utilization") or 0.9, "max_model_len": kw.get("max_model_len")}
+         "gpu_mem_util": kv.get("gpu_memory_utilization") or 0.9, "max_model_len": kw.get("max_model_len"),
+         "dp": kw.get("data_parallel_size") or 1, "expert_parallel": bool(kw.get("enable_expert_parallel"))}
     s.update({k: v for k, v in overrides.items() if v is not None})
     for k in ("model", "hardware"):
         if not s.get(k):
@@ -561,12 +660,35 @@ def _trace_stats(ttft_ms: np.ndarray, e2e_ms: np.ndarray, itl_ms: np.ndarray) ->
             "itl_mean": stat(itl_ms)}
 
 
-def validate_trace(path: str | Path, out_dir: str | Path | None = None, *, calibration=None,
-                   overrides: Mapping | None = None, progress: Callable | None = None, plot: bool = True) -> dict:
-    """Replay a per-request trace at its engine arrival times and compare request by request."""
-    from blis_gym.sim.engine import State
-    from blis_gym.sim.simulation import Simulation
+@dataclass
+class TraceCase:
+    """A per-request trace read and checked once, ready to be replayed with any coefficients
+    (what `validate` and `calibrate` replay)."""
+    path: Path
+    settings: dict
+    cols: dict
+    lines: np.ndarray
+    t_col: str
+    overloaded = False
 
+    @property
+    def exp_id(self) -> str:
+        return self.path.stem
+
+    def replay(self, params, interconnect, kind: str = "calibrated", model_config: str | None = None,
+               progress: Callable | None = None) -> dict:
+        return _replay_trace(self.path, self.settings, self.cols, self.lines, self.t_col, params, interconnect,
+                             kind, model_config, progress)
+
+
+def is_trace(path: str | Path) -> bool:
+    """Whether a CSV is a per-request trace (else an aggregates file)."""
+    header = _read_header(Path(path))
+    return not ("exp_id" in header or "stage_index" in header) and all(c in header for c in TRACE_REQUIRED)
+
+
+def load_trace(path: str | Path, overrides: Mapping | None = None) -> TraceCase:
+    """A per-request trace and its engine settings (from the sibling *_meta.json and overrides)."""
     path = Path(path)
     header = _read_header(path)
     missing = [c for c in TRACE_REQUIRED if c not in header]
@@ -576,21 +698,64 @@ def validate_trace(path: str | Path, out_dir: str | Path | None = None, *, calib
     if missing:
         raise ConfigError("file", f"{path}: missing column(s) {', '.join(missing)}")
     st = _trace_settings(path, overrides or {})
+    cols, lines = _trace_columns(path, header, t_col)
+    return TraceCase(path, st, cols, lines, t_col)
+
+
+def validate_trace(path: str | Path, out_dir: str | Path | None = None, *, calibration=None,
+                   overrides: Mapping | None = None, progress: Callable | None = None, plot: bool = True,
+                   latency_model: str = "calibrated", model_config: str | Path | None = None) -> dict:
+    """Replay a per-request trace at its engine arrival times and compare request by request
+    (with one step-time model, or with each when latency_model is "all")."""
+    kinds = _latency_models(latency_model)
+    path = Path(path)
+    case = load_trace(path, overrides)
+    st = case.settings
+    mc = str(model_config) if model_config else None
     name = f"{path.stem}"
-    reason = _check_known(st["model"], st["hardware"])
+    reason = _check_known(st["model"], st["hardware"], mc) or _unsupported_trace(st)
     if reason:
         summary = {"input": path.name, "kind": "per_request", "skipped": [{"exp_id": name, "reason": reason}]}
         if out_dir is not None:
             write_outputs(Path(out_dir), [], summary, plot=False)
         return summary
-    cols, lines = _trace_columns(path, header, t_col)
+    lines = case.lines
     params, inter = load_calibration(calibration)
-    arr, inp, outl, ttft_real, e2e_real = (cols[c] for c in (t_col,) + TRACE_REQUIRED)
-    n = len(arr)
-    order = np.argsort(arr, kind="stable")
+    results = {k: case.replay(params, inter, k, mc, progress) for k in kinds}
+    common = {"input": path.name, "kind": "per_request", "settings": {k: v for k, v in st.items()},
+              "calibration": str(calibration or "bundled calibrated.yaml"), "requests": len(lines), "skipped": [],
+              "note": "APE of the aggregate statistics in percent; per_request_mape = mean over requests of "
+                      "|sim - real| / real; replayed at queued_s (engine arrival)."}
+    rows = [r for res in results.values() for r in res["rows"]]
+    if len(kinds) == 1:
+        res = results[kinds[0]]
+        summary = {**common, "latency_model": kinds[0], "completed": res["completed"], **summarise(res["rows"]),
+                   "pearson_r": res["pearson_r"], "per_request_mape": res["per_request_mape"]}
+    else:
+        by_kind = {k: {"completed": res["completed"], **summarise(res["rows"]), "pearson_r": res["pearson_r"],
+                       "per_request_mape": res["per_request_mape"]} for k, res in results.items()}
+        summary = {**common, "latency_model": "all", "by_latency_model": by_kind,
+                   **{key: {k: by_kind[k][key] for k in kinds} for key in ("median_ape", "mean_ape", "n")}}
+    if out_dir is not None:
+        write_outputs(Path(out_dir), rows, summary, plot=plot)
+    summary["_rows"] = rows
+    summary["_per_request"] = results[kinds[0]]["per_request"]
+    return summary
+
+
+def _replay_trace(path: Path, st: Mapping, cols: dict, lines: np.ndarray, t_col: str, params, inter, kind: str,
+                  model_config: str | None, progress: Callable | None) -> dict:
+    """One replay of a per-request trace with step-time model `kind`: comparison rows, Pearson r,
+    per-request MAPE and the per-request latencies."""
+    from blis_gym.sim.engine import State
+    from blis_gym.sim.simulation import Simulation
     from blis_gym.sim.workload import Client, Workload
     from blis_gym.sim.workload.traces import TraceData
 
+    name = path.stem
+    arr, inp, outl, ttft_real, e2e_real = (cols[c] for c in (t_col,) + TRACE_REQUIRED)
+    n = len(arr)
+    order = np.argsort(arr, kind="stable")
     # Engine-clock measurements (in-process AsyncLLM, no HTTP): TTFT and E2E start at the engine
     # queue, so the API-server overhead and the post-stream overhead are not part of them.
     p = {**params, "api_us": 0.0, "final_us": 0.0}
@@ -600,10 +765,10 @@ def validate_trace(path: str | Path, out_dir: str | Path | None = None, *, calib
     trace = TraceData(str(path), arrival_us, inp[order], outl[order], none, np.zeros(n, dtype=np.int64), none,
                       none, none, [], [], [], [], lines[order])
     workload = Workload(clients=[Client("trace", trace=trace, timeout_us=0)], num_requests=n)
-    cfg = sim_config(st["model"], st["hardware"], st["tp"], workload, p, inter,
+    cfg = sim_config(_model_source(st["model"], model_config), st["hardware"], st["tp"], workload, p, inter,
                      max_num_seqs=st.get("max_num_seqs"), max_num_batched_tokens=st.get("max_num_batched_tokens"),
                      total_kv_blocks=st.get("total_kv_blocks"), gpu_mem_util=st.get("gpu_mem_util"),
-                     max_model_len=st.get("max_model_len"), name=name)
+                     max_model_len=st.get("max_model_len"), name=name, latency_model=kind, dp=st.get("dp", 1))
     sim = Simulation(cfg)
     sim.run(progress=(lambda k, _t: progress(k, n, name)) if progress else None)
     a = sim.metrics.arrays()
@@ -624,7 +789,7 @@ def validate_trace(path: str | Path, out_dir: str | Path | None = None, *, calib
                          "actual": float(act[m]), "ape": ape(float(pred[m]), float(act[m])),
                          "signed_error_pct": signed(float(pred[m]), float(act[m])), "model": st["model"],
                          "hardware": st["hardware"], "workload": "per-request trace", "tp": int(st["tp"]),
-                         "split": "trace"})
+                         "split": "trace", "latency_model": kind})
 
     def pearson(x, y):
         x, y = x[good], y[good]
@@ -634,25 +799,32 @@ def validate_trace(path: str | Path, out_dir: str | Path | None = None, *, calib
         return round(float(np.mean(np.abs(sim_ms[good] - real_ms[good]) / real_ms[good]) * 100), 3) \
             if good.any() else None
 
-    per_req_ape = {"ttft": mape(ttft_sim, ttft_real), "e2e": mape(e2e_sim, e2e_real)}
-    summary = {"input": path.name, "kind": "per_request", "settings": {k: v for k, v in st.items()},
-               "calibration": str(calibration or "bundled calibrated.yaml"),
-               "requests": n, "completed": int(good.sum()), "skipped": [],
-               **summarise(out_rows),
-               "pearson_r": {"ttft": pearson(ttft_sim, ttft_real), "e2e": pearson(e2e_sim, e2e_real)},
-               "per_request_mape": per_req_ape,
-               "note": "APE of the aggregate statistics in percent; per_request_mape = mean over requests of "
-                       "|sim - real| / real; replayed at queued_s (engine arrival)."}
-    if out_dir is not None:
-        write_outputs(Path(out_dir), out_rows, summary, plot=plot)
-    summary["_rows"] = out_rows
-    summary["_per_request"] = {"ttft_sim": ttft_sim, "ttft_real": ttft_real, "e2e_sim": e2e_sim, "e2e_real": e2e_real}
-    return summary
+    return {"rows": out_rows, "completed": int(good.sum()),
+            "pearson_r": {"ttft": pearson(ttft_sim, ttft_real), "e2e": pearson(e2e_sim, e2e_real)},
+            "per_request_mape": {"ttft": mape(ttft_sim, ttft_real), "e2e": mape(e2e_sim, e2e_real)},
+            "per_request": {"ttft_sim": ttft_sim, "ttft_real": ttft_real, "e2e_sim": e2e_sim, "e2e_real": e2e_real}}
+
+
+def shipped_measurements() -> list[str]:
+    """File names of the measurement sets shipped in blis_gym/data/measurements/."""
+    from importlib import resources
+    folder = resources.files("blis_gym").joinpath("data", "measurements")
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith("_requests.csv"))
+
+
+def resolve_measurements(path: str | Path) -> Path:
+    """`path`, or the shipped measurements file of that name when no such file exists."""
+    path = Path(path)
+    if not path.exists() and path.name in shipped_measurements() and path.name == str(path):
+        from importlib import resources
+        return Path(str(resources.files("blis_gym").joinpath("data", "measurements", path.name)))
+    return path
 
 
 def validate_file(path: str | Path, out_dir=None, **kw) -> dict:
-    """Aggregates CSV or per-request trace, detected from the header."""
-    path = Path(path)
+    """Aggregates CSV or per-request trace, detected from the header (a bare file name of a
+    shipped measurements file is found in the package)."""
+    path = resolve_measurements(path)
     header = _read_header(path)
     if "exp_id" in header or "stage_index" in header:
         kw.pop("overrides", None)

@@ -33,7 +33,9 @@ class Hardware:
 
 
 def _norm(name: str) -> str:
-    return str(name).strip().upper().replace("_", "-").replace(" ", "-")
+    """Upper case, '_' and ' ' as '-', without a vendor prefix ("NVIDIA H100" is "H100")."""
+    key = str(name).strip().upper().replace("_", "-").replace(" ", "-")
+    return key[len("NVIDIA-"):] if key.startswith("NVIDIA-") else key
 
 
 @lru_cache(maxsize=1)
@@ -80,10 +82,23 @@ def load_hardware(name: "str | Hardware") -> Hardware:
     return gpus[key]
 
 
-def vllm_batch_defaults(hw: Hardware) -> tuple[int, int]:
-    """`vllm serve` defaults (max_num_seqs, max_num_batched_tokens): GPUs with >= 70 GiB that are
-    not A100 get 1024 seqs / 8192 tokens per step; others 256 / 2048 (vllm/engine/arg_utils.py
-    get_batch_defaults)."""
+def vllm_batch_defaults(hw: Hardware, vllm_version: str = "") -> tuple[int, int]:
+    """`vllm serve` defaults (max_num_seqs, max_num_batched_tokens) for a GPU and vLLM version.
+
+    vLLM >= 0.8 (the V1 engine; also an empty or unparsable version): GPUs with >= 70 GiB that
+    are not A100 get 1024 seqs / 8192 tokens per step, others 256 / 2048
+    (vllm/engine/arg_utils.py get_batch_defaults). Older versions (V0 engine): 256 / 2048."""
+    if _version(vllm_version) < (0, 8):
+        return 256, 2048
     if hw.memory_gib >= 70 and not hw.name.upper().startswith("A100"):
         return 1024, 8192
     return 256, 2048
+
+
+def _version(text: str) -> tuple[int, int]:
+    """(major, minor) of a version string like "0.15.1" or "v0.7.3"; (99, 0) if not readable."""
+    parts = str(text or "").strip().lstrip("vV").split(".")
+    try:
+        return int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        return 99, 0

@@ -156,7 +156,7 @@ def _weight_bytes(qc: Any, dtype_bytes: int, names: tuple[str, ...]) -> float:
                 if isinstance(w, Mapping) and isinstance(w.get("num_bits"), (int, float)):
                     return w["num_bits"] / 8.0
     text = " ".join(n.lower() for n in names if n)
-    if "w4a16" in text or "int4" in text:
+    if any(k in text for k in ("w4a16", "int4", "awq", "gptq", "4bit", "nvfp4", "mxfp4")):
         return 0.5
     if "fp8" in text or "w8a8" in text or "w8a16" in text or "int8" in text:
         return 1.0
@@ -310,8 +310,57 @@ def _load_path(path: Path, given: str) -> ModelConfig:
     return model_from_dict(cfg, name=name or given, source=str(file))
 
 
+#: name tokens that do not change the architecture: fine-tune flavours, release dates and
+#: checkpoint formats / quantisation schemes (the weight precision is read from the given name)
+_VARIANT_TOKENS = frozenset({
+    "instruct", "chat", "it", "hf", "base", "sft", "dpo", "rlhf", "v0.1", "v0.2", "v0.3",
+    "fp8", "fp16", "bf16", "int4", "int8", "awq", "gptq", "gguf", "bnb", "4bit", "8bit", "dynamic",
+    "w4a16", "w8a8", "w8a16", "fp8_dynamic", "quantized", "nvfp4", "mxfp4", "exl2",
+})
+_QUANT_TOKENS = frozenset({"fp8", "int4", "int8", "awq", "gptq", "w4a16", "w8a8", "w8a16", "fp8_dynamic",
+                           "nvfp4", "mxfp4", "4bit", "8bit", "bnb"})
+
+
+def _tokens(name: str) -> list[str]:
+    """The lower-case '-'-separated tokens of a model id without its organisation."""
+    return name.strip().lower().rsplit("/", 1)[-1].split("-")
+
+
+def _base_key(name: str) -> str:
+    """A model id reduced to its architecture name: `Qwen/Qwen3-30B-A3B-Instruct-2507`,
+    `qwen3-30b-a3b` and `Qwen3-30B-A3B-FP8` all give `qwen3-30b-a3b`."""
+    keep = [t for t in _tokens(name) if t not in _VARIANT_TOKENS
+            and not (len(t) == 4 and t.isdigit())]          # release dates: 2407, 2507
+    return "-".join(keep)
+
+
+@lru_cache(maxsize=1)
+def _variant_index() -> dict[str, str]:
+    """architecture name -> bundled folder (the first folder in sorted order wins a tie)."""
+    index: dict[str, str] = {}
+    for folder in _bundled():
+        index.setdefault(_base_key(folder), folder)
+    for alias, folder in sorted(_aliases().items()):
+        index.setdefault(_base_key(alias), folder)
+    return index
+
+
+def _load_variant(folder: str, given: str) -> ModelConfig:
+    """The bundled architecture `folder` under another id: its weight precision follows the
+    given id's quantisation suffix (none = the config's dtype, so a BF16 variant of an FP8
+    checkpoint is read as BF16)."""
+    cfg = json.loads(_models_dir().joinpath(folder, "config.json").read_text(encoding="utf-8"))
+    quantised = any(t in _QUANT_TOKENS for t in _tokens(given))
+    if not quantised:
+        cfg.pop("quantization_config", None)
+        if isinstance(cfg.get("text_config"), dict):
+            cfg["text_config"].pop("quantization_config", None)
+    return model_from_dict(cfg, name=given.strip(), source=given)
+
+
 def load_model(name_or_path: "str | os.PathLike | ModelConfig") -> ModelConfig:
-    """A bundled model by HF id (any case) or folder name, or a config.json / folder holding one."""
+    """A bundled model by HF id (any case) or folder name, a name variant of one (`-Instruct`,
+    a release date, a quantisation suffix), or a config.json / folder holding one."""
     if isinstance(name_or_path, ModelConfig):
         return name_or_path
     given = os.fspath(name_or_path) if isinstance(name_or_path, os.PathLike) else name_or_path
@@ -326,8 +375,12 @@ def load_model(name_or_path: "str | os.PathLike | ModelConfig") -> ModelConfig:
     path = Path(given).expanduser()
     if path.exists():
         return _load_path(path, given)
+    variant = _variant_index().get(_base_key(given))
+    if variant is not None:
+        return _load_variant(variant, given)
     raise ConfigError(
         "model",
-        f"unknown model {given!r}: not a bundled model, a known HF id, or a path to a config.json; "
-        f"known: {', '.join(_bundled())}; HF ids: {', '.join(sorted(_aliases()))}",
+        f"unknown model {given!r}: no bundled architecture matches it (bundled: {', '.join(_bundled())}); "
+        f"give the path of its HuggingFace config.json instead (`model: path/to/config.json` in a scenario, "
+        f"`--model-config path/to/config.json` for blis-gym validate)",
     )
