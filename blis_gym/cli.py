@@ -388,11 +388,13 @@ def calibrate(data: Path | None, out_file: Path | None, holdout: str | None, max
 
 
 # ---- commands defined elsewhere (their modules import only click at the top) ---------------------
-from .harness.cli import eval_command  # noqa: E402
+from .harness.cli import eval_command, train_command  # noqa: E402
 from .sweep.cli import sweep  # noqa: E402  (the command imports its heavy parts when run)
 
 main.add_command(sweep)
 main.add_command(eval_command)
+main.add_command(train_command)
+
 
 if __name__ == "__main__":  # pragma: no cover
     main()

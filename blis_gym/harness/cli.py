@@ -78,3 +78,36 @@ def _print_table(out_dir: Path, policies, baseline, labels) -> None:
                 wins = f"{d['win_rate']:.0%}"
             t.add_row(sc, p, f"{m['mean']:.1f} [{m['ci95'][0]:.1f}, {m['ci95'][1]:.1f}]", diff, wins)
     Console().print(t)
+
+
+@click.command("train")
+@click.argument("env_id", required=False)
+@click.option("--algo", type=click.Choice(["maskableppo", "ppo", "a2c", "dqn"]), default=None,
+              help="The algorithm (required unless --config gives it).")
+@click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A recipe YAML (agents/<slot>.yaml, or a DIR/train.yaml to train it again).")
+@click.option("--steps", type=int, default=None, help="Environment steps to train for.")
+@click.option("--seed", type=int, default=None, help="Training seed (default 0).")
+@click.option("--n-envs", type=int, default=None, help="Environment copies (subprocess workers; default 4).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for model.zip, train.yaml, progress.csv and the learning curve.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train_command(env_id, algo, config, steps, seed, n_envs, out_dir, quiet):
+    """Train a policy for ENV_ID with SB3 / sb3-contrib, keeping the checkpoint that does best on
+    the spec's held-out validation seeds."""
+    from ..errors import ConfigError
+    try:
+        if config is not None and not config.is_file():
+            raise ConfigError("--config", f"no recipe file {str(config)!r}")
+        import blis_gym.envs  # noqa: F401
+        from .train import load_recipe, train
+        recipe = load_recipe(config, env_id=env_id, algo=algo, steps=steps, seed=seed, n_envs=n_envs)
+        result = train(recipe, out_dir, quiet=quiet)
+    except ConfigError as e:
+        _fail(str(e))
+    except OSError as e:
+        _fail(f"--out: cannot write {out_dir}: {e.strerror}")
+    if not quiet:
+        best = result["best_validation_return"]
+        click.echo(f"best validation return: {'-' if best is None else f'{best:.1f}'}")
+        click.echo(f"wrote {out_dir}/: {', '.join(result['written'])}")
