@@ -225,7 +225,8 @@ def _pod_policy_for(path: str, algo: str, n_obs: int, n_pods: int):
     obs_space = spaces.Box(0.0, 1.0, (n_obs,), np.float32)
     args.update(observation_space=obs_space, action_space=spaces.Discrete(n_pods), max_pods=n_pods,
                 n_obs=n_obs, req0=n_obs - globs, drop=[])        # `drop` lives in the loaded `keep` buffer
-    new = PodPolicy(lr_schedule=lambda _: 0.0, **args)
+    args["lr_schedule"] = lambda _: 0.0                          # never trained: no optimizer steps
+    new = PodPolicy(**args)
     new.load_state_dict(net.state_dict())
     new.set_training_mode(False)
     return new

@@ -142,7 +142,7 @@ def plots(out: Path, table, results: list[dict], summary: dict) -> list[str]:
             ax.errorbar(xs, ms, yerr=err, fmt="o", ms=3, capsize=2, label=_short(p))
         ax.set_title(k)
         ax.set_xticks(range(len(scenarios)), scenarios, rotation=30, ha="right")
-    axes[0].legend(fontsize=6)
+    _legend(axes[0])
     fig.suptitle(f"{summary['env_id']}: mean over seeds, 95% CI")
     written.append(_save(fig, out / "kpis.png"))
 
@@ -160,7 +160,7 @@ def plots(out: Path, table, results: list[dict], summary: dict) -> list[str]:
             ax.set_title(s)
             ax.grid(alpha=0.3)
         axes[0][0].set_ylabel("fraction of completed requests")
-        axes[0][0].legend(fontsize=6)
+        _legend(axes[0][0])
         written.append(_save(fig, out / f"cdf_{key.split('_')[0]}.png"))
 
     others = [p for p in policies if p != summary["baseline"]]
@@ -179,9 +179,14 @@ def plots(out: Path, table, results: list[dict], summary: dict) -> list[str]:
             ax.set_title(s)
             ax.set_xlabel("seed")
         axes[0][0].set_ylabel(f"return − {_short(summary['baseline'])}")
-        axes[0][0].legend(fontsize=6)
+        _legend(axes[0][0])
         written.append(_save(fig, out / "paired_return.png"))
     return written
+
+
+def _legend(ax) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=6)
 
 
 def _short(p: str) -> str:

@@ -15,6 +15,7 @@ per-pod network that also plays clusters of another size.
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -112,10 +113,6 @@ def train(recipe: Recipe, out: Path, *, quiet: bool = False) -> dict:
     validation return."""
     import functools
 
-    import torch
-    from stable_baselines3.common.logger import configure
-    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
-
     from .. import __version__
     from ..envs.config import load_spec
     from .split import spec_name, spec_split
@@ -141,6 +138,9 @@ def train(recipe: Recipe, out: Path, *, quiet: bool = False) -> dict:
                                        "validation_seeds": (val_seeds[0], val_seeds[-1])})
     _write_recipe(record, out / "train.yaml")
 
+    import torch
+    from stable_baselines3.common.logger import configure
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
     torch.set_num_threads(1)
     make = functools.partial(_make_train_env, recipe.env_id, recipe.env_config, *train_seeds)
     vec_cls = SubprocVecEnv if recipe.vec_env == "subproc" and recipe.n_envs > 1 else DummyVecEnv
@@ -150,6 +150,8 @@ def train(recipe: Recipe, out: Path, *, quiet: bool = False) -> dict:
     tb = _has_tensorboard()
     model.set_logger(configure(str(out), ["csv", "tensorboard"] if tb else ["csv"]))
     callbacks = [_validation_callback(recipe, val_seeds, out)] if recipe.eval_freq else []
+    # validation runs one env in this process whatever the training vector env: SB3 warns of it
+    warnings.filterwarnings("ignore", message="Training and eval env are not of the same type")
     try:
         model.learn(total_timesteps=recipe.steps, callback=callbacks + ([] if quiet else [_progress(recipe.steps)]))
     finally:
@@ -265,7 +267,8 @@ def _learning_curve(csv_path: Path, png: Path, title: str) -> bool:
     ax.set_xlabel("steps")
     ax.set_ylabel("episode return")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(png, dpi=90, metadata={"Software": None})
