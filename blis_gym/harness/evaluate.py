@@ -25,7 +25,6 @@ KPIS: dict[str, bool] = {
     "rejected_requests": False, "timed_out_requests": False, "dropped_requests": False,
     "gpu_hours": False, "dollars": False,
 }
-CLASS_KPIS = ("goodput_rps", "slo_attainment")
 
 
 def higher_is_better(kpi: str) -> bool:
@@ -114,9 +113,10 @@ def play(job: Job) -> dict:
         steps += 1
         if terminated or truncated:
             break
+    u = env.unwrapped
     row = {"policy": job.policy, "scenario": job.scenario, "seed": job.seed, "steps": steps,
-           "end_reason": info["end_reason"], **kpis(info["summary"], ret)}
-    a = env.unwrapped.sim.metrics.arrays()
+           "end_reason": info["end_reason"], **kpis(info["summary"], ret, u.sim, u.config["reward"])}
+    a = u.sim.metrics.arrays()
     env.close()
     done = a["e2e"] >= 0
     order = np.argsort(a["id"], kind="stable")
@@ -125,17 +125,24 @@ def play(job: Job) -> dict:
             "e2e_ms": (a["e2e"][done] / 1000.0).astype(np.float32), "arrivals": digest.hexdigest()}
 
 
-def kpis(summary: dict, episode_return: float) -> dict:
-    """The KPI columns of one episode from its summary (None where undefined)."""
+def kpis(summary: dict, episode_return: float, sim, reward_cfg: dict) -> dict:
+    """The KPI columns of one episode (None where undefined). Goodput and SLO attainment use
+    the environment's targets (its reward's: the same SLO the return counts), overall and per
+    class; the rest comes from the run's summary."""
+    from ..envs.rewards import within_targets
     cost = summary.get("cost") or {}
-    out = {"return": episode_return}
+    dur = summary["duration_s"]
+    per_class = within_targets(sim, reward_cfg)
+    n_good = sum(int(g.sum()) for _, g in per_class.values())
+    n_all = sum(int(m.sum()) for m, _ in per_class.values())
+    out = {"return": episode_return, "goodput_rps": round(n_good / dur, 6) if dur else None,
+           "slo_attainment": round(n_good / n_all, 6) if n_all else None}
     for k in KPIS:
-        if k == "return":
-            continue
-        out[k] = cost.get(k, 0.0) if k in ("gpu_hours", "dollars") else summary.get(k)
-    for cls in sorted(summary.get("per_class") or {}):
-        for k in CLASS_KPIS:
-            out[f"{cls}.{k}"] = summary["per_class"][cls].get(k)
+        if k not in out:
+            out[k] = cost.get(k, 0.0) if k in ("gpu_hours", "dollars") else summary.get(k)
+    for cls, (m, g) in per_class.items():
+        out[f"{cls}.goodput_rps"] = round(int(g.sum()) / dur, 6) if dur else None
+        out[f"{cls}.slo_attainment"] = round(int(g.sum()) / int(m.sum()), 6) if m.any() else None
     return out
 
 
