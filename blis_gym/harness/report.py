@@ -141,6 +141,8 @@ def plots(out: Path, table, results: list[dict], summary: dict) -> list[str]:
                 err[1].append(m["ci95"][1] - m["mean"])
             ax.errorbar(xs, ms, yerr=err, fmt="o", ms=3, capsize=2, label=_short(p))
         ax.set_title(k)
+        if k.endswith("_ms"):
+            ax.set_yscale("log")                 # latencies of good and bad policies differ by 100x
         ax.set_xticks(range(len(scenarios)), scenarios, rotation=30, ha="right")
     _legend(axes[0])
     fig.suptitle(f"{summary['env_id']}: mean over seeds, 95% CI")
