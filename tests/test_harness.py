@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import blis_gym  # noqa: F401
+from blis_gym.envs.config import load_spec
 from blis_gym.errors import ConfigError
 from blis_gym.harness import stats
 from blis_gym.harness.evaluate import Job, evaluate, parse_seeds, play
@@ -83,14 +84,13 @@ def test_common_random_numbers_every_policy_sees_the_same_arrivals():
 def test_a_heuristic_plays_exactly_the_builtin_simulation():
     # round robin through the environment = the scenario run with round robin and no agent
     from blis_gym.envs import episode_kpi
-    from blis_gym.envs.config import load_spec, merge_config
-    from blis_gym.envs.config import load_scenario_for
+    from blis_gym.envs.config import load_scenario_for, merge_config
+    from blis_gym.scenario import build
     from blis_gym.sim.simulation import Simulation
     row = play(_jobs(["round-robin"], [1000], {"horizon_s": 3})[0])["row"]
     cfg = parse_policy("round-robin", "router").env_config(
         merge_config(load_spec("router")["config"], {"horizon_s": 3}))
     scenario, base, _ = load_scenario_for(cfg)
-    from blis_gym.scenario import build
     sim = Simulation(build(scenario.model_copy(update={"seed": 1000}), base_dir=base))
     summary = sim.run()
     assert row["ttft_p90_ms"] == summary["ttft_p90_ms"] and row["e2e_mean_ms"] == summary["e2e_mean_ms"]
@@ -98,8 +98,7 @@ def test_a_heuristic_plays_exactly_the_builtin_simulation():
 
 
 def test_the_autoscaler_heuristic_plays_unclipped():
-    cfg = parse_policy("wva", "autoscaler").env_config(
-        __import__("blis_gym.envs.config", fromlist=["x"]).load_spec("autoscaler")["config"])
+    cfg = parse_policy("wva", "autoscaler").env_config(load_spec("autoscaler")["config"])
     assert cfg["scale_step"] == 10 and cfg["info_default_action"]
     assert cfg["scenario_overrides"]["pools"][0]["autoscaler"]["policy"] == "wva"
 
@@ -118,7 +117,7 @@ def test_results_are_identical_whatever_the_worker_count(tmp_path):
     one, two = ((tmp_path / w / "results.csv").read_bytes() for w in ("1", "2"))
     assert one == two and one.count(b"\n") == 7
     s = json.loads((tmp_path / "1" / "summary.json").read_text())
-    assert s["common_random_numbers"] is True
+    assert s["same_arrivals"] is True
     assert len(s["policies"]["round-robin"]["short"]["return"]["ci95"]) == 2
     d = s["paired"]["round-robin"]["short"]["return"]
     assert set(d) >= {"diff_mean", "ci95", "win_rate"} and 0 <= d["win_rate"] <= 1
@@ -209,3 +208,15 @@ def test_ray_backend_gives_the_same_results(tmp_path):
     local = [r["row"] for r in evaluate(jobs, workers=1, quiet=True)]
     ray = [r["row"] for r in evaluate(jobs, backend="ray", quiet=True)]
     assert local == ray
+
+
+def least_waiting(obs, info, env):
+    """A user's router (docs/training-and-evaluation.md): the valid pod with the fewest waiting."""
+    u = env.unwrapped
+    waiting = np.where(u.action_masks(), obs[4:11 * u.max_pods:11], np.inf)
+    return int(np.argmin(waiting))
+
+
+def test_a_users_module_function_plays():
+    row = play(_jobs(["tests.test_harness:least_waiting"], [1000], {"horizon_s": 2})[0])["row"]
+    assert row["steps"] > 20

@@ -30,7 +30,7 @@ def write_all(out: Path, results: list[dict], *, env_id: str, policies: list[str
     table.to_csv(out / "results.csv", index=False, lineterminator="\n")
     summary = summarize(table, env_id=env_id, policies=policies, baseline=baseline, scenarios=scenarios,
                         seeds=seeds)
-    summary["common_random_numbers"] = _same_arrivals(results)
+    summary["same_arrivals"] = _same_arrivals(results)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "report.md").write_text(markdown(summary))
     return ["results.csv", "summary.json", "report.md", *plots(out, table, results, summary)]
@@ -89,8 +89,11 @@ def markdown(summary: dict) -> str:
              f"Seeds {summary['seeds'][0]}-{summary['seeds'][1]} ({summary['n_seeds']} per policy and scenario, "
              f"the same for every policy); baseline `{base}`. Intervals are 95%: {summary['method']['ci95']} for "
              f"means; {summary['method']['paired']}.", ""]
-    if not summary.get("common_random_numbers", True):
-        lines += ["**Warning**: the policies did not all see the same arrivals on some seeds.", ""]
+    if not summary["same_arrivals"]:
+        lines += ["Note: on some seeds the policies did not see identical arrival times. This is expected "
+                  "when the workload has multi-turn sessions (a follow-up turn arrives a think time after "
+                  "the previous answer, so it depends on the policy) or when episodes are cut at different "
+                  "moments; the random draws themselves are common to every policy.", ""]
     for s in summary["scenarios"]:
         lines += [f"## Scenario `{s}`", "", "| policy | " + " | ".join(HEADLINE) + " |",
                   "|---|" + "---|" * len(HEADLINE)]
