@@ -163,7 +163,7 @@ def _cli(*args):
 
 @pytest.mark.parametrize("args, message", [
     (["blis_gym/Router-v9", "--policy", "random"], "unknown environment 'blis_gym/Router-v9'"),
-    ([ROUTER, "--policy", "fastest"], "unknown policy 'fastest' for the router slot; allowed: random, round-robin"),
+    ([ROUTER, "--policy", "fastest"], "unknown policy 'fastest' for the router slot; allowed: random, default, least-loaded"),
     ([ROUTER, "--policy", "random", "--seeds", "10-1"], "--seeds"),
     (["blis_gym/Admission-v0", "--policy", "probabilistic", "--policy", str(SHIPPED)], "(a checkpoint for another"),
 ])

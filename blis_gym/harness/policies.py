@@ -28,23 +28,18 @@ from ..errors import ConfigError, read_yaml
 ALGOS = ("maskableppo", "ppo", "a2c", "dqn")
 RANDOM = "random"
 ALIASES = {"router": {"llm-d-default": "default"}}
+# registered names that are not complete policies: a weighted router needs its scorers; an
+# external autoscaler is an agent's slot
+NOT_HEURISTICS = ("weighted", "external")
 
 
 def heuristic_names(slot: str) -> list[str]:
-    """The built-in policies a scenario can name for `slot` (those that decide by themselves)."""
-    if slot == "router":
-        from ..policies.routing import ROUTING_POLICIES
-        return [n for n in ROUTING_POLICIES if n != "weighted"]      # weighted needs its scorers
-    if slot == "admission":
-        from ..policies.admission import ADMISSION_POLICIES
-        return list(ADMISSION_POLICIES)
-    if slot == "pd":
-        from ..policies.pd import PD_DECIDERS
-        return list(PD_DECIDERS)
-    if slot == "autoscaler":
-        from ..policies.autoscaling import AUTOSCALERS
-        return [n for n in AUTOSCALERS if n != "external"]           # external: an agent's slot
-    raise ConfigError("slot", f"unknown slot {slot!r}")
+    """The registered policies a scenario can name for `slot` that decide by themselves (new
+    ones registered in `blis_gym.policies.registry` appear here too)."""
+    from ..policies import registry
+    if slot not in ("router", "admission", "pd", "autoscaler"):
+        raise ConfigError("slot", f"unknown slot {slot!r}")
+    return [n for n in registry.names(slot) if n not in NOT_HEURISTICS]
 
 
 def policy_names(slot: str) -> list[str]:

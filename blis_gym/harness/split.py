@@ -117,7 +117,7 @@ def spec_split(env_id: str) -> Split:
 
 def spec_name(env_id: str) -> str:
     """The spec file name of a registered environment id, or a ConfigError listing the ids."""
-    from ..envs import REGISTERED
+    from ..envs.registration import REGISTERED      # importing it registers the bundled ids
     if env_id not in REGISTERED:
         raise ConfigError("ENV_ID", f"unknown environment {env_id!r}; known: {', '.join(sorted(REGISTERED))}")
     return REGISTERED[env_id]
