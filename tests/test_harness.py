@@ -220,3 +220,9 @@ def least_waiting(obs, info, env):
 def test_a_users_module_function_plays():
     row = play(_jobs(["tests.test_harness:least_waiting"], [1000], {"horizon_s": 2})[0])["row"]
     assert row["steps"] > 20
+
+
+def test_an_error_in_a_worker_process_is_the_same_one_line_error():
+    import pickle
+    e = pickle.loads(pickle.dumps(ConfigError("--policy", "bad")))
+    assert (e.field, e.message, str(e)) == ("--policy", "bad", "--policy: bad")
