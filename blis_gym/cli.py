@@ -440,9 +440,14 @@ def fetch_data(dest: Path, mirror: str | None, quiet: bool) -> None:
         Console().print(f"{len(files)} files of {REPO}@{COMMIT[:8]} in {dest}/ (sha256 checked)", highlight=False)
 
 
+# ---- commands defined elsewhere (their modules import only click at the top) ---------------------
+from .harness.cli import eval_command, train_command  # noqa: E402
 from .sweep.cli import sweep  # noqa: E402  (the command imports its heavy parts when run)
 
 main.add_command(sweep)
+main.add_command(eval_command)
+main.add_command(train_command)
+
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -11,6 +11,11 @@ class ConfigError(ValueError):
         self.field = field
         self.message = message
 
+    def __reduce__(self):
+        # picklable with both fields: an error raised in a worker process (blis_gym.parallel)
+        # reaches the parent as itself, and the CLI prints its one line
+        return type(self), (self.field, self.message)
+
 
 class _Loader(yaml.SafeLoader):
     """SafeLoader that refuses what would otherwise be silently wrong or end in a traceback:

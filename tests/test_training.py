@@ -1,11 +1,10 @@
-"""Training: MaskablePPO on blis_gym/Router-v0 (the recipe in agents/train_router.py).
+"""Training: MaskablePPO with the per-pod network on blis_gym/Router-v0 (agents/router.yaml).
 
-The slow test trains for a few thousand steps and evaluates against llm-d's default profile on
-the same seed; the fast one loads the shipped checkpoint (if present) and plays a short episode
-(30 simulated seconds, so that some requests complete and TTFT is defined)."""
+The slow test trains the router recipe for a few thousand steps through `blis-gym train`'s
+code and evaluates the result against llm-d's default profile on the same seed; the shipped
+checkpoint is exercised by tests/test_harness.py."""
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 
@@ -14,46 +13,21 @@ import pytest
 pytest.importorskip("sb3_contrib")
 
 AGENTS = Path(__file__).resolve().parent.parent / "agents"
-CHECKPOINT = AGENTS / "router_maskableppo.zip"
-
-
-def _recipe():
-    spec = importlib.util.spec_from_file_location("train_router", AGENTS / "train_router.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def _finite(row: dict) -> bool:
-    return all(math.isfinite(row[k]) for k in ("ttft_mean_ms", "goodput_rps", "return"))
 
 
 @pytest.mark.slow
-def test_maskable_ppo_learns_and_evaluates_with_finite_kpis(tmp_path):
-    r = _recipe()
-    model = r.train(timesteps=3072, train_horizon=15.0, n_envs=2, seed=0)
-    assert model.num_timesteps >= 3072
-    path = tmp_path / "router.zip"
-    model.save(path)
-    assert path.stat().st_size < 2 * 1024 * 1024
-    # a longer horizon than training, so that requests complete whatever the policy (TTFT defined)
-    res = r.evaluate({"maskableppo": lambda: r.make_model_policy(model), "llm-d-default": lambda: r.llmd_default},
-                     seeds=[1000], config={"horizon_s": 20})
-    for name, row in res.items():
-        assert _finite(row), (name, row)
-        assert row["episodes"][0]["steps"] > 100
-    assert res["llm-d-default"]["goodput_rps"] > 0
-
-
-@pytest.mark.skipif(not CHECKPOINT.is_file(), reason="no shipped checkpoint (run agents/train_router.py)")
-def test_shipped_checkpoint_loads_and_plays_a_short_episode():
-    from sb3_contrib import MaskablePPO
-    r = _recipe()
-    assert CHECKPOINT.stat().st_size < 2 * 1024 * 1024
-    model = MaskablePPO.load(CHECKPOINT, device="cpu")
-    res = r.evaluate({"maskableppo": lambda: r.make_model_policy(model)}, seeds=[1000], config={"horizon_s": 30})
-    row = res["maskableppo"]
-    assert _finite(row) and row["episodes"][0]["steps"] > 100
+def test_router_recipe_learns_briefly_and_evaluates_with_finite_kpis(tmp_path):
+    from blis_gym.harness.evaluate import Job, play
+    from blis_gym.harness.train import load_recipe, train
+    recipe = load_recipe(AGENTS / "router.yaml", steps=3072, n_envs=2)
+    recipe = recipe.model_copy(update={"env_config": {"horizon_s": 15.0}, "eval_freq": 2048,
+                                       "validation_seeds": (5000, 5000), "vec_env": "dummy"})
+    res = train(recipe, tmp_path, quiet=True)
+    assert res["best_validation_return"] is not None
+    assert (tmp_path / "model.zip").stat().st_size < 2 * 1024 * 1024
+    for policy in (str(tmp_path / "model.zip"), "llm-d-default"):
+        row = play(Job("blis_gym/Router-v0", "router", policy, "short", {"horizon_s": 20}, 1000))["row"]
+        assert row["steps"] > 100 and all(math.isfinite(row[k]) for k in ("ttft_mean_ms", "goodput_rps", "return"))
 
 
 def test_pod_policy_is_permutation_equivariant():

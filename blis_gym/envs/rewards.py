@@ -107,16 +107,16 @@ class SloReward:
         return r
 
 
-def episode_kpi(sim, reward_cfg: dict) -> float:
-    """The reward formula evaluated on the run's per-request records (`sim.metrics.arrays()`)
-    and its final cost: what the episode return of an environment with this reward equals."""
+def within_targets(sim, reward_cfg: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per SLO class of the run's per-request records (`sim.metrics.arrays()`): (the class's
+    records, those completed within the class's targets), as the reward counts them."""
     a = sim.metrics.arrays()
     names = sim.metrics.strings.names
     rw = SloReward(reward_cfg, sim)
-    total = 0.0
     cls = np.array([names[c] for c in a["cls"].tolist()], dtype=object)
+    out = {}
     for c in sorted(set(cls.tolist())):
-        w, ttft, itl, e2e, pen = rw._class(c)
+        _, ttft, itl, e2e, _ = rw._class(c)
         m = cls == c
         good = m & (a["state"] == State.COMPLETED)
         if ttft is not None:
@@ -125,6 +125,18 @@ def episode_kpi(sim, reward_cfg: dict) -> float:
             good &= a["e2e"] <= e2e
         if itl is not None:
             good &= a["decode"] / np.maximum(a["out"] - 1, 1) <= itl
+        out[c] = (m, good)
+    return out
+
+
+def episode_kpi(sim, reward_cfg: dict) -> float:
+    """The reward formula evaluated on the run's per-request records (`sim.metrics.arrays()`)
+    and its final cost: what the episode return of an environment with this reward equals."""
+    a = sim.metrics.arrays()
+    rw = SloReward(reward_cfg, sim)
+    total = 0.0
+    for c, (m, good) in within_targets(sim, reward_cfg).items():
+        w, _, _, _, pen = rw._class(c)
         total += w * int(good.sum())
         if pen and (sim.cfg.workload.priority(c) >= 0 or rw.penalize_sheddable):
             bad = m & ((a["state"] == State.REJECTED) | (a["state"] == State.TIMED_OUT))

@@ -20,7 +20,8 @@ episode's horizon and so differs between short training episodes and full evalua
 are zeroed before they reach either network.
 
 `PodPolicy` is a `MaskableActorCriticPolicy`: use `MaskablePPO(PodPolicy, env,
-policy_kwargs=pod_policy_kwargs(env))`; `agents/train_router.py` is the full recipe.
+policy_kwargs=pod_policy_kwargs(env))`; `agents/router.yaml` is the full recipe
+(`blis-gym train --config agents/router.yaml`).
 """
 from __future__ import annotations
 

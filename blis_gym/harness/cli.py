@@ -1,0 +1,113 @@
+"""`blis-gym eval` and `blis-gym train` (registered in blis_gym/cli.py).
+
+Only click is imported here: gymnasium, torch, SB3, pandas and matplotlib load inside the
+commands, so `blis-gym --help` stays fast.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+
+def _fail(message: str) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    sys.exit(2)
+
+
+@click.command("eval")
+@click.argument("env_id")
+@click.option("--policy", "policies", multiple=True, required=True,
+              help="A heuristic of the slot by name, 'random', a checkpoint .zip, or module:function (repeat).")
+@click.option("--baseline", default=None, help="The policy every other is paired with (default: the first).")
+@click.option("--seeds", default=None, help="FIRST-LAST (inclusive) or one seed (default: the spec's eval seeds).")
+@click.option("--scenario", "scenarios", multiple=True,
+              help="A bundled scenario name or a YAML file (repeat; default: the spec's held-out eval scenarios).")
+@click.option("--workers", type=int, default=None, help="Parallel episodes (default: the machine's cores).")
+@click.option("--backend", default="process", show_default=True, help="process, or ray (the ray extra).")
+@click.option("--address", default=None, help="Ray cluster address (default: a local Ray instance).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for results.csv, summary.json, report.md and the plots.")
+@click.option("--quiet", is_flag=True, help="No progress bar and no table.")
+def eval_command(env_id, policies, baseline, seeds, scenarios, workers, backend, address, out_dir, quiet):
+    """Evaluate policies on ENV_ID (e.g. blis_gym/Router-v0) on the same seeds (common random
+    numbers), paired against --baseline, with 95% confidence intervals."""
+    from ..errors import ConfigError
+    try:
+        import blis_gym.envs  # noqa: F401  (registers the ids)
+        from .evaluate import evaluate, parse_seeds, plan
+        from .report import write_all
+        policies = list(policies)
+        baseline = baseline or policies[0]
+        if baseline not in policies:
+            raise ConfigError("--baseline", f"must be one of the --policy values ({', '.join(policies)}), "
+                              f"got {baseline!r}")
+        seed_list = parse_seeds(seeds) if seeds is not None else None
+        jobs, labels, seed_list = plan(env_id, policies, seed_list, list(scenarios) or None)
+        results = evaluate(jobs, workers=workers, backend=backend, address=address, quiet=quiet)
+        written = write_all(out_dir, results, env_id=env_id, policies=policies, baseline=baseline,
+                            scenarios=labels, seeds=seed_list)
+    except ConfigError as e:
+        _fail(str(e))
+    except OSError as e:
+        _fail(f"--out: cannot write {out_dir}: {e.strerror}")
+    if not quiet:
+        _print_table(out_dir, policies, baseline, labels)
+        click.echo(f"wrote {out_dir}/: {', '.join(written)}")
+
+
+def _print_table(out_dir: Path, policies, baseline, labels) -> None:
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+    s = json.loads((out_dir / "summary.json").read_text())
+    t = Table(title=f"return: mean [95% CI]; paired difference against {baseline} [95% CI], win rate")
+    for col in ("scenario", "policy", "return", "difference", "wins"):
+        t.add_column(col)
+    for sc in labels:
+        for p in policies:
+            m = s["policies"][p][sc]["return"]
+            d = s["paired"].get(p, {}).get(sc, {}).get("return")
+            diff = wins = ""
+            if d is not None and d["diff_mean"] is not None:
+                diff = f"{d['diff_mean']:+.1f} [{d['ci95'][0]:+.1f}, {d['ci95'][1]:+.1f}]"
+                wins = f"{d['win_rate']:.0%}"
+            t.add_row(sc, p, f"{m['mean']:.1f} [{m['ci95'][0]:.1f}, {m['ci95'][1]:.1f}]", diff, wins)
+    Console().print(t)
+
+
+@click.command("train")
+@click.argument("env_id", required=False)
+@click.option("--algo", type=click.Choice(["maskableppo", "ppo", "a2c", "dqn"]), default=None,
+              help="The algorithm (required unless --config gives it).")
+@click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A recipe YAML (agents/<slot>.yaml, or a DIR/train.yaml to train it again).")
+@click.option("--steps", type=int, default=None, help="Environment steps to train for.")
+@click.option("--seed", type=int, default=None, help="Training seed (default 0).")
+@click.option("--n-envs", type=int, default=None, help="Environment copies (subprocess workers; default 4).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for model.zip, train.yaml, progress.csv and the learning curve.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train_command(env_id, algo, config, steps, seed, n_envs, out_dir, quiet):
+    """Train a policy for ENV_ID with SB3 / sb3-contrib, keeping the checkpoint that does best on
+    the spec's held-out validation seeds."""
+    from ..errors import ConfigError
+    try:
+        if config is not None and not config.is_file():
+            raise ConfigError("--config", f"no recipe file {str(config)!r}")
+        import blis_gym.envs  # noqa: F401
+        from .train import load_recipe, train
+        recipe = load_recipe(config, env_id=env_id, algo=algo, steps=steps, seed=seed, n_envs=n_envs)
+        result = train(recipe, out_dir, quiet=quiet)
+    except ConfigError as e:
+        _fail(str(e))
+    except OSError as e:
+        _fail(f"--out: cannot write {out_dir}: {e.strerror}")
+    if not quiet:
+        best = result["best_validation_return"]
+        click.echo(f"best validation return: {'-' if best is None else f'{best:.1f}'}")
+        click.echo(f"wrote {out_dir}/: {', '.join(result['written'])}")

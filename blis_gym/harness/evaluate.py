@@ -1,0 +1,157 @@
+"""Evaluation: every policy × scenario × seed as one episode, in parallel, paired by seed.
+
+Each episode is an independent job (`play`) run through `blis_gym.parallel.run_jobs`; results
+are ordered by (policy, scenario, seed) in the order given, so `results.csv` is byte-identical
+whatever the number of workers or the backend. Every policy plays the same seeds of the same
+scenarios, so each sees the same arrivals (common random numbers).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import ConfigError
+from .policies import parse_policy
+from .split import SplitScenario, spec_name, spec_split
+
+# KPI columns of results.csv (besides the per-class ones): name -> higher is better
+KPIS: dict[str, bool] = {
+    "return": True, "goodput_rps": True, "slo_attainment": True,
+    "ttft_mean_ms": False, "ttft_p90_ms": False, "ttft_p99_ms": False,
+    "itl_mean_ms": False, "itl_p90_ms": False, "itl_p99_ms": False,
+    "e2e_mean_ms": False, "e2e_p90_ms": False, "e2e_p99_ms": False,
+    "rejected_requests": False, "timed_out_requests": False, "dropped_requests": False,
+    "gpu_hours": False, "dollars": False,
+}
+
+
+def higher_is_better(kpi: str) -> bool:
+    return KPIS[kpi.rsplit(".", 1)[-1]]
+
+
+@dataclass(frozen=True)
+class Job:
+    env_id: str
+    slot: str
+    policy: str            # the --policy text (parsed again in the worker)
+    scenario: str          # its label
+    config: dict           # env config overrides of the scenario
+    seed: int
+
+
+def parse_seeds(text: str) -> list[int]:
+    """`A-B` (inclusive) or a single seed `N`; a ConfigError otherwise."""
+    first, sep, last = str(text).strip().partition("-")
+    try:
+        lo, hi = int(first), int(last) if sep else int(first)
+    except ValueError:
+        raise ConfigError("--seeds", f"must be a range FIRST-LAST of non-negative integers (e.g. 1000-1019) "
+                          f"or one seed, got {text!r}") from None
+    if lo < 0 or hi < lo:
+        raise ConfigError("--seeds", f"must be a range FIRST-LAST with 0 <= FIRST <= LAST, got {text!r}")
+    return list(range(lo, hi + 1))
+
+
+def plan(env_id: str, policies: list[str], seeds: list[int] | None = None,
+         scenarios: list[str] | None = None) -> tuple[list[Job], list[str], list[int]]:
+    """The jobs of an evaluation (and the scenario labels and seeds), every input checked first:
+    policies by name, checkpoints against each scenario's spaces."""
+    import gymnasium as gym
+
+    from ..envs.config import load_spec, merge_config
+    spec = load_spec(spec_name(env_id))
+    slot = spec["slot"]
+    if scenarios:
+        entries = [SplitScenario(name=_label(s), scenario=s) for s in scenarios]
+        labels = [e.name for e in entries]
+        if len(set(labels)) != len(labels):
+            raise ConfigError("--scenario", f"two scenarios share a name: {', '.join(labels)}")
+    if not scenarios or seeds is None:
+        split = spec_split(env_id)
+        entries = entries if scenarios else split.eval.scenarios
+        seeds = seeds if seeds is not None else split.eval.seed_list
+    parsed = [parse_policy(p, slot) for p in policies]
+    if len(set(policies)) != len(policies):
+        raise ConfigError("--policy", "a policy is given twice")
+    jobs = []
+    for entry in entries:
+        cfg = merge_config(spec["config"], entry.env_config(spec["config"]))
+        env = gym.make(env_id, config=cfg)          # validates the scenario, gives the spaces
+        for p in parsed:
+            p.check(env)
+        env.close()
+    for p in parsed:
+        for entry in entries:
+            cfg = entry.env_config(spec["config"])
+            jobs += [Job(env_id, slot, p.text, entry.name, cfg, s) for s in seeds]
+    return jobs, [e.name for e in entries], seeds
+
+
+def _label(scenario: str) -> str:
+    from pathlib import Path
+    return Path(scenario).stem if scenario.endswith((".yaml", ".yml")) else scenario
+
+
+def play(job: Job) -> dict:
+    """One episode: the row of results.csv, the completed requests' TTFT and E2E (ms) for the
+    CDFs, and a digest of the arrivals (same seed, same digest, whatever the policy)."""
+    import gymnasium as gym
+
+    import blis_gym  # noqa: F401  (registers the ids in a fresh worker)
+    from ..envs.config import load_spec, merge_config
+    policy = parse_policy(job.policy, job.slot)
+    spec = load_spec(spec_name(job.env_id))
+    env = gym.make(job.env_id, config=policy.env_config(merge_config(spec["config"], job.config)))
+    act = policy.actor(env, job.seed)
+    obs, info = env.reset(seed=job.seed)
+    ret, steps = 0.0, 0
+    while True:
+        obs, reward, terminated, truncated, info = env.step(act(obs, info))
+        ret += float(reward)
+        steps += 1
+        if terminated or truncated:
+            break
+    u = env.unwrapped
+    row = {"policy": job.policy, "scenario": job.scenario, "seed": job.seed, "steps": steps,
+           "end_reason": info["end_reason"], **kpis(info["summary"], ret, u.sim, u.config["reward"])}
+    a = u.sim.metrics.arrays()
+    env.close()
+    done = a["e2e"] >= 0
+    order = np.argsort(a["id"], kind="stable")
+    digest = hashlib.sha256(np.stack([a["id"][order], a["arrival"][order], a["inp"][order]]).tobytes())
+    return {"row": row, "ttft_ms": (a["ttft"][done] / 1000.0).astype(np.float32),
+            "e2e_ms": (a["e2e"][done] / 1000.0).astype(np.float32), "arrivals": digest.hexdigest()}
+
+
+def kpis(summary: dict, episode_return: float, sim, reward_cfg: dict) -> dict:
+    """The KPI columns of one episode (None where undefined). Goodput and SLO attainment use
+    the environment's targets (its reward's: the same SLO the return counts), overall and per
+    class; the rest comes from the run's summary."""
+    from ..envs.rewards import within_targets
+    cost = summary.get("cost") or {}
+    dur = summary["duration_s"]
+    per_class = within_targets(sim, reward_cfg)
+    n_good = sum(int(g.sum()) for _, g in per_class.values())
+    n_all = sum(int(m.sum()) for m, _ in per_class.values())
+    out = {"return": episode_return, "goodput_rps": round(n_good / dur, 6) if dur else None,
+           "slo_attainment": round(n_good / n_all, 6) if n_all else None}
+    for k in KPIS:
+        if k not in out:
+            out[k] = cost.get(k, 0.0) if k in ("gpu_hours", "dollars") else summary.get(k)
+    for cls, (m, g) in per_class.items():
+        out[f"{cls}.goodput_rps"] = round(int(g.sum()) / dur, 6) if dur else None
+        out[f"{cls}.slo_attainment"] = round(int(g.sum()) / int(m.sum()), 6) if m.any() else None
+    return out
+
+
+def evaluate(jobs: list[Job], *, workers: int | None = None, backend: str = "process",
+             address: str | None = None, quiet: bool = False) -> list[dict]:
+    """Every job's `play` result, in the jobs' order."""
+    from ..parallel import run_jobs
+    results: list = [None] * len(jobs)
+    for i, res in run_jobs(play, jobs, workers=workers, backend=backend, address=address,
+                           label="episodes", quiet=quiet):
+        results[i] = res
+    return results

@@ -1,0 +1,227 @@
+"""Policies that play an environment slot, by a short text spec (`blis-gym eval --policy P`).
+
+- a built-in heuristic of the slot by its scenario name (`heuristic_names(slot)`; the router's
+  default profile also answers to `llm-d-default`): the environment is made with that slot's
+  built-in set to it (`scenario_overrides`) and plays what the built-in would choose
+  (`info["default_action"]`, which consumes the built-in's own random draws), so the episode
+  is the built-in simulation's, with the same rewards as any other policy;
+- `random`: uniform over the valid actions (`action_masks()`), seeded by the episode's seed;
+- a saved SB3 checkpoint (`*.zip`) whose algorithm is recorded beside it: `<name>.yaml` next
+  to the zip or the `train.yaml` that `blis-gym train` writes in the same folder (key `algo`);
+- `module:function`: a user's `f(obs, info, env) -> action`.
+
+Every policy plays through the same Gymnasium environment on the same seeds, so each sees the
+same arrivals (common random numbers) and differences are the policies'.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError, read_yaml
+
+ALGOS = ("maskableppo", "ppo", "a2c", "dqn")
+RANDOM = "random"
+ALIASES = {"router": {"llm-d-default": "default"}}
+# registered names that are not complete policies: a weighted router needs its scorers; an
+# external autoscaler is an agent's slot
+NOT_HEURISTICS = ("weighted", "external")
+
+
+def heuristic_names(slot: str) -> list[str]:
+    """The registered policies a scenario can name for `slot` that decide by themselves (new
+    ones registered in `blis_gym.policies.registry` appear here too)."""
+    from ..policies import registry
+    if slot not in ("router", "admission", "pd", "autoscaler"):
+        raise ConfigError("slot", f"unknown slot {slot!r}")
+    return [n for n in registry.names(slot) if n not in NOT_HEURISTICS]
+
+
+def policy_names(slot: str) -> list[str]:
+    """Every name `--policy` takes for `slot` (besides checkpoints and module:function)."""
+    names = [RANDOM, *heuristic_names(slot), *ALIASES.get(slot, {})]
+    return list(dict.fromkeys(names))
+
+
+Actor = Callable[[np.ndarray, dict], int]
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A parsed policy spec; `text` is its label in results."""
+    text: str
+    slot: str
+
+    def env_config(self, cfg: dict) -> dict:
+        """The environment config (full, as the spec merged with the scenario's) to play in."""
+        return cfg
+
+    def check(self, env) -> None:
+        """Raise ConfigError if the policy cannot play `env` (e.g. a checkpoint's shapes)."""
+
+    def actor(self, env, seed: int) -> Actor:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Heuristic(Policy):
+    name: str = ""
+
+    def env_config(self, cfg: dict) -> dict:
+        from ..envs.config import merge_data, scenario_data
+        over = {"router": {"router": {"policy": self.name, "scorers": None, "picker": None}},
+                "admission": {"gateway": {"admission": self.name}},
+                "pd": {"pd": {"decider": self.name}}}.get(self.slot)
+        cfg = {**cfg, "info_default_action": True}
+        if self.slot == "autoscaler":
+            # every autoscaled pool gets this policy; the env's step clips the built-in's change to
+            # +-scale_step, so widen it to the largest pool: the heuristic plays unclipped
+            data, _ = scenario_data(cfg)
+            pools = [dict(p) for p in data.get("pools") or []]
+            for p in pools:
+                if p.get("autoscaler"):
+                    p["autoscaler"] = {**p["autoscaler"], "policy": self.name}
+            over = {"pools": pools}
+            cfg["scale_step"] = max([int(p.get("max_instances") or p.get("instances") or 1) for p in pools] + [1])
+        cfg["scenario_overrides"] = merge_data(cfg.get("scenario_overrides") or {}, over)
+        return cfg
+
+    def actor(self, env, seed: int) -> Actor:
+        return lambda obs, info: info["default_action"]
+
+
+@dataclass(frozen=True)
+class Random(Policy):
+    def actor(self, env, seed: int) -> Actor:
+        rng = np.random.default_rng(seed)
+        u = env.unwrapped
+        return lambda obs, info: int(rng.choice(np.flatnonzero(u.action_masks())))
+
+
+@dataclass(frozen=True)
+class Checkpoint(Policy):
+    path: str = ""
+    algo: str = ""
+
+    def check(self, env) -> None:
+        _fitted(self.path, self.algo, env.observation_space, env.action_space, self.text)
+
+    def actor(self, env, seed: int) -> Actor:
+        net = _fitted(self.path, self.algo, env.observation_space, env.action_space, self.text)
+        u = env.unwrapped
+        if self.algo == "maskableppo":
+            return lambda obs, info: int(net.predict(obs, deterministic=True, action_masks=u.action_masks())[0])
+        return lambda obs, info: int(net.predict(obs, deterministic=True)[0])
+
+
+@dataclass(frozen=True)
+class UserFunction(Policy):
+    def actor(self, env, seed: int) -> Actor:
+        fn = _user_function(self.text)
+        return lambda obs, info: fn(obs, info, env)
+
+
+def parse_policy(text: str, slot: str) -> Policy:
+    """The policy a `--policy` text names for `slot`, or a one-line ConfigError."""
+    if not isinstance(text, str) or not text:
+        raise ConfigError("--policy", "must be a policy name, a checkpoint .zip or module:function")
+    if text == RANDOM:
+        return Random(text, slot)
+    name = ALIASES.get(slot, {}).get(text, text)
+    if name in heuristic_names(slot):
+        return Heuristic(text, slot, name)
+    if text.endswith(".zip"):
+        return Checkpoint(text, slot, text, checkpoint_algo(Path(text)))
+    if ":" in text:
+        _user_function(text)
+        return UserFunction(text, slot)
+    raise ConfigError("--policy", f"unknown policy {text!r} for the {slot} slot; allowed: "
+                      f"{', '.join(policy_names(slot))}, a checkpoint .zip, or module:function")
+
+
+def checkpoint_algo(path: Path) -> str:
+    """The algorithm recorded beside a checkpoint (`<name>.yaml`, else the folder's train.yaml)."""
+    if not path.is_file():
+        raise ConfigError("--policy", f"no checkpoint file {str(path)!r}")
+    for side in (path.with_suffix(".yaml"), path.parent / "train.yaml"):
+        if side.is_file():
+            data = read_yaml(side, "--policy", mapping=True)
+            algo = data.get("algo")
+            if algo not in ALGOS:
+                raise ConfigError("--policy", f"{side}: algo must be one of {', '.join(ALGOS)}, got {algo!r}")
+            return algo
+    raise ConfigError("--policy", f"{path}: no {path.with_suffix('.yaml').name} or train.yaml beside it "
+                      f"recording its algorithm (algo: {' | '.join(ALGOS)})")
+
+
+def _user_function(text: str):
+    mod, _, attr = text.rpartition(":")
+    try:
+        fn = getattr(importlib.import_module(mod), attr)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise ConfigError("--policy", f"cannot import {text!r} ({e}); give module:function with the module "
+                          f"on the Python path") from None
+    if not callable(fn):
+        raise ConfigError("--policy", f"{text!r} is not callable; expected f(obs, info, env) -> action")
+    return fn
+
+
+@functools.lru_cache(maxsize=8)
+def load_model(path: str, algo: str):
+    """The SB3 model of a checkpoint (cached per process: every episode of a worker reuses it)."""
+    import torch
+    torch.set_num_threads(1)
+    if algo == "maskableppo":
+        from sb3_contrib import MaskablePPO as cls
+    else:
+        import stable_baselines3
+        cls = getattr(stable_baselines3, algo.upper())
+    try:
+        return cls.load(path, device="cpu")
+    except Exception as e:           # a corrupt or foreign zip: one line, not a traceback
+        raise ConfigError("--policy", f"{path}: cannot load it as a {algo} checkpoint ({type(e).__name__}: {e})") \
+            from None
+
+
+def _fitted(path: str, algo: str, obs_space, act_space, label: str):
+    """The checkpoint's policy network for this environment's spaces. A per-pod `PodPolicy`
+    (router) scores each pod with one shared network, so it is rebuilt for another number of
+    pods; any other policy must match the shapes it was trained on."""
+    model = load_model(path, algo)
+    net = model.policy
+    same = (model.observation_space.shape == obs_space.shape
+            and getattr(model.action_space, "n", None) == getattr(act_space, "n", None))
+    if same:
+        return net
+    from ..policies.learned import PF, PodPolicy
+    if isinstance(net, PodPolicy):
+        globs = net.pod_args["n_obs"] - net.pod_args["req0"]
+        pods, rest = divmod(int(obs_space.shape[0]) - globs, PF)
+        if rest == 0 and pods == act_space.n:
+            return _pod_policy_for(path, algo, int(obs_space.shape[0]), int(act_space.n))
+    raise ConfigError("--policy", f"{label}: the checkpoint expects observations of shape "
+                      f"{model.observation_space.shape} and {model.action_space}, the environment gives "
+                      f"{obs_space.shape} and {act_space} (a checkpoint for another environment?)")
+
+
+@functools.lru_cache(maxsize=8)
+def _pod_policy_for(path: str, algo: str, n_obs: int, n_pods: int):
+    from gymnasium import spaces
+
+    from ..policies.learned import PodPolicy
+    net = load_model(path, algo).policy
+    args = net._get_constructor_parameters()
+    globs = net.pod_args["n_obs"] - net.pod_args["req0"]
+    obs_space = spaces.Box(0.0, 1.0, (n_obs,), np.float32)
+    args.update(observation_space=obs_space, action_space=spaces.Discrete(n_pods), max_pods=n_pods,
+                n_obs=n_obs, req0=n_obs - globs, drop=[])        # `drop` lives in the loaded `keep` buffer
+    args["lr_schedule"] = lambda _: 0.0                          # never trained: no optimizer steps
+    new = PodPolicy(**args)
+    new.load_state_dict(net.state_dict())
+    new.set_training_mode(False)
+    return new

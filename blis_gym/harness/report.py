@@ -1,0 +1,206 @@
+"""The files of an evaluation: results.csv, summary.json, report.md and PNG plots.
+
+- `results.csv`: one row per policy × scenario × seed (the episode's return and KPIs);
+- `summary.json`: `policies.<policy>.<scenario>.<kpi>` = {mean, ci95, n} and, against the
+  baseline, `paired.<policy>.<scenario>.<kpi>` = {diff_mean, ci95, win_rate, n, better}
+  (methods in `blis_gym.harness.stats`);
+- `report.md`: the same as tables;
+- `kpis.png` (headline KPIs per policy with their 95% intervals), `cdf_ttft.png` and
+  `cdf_e2e.png` (per policy, all seeds' completed requests), `paired_return.png` (the paired
+  return difference per seed against the baseline).
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from . import stats
+from .evaluate import higher_is_better
+
+HEADLINE = ("return", "goodput_rps", "slo_attainment", "ttft_p90_ms", "e2e_p90_ms", "dollars")
+
+
+def write_all(out: Path, results: list[dict], *, env_id: str, policies: list[str], baseline: str,
+              scenarios: list[str], seeds: list[int]) -> list[str]:
+    """Write every file into `out`; returns their names."""
+    import pandas as pd
+    out.mkdir(parents=True, exist_ok=True)
+    table = pd.DataFrame([r["row"] for r in results])
+    table.to_csv(out / "results.csv", index=False, lineterminator="\n")
+    summary = summarize(table, env_id=env_id, policies=policies, baseline=baseline, scenarios=scenarios,
+                        seeds=seeds)
+    summary["same_arrivals"] = _same_arrivals(results)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "report.md").write_text(markdown(summary))
+    return ["results.csv", "summary.json", "report.md", *plots(out, table, results, summary)]
+
+
+def kpi_columns(table) -> list[str]:
+    skip = {"policy", "scenario", "seed", "steps", "end_reason"}
+    return [c for c in table.columns if c not in skip]
+
+
+def summarize(table, *, env_id, policies, baseline, scenarios, seeds) -> dict:
+    cols = kpi_columns(table)
+    out: dict = {"env_id": env_id, "baseline": baseline, "seeds": [seeds[0], seeds[-1]], "n_seeds": len(seeds),
+                 "scenarios": scenarios, "policies_order": policies,
+                 "method": {"ci95": "Student t over seeds", "paired": "per-seed difference policy - baseline, "
+                            f"percentile bootstrap of its mean ({stats.BOOTSTRAP_SAMPLES} resamples, generator "
+                            f"seed {stats.BOOTSTRAP_SEED}); win_rate: seeds where the policy is better, ties 1/2"},
+                 "policies": {}, "paired": {}}
+    for p in policies:
+        out["policies"][p] = {}
+        for s in scenarios:
+            rows = table[(table.policy == p) & (table.scenario == s)].sort_values("seed")
+            out["policies"][p][s] = {c: stats.mean_ci(_values(rows[c])) for c in cols}
+            if p == baseline:
+                continue
+            base = table[(table.policy == baseline) & (table.scenario == s)].sort_values("seed")
+            out["paired"].setdefault(p, {})[s] = {
+                c: stats.paired(_values(rows[c]), _values(base[c]), higher_is_better(c)) for c in cols}
+    return out
+
+
+def _values(series) -> list:
+    return [None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v) for v in series]
+
+
+def _same_arrivals(results: list[dict]) -> bool:
+    """True if every policy saw the same arrivals on each (scenario, seed)."""
+    seen: dict = {}
+    for r in results:
+        key = (r["row"]["scenario"], r["row"]["seed"])
+        if seen.setdefault(key, r["arrivals"]) != r["arrivals"]:
+            return False
+    return True
+
+
+def _fmt(x) -> str:
+    if x is None:
+        return "–"
+    a = abs(x)
+    return f"{x:,.0f}" if a >= 1000 else f"{x:.1f}" if a >= 10 else f"{x:.3g}"
+
+
+def markdown(summary: dict) -> str:
+    base = summary["baseline"]
+    lines = [f"# Evaluation of {summary['env_id']}", "",
+             f"Seeds {summary['seeds'][0]}-{summary['seeds'][1]} ({summary['n_seeds']} per policy and scenario, "
+             f"the same for every policy); baseline `{base}`. Intervals are 95%: {summary['method']['ci95']} for "
+             f"means; {summary['method']['paired']}.", ""]
+    if not summary["same_arrivals"]:
+        lines += ["Note: on some seeds the policies did not see identical arrival times. This is expected "
+                  "when the workload has multi-turn sessions (a follow-up turn arrives a think time after "
+                  "the previous answer, so it depends on the policy) or when episodes are cut at different "
+                  "moments; the random draws themselves are common to every policy.", ""]
+    for s in summary["scenarios"]:
+        lines += [f"## Scenario `{s}`", "", "| policy | " + " | ".join(HEADLINE) + " |",
+                  "|---|" + "---|" * len(HEADLINE)]
+        for p in summary["policies_order"]:
+            cells = []
+            for k in HEADLINE:
+                m = summary["policies"][p][s].get(k)
+                cells.append("–" if m is None or m["mean"] is None else
+                             f"{_fmt(m['mean'])} [{_fmt(m['ci95'][0])}, {_fmt(m['ci95'][1])}]")
+            lines.append(f"| `{p}` | " + " | ".join(cells) + " |")
+        lines += ["", f"Paired against `{base}` (difference of means [95% CI], win rate):", "",
+                  "| policy | " + " | ".join(HEADLINE) + " |", "|---|" + "---|" * len(HEADLINE)]
+        for p in summary["policies_order"]:
+            if p == base:
+                continue
+            cells = []
+            for k in HEADLINE:
+                d = summary["paired"][p][s].get(k)
+                cells.append("–" if d is None or d["diff_mean"] is None else
+                             f"{_fmt(d['diff_mean'])} [{_fmt(d['ci95'][0])}, {_fmt(d['ci95'][1])}], "
+                             f"{d['win_rate']:.0%}")
+            lines.append(f"| `{p}` | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["Plots: `kpis.png`, `cdf_ttft.png`, `cdf_e2e.png`, `paired_return.png`.", ""]
+    return "\n".join(lines)
+
+
+# ---- plots ---------------------------------------------------------------------------------------
+def plots(out: Path, table, results: list[dict], summary: dict) -> list[str]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    plt.rcParams.update({"font.size": 8, "svg.hashsalt": "blis-gym"})
+    policies, scenarios = summary["policies_order"], summary["scenarios"]
+    written = []
+
+    fig, axes = plt.subplots(1, len(HEADLINE), figsize=(2.6 * len(HEADLINE), 2.8 + 0.15 * len(policies)))
+    for ax, k in zip(axes, HEADLINE):
+        for i, p in enumerate(policies):
+            xs, ms, err = [], [], [[], []]
+            for j, s in enumerate(scenarios):
+                m = summary["policies"][p][s].get(k)
+                if m is None or m["mean"] is None:
+                    continue
+                xs.append(j + (i - (len(policies) - 1) / 2) * 0.8 / max(len(policies), 1))
+                ms.append(m["mean"])
+                err[0].append(m["mean"] - m["ci95"][0])
+                err[1].append(m["ci95"][1] - m["mean"])
+            ax.errorbar(xs, ms, yerr=err, fmt="o", ms=3, capsize=2, label=_short(p))
+        ax.set_title(k)
+        if k.endswith("_ms"):
+            ax.set_yscale("log")                 # latencies of good and bad policies differ by 100x
+        ax.set_xticks(range(len(scenarios)), scenarios, rotation=30, ha="right")
+    _legend(axes[0])
+    fig.suptitle(f"{summary['env_id']}: mean over seeds, 95% CI")
+    written.append(_save(fig, out / "kpis.png"))
+
+    for key, name in (("ttft_ms", "TTFT"), ("e2e_ms", "E2E latency")):
+        fig, axes = plt.subplots(1, len(scenarios), figsize=(3.6 * len(scenarios), 3), squeeze=False)
+        for ax, s in zip(axes[0], scenarios):
+            for p in policies:
+                import numpy as np
+                v = [r[key] for r in results if r["row"]["policy"] == p and r["row"]["scenario"] == s]
+                v = np.sort(np.concatenate(v)) if v else np.zeros(0)
+                if len(v):
+                    ax.plot(v, np.arange(1, len(v) + 1) / len(v), label=_short(p))
+            ax.set_xscale("log")
+            ax.set_xlabel(f"{name} (ms)")
+            ax.set_title(s)
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel("fraction of completed requests")
+        _legend(axes[0][0])
+        written.append(_save(fig, out / f"cdf_{key.split('_')[0]}.png"))
+
+    others = [p for p in policies if p != summary["baseline"]]
+    if others:
+        fig, axes = plt.subplots(1, len(scenarios), figsize=(3.6 * len(scenarios), 3), squeeze=False)
+        for ax, s in zip(axes[0], scenarios):
+            base = table[(table.policy == summary["baseline"]) & (table.scenario == s)].set_index("seed")["return"]
+            for p in others:
+                mine = table[(table.policy == p) & (table.scenario == s)].set_index("seed")["return"]
+                d = (mine - base).dropna()
+                line, = ax.plot(d.index, d.values, "o-", ms=3, label=_short(p))
+                lo, hi = summary["paired"][p][s]["return"]["ci95"]
+                if lo is not None:
+                    ax.axhspan(lo, hi, color=line.get_color(), alpha=0.15)
+            ax.axhline(0, color="black", lw=0.8)
+            ax.set_title(s)
+            ax.set_xlabel("seed")
+        axes[0][0].set_ylabel(f"return − {_short(summary['baseline'])}")
+        _legend(axes[0][0])
+        written.append(_save(fig, out / "paired_return.png"))
+    return written
+
+
+def _legend(ax) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=6)
+
+
+def _short(p: str) -> str:
+    return Path(p).name if p.endswith(".zip") else p
+
+
+def _save(fig, path: Path) -> str:
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    fig.savefig(path, dpi=90, metadata={"Software": None})
+    plt.close(fig)
+    return path.name

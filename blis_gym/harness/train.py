@@ -1,0 +1,276 @@
+"""Training: SB3 / sb3-contrib on vector environments, with held-out validation.
+
+A recipe (YAML: the shipped ones are `agents/<slot>.yaml`; `blis-gym train` writes the one it
+ran as `DIR/train.yaml`) names the environment, the algorithm, its hyperparameters and the
+seeds. Training episodes reset with seeds drawn from the spec's `split.train.seeds`; every
+`eval_freq` steps the policy plays the `split.validation.seeds` (full episodes, deterministic)
+and the best checkpoint so far is kept as `DIR/model.zip` (`DIR/last.zip` is the final one).
+DIR also gets `progress.csv` (SB3's log), `learning_curve.png`, TensorBoard logs when
+tensorboard is installed, and `train.yaml`, from which `blis-gym train --config DIR/train.yaml`
+trains the same model again.
+
+The router under MaskablePPO uses `blis_gym.policies.learned.PodPolicy` (`policy: auto`), the
+per-pod network that also plays clusters of another size.
+"""
+from __future__ import annotations
+
+import shutil
+import warnings
+from pathlib import Path
+from typing import Literal, Optional
+
+import gymnasium as gym
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..errors import ConfigError, read_yaml
+from .policies import ALGOS
+
+
+class Recipe(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    env_id: str
+    algo: Literal[ALGOS]
+    steps: int = Field(gt=0)
+    seed: int = Field(default=0, ge=0)
+    n_envs: int = Field(default=4, ge=1)
+    vec_env: Literal["subproc", "dummy"] = "subproc"
+    env_config: dict = Field(default_factory=dict)        # training episodes (e.g. a shorter horizon_s)
+    policy: str = "auto"                                  # auto: PodPolicy for the router, else MlpPolicy
+    policy_kwargs: dict = Field(default_factory=dict)
+    hyperparameters: dict = Field(default_factory=dict)   # the algorithm's; learning_rate_final: linear decay
+    eval_freq: int = Field(default=50_000, ge=0)          # steps between validations (0: none)
+    train_seeds: Optional[tuple[int, int]] = None         # default: the spec's split
+    validation_seeds: Optional[tuple[int, int]] = None
+    description: Optional[str] = None
+    package_version: Optional[str] = None                 # written for the record; not checked
+
+
+def load_recipe(path: Path | None, **overrides) -> Recipe:
+    """A recipe from a YAML file (if any) with the command line's values over it."""
+    data = read_yaml(path, "--config", mapping=True) if path is not None else {}
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "recipe"
+        allowed = f"; allowed: {', '.join(Recipe.model_fields)}" if err["type"] == "extra_forbidden" else ""
+        raise ConfigError(f"{path or 'train'}: {loc}", err["msg"] + allowed) from None
+
+
+# ---- environments --------------------------------------------------------------------------------
+class SeedRange(gym.Wrapper):
+    """Resets with seeds drawn uniformly from [lo, hi] (the split's training seeds) by its own
+    generator, seeded by the first seeded reset."""
+
+    def __init__(self, env, lo: int, hi: int):
+        super().__init__(env)
+        self.lo, self.hi = lo, hi
+        self.rng = np.random.default_rng(lo)
+
+    def reset(self, *, seed=None, options=None):
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        return self.env.reset(seed=int(self.rng.integers(self.lo, self.hi + 1)), options=options)
+
+    def action_masks(self):
+        return self.env.unwrapped.action_masks()
+
+
+class SeedCycle(gym.Wrapper):
+    """Resets with the given seeds in turn (validation episodes)."""
+
+    def __init__(self, env, seeds: list[int]):
+        super().__init__(env)
+        self.seeds, self.i = seeds, 0
+
+    def reset(self, *, seed=None, options=None):
+        s = self.seeds[self.i % len(self.seeds)]
+        self.i += 1
+        return self.env.reset(seed=s, options=options)
+
+    def action_masks(self):
+        return self.env.unwrapped.action_masks()
+
+
+def _make_train_env(env_id: str, config: dict, lo: int, hi: int):
+    import blis_gym  # noqa: F401  (registers the ids in a subprocess worker)
+    from stable_baselines3.common.monitor import Monitor
+    return Monitor(SeedRange(gym.make(env_id, config=config), lo, hi))
+
+
+def _make_validation_env(env_id: str, config: dict, seeds: list[int]):
+    import blis_gym  # noqa: F401
+    from stable_baselines3.common.monitor import Monitor
+    return Monitor(SeedCycle(gym.make(env_id, config=config), seeds))
+
+
+# ---- training ------------------------------------------------------------------------------------
+def train(recipe: Recipe, out: Path, *, quiet: bool = False) -> dict:
+    """Train as the recipe says; write DIR's files; return what was written and the best
+    validation return."""
+    import functools
+
+    from .. import __version__
+    from ..envs.config import load_spec
+    from .split import spec_name, spec_split
+
+    spec = load_spec(spec_name(recipe.env_id))
+    slot = spec["slot"]
+    split = spec_split(recipe.env_id) if recipe.train_seeds is None or recipe.validation_seeds is None else None
+    train_seeds = recipe.train_seeds or split.train.seeds
+    lo, hi = recipe.validation_seeds or split.validation.seeds
+    val_seeds = list(range(lo, hi + 1))
+    policy = recipe.policy
+    if policy == "auto":
+        policy = "pod" if (slot == "router" and recipe.algo == "maskableppo") else "MlpPolicy"
+    if slot == "router" and recipe.algo != "maskableppo":
+        raise ConfigError("--algo", "the router needs maskableppo: its valid pods change with every request "
+                          "(action masks); ppo, a2c and dqn would pick unavailable pods")
+    if policy == "pod" and (slot != "router" or recipe.algo != "maskableppo"):
+        raise ConfigError("policy", "pod (PodPolicy) is the router's per-pod network, for maskableppo only")
+    gym.make(recipe.env_id, config=recipe.env_config).close()          # a bad env_config fails here, in one line
+
+    out.mkdir(parents=True, exist_ok=True)
+    record = recipe.model_copy(update={"package_version": __version__, "train_seeds": tuple(train_seeds),
+                                       "validation_seeds": (val_seeds[0], val_seeds[-1])})
+    _write_recipe(record, out / "train.yaml")
+
+    import torch
+    from stable_baselines3.common.logger import configure
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+    torch.set_num_threads(1)
+    make = functools.partial(_make_train_env, recipe.env_id, recipe.env_config, *train_seeds)
+    vec_cls = SubprocVecEnv if recipe.vec_env == "subproc" and recipe.n_envs > 1 else DummyVecEnv
+    venv = vec_cls([make] * recipe.n_envs)
+    venv.seed(recipe.seed)
+    model = _build(recipe, policy, venv)
+    tb = _has_tensorboard()
+    model.set_logger(configure(str(out), ["csv", "tensorboard"] if tb else ["csv"]))
+    callbacks = [_validation_callback(recipe, val_seeds, out)] if recipe.eval_freq else []
+    # validation runs one env in this process whatever the training vector env: SB3 warns of it
+    warnings.filterwarnings("ignore", message="Training and eval env are not of the same type")
+    try:
+        model.learn(total_timesteps=recipe.steps, callback=callbacks + ([] if quiet else [_progress(recipe.steps)]))
+    finally:
+        venv.close()
+    model.save(out / "last.zip")
+    best = out / "best_model.zip"
+    if best.is_file():
+        shutil.move(best, out / "model.zip")
+    else:
+        shutil.copy(out / "last.zip", out / "model.zip")
+    written = ["model.zip", "last.zip", "train.yaml", "progress.csv"]
+    if _learning_curve(out / "progress.csv", out / "learning_curve.png", recipe.env_id):
+        written.append("learning_curve.png")
+    best_val = callbacks[0].best_mean_reward if callbacks else None
+    return {"written": written, "best_validation_return": None if best_val in (None, -np.inf) else float(best_val),
+            "tensorboard": tb}
+
+
+def _build(recipe: Recipe, policy: str, venv):
+    from stable_baselines3.common.utils import LinearSchedule
+    hp = dict(recipe.hyperparameters)
+    final = hp.pop("learning_rate_final", None)
+    if final is not None:
+        hp["learning_rate"] = LinearSchedule(hp.get("learning_rate", 3e-4), final, 1.0)
+    kwargs = dict(recipe.policy_kwargs)
+    if policy == "pod":
+        from ..policies.learned import PodPolicy, pod_policy_kwargs
+        kwargs = pod_policy_kwargs(venv, **kwargs)
+        policy = PodPolicy
+    if recipe.algo == "maskableppo":
+        from sb3_contrib import MaskablePPO as cls
+    else:
+        import stable_baselines3
+        cls = getattr(stable_baselines3, recipe.algo.upper())
+    try:
+        return cls(policy, venv, seed=recipe.seed, device="cpu", verbose=0, policy_kwargs=kwargs or None, **hp)
+    except (TypeError, ValueError, AssertionError) as e:
+        raise ConfigError("hyperparameters", f"{recipe.algo}: {e}") from None
+
+
+def _validation_callback(recipe: Recipe, seeds: list[int], out: Path):
+    from stable_baselines3.common.vec_env import DummyVecEnv
+    # full episodes: the training config without its episode cut
+    config = {k: v for k, v in recipe.env_config.items() if k not in ("horizon_s", "max_requests")}
+    env = DummyVecEnv([lambda: _make_validation_env(recipe.env_id, config, seeds)])
+    freq = max(1, recipe.eval_freq // recipe.n_envs)
+    kw = dict(n_eval_episodes=len(seeds), eval_freq=freq, best_model_save_path=str(out), deterministic=True,
+              verbose=0)
+    if recipe.algo == "maskableppo":
+        from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback
+        return MaskableEvalCallback(env, **kw)
+    from stable_baselines3.common.callbacks import EvalCallback
+    return EvalCallback(env, **kw)
+
+
+def _progress(total: int):
+    """A rich progress bar of the steps done (SB3's own needs tqdm)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+        TimeRemainingColumn
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class RichProgress(BaseCallback):
+        def _on_training_start(self):
+            self.bar = Progress(TextColumn("steps"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                TextColumn("left"), TimeRemainingColumn(), console=Console(stderr=True),
+                                transient=True)
+            self.task = self.bar.add_task("steps", total=total)
+            self.bar.start()
+
+        def _on_step(self) -> bool:
+            self.bar.update(self.task, completed=self.num_timesteps)
+            return True
+
+        def _on_training_end(self):
+            self.bar.stop()
+
+    return RichProgress()
+
+
+def _has_tensorboard() -> bool:
+    try:
+        import tensorboard  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def _write_recipe(recipe: Recipe, path: Path) -> None:
+    import yaml
+    data = recipe.model_dump(mode="json", exclude_none=True)
+    path.write_text("# written by blis-gym train; `blis-gym train --config` this file to train it again\n"
+                    + yaml.safe_dump(data, sort_keys=False))
+
+
+def _learning_curve(csv_path: Path, png: Path, title: str) -> bool:
+    """Training episodes' mean return and the validation return against steps."""
+    import pandas as pd
+    if not csv_path.is_file() or csv_path.stat().st_size == 0:
+        return False
+    log = pd.read_csv(csv_path)
+    if "time/total_timesteps" not in log:
+        return False
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5, 3))
+    for col, label in (("rollout/ep_rew_mean", "training episodes (mean of the last 100)"),
+                       ("eval/mean_reward", "validation seeds (deterministic)")):
+        if col in log:
+            d = log[["time/total_timesteps", col]].dropna()
+            ax.plot(d["time/total_timesteps"], d[col], "o-" if col.startswith("eval") else "-", ms=3, label=label)
+    ax.set_xlabel("steps")
+    ax.set_ylabel("episode return")
+    ax.set_title(title, fontsize=9)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png, dpi=90, metadata={"Software": None})
+    plt.close(fig)
+    return True

@@ -1,0 +1,228 @@
+"""blis-gym eval / train: policies by spec, common random numbers, statistics, reports, errors.
+
+Episodes here are a few simulated seconds long; the full evaluations are the slow tests."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import blis_gym  # noqa: F401
+from blis_gym.envs.config import load_spec
+from blis_gym.errors import ConfigError
+from blis_gym.harness import stats
+from blis_gym.harness.evaluate import Job, evaluate, parse_seeds, play
+from blis_gym.harness.policies import Heuristic, parse_policy, policy_names
+from blis_gym.harness.report import write_all
+from blis_gym.harness.split import parse_split, spec_split
+
+ROOT = Path(__file__).resolve().parent.parent
+ROUTER = "blis_gym/Router-v0"
+SHIPPED = ROOT / "agents" / "router_maskableppo.zip"
+SLOTS = {"blis_gym/Router-v0": "router", "blis_gym/Admission-v0": "admission",
+         "blis_gym/PDDecider-v0": "pd", "blis_gym/Autoscaler-v0": "autoscaler"}
+
+
+def _jobs(policies, seeds, config, env_id=ROUTER, scenario="short"):
+    return [Job(env_id, SLOTS[env_id], p, scenario, config, s) for p in policies for s in seeds]
+
+
+# ---- inputs --------------------------------------------------------------------------------------
+def test_seed_ranges():
+    assert parse_seeds("1000-1003") == [1000, 1001, 1002, 1003]
+    assert parse_seeds("7") == [7]
+    for bad in ("1019-1000", "abc", "1000-", "-3", "1.5-2"):
+        with pytest.raises(ConfigError, match="--seeds"):
+            parse_seeds(bad)
+
+
+def test_policy_names_per_slot_and_unknown_names_list_them():
+    assert {"random", "default", "llm-d-default", "round-robin", "least-loaded"} <= set(policy_names("router"))
+    assert {"probabilistic", "gaie-legacy", "always-admit"} <= set(policy_names("admission"))
+    assert {"never", "always", "prefix-threshold"} <= set(policy_names("pd"))
+    assert {"hpa", "wva"} <= set(policy_names("autoscaler")) and "external" not in policy_names("autoscaler")
+    p = parse_policy("llm-d-default", "router")
+    assert isinstance(p, Heuristic) and p.name == "default"
+    with pytest.raises(ConfigError, match="unknown policy 'fastest'.*gaie-legacy, probabilistic"):
+        parse_policy("fastest", "admission")
+    with pytest.raises(ConfigError, match="cannot import"):
+        parse_policy("no_such_module:act", "router")
+
+
+def test_every_spec_has_a_valid_split_with_shifted_eval_scenarios():
+    for env_id in SLOTS:
+        split = spec_split(env_id)
+        assert len(split.eval.scenarios) >= 4 and split.eval.scenarios[0].name == "base"
+        assert split.eval.seeds == (1000, 1019)
+
+
+def test_split_errors_name_the_field():
+    good = {"train": {"seeds": [0, 9]}, "validation": {"seeds": [10, 12]}, "eval": {"seeds": [20, 29]}}
+    assert parse_split(good, "s").eval.seed_list == list(range(20, 30))
+    with pytest.raises(ConfigError, match="overlap"):
+        parse_split({**good, "eval": {"seeds": [5, 29]}}, "s")
+    with pytest.raises(ConfigError, match=r"^s\.train\.seeds: .*first <= last"):
+        parse_split({**good, "train": {"seeds": [9, 0]}}, "s")
+    with pytest.raises(ConfigError, match=r"^s\.eval\.scenarios\.0\.rate"):
+        parse_split({**good, "eval": {"seeds": [20, 29], "scenarios": [{"name": "x", "rate": 3}]}}, "s")
+
+
+# ---- episodes ------------------------------------------------------------------------------------
+def test_common_random_numbers_every_policy_sees_the_same_arrivals():
+    res = [play(j) for j in _jobs(["llm-d-default", "round-robin", "random"], [1000, 1001], {"horizon_s": 5})]
+    digest = {(r["row"]["policy"], r["row"]["seed"]): r["arrivals"] for r in res}
+    for seed in (1000, 1001):
+        assert digest[("llm-d-default", seed)] == digest[("round-robin", seed)] == digest[("random", seed)]
+    assert digest[("random", 1000)] != digest[("random", 1001)]
+    ttft = {r["row"]["policy"]: r["ttft_ms"].tobytes() for r in res if r["row"]["seed"] == 1000}
+    assert len(set(ttft.values())) == 3            # and the policies did differ
+
+
+def test_a_heuristic_plays_exactly_the_builtin_simulation():
+    # round robin through the environment = the scenario run with round robin and no agent
+    from blis_gym.envs import episode_kpi
+    from blis_gym.envs.config import load_scenario_for, merge_config
+    from blis_gym.scenario import build
+    from blis_gym.sim.simulation import Simulation
+    row = play(_jobs(["round-robin"], [1000], {"horizon_s": 3})[0])["row"]
+    cfg = parse_policy("round-robin", "router").env_config(
+        merge_config(load_spec("router")["config"], {"horizon_s": 3}))
+    scenario, base, _ = load_scenario_for(cfg)
+    sim = Simulation(build(scenario.model_copy(update={"seed": 1000}), base_dir=base))
+    summary = sim.run()
+    assert row["ttft_p90_ms"] == summary["ttft_p90_ms"] and row["e2e_mean_ms"] == summary["e2e_mean_ms"]
+    assert row["return"] == episode_kpi(sim, cfg["reward"])
+
+
+def test_the_autoscaler_heuristic_plays_unclipped():
+    cfg = parse_policy("wva", "autoscaler").env_config(load_spec("autoscaler")["config"])
+    assert cfg["scale_step"] == 10 and cfg["info_default_action"]
+    assert cfg["scenario_overrides"]["pools"][0]["autoscaler"]["policy"] == "wva"
+
+
+def test_random_policy_is_seeded_per_episode():
+    a, b = (play(j)["row"] for j in _jobs(["random"], [1000, 1000], {"horizon_s": 2}))
+    assert a == b
+
+
+def test_results_are_identical_whatever_the_worker_count(tmp_path):
+    jobs = _jobs(["llm-d-default", "round-robin"], [1000, 1001, 1002], {"horizon_s": 2})
+    for workers in (1, 2):
+        res = evaluate(jobs, workers=workers, quiet=True)
+        write_all(tmp_path / str(workers), res, env_id=ROUTER, policies=["llm-d-default", "round-robin"],
+                  baseline="llm-d-default", scenarios=["short"], seeds=[1000, 1001, 1002])
+    one, two = ((tmp_path / w / "results.csv").read_bytes() for w in ("1", "2"))
+    assert one == two and one.count(b"\n") == 7
+    s = json.loads((tmp_path / "1" / "summary.json").read_text())
+    assert s["same_arrivals"] is True
+    assert len(s["policies"]["round-robin"]["short"]["return"]["ci95"]) == 2
+    d = s["paired"]["round-robin"]["short"]["return"]
+    assert set(d) >= {"diff_mean", "ci95", "win_rate"} and 0 <= d["win_rate"] <= 1
+    assert "llm-d-default" not in s["paired"]
+    assert len(list((tmp_path / "1").glob("*.png"))) >= 2
+    assert "## Scenario `short`" in (tmp_path / "1" / "report.md").read_text()
+
+
+# ---- statistics ----------------------------------------------------------------------------------
+def test_mean_ci_worked_example():
+    m = stats.mean_ci([1.0, 2.0, 3.0, None, math.nan])
+    assert m["mean"] == 2.0 and m["n"] == 3
+    assert m["ci95"] == pytest.approx([2 - 4.3027 / math.sqrt(3), 2 + 4.3027 / math.sqrt(3)])
+    assert stats.t975(1000) == pytest.approx(1.962, abs=1e-3)
+
+
+def test_paired_difference_bootstrap_and_win_rate():
+    d = stats.paired([12, 14, 13, 11], [10, 12, 11, 9], higher_is_better=True)
+    assert d["diff_mean"] == 2 and d["ci95"] == [2, 2] and d["win_rate"] == 1
+    lat = stats.paired([100, 90, 80, 70], [90, 90, 90, 90], higher_is_better=False)   # lower is better
+    assert lat["win_rate"] == pytest.approx((2 + 0.5) / 4) and lat["diff_mean"] == -5
+    assert lat["ci95"][0] < -5 < lat["ci95"][1]
+    assert stats.paired([1, 5, 2], [2, 1, 3], True) == stats.paired([1, 5, 2], [2, 1, 3], True)   # fixed rng
+
+
+# ---- checkpoints ---------------------------------------------------------------------------------
+@pytest.mark.skipif(not SHIPPED.is_file(), reason="no shipped router checkpoint")
+def test_shipped_router_checkpoint_plays_another_pod_count():
+    pytest.importorskip("sb3_contrib")
+    over = {"horizon_s": 2, "scenario_overrides": {"cluster": {"instances": 6}}}
+    row = play(_jobs([str(SHIPPED)], [1000], over)[0])["row"]
+    assert row["steps"] > 20 and math.isfinite(row["return"])
+
+
+def _cli(*args):
+    """The CLI in this process (click's runner): exit code and stderr."""
+    from click.testing import CliRunner
+
+    from blis_gym.cli import main
+    r = CliRunner().invoke(main, list(args))
+    return r.exit_code, r.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["blis_gym/Router-v9", "--policy", "random"], "unknown environment 'blis_gym/Router-v9'"),
+    ([ROUTER, "--policy", "fastest"], "unknown policy 'fastest' for the router slot; allowed: random, default, least-loaded"),
+    ([ROUTER, "--policy", "random", "--seeds", "10-1"], "--seeds"),
+    (["blis_gym/Admission-v0", "--policy", "probabilistic", "--policy", str(SHIPPED)], "(a checkpoint for another"),
+])
+def test_eval_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+    code, err = _cli("eval", *args, "--out", str(tmp_path), "--quiet")
+    assert code == 2, err
+    assert message in " ".join(err.split()) and len(err.strip().splitlines()) == 1
+
+
+def test_train_writes_a_checkpoint_that_eval_accepts_and_its_train_yaml_reproduces(tmp_path):
+    pytest.importorskip("stable_baselines3")
+    from blis_gym.harness.train import load_recipe, train
+    recipe = load_recipe(None, env_id="blis_gym/Admission-v0", algo="ppo", steps=64, n_envs=1, vec_env="dummy",
+                         eval_freq=0, env_config={"horizon_s": 1},
+                         hyperparameters={"n_steps": 32, "batch_size": 32, "n_epochs": 1})
+    out = tmp_path / "a"
+    res = train(recipe, out, quiet=True)
+    assert {"model.zip", "train.yaml", "progress.csv", "learning_curve.png"} <= set(res["written"])
+    again = train(load_recipe(out / "train.yaml"), tmp_path / "b", quiet=True)
+    assert again["written"] == res["written"]
+    from stable_baselines3 import PPO
+    w1, w2 = (PPO.load(tmp_path / d / "model.zip", device="cpu").policy.state_dict() for d in ("a", "b"))
+    assert all(np.array_equal(w1[k].numpy(), w2[k].numpy()) for k in w1)
+    p = parse_policy(str(out / "model.zip"), "admission")
+    row = play(Job("blis_gym/Admission-v0", "admission", p.text, "short", {"horizon_s": 1}, 1000))["row"]
+    assert row["steps"] > 50
+
+
+def test_train_bad_recipe_is_one_line(tmp_path):
+    bad = tmp_path / "r.yaml"
+    bad.write_text("env_id: blis_gym/Admission-v0\nalgo: ppo\nsteps: 10\nlearning_rate: 3\n")
+    code, err = _cli("train", "--config", str(bad), "--out", str(tmp_path / "o"))
+    assert code == 2 and "learning_rate" in err and len(err.strip().splitlines()) == 1
+    code, err = _cli("train", ROUTER, "--algo", "ppo", "--steps", "10", "--out", str(tmp_path / "o"))
+    assert code == 2 and "needs maskableppo" in err
+
+
+@pytest.mark.slow
+def test_ray_backend_gives_the_same_results(tmp_path):
+    pytest.importorskip("ray")
+    jobs = _jobs(["llm-d-default", "random"], [1000, 1001], {"horizon_s": 2})
+    local = [r["row"] for r in evaluate(jobs, workers=1, quiet=True)]
+    ray = [r["row"] for r in evaluate(jobs, backend="ray", quiet=True)]
+    assert local == ray
+
+
+def least_waiting(obs, info, env):
+    """A user's router (docs/training-and-evaluation.md): the valid pod with the fewest waiting."""
+    u = env.unwrapped
+    waiting = np.where(u.action_masks(), obs[4:11 * u.max_pods:11], np.inf)
+    return int(np.argmin(waiting))
+
+
+def test_a_users_module_function_plays():
+    row = play(_jobs(["tests.test_harness:least_waiting"], [1000], {"horizon_s": 2})[0])["row"]
+    assert row["steps"] > 20
+
+
+def test_an_error_in_a_worker_process_is_the_same_one_line_error():
+    import pickle
+    e = pickle.loads(pickle.dumps(ConfigError("--policy", "bad")))
+    assert (e.field, e.message, str(e)) == ("--policy", "bad", "--policy: bad")
