@@ -38,3 +38,11 @@ def test_pd_cancelled_transfer_frees_its_link_without_contention_too():
     assert_conserved(sim, s)
     assert s["timed_out_requests"] == 5 and s["pd"]["transfers"] == 0
     assert sim.gateway.pd.transfers.active == 0
+
+
+def test_request_timing_out_in_transit_is_not_still_in_transit_at_the_horizon():
+    sim, s = _run({"workload": {"rate": 1, "arrival": {"process": "constant"}, "horizon_s": 1.01,
+                                "timeout_s": 0.005, "input": {**CONST, "value": 100},
+                                "output": {**CONST, "value": 10}}})
+    assert_conserved(sim, s)
+    assert (s["injected_requests"], s["timed_out_requests"], s["still_in_transit"]) == (1, 1, 0)

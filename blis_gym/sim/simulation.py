@@ -146,10 +146,10 @@ class Simulation:
         self.loop.at(now + inst.model.queueing_us, P_ENQUEUE, self._enqueue, r)
 
     def _enqueue(self, r: Request, now: int) -> None:
+        if r.state is not State.CREATED:        # timed out during the queueing overhead (and
+            return                              # left in_transit then)
         if r.parent is None:
             self.in_transit -= 1
-        if r.state is not State.CREATED:        # timed out during the queueing overhead
-            return
         r.instance.enqueue(r, now)
         if self.cfg.check_invariants:
             self.check(now)
@@ -162,6 +162,8 @@ class Simulation:
             self.gateway.withdraw(r)
         elif r.state is State.TRANSFER:
             self.gateway.pd.cancel(r, now)
+        elif r.instance is not None:            # dispatched, in the queueing overhead α0
+            self.in_transit -= 1
         r.reason = "client deadline"
         self._final(r, State.TIMED_OUT, now)
 
