@@ -2,6 +2,8 @@
 reported reproducer and checks that every request is counted exactly once."""
 from __future__ import annotations
 
+import pytest
+
 from blis_gym.scenario import build, parse_scenario
 from blis_gym.sim.simulation import Simulation
 
@@ -46,3 +48,65 @@ def test_request_timing_out_in_transit_is_not_still_in_transit_at_the_horizon():
                                 "output": {**CONST, "value": 10}}})
     assert_conserved(sim, s)
     assert (s["injected_requests"], s["timed_out_requests"], s["still_in_transit"]) == (1, 1, 0)
+
+
+ENV_IDS = ("blis_gym/Router-v0", "blis_gym/Admission-v0", "blis_gym/PDDecider-v0", "blis_gym/Autoscaler-v0")
+
+
+def _summary_of_cut_episode(env_id: str, config: dict):
+    import gymnasium as gym
+
+    import blis_gym.envs  # noqa: F401  (registers the environments)
+    env = gym.make(env_id, config={"horizon_s": 120, **config})
+    env.reset(seed=0)
+    done, info = False, {}
+    while not done:
+        mask = env.unwrapped.action_masks() if hasattr(env.unwrapped, "action_masks") else None
+        action = int(mask.argmax()) if mask is not None else 0
+        _, _, term, trunc, info = env.step(action)
+        done = term or trunc
+    return env.unwrapped.episode.sim, info
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+@pytest.mark.parametrize("limit", [{"max_requests": 3}, {"max_backlog": 2}])
+def test_request_awaiting_the_agents_decision_is_counted_when_the_episode_is_cut(env_id, limit):
+    sim, info = _summary_of_cut_episode(env_id, limit)
+    s = info["summary"]
+    assert_conserved(sim, s)
+    if info["end_reason"] in ("max_requests", "backlog") and "Autoscaler" not in env_id:
+        # cut at a decision about a request: it is still at the gateway (the autoscaler's are
+        # about no request)
+        assert sim.held == 1 and s["still_in_gateway"] >= 1
+
+
+def test_router_max_requests_3_reproducer():
+    import gymnasium as gym
+
+    import blis_gym.envs  # noqa: F401
+    env = gym.make("blis_gym/Router-v0", config={"max_requests": 3})
+    env.reset(seed=0)
+    done, info = False, {}
+    while not done:
+        _, _, term, trunc, info = env.step(0)
+        done = term or trunc
+    s = info["summary"]
+    assert info["end_reason"] == "max_requests"
+    assert s["injected_requests"] == 4 and s["still_in_gateway"] == 1
+    assert_conserved(env.unwrapped.episode.sim, s)
+
+
+@pytest.mark.parametrize("limit", [{"max_requests": 3}, {"max_backlog": 2}])
+def test_multi_agent_episode_cut_counts_the_request_awaiting_a_decision(limit):
+    from blis_gym.envs import multi_agent_env
+    env = multi_agent_env(config={"horizon_s": 60, **limit})
+    env.reset(seed=0)
+    summary = None
+    for agent in env.agent_iter():
+        _, _, term, trunc, info = env.last()
+        if term or trunc:
+            summary = info["summary"]
+            env.step(None)
+        else:
+            env.step(int(info["action_mask"].argmax()))
+    assert_conserved(env.episode.sim, summary)

@@ -64,7 +64,7 @@ def run_summary(sim: Simulation) -> dict:
         "still_queued": queued,
         "still_running": running,
         "still_in_transit": sim.in_transit,
-        "still_in_gateway": sim.gateway.queued() if sim.gateway is not None else 0,
+        "still_in_gateway": sim.in_gateway(),
         "still_in_pd_transfer": sim.gateway.pd.active if sim.gateway is not None else 0,
         "preemption_count": int(sum(i.preemptions for i in sim.instances)),
         "prefix_cache_hit_rate": round(hit / query, 6) if query else 0.0,
