@@ -110,3 +110,31 @@ def test_multi_agent_episode_cut_counts_the_request_awaiting_a_decision(limit):
         else:
             env.step(int(info["action_mask"].argmax()))
     assert_conserved(env.episode.sim, summary)
+
+
+def test_tenants_empty_and_default_are_distinct_in_per_tenant():
+    sim, s = _run({"workload": {"rate": 20, "num_requests": 40, "input": {**CONST, "value": 64},
+                                "output": {**CONST, "value": 4},
+                                "clients": [{"name": "anon", "rate_fraction": 1},
+                                            {"name": "named", "rate_fraction": 1, "tenant": "default"}]}})
+    assert_conserved(sim, s)
+    tenants = s["per_tenant"]
+    assert set(tenants) == {"", "default"}
+    a = sim.metrics.arrays()
+    for name, block in tenants.items():
+        assert block["injected_requests"] == int((a["tenant"] == sim.metrics.strings(name)).sum()) > 0
+    assert sum(b["injected_requests"] for b in tenants.values()) == s["injected_requests"]
+
+
+@pytest.mark.parametrize("horizon_s", [0.05, 0.2])
+def test_busy_fraction_counts_a_step_cut_by_the_horizon_only_up_to_the_horizon(horizon_s):
+    sim, s = _run({"workload": {"rate": 50, "num_requests": 200, "horizon_s": horizon_s,
+                                "input": {**CONST, "value": 6000}, "output": {**CONST, "value": 200}}})
+    inst = sim.instances[0]
+    h = int(horizon_s * 1e6)
+    assert inst.step_end > h                    # the horizon cuts a step
+    busy = s["per_instance"]["instance-0"]["busy_fraction"]
+    assert 0 < busy <= 1
+    assert busy == round((inst.busy_us - (inst.step_end - h)) / h, 6)
+    if s["steps"] == 1:                         # one step, from its start to the horizon
+        assert busy == round((h - inst.step_started) / h, 6)
