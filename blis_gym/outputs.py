@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import csv
 import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 
 from . import finite_json
@@ -45,7 +45,7 @@ def check_out_dir(out_dir: Path, field: str = "--out") -> None:
     try:
         parent = _parent(out_dir)
         parent.mkdir(parents=True, exist_ok=True)
-        os.rmdir(tempfile.mkdtemp(prefix=f".{out_dir.name}.probe-", dir=parent))
+        _sibling(out_dir, "probe").rmdir()
     except OSError as e:
         raise ConfigError(field, f"cannot write {out_dir}: {e.strerror or e}") from None
 
@@ -58,7 +58,7 @@ def write_run(sim, summary: dict, out_dir: Path, extra=None) -> list[str]:
     out_dir = Path(out_dir)
     parent = _parent(out_dir)
     parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=parent))
+    tmp = _sibling(out_dir, "partial")
     try:
         written = _write_files(sim, summary, tmp)
         if extra is not None:
@@ -72,6 +72,17 @@ def write_run(sim, summary: dict, out_dir: Path, extra=None) -> list[str]:
 
 def _parent(out_dir: Path) -> Path:
     return out_dir.resolve().parent
+
+
+def _sibling(out_dir: Path, kind: str) -> Path:
+    """A new hidden folder beside out_dir (made with the usual permissions, unlike mkdtemp's 0700)."""
+    while True:
+        p = _parent(out_dir) / f".{out_dir.name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            p.mkdir()
+            return p
+        except FileExistsError:
+            continue
 
 
 def _write_files(sim, summary: dict, folder: Path) -> list[str]:
@@ -93,7 +104,7 @@ def _replace_dir(new: Path, out_dir: Path) -> None:
     target = out_dir.resolve()
     old = None
     if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        old = _sibling(target, "old")
         os.rename(target, old / "run")
     os.rename(new, target)
     if old is not None:

@@ -62,6 +62,9 @@ def test_a_new_run_replaces_the_earlier_folder_wholly(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == sorted(written)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]       # no temporary folder left
     assert_complete_or_absent(out)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask                 # as mkdir would make it
 
 
 def test_a_write_failing_midway_leaves_the_earlier_run_untouched(tmp_path, monkeypatch):
