@@ -83,6 +83,21 @@ def test_a_write_failing_midway_leaves_the_earlier_run_untouched(tmp_path, monke
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+def test_derived_files_are_drawn_in_the_temporary_folder_before_the_rename(tmp_path):
+    # run --plot: the PNGs join the same atomic folder, and a folder with them can be replaced
+    sim, summary = _sim()
+    out = tmp_path / "out"
+
+    def extra(folder):
+        assert (folder / "summary.json").is_file() and not out.exists()
+        png = folder / "latency_cdf.png"
+        png.write_bytes(b"png")
+        return [png]
+    assert write_run(sim, summary, out, extra=extra)[-1] == "latency_cdf.png"
+    assert (out / "latency_cdf.png").read_bytes() == b"png"
+    check_out_dir(out)
+
+
 def test_check_out_dir_refuses_a_file_and_a_folder_with_other_files(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match=r"^--out: .*file exists and is not a folder"):
