@@ -58,7 +58,7 @@ def run(scenario: str, seed: int | None, out_dir: Path | None, quiet: bool, plot
     """Run SCENARIO (a YAML file, or the name of a bundled scenario: see `blis-gym scenarios`;
     default: `default`), print a summary table and write summary.json, requests.csv and
     timeseries.csv."""
-    from . import finite_json
+    from .outputs import check_out_dir, write_run
     from .resources import scenario_path
     from .scenario import build, load_scenario
     from .sim.simulation import Simulation
@@ -71,28 +71,17 @@ def run(scenario: str, seed: int | None, out_dir: Path | None, quiet: bool, plot
         sc = load_scenario(path, {"seed": seed} if seed is not None else None)
         cfg = build(sc, base_dir=path.parent)
         sim = Simulation(cfg)
+        out_dir = out_dir or Path("results") / sc.name
+        check_out_dir(out_dir)
     except ConfigError as e:
         _fail(str(e))
-    out_dir = out_dir or Path("results") / sc.name
     t0 = time.perf_counter()
     summary = _run_with_progress(sim, quiet)
     wall = time.perf_counter() - t0
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        written = write_run(sim, summary, out_dir, extra=_plot_or_fail if plot else None)
     except OSError as e:
-        _fail(f"--out: cannot create {out_dir}: {e.strerror}")
-    (out_dir / "summary.json").write_text(finite_json.dumps(summary) + "\n")   # inf/NaN -> null
-    sim.metrics.write_requests_csv(out_dir / "requests.csv")
-    sim.metrics.write_timeseries_csv(out_dir / "timeseries.csv")
-    written = ["summary.json", "requests.csv", "timeseries.csv"]
-    if sim.pools:
-        sim.metrics.write_pools_csv(out_dir / "pools.csv")
-        written.append("pools.csv")
-    if sim.gateway is not None and sim.gateway.decisions is not None:
-        _write_decisions(sim.gateway, out_dir / "decisions.csv")
-        written.append("decisions.csv")
-    if plot:
-        written += [p.name for p in _plot_or_fail(out_dir)]
+        _fail(f"--out: cannot write {out_dir}: {e.strerror or e}")
     if not quiet:
         _print_summary(summary, wall)
         Console().print(f"wrote {out_dir}/: {', '.join(written)}", highlight=False)
@@ -191,21 +180,6 @@ def _fmt_kpi(v, base, first: bool) -> str:
     if base == 0:
         return text if v == 0 else f"{text} (new)"
     return f"{text} ({100 * (v - base) / abs(base):+.1f}%)"
-
-
-def _write_decisions(gateway, path: Path) -> None:
-    """One row per (routing decision, candidate pod): its total, scorer scores, and whether chosen."""
-    import csv
-    names = [p.name for p in gateway.pods]
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(("time_s", "request_id", "pod", "total", "chosen", "scores"))
-        for rec in gateway.decisions:
-            t, rid, scores = rec[:3]
-            chosen = rec[3] if len(rec) > 3 else -1
-            for i, total, parts in scores:
-                detail = ";".join(f"{k}={v:.6g}" for k, v in parts.items())
-                w.writerow((f"{t / 1e6:.6f}", rid, names[i], f"{total:.6g}", int(i == chosen), detail))
 
 
 def _run_with_progress(sim, quiet: bool) -> dict:

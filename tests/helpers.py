@@ -51,3 +51,17 @@ def simulate(requests, blocks=15909, latency="trained-physics", check=True, log=
         sim.instances[0].step_log = []
     summary = sim.run()
     return sim, summary
+
+
+SUMMARY_STATES = ("completed_requests", "timed_out_requests", "dropped_requests", "rejected_requests",
+                  "still_queued", "still_running", "still_in_transit", "still_in_gateway", "still_in_pd_transfer")
+
+
+def assert_conserved(sim, summary) -> None:
+    """Every injected request is in exactly one state: the summary's counts are non-negative and
+    add up to the injected requests, and each request has exactly one record."""
+    counts = {k: summary[k] for k in SUMMARY_STATES}
+    assert all(v >= 0 for v in counts.values()), counts
+    assert sum(counts.values()) == summary["injected_requests"], (summary["injected_requests"], counts)
+    ids = sim.metrics.arrays()["id"]
+    assert len(ids) == summary["injected_requests"] == len(set(ids.tolist()))

@@ -64,12 +64,13 @@ class Episode:
             self._stop(END_BACKLOG)
 
     def _stop(self, reason: str) -> None:
-        """Cut the run now: the requests in the system are recorded in their current state and
-        the run's duration (and cost) ends at this moment."""
+        """Cut the run now: the requests in the system are recorded in their current state (the
+        one awaiting the agent's decision as still in the gateway) and the run's duration (and
+        cost) ends at this moment."""
         sim = self.sim
-        sim.pending = None
         sim.cfg.horizon_us = max(1, sim.loop.now)   # this episode's own copy of the configuration
         sim.close()
+        sim.pending = None
         self.pending = None
         self.truncated, self.end_reason = True, reason
 

@@ -74,6 +74,7 @@ class Simulation:
         self.injected = 0
         self.finished = 0
         self.in_transit = 0
+        self.held = 0                            # a request left awaiting an agent's decision by a cut run
         self.counts = {s: 0 for s in (State.COMPLETED, State.TIMED_OUT, State.DROPPED, State.REJECTED)}
         self.drop_reasons: dict[str, int] = {}
         self._rr = 0
@@ -146,10 +147,10 @@ class Simulation:
         self.loop.at(now + inst.model.queueing_us, P_ENQUEUE, self._enqueue, r)
 
     def _enqueue(self, r: Request, now: int) -> None:
+        if r.state is not State.CREATED:        # timed out during the queueing overhead (and
+            return                              # left in_transit then)
         if r.parent is None:
             self.in_transit -= 1
-        if r.state is not State.CREATED:        # timed out during the queueing overhead
-            return
         r.instance.enqueue(r, now)
         if self.cfg.check_invariants:
             self.check(now)
@@ -162,6 +163,8 @@ class Simulation:
             self.gateway.withdraw(r)
         elif r.state is State.TRANSFER:
             self.gateway.pd.cancel(r, now)
+        elif r.instance is not None:            # dispatched, in the queueing overhead α0
+            self.in_transit -= 1
         r.reason = "client deadline"
         self._final(r, State.TIMED_OUT, now)
 
@@ -311,6 +314,11 @@ class Simulation:
         if self._closed:
             return
         self._closed = True
+        p = self.pending
+        if p is not None and p.request is not None and p.request.state is State.CREATED:
+            # cut while an agent was deciding about it: it is still at the gateway, not yet routed
+            p.request.state = State.GATEWAY
+            self.held = 1
         end = self.cfg.horizon_us or self.loop.now
         for inst in self.instances:
             inst._advance(end)
@@ -330,11 +338,16 @@ class Simulation:
         running = sum(1 for i in self.instances for r in i.running if r.parent is None)
         return queued, running
 
+    def in_gateway(self) -> int:
+        """Requests held at the gateway: in its flow-control queue, or awaiting an agent's
+        decision when an episode was cut (max_requests, max_backlog)."""
+        return (self.gateway.queued() if self.gateway is not None else 0) + self.held
+
     # ---- checks -----------------------------------------------------------------------
     def check(self, now: int) -> None:
         """The simulator's invariants: conservation, timestamp order, KV accounting."""
         queued, running = self.in_instances()
-        gw = self.gateway.queued() if self.gateway is not None else 0
+        gw = self.in_gateway()
         pd = self.gateway.pd.active if self.gateway is not None else 0
         assert self.injected == self.finished + queued + running + self.in_transit + gw + pd, \
             (self.injected, self.finished, queued, running, self.in_transit, gw, pd)

@@ -164,8 +164,6 @@ class Disaggregation:
     def _transfer_done(self, r: Request, now: int) -> None:
         st = r.pd
         self.active -= 1
-        if st.cancelled:
-            return
         st.transfer_us = now - st.transfer_start
         r.remote = True
         r.state = State.CREATED
@@ -182,6 +180,8 @@ class Disaggregation:
                 leg.instance.abort(leg, now)
             leg.state = State.TIMED_OUT
             self.leg_done(leg, now, False)
+        elif st.transfer_start >= 0:            # its KV was on the wire: the transfer stops
+            self.transfers.cancel(st.prefill, r, now)
         r.instance = self.instances[st.decode]
 
     def forget(self, i: int) -> None:

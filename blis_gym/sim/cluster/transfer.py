@@ -50,7 +50,8 @@ class Transfers:
         self.started = 0
         self.active = 0                 # transfers in flight (all links)
         self.peak_concurrent = 0
-        self.durations_us: list[int] = []
+        self.durations_us: list[int] = []   # of completed transfers only
+        self._cancelled: set = set()          # payloads cancelled in their final base-latency wait
 
     def duration_alone_us(self, nbytes: int) -> int:
         return self.base + max(1, int(-(-nbytes // self.bw)))
@@ -70,8 +71,25 @@ class Transfers:
         link.active[self._id] = [float(max(1, nbytes)), (payload, now)]
         self._arm(link, now)
 
+    def cancel(self, link_key, payload, now: int) -> None:
+        """Abandon the transfer of `payload` (its client gave up): it frees its share of the
+        link at once, never completes and is not counted among the transfers."""
+        self.active -= 1
+        link = self.links.get(link_key) if self.contention else None
+        if link is not None:
+            for k, item in link.active.items():
+                if item[1][0] is payload:
+                    link.advance(now)
+                    del link.active[k]
+                    self._arm(link, now)
+                    return
+        self._cancelled.add(payload)        # its completion event is already on the heap
+
     def _finish_alone(self, arg, now: int) -> None:
         payload, t0 = arg
+        if payload in self._cancelled:
+            self._cancelled.remove(payload)
+            return
         self.active -= 1
         self.durations_us.append(now - t0)
         self.on_done(payload, now)

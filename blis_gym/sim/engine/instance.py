@@ -283,6 +283,10 @@ class Instance:
         else:
             self.plan_pos = i
 
+    def busy_until(self, t: int) -> int:
+        """Time spent in steps up to time t (a step in flight at t counts up to t only)."""
+        return self.busy_us - max(0, self.step_end - t)
+
     def _cut(self) -> None:
         """Something outside the batch changed (an arrival, an abort): keep the planned steps
         that have started, drop the rest, and put the boundary at the end of the current one."""

@@ -160,11 +160,17 @@ class KVStore:
             self.free_count += n
             self.used -= n
 
-    def _index(self, group) -> list[int]:
-        """The group's block hashes, recorded in `owner` the first time."""
+    def _index(self, group) -> list[int] | None:
+        """The group's block hashes, recorded in `owner` the first time; None if another group
+        prefix owns them. Two prefixes of one group with different lengths share their common
+        leading blocks: the first one indexed moves whole, the other block by block."""
         blocks = group._flatten()
-        if blocks and blocks[0] not in self.owner:
-            self.owner.update((h, (group, i)) for i, h in enumerate(blocks))
+        if blocks:
+            o = self.owner.get(blocks[0])
+            if o is None:
+                self.owner.update((h, (group, i)) for i, h in enumerate(blocks))
+            elif o[0] is not group:
+                return None
         return blocks
 
     def admit(self, req: Request, hit_blocks: int, new_tokens: int) -> bool:
@@ -184,10 +190,12 @@ class KVStore:
             return False
         root = req.kv_content.root
         n_run = root.length // BLOCK_SIZE if root is not None and self.RUNS else 0
+        held = self.runs.get(root, 0) if n_run else 0
+        blocks = None if held or not 0 < n_run <= hit_blocks else self._index(root)
+        if blocks is None and not held:
+            n_run = 0                             # it moves block by block
         if 0 < n_run <= hit_blocks:
-            held = self.runs.get(root, 0)
             if not held:                          # the first whole holder: out of the free queue
-                blocks = self._index(root)
                 r = self.ranges.pop(root, None)
                 if r is not None:
                     del free[r]
@@ -204,8 +212,9 @@ class KVStore:
             for h in [h for h in per if h not in refs]:
                 if h in free:
                     del free[h]
-                else:
+                elif self._group_state(h) == 2:
                     self._claim_from_range(h)
+                # else held whole by a longer or shorter prefix of its group: already in use
         # reference counts + 1, iterated in C (a prompt may hold thousands of cached blocks)
         refs.update(zip(per, map(_INC, map(refs.get, per, repeat(0)))))
         if from_free:

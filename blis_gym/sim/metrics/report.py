@@ -64,7 +64,7 @@ def run_summary(sim: Simulation) -> dict:
         "still_queued": queued,
         "still_running": running,
         "still_in_transit": sim.in_transit,
-        "still_in_gateway": sim.gateway.queued() if sim.gateway is not None else 0,
+        "still_in_gateway": sim.in_gateway(),
         "still_in_pd_transfer": sim.gateway.pd.active if sim.gateway is not None else 0,
         "preemption_count": int(sum(i.preemptions for i in sim.instances)),
         "prefix_cache_hit_rate": round(hit / query, 6) if query else 0.0,
@@ -98,14 +98,14 @@ def run_summary(sim: Simulation) -> dict:
         m = a["tenant"] == sim.metrics.strings(t)
         block = latency_block(a, m, dur_s)
         served.append(block["output_tokens"])
-        out["per_tenant"][t or "default"] = block
+        out["per_tenant"][t] = block            # as given: requests without a tenant under ""
     out["tenant_fairness_jain"] = round(jain(served), 6)
     if sim.pools:
         out["cost"] = cost_summary(sim.pools, dur_us, out["output_tokens"])
     if sim.gateway is not None and sim.gateway.pd_mode:
         out["pd"] = pd_summary(sim.gateway.pd)
     out["per_instance"] = {i.name: {"steps": i.steps, "preemptions": i.preemptions,
-                                    "busy_fraction": round(i.busy_us / dur_us, 6) if dur_us else 0.0,
+                                    "busy_fraction": round(i.busy_until(dur_us) / dur_us, 6) if dur_us else 0.0,
                                     "prefix_cache_hit_rate": round(i.kv.hit_tokens / i.kv.query_tokens, 6)
                                     if i.kv.query_tokens else 0.0}
                            for i in sim.instances}
