@@ -115,7 +115,7 @@ def scenarios() -> None:
 def plot(run_dir: Path, out_dir: Path | None) -> None:
     """Draw PNGs of a run folder written by `blis-gym run`: TTFT and E2E CDFs per SLO class,
     waiting queue and KV use per instance over time, and pool sizes and dollars over time
-    (needs the plot extra: pip install 'blis-gym[plot]')."""
+    (matplotlib)."""
     for p in _plot_or_fail(run_dir, out_dir):
         Console().print(f"wrote {p}", highlight=False)
 

@@ -21,12 +21,11 @@ LATENCIES = (("ttft_ms", "TTFT (ms)"), ("e2e_ms", "E2E latency (ms)"))
 
 
 def pyplot():
-    """matplotlib.pyplot on the Agg backend; a ConfigError naming the extra if it is missing."""
+    """matplotlib.pyplot on the Agg backend; a ConfigError if a broken install lacks it."""
     try:
         import matplotlib
     except ImportError:
-        raise ConfigError("matplotlib", "not installed; plots need the plot extra: "
-                                        "pip install 'blis-gym[plot]'") from None
+        raise ConfigError("matplotlib", "not installed; plots need it: pip install matplotlib") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt

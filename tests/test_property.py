@@ -42,6 +42,8 @@ pytestmark = pytest.mark.slow
 # ---- scenarios ---------------------------------------------------------------------------------
 SCORERS = ["queue", "kv-cache-utilization", "prefix-cache", "load-aware", "active-request", "running-requests",
            "token-load", "no-hit-lru", "session-affinity", "load-balance"]
+FILTERS = st.lists(st.sampled_from(["available", "prefix-cache-affinity", "utilization-detector"]),
+                   max_size=2, unique=True)
 ADMISSION = ["always-admit", "token-bucket", "gaie-legacy", "probabilistic", "tier-shed", "reject-all"]
 CLASSES = ["critical", "standard", "sheddable", "batch"]
 
@@ -61,11 +63,10 @@ def routers():
                                        st.sampled_from([0, 0.5, 1, 2, 3])), min_size=1, max_size=4,
                              unique_by=lambda s: s["name"])},
         optional={"picker": st.sampled_from(["max-score", "random", "weighted-random"]),
-                  "filters": st.lists(st.sampled_from(["available", "prefix-cache-affinity",
-                                                       "utilization-detector"]), max_size=2, unique=True)})
-    # (the simple routers' filters are left to the weighted profile: prefix-cache-affinity under
-    # round-robin/random/least-loaded is issue 11 item 6, fixed separately)
-    simple = st.builds(lambda p: {"policy": p}, st.sampled_from(["round-robin", "random", "least-loaded", "default"]))
+                  "filters": FILTERS})
+    simple = st.fixed_dictionaries(
+        {"policy": st.sampled_from(["round-robin", "random", "least-loaded", "default"])},
+        optional={"filters": FILTERS})
     return st.one_of(simple, weighted)
 
 
