@@ -53,7 +53,7 @@ def main() -> None:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Output folder (default: results/<scenario name>).")
 @click.option("--quiet", is_flag=True, help="No progress bar and no table; just write the files.")
-@click.option("--plot", is_flag=True, help="Also draw the run's PNG plots (as `blis-gym plot`; needs the plot extra).")
+@click.option("--plot", is_flag=True, help="Also draw the run's PNG plots (as `blis-gym plot`).")
 def run(scenario: str, seed: int | None, out_dir: Path | None, quiet: bool, plot: bool) -> None:
     """Run SCENARIO (a YAML file, or the name of a bundled scenario: see `blis-gym scenarios`;
     default: `default`), print a summary table and write summary.json, requests.csv and
@@ -66,7 +66,7 @@ def run(scenario: str, seed: int | None, out_dir: Path | None, quiet: bool, plot
     try:
         if plot:
             from .plots import pyplot
-            pyplot()                       # a missing plot extra fails now, not after the run
+            pyplot()                       # a missing matplotlib fails now, not after the run
         path = scenario_path(scenario)
         sc = load_scenario(path, {"seed": seed} if seed is not None else None)
         cfg = build(sc, base_dir=path.parent)
@@ -138,7 +138,7 @@ def _kpi(summary: dict, key: str):
 @main.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the runs' overlaid TTFT and E2E CDFs to this PNG (needs the plot extra).")
+              help="Also write the runs' overlaid TTFT and E2E CDFs to this PNG.")
 def compare(run_dirs: tuple[Path, ...], out: Path | None) -> None:
     """Compare runs of `blis-gym run` (two or more folders): their KPIs side by side, each
     relative to the first run, and (with --out) their latency CDFs overlaid."""
