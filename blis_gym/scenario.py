@@ -76,7 +76,7 @@ Delay = Union[Seconds, DelaySpec]
 
 class AutoscalerSpec(Strict):
     """A periodic autoscaler for one pool (see docs/pd-and-autoscaling.md)."""
-    policy: Literal["hpa", "wva", "external"] = "hpa"
+    policy: str = "hpa"          # a registered autoscaler: hpa, wva, external, or one of yours
     interval_s: Annotated[float, Field(ge=MIN_AUTOSCALER_INTERVAL_S, le=MAX_DURATION_S)] = 15.0
     # hpa (KEDA on EPP metrics): desired = ceil(total / target) for waiting/running,
     # ceil(replicas * saturation / target) for saturation; the max over the listed metrics
@@ -91,6 +91,14 @@ class AutoscalerSpec(Strict):
     spare_kv: Annotated[float, Field(ge=0, le=1)] = 0.1
     spare_queue: Annotated[float, Field(ge=0)] = 3.0
     scale_to_zero_after_s: Seconds = 600.0
+
+    @field_validator("policy")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        from .policies.registry import names
+        if name not in names("autoscaler"):
+            raise ValueError(f"unknown autoscaler {name!r}; allowed: {', '.join(names('autoscaler'))}")
+        return name
 
     @model_validator(mode="after")
     def _windows(self):
@@ -308,7 +316,7 @@ def _pool(sc: Scenario, p: PoolSpec, model, where: str, first_index: int, prefix
     cfg = PoolConfig(name=p.name, role=p.role, slots=list(range(first_index, first_index + n_slots)),
                      initial=p.instances, min=lo, max=hi, tp=tp, gpus_per_node=gpn, price_per_gpu_hour=price,
                      provisioning_delay=_delay(p.provisioning_delay_s), load_time=_delay(p.load_time_s),
-                     autoscaler=make_autoscaler(p.autoscaler),
+                     autoscaler=make_autoscaler(p.autoscaler, field("autoscaler")),
                      external=p.autoscaler is not None and p.autoscaler.policy == "external")
     return cfg, instances, mml
 

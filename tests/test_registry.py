@@ -70,3 +70,37 @@ def test_a_registered_decider_runs_in_a_scenario():
             registry.register("pd", "test-every-other")(object)
     finally:
         registry.table("pd").pop("test-every-other")
+
+
+AUTOSCALED = {"name": "autoscaled", "model": "Qwen/Qwen3-14B", "hardware": "H100",
+              "pools": [{"name": "p", "instances": 1, "max_instances": 3,
+                         "autoscaler": {"policy": "test-always-three", "interval_s": 1}}],
+              "workload": {"rate": 5, "num_requests": 20, "input": {"dist": "constant", "value": 300},
+                           "output": {"dist": "constant", "value": 5}}}
+
+
+def test_a_registered_autoscaler_is_named_in_a_scenario():
+    from blis_gym.scenario import build, parse_scenario
+    from blis_gym.sim.simulation import Simulation
+
+    class AlwaysThree:
+        def __init__(self, spec):
+            self.interval_us = int(spec.interval_s * 1e6)
+
+        def desired(self, view, now: int) -> int:
+            return 3
+
+    registry.register("autoscaler", "test-always-three")(lambda spec, field: AlwaysThree(spec))
+    try:
+        sim = Simulation(build(parse_scenario(AUTOSCALED)))   # the name is checked when parsed
+        sim.run()
+        assert max(active + starting for _, _, active, starting, *_ in sim.metrics.pool_samples) == 3
+    finally:
+        registry.table("autoscaler").pop("test-always-three")
+
+
+def test_an_unknown_autoscaler_names_the_pool():
+    from blis_gym.scenario import parse_scenario
+    with pytest.raises(ConfigError) as e:
+        parse_scenario(AUTOSCALED)
+    assert e.value.field == "pools.0.autoscaler.policy" and "allowed: external, hpa, wva" in str(e.value)
