@@ -120,11 +120,11 @@ def allowed_fields(root, loc: tuple) -> list[str]:
     return sorted(model.model_fields)
 
 
-def pydantic_error(e, prefix: str = "", root=None) -> ConfigError:
+def pydantic_error(e, prefix: str = "", root=None, whole: str = "input") -> ConfigError:
     """One ConfigError for a pydantic ValidationError: of the errors, the one whose (human) field
     path is longest, i.e. the union member the input was meant for (`{mean: -1}` for a delay is
     a DelaySpec with a bad mean, not a bad float). With the `root` model, an unknown field's
-    message lists the allowed ones."""
+    message lists the allowed ones; an error about the input as a whole names `whole`."""
     def rank(err):
         # deeper first; at equal depth a bad value before "not this union member's type"
         depth = sum(not _is_tag(p) for p in err["loc"])
@@ -132,7 +132,7 @@ def pydantic_error(e, prefix: str = "", root=None) -> ConfigError:
     err = max(e.errors(), key=rank)              # the first of the best
     loc = tuple(p for p in err["loc"] if not _is_tag(p))
     path = ".".join(str(p) for p in loc)
-    field = ".".join(x for x in (prefix, path) if x) or "input"
+    field = ".".join(x for x in (prefix, path) if x) or whole
     msg = err["msg"].removeprefix("Value error, ")
     got = err.get("input")
     if err["type"] == "extra_forbidden":

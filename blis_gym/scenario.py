@@ -201,8 +201,7 @@ class Scenario(Strict):
 
 # ---- loading --------------------------------------------------------------------------------
 def _first_error(e: ValidationError) -> ConfigError:
-    err = pydantic_error(e, root=Scenario)
-    return err if err.field != "input" else ConfigError("scenario", err.message)
+    return pydantic_error(e, root=Scenario, whole="scenario")
 
 
 def parse_scenario(data, overrides: dict | None = None) -> Scenario:

@@ -352,7 +352,8 @@ def test_environments_pickle_mid_episode():
     ({"max_backlog": 10**12}, "config.max_backlog", "less than or equal"),
     ({"max_pods": 5000}, "config.max_pods", "less than or equal"),
     ({"reward": {"penalties": {"critical": "high"}}}, "config.reward.penalties.critical", "number"),
-    ({"reward": {"targets": {"standard": {"ttft": 1}}}}, "config.reward.targets.standard.ttft", "unknown target"),
+    ({"reward": {"targets": {"standard": {"ttft": 1}}}}, "config.reward.targets.standard.ttft",
+     "unknown field; allowed: e2e_ms, itl_ms, ttft_ms"),
     ({"reward": {"default_targets": {"ttft_ms": float("nan")}}}, "config.reward.default_targets.ttft_ms", "finite"),
 ])
 def test_config_values_are_checked(config, field, needle):

@@ -13,7 +13,7 @@ from typing import Annotated, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..errors import ConfigError, read_yaml
+from ..errors import ConfigError, pydantic_error, read_yaml
 from ..limits import MAX_DURATION_S, MAX_INSTANCES, MAX_REQUESTS
 from ..resources import env_spec_dir, scenario_path
 from ..sim.simulation import SLOTS
@@ -149,11 +149,8 @@ def load_spec(name: str | Path) -> dict:
     try:
         EnvSpec.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(["env_spec", *(str(x) for x in err["loc"])])
-        if err["type"] == "extra_forbidden":
-            raise ConfigError(where, f"unknown field in {p.name}; allowed: {', '.join(EnvSpec.model_fields)}") from None
-        raise ConfigError(where, f"{p.name}: {_must(err)}, got {err.get('input')!r}") from None
+        err = pydantic_error(e, "env_spec", root=EnvSpec)
+        raise ConfigError(err.field, f"{err.message} (in {p.name})") from None
     data["config"] = merge_config(BASE_CONFIG, data.get("config") or {})
     data["path"] = str(p)
     return data
@@ -249,31 +246,12 @@ class EnvConfig(_Section):
     render_recent: _count(10_000, lo=0) = 8
 
 
-def _config_error(e: ValidationError) -> ConfigError:
-    """The first error as one line naming the setting (`config.reward.cost_weight: ...`)."""
-    err = e.errors()[0]
-    where = ".".join(["config", *(str(p) for p in err["loc"])])
-    if err["type"] == "extra_forbidden":
-        return ConfigError(where, "unknown target; allowed: e2e_ms, itl_ms, ttft_ms")
-    return ConfigError(where, f"{_must(err)}, got {err.get('input')!r}")
-
-
-def _must(err: dict) -> str:
-    """pydantic's "Input should be ..." as "must be ..."."""
-    if err["type"] == "finite_number":
-        return "must be finite"
-    if err["type"] in ("model_type", "dict_type"):
-        return "must be a mapping"
-    msg = err["msg"]
-    return "must" + msg[len("Input should"):] if msg.startswith("Input should") else msg
-
-
 def check_config(cfg: dict) -> None:
     """Value checks of the generic settings (types, finiteness and ranges), each naming its key."""
     try:
         EnvConfig.model_validate(cfg)
     except ValidationError as e:
-        raise _config_error(e) from None
+        raise pydantic_error(e, "config", root=EnvConfig) from None
 
 
 def load_scenario_for(cfg: dict):

@@ -23,7 +23,7 @@ from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..errors import ConfigError
+from ..errors import ConfigError, pydantic_error
 
 
 class _Strict(BaseModel):
@@ -100,10 +100,7 @@ def parse_split(data, where: str) -> Split:
     try:
         return Split.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"{where}.{loc}" if loc else where, msg) from None
+        raise pydantic_error(e, where, root=Split) from None
 
 
 def spec_split(env_id: str) -> Split:

@@ -23,7 +23,7 @@ import gymnasium as gym
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..errors import ConfigError, read_yaml
+from ..errors import ConfigError, pydantic_error, read_yaml
 from .policies import ALGOS
 
 
@@ -54,10 +54,8 @@ def load_recipe(path: Path | None, **overrides) -> Recipe:
     try:
         return Recipe.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"]) or "recipe"
-        allowed = f"; allowed: {', '.join(Recipe.model_fields)}" if err["type"] == "extra_forbidden" else ""
-        raise ConfigError(f"{path or 'train'}: {loc}", err["msg"] + allowed) from None
+        err = pydantic_error(e, root=Recipe, whole="recipe")
+        raise ConfigError(f"{path or 'train'}: {err.field}", err.message) from None
 
 
 # ---- environments --------------------------------------------------------------------------------

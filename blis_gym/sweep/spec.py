@@ -17,7 +17,7 @@ from typing import Any, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..errors import ConfigError, read_yaml
+from ..errors import ConfigError, pydantic_error, read_yaml
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -198,7 +198,7 @@ def parse_sweep(raw: dict, where: Path) -> Sweep:
     try:
         spec = SweepSpec.model_validate(raw)
     except ValidationError as e:
-        raise _spec_error(e) from None
+        raise pydantic_error(e, root=SweepSpec, whole="sweep") from None
     for axis, values in spec.grid.items():
         if not values:
             raise ConfigError(f"grid.{axis}", "empty axis; give at least one value")
@@ -272,16 +272,3 @@ def _validate(data: dict, axes: dict[str, str], what: str, base_error: ConfigErr
         if axes and (base_error is None or base_error.field != e.field):   # these values broke it
             raise ConfigError(", ".join(axes), f"{e.field}: {e.message}") from None
         raise ConfigError(f"base scenario: {e.field}", e.message) from None
-
-
-def _spec_error(e: ValidationError) -> ConfigError:
-    err = e.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"] if p not in ("tuple[float, float]", "list[int]", "int"))
-    msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        msg = "unknown field"
-        if len(err["loc"]) == 1:
-            msg += "; allowed: " + ", ".join(SweepSpec.model_fields)
-    elif err["type"] == "missing":
-        msg = "required field is missing"
-    return ConfigError(loc or "sweep", msg)
