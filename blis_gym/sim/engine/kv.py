@@ -190,11 +190,14 @@ class KVStore:
             return False
         root = req.kv_content.root
         n_run = root.length // BLOCK_SIZE if root is not None and self.RUNS else 0
+        if not 0 < n_run <= hit_blocks:
+            n_run = 0
         held = self.runs.get(root, 0) if n_run else 0
-        blocks = None if held or not 0 < n_run <= hit_blocks else self._index(root)
-        if blocks is None and not held:
-            n_run = 0                             # it moves block by block
-        if 0 < n_run <= hit_blocks:
+        if n_run and not held:
+            blocks = self._index(root)
+            if blocks is None:                    # another prefix of the group owns them: block by block
+                n_run = 0
+        if n_run:
             if not held:                          # the first whole holder: out of the free queue
                 r = self.ranges.pop(root, None)
                 if r is not None:
