@@ -234,6 +234,11 @@ def _summary_rows(s: dict, wall: float) -> list[tuple[str, str]]:
     rows += [("throughput", f"{s['requests_per_s']:.3f} req/s, {s['output_tokens_per_s']:.1f} tok/s"),
              ("preemptions", str(s["preemption_count"])),
              ("prefix-cache hit rate", f"{s['prefix_cache_hit_rate']:.3f}")]
+    lora = s.get("lora")
+    if lora:
+        rows.append(("LoRA adapter loads", f"{lora['adapter_loads']} ({lora['adapter_load_time_ms']:.1f} ms) "
+                                           f"of {lora['adapters']} adapters"))
+        rows.append(("  adapters per batch", f"peak {lora['peak_adapters_in_batch']}, max_loras {lora['max_loras']}"))
     if s.get("slo_attainment") is not None:
         rows.append(("SLO attainment / goodput", f"{s['slo_attainment']:.3f} / {s['goodput_rps']:.3f} req/s"))
     cost = s.get("cost")

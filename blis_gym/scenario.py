@@ -30,6 +30,24 @@ class VLLMSpec(Strict):
     scheduling_policy: Literal["fcfs", "priority", "sjf"] = "fcfs"
     preemption_policy: Literal["fcfs", "priority"] = "fcfs"
     enable_prefix_caching: bool = True                    # False: no prompt block is reused
+    # LoRA (vLLM's --enable-lora, --max-loras, --max-lora-rank, --max-cpu-loras) and its costs
+    enable_lora: bool = False
+    max_loras: Annotated[int, Field(gt=0, le=1024)] = 1
+    max_lora_rank: Literal[1, 8, 16, 32, 64, 128, 256, 320, 512] = 16
+    max_cpu_loras: Optional[Annotated[int, Field(gt=0, le=100_000)]] = None   # None: max_loras
+    lora_load_ms: Optional[Annotated[float, Field(ge=0, le=600_000)]] = None  # None: base + size / bandwidth
+    lora_load_base_ms: Annotated[float, Field(ge=0, le=60_000)] = 1.5
+    lora_load_bandwidth_gb_s: Annotated[float, Field(ge=1e-3, le=1e4)] = 2.0
+    lora_step_overhead: Optional[Annotated[float, Field(ge=0, le=10)]] = None  # None: by rank (BLIS tiers)
+
+    @model_validator(mode="after")
+    def _lora(self):
+        lora = [k for k in sorted(self.model_fields_set) if k.startswith(("max_lora", "max_cpu_lora", "lora_"))]
+        if lora and not self.enable_lora:
+            raise ValueError(f"{lora[0]} applies with enable_lora: true")
+        if self.max_cpu_loras is not None and self.max_cpu_loras < self.max_loras:
+            raise ValueError(f"max_cpu_loras ({self.max_cpu_loras}) must be >= max_loras ({self.max_loras})")
+        return self
 
 
 class SaturationSpec(Strict):
@@ -235,19 +253,22 @@ def build(sc: Scenario, check_invariants: bool = False, base_dir: Path | str | N
     from .sim.latency import load_model
     from .sim.simulation import SimConfig
 
+    from .sim.workload.adapters import workload_adapters
+
     model = load_model(sc.model)
     specs = sc.pools or [PoolSpec(name="default", instances=sc.cluster.instances)]
+    workload = build_workload(sc.workload, Path(base_dir or "."))
+    adapters = workload_adapters(workload.clients)
     instances, pools = [], []
     mml = None
     for k, p in enumerate(specs):
         where = f"pools[{k}]" if sc.pools else ""
         pool_cfg, pool_instances, pool_mml = _pool(sc, p, model, where, first_index=len(instances),
-                                                   prefix=None if sc.pools else "instance")
+                                                   prefix=None if sc.pools else "instance", adapters=adapters)
         instances += pool_instances
         pools.append(pool_cfg)
         if p.role != "prefill":
             mml = pool_mml if mml is None else min(mml, pool_mml)
-    workload = build_workload(sc.workload, Path(base_dir or "."))
     _check_prompts_fit(workload, mml)
     return SimConfig(instances=instances, workload=workload, seed=sc.seed, gateway=_gateway(sc),
                      pools=pools, horizon_us=workload.horizon_us,
@@ -255,7 +276,7 @@ def build(sc: Scenario, check_invariants: bool = False, base_dir: Path | str | N
                      name=sc.name)
 
 
-def _pool(sc: Scenario, p: PoolSpec, model, where: str, first_index: int, prefix: str | None):
+def _pool(sc: Scenario, p: PoolSpec, model, where: str, first_index: int, prefix: str | None, adapters=()):
     """One pool's instance slots (its maximum size) and its sim-side configuration."""
     from .policies.autoscaling import make_autoscaler
     from .sim.cluster.pools import PoolConfig
@@ -281,6 +302,9 @@ def _pool(sc: Scenario, p: PoolSpec, model, where: str, first_index: int, prefix
             err = _first_error(e)
             raise ConfigError(field(f"vllm.{err.field}"), err.message) from None
         blocks = v.total_kv_blocks or kv_blocks_per_instance(model, hw, tp, v.gpu_memory_utilization)
+        lora = _lora(v, model, tp, adapters, field)
+        if lora is not None and not v.total_kv_blocks:
+            blocks = _lora_reserve(blocks, lora, model, tp, field)
     except ConfigError as e:
         if not where or e.field.startswith(where):
             raise
@@ -295,7 +319,7 @@ def _pool(sc: Scenario, p: PoolSpec, model, where: str, first_index: int, prefix
                           max_num_batched_tokens=v.max_num_batched_tokens or tokens_default,
                           long_prefill_token_threshold=v.long_prefill_token_threshold, max_model_len=mml,
                           scheduler=v.scheduling_policy, preemption=v.preemption_policy,
-                          prefix_caching=v.enable_prefix_caching)
+                          prefix_caching=v.enable_prefix_caching, lora=lora)
     kind = p.latency_model or sc.latency_model
     lo = p.min_instances if p.min_instances is not None else min(p.instances, 1)
     hi = p.max_instances if p.max_instances is not None else max(p.instances, 1)
@@ -318,6 +342,41 @@ def _pool(sc: Scenario, p: PoolSpec, model, where: str, first_index: int, prefix
                      autoscaler=make_autoscaler(p.autoscaler, field("autoscaler")),
                      external=p.autoscaler is not None and p.autoscaler.policy == "external")
     return cfg, instances, mml
+
+
+def _lora(v: VLLMSpec, model, tp: int, adapters, field):
+    """The engine's LoraConfig (None without enable_lora), after checking that the workload's
+    adapters can be served: LoRA is on and no adapter's rank exceeds max_lora_rank."""
+    from .sim.engine.lora import LoraConfig, bytes_per_rank
+
+    if not v.enable_lora:
+        if adapters:
+            client, a = adapters[0]
+            raise ConfigError(field("vllm.enable_lora"), f"the workload names LoRA adapters (client {client!r}: "
+                                                         f"{a.name!r}); set enable_lora: true")
+        return None
+    for client, a in adapters:
+        if a.rank > v.max_lora_rank:
+            raise ConfigError(field("vllm.max_lora_rank"), f"{v.max_lora_rank} is below the rank {a.rank} of adapter "
+                                                           f"{a.name!r} (client {client!r}); raise it to {a.rank}")
+    return LoraConfig(max_loras=v.max_loras, max_lora_rank=v.max_lora_rank,
+                      max_cpu_loras=v.max_cpu_loras or v.max_loras, load_base_us=int(round(v.lora_load_base_ms * 1000)),
+                      bytes_per_rank=bytes_per_rank(model), load_bytes_per_us=v.lora_load_bandwidth_gb_s * 1000,
+                      load_us_fixed=None if v.lora_load_ms is None else int(round(v.lora_load_ms * 1000)),
+                      step_overhead=v.lora_step_overhead)
+
+
+def _lora_reserve(blocks: int, lora, model, tp: int, field) -> int:
+    """KV blocks left once vLLM has reserved GPU memory for max_loras adapters of
+    max_lora_rank (its LoRA slots, split over the TP GPUs)."""
+    from .sim.engine import BLOCK_SIZE
+    per_block = model.kv_bytes_per_token(tp) * BLOCK_SIZE
+    reserved = -(-lora.max_loras * lora.max_lora_rank * lora.bytes_per_rank // tp)
+    left = blocks - int(-(-reserved // per_block))
+    if left < 2:
+        raise ConfigError(field("vllm.max_loras"), f"the LoRA slots ({reserved / 2**30:.1f} GiB per GPU) leave no "
+                                                   "room for the KV cache; lower max_loras or max_lora_rank")
+    return left
 
 
 def _delay(spec):

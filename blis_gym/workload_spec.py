@@ -14,7 +14,10 @@ Forms (they combine: a trace or inference_perf plus extra `clients`):
 - `trace: {path, format: csv|azure|blis-v2}` (path relative to the scenario's folder);
 - `inference_perf: {num_groups, prompts_per_group, system_prompt_len, question_len, output_len,
   stages: [{rate, duration_s}], load_type: constant | poisson}`;
-- `slo_targets: {class: {ttft_ms, itl_ms, e2e_ms}}` and `priorities: {class: int}` overrides.
+- `slo_targets: {class: {ttft_ms, itl_ms, e2e_ms}}` and `priorities: {class: int}` overrides;
+- LoRA (workload level or per client): `adapter: NAME | {name, rank}` (every request names it)
+  or `adapters: {count, distribution: uniform|zipf, zipf_s, rank, name_prefix}` (one drawn per
+  request, per session or per closed-loop user).
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from .bounded import Offset, PositiveSeconds, Rate, RateOrZero, Seconds, Strict,
 from .errors import ConfigError, pydantic_error
 from .limits import MAX_DURATION_S, MAX_REQUESTS, MAX_TURNS, MAX_USERS
 from .sim.workload import distributions as d
+from .sim.workload.adapters import AdapterSet, intern_adapters
 from .sim.workload.builders import inference_perf_client, inference_perf_total
 from .sim.workload.source import PRIORITY, Client, ClosedLoop, SessionConfig, Workload
 from .sim.workload.traces import load_trace
@@ -253,6 +257,49 @@ class SloTargetSpec(Strict):
     e2e_ms: Annotated[float, Field(gt=0, le=MAX_DURATION_S * 1e3)] | None = None
 
 
+# ---- LoRA adapters ------------------------------------------------------------------------------
+LoraRank = Annotated[int, Field(gt=0, le=512)]
+MAX_ADAPTERS = 100_000
+
+
+class AdapterSpec(Strict):
+    """One adapter every request names."""
+    name: str
+    rank: LoraRank = 16
+
+    @model_validator(mode="after")
+    def _named(self):
+        if not self.name.strip():
+            raise ValueError("name must not be empty")
+        return self
+
+
+class AdaptersSpec(Strict):
+    """`count` adapters `<name_prefix><k>` (k = 0 .. count-1) of one rank; each request (session,
+    closed-loop user) draws one: uniformly, or adapter k with probability ∝ 1/(k+1)^zipf_s."""
+    count: Annotated[int, Field(gt=0, le=MAX_ADAPTERS)]
+    distribution: Literal["uniform", "zipf"] = "uniform"
+    zipf_s: Annotated[float, Field(gt=0, le=10)] = 1.0
+    rank: LoraRank = 16
+    name_prefix: str = "adapter-"
+
+    @model_validator(mode="after")
+    def _ok(self):
+        if "zipf_s" in self.model_fields_set and self.distribution != "zipf":
+            raise ValueError("zipf_s applies to distribution: zipf")
+        return self
+
+
+def _adapter_set(adapter, adapters) -> AdapterSet | None:
+    if adapter is not None:
+        a = AdapterSpec(name=adapter) if isinstance(adapter, str) else adapter
+        return AdapterSet.many([a.name], a.rank)
+    if adapters is not None:
+        names = [f"{adapters.name_prefix}{k}" for k in range(adapters.count)]
+        return AdapterSet.many(names, adapters.rank, adapters.distribution, adapters.zipf_s)
+    return None
+
+
 class ClientSpec(Strict):
     name: str
     rate_fraction: Annotated[float, Field(gt=0, le=1e6)] = 1.0
@@ -267,6 +314,8 @@ class ClientSpec(Strict):
     timeout_s: Seconds | None = None
     session: SessionSpec | None = None
     closed_loop: ClosedLoopSpec | None = None
+    adapter: Union[str, AdapterSpec, None] = None
+    adapters: AdaptersSpec | None = None
 
     @model_validator(mode="after")
     def _ok(self):
@@ -274,7 +323,15 @@ class ClientSpec(Strict):
             raise ValueError("name must not be empty")
         if self.session is not None and self.closed_loop is not None:
             raise ValueError("give session or closed_loop, not both")
+        _one_adapter_form(self)
         return self
+
+
+def _one_adapter_form(spec) -> None:
+    if spec.adapter is not None and spec.adapters is not None:
+        raise ValueError("give adapter or adapters, not both")
+    if isinstance(spec.adapter, str) and not spec.adapter.strip():
+        raise ValueError("adapter: the name must not be empty")
 
 
 class WorkloadSpec(Strict):
@@ -296,9 +353,12 @@ class WorkloadSpec(Strict):
     inference_perf: InferencePerfSpec | None = None
     slo_targets: dict[str, SloTargetSpec] = {}
     priorities: dict[str, Annotated[int, Field(ge=-1000, le=1000)]] = {}
+    adapter: Union[str, AdapterSpec, None] = None      # LoRA: the default of every client
+    adapters: AdaptersSpec | None = None
 
     @model_validator(mode="after")
     def _ok(self):
+        _one_adapter_form(self)
         classes = {**PRIORITY, **self.priorities}
         used = [("slo_class", self.slo_class)] + [(f"clients.{c.name}.slo_class", c.slo_class)
                                                   for c in self.clients or [] if c.slo_class is not None]
@@ -356,8 +416,12 @@ def _client(spec: WorkloadSpec, c: ClientSpec, where: str) -> Client:
     cl = c.closed_loop
     timeout = spec.timeout_s if c.timeout_s is None else c.timeout_s
     group = c.prefix_group or ("shared" if c.prefix_tokens and c.name == "default" else "")
+    if c.adapter is not None or c.adapters is not None:
+        adapters = _adapter_set(c.adapter, c.adapters)
+    else:
+        adapters = _adapter_set(spec.adapter, spec.adapters)
     return Client(
-        name=c.name, arrival=None if cl else arrival,
+        name=c.name, arrival=None if cl else arrival, adapters=adapters,
         input=length(c.input or spec.input), output=length(c.output or spec.output),
         rate_fraction=c.rate_fraction, slo_class=c.slo_class or spec.slo_class,
         tenant=spec.tenant if c.tenant is None else c.tenant,
@@ -404,6 +468,7 @@ def build_workload(spec: WorkloadSpec, base_dir: Path | str = ".") -> Workload:
                                              ip.question_len, ip.output_len, stages,
                                              repeat_questions=ip.repeat_questions, slo_class=ip.slo_class,
                                              timeout_us=int(round(spec.timeout_s * 1e6)), load_type=ip.load_type))
+        clients[-1].adapters = _adapter_set(spec.adapter, spec.adapters)
         if spec.num_requests is None and spec.trace is None and spec.clients is None and ip.load_type == "constant":
             num = inference_perf_total(stages)   # (poisson: until the last stage ends)
     if spec.clients is not None:
@@ -415,6 +480,10 @@ def build_workload(spec: WorkloadSpec, base_dir: Path | str = ".") -> Workload:
             # the original single-client form: the process at the workload's rate
             single = single.model_copy(update={"rate": spec.rate})
         clients.append(_client(spec, single, "workload"))
+    if spec.trace is not None and spec.trace.format != "blis-v2" and (spec.adapter or spec.adapters):
+        raise ConfigError("workload.adapter", f"a {spec.trace.format} trace names no adapters; "
+                                              "give them to clients (workload.clients)")
+    intern_adapters(clients)
     for k, t in spec.slo_targets.items():
         targets[k] = {m: v for m, v in t.model_dump().items() if v is not None}
     w = Workload(clients=clients, num_requests=num,

@@ -307,6 +307,32 @@ class SessionAffinityScorer(Scorer):
             del self._pin[sid]
 
 
+@register("scorer", "lora-affinity")
+class LoraAffinityScorer(Scorer):
+    """GAIE's lora-affinity-scorer on the scraped vllm:lora_requests_info: 1.0 if the request's
+    adapter is running on the pod; else 0.8 if the pod has room for one more adapter (running +
+    waiting adapters < max_lora); else 0.6 if the adapter is waiting there; else 0. A
+    base-model request matches no adapter (0.8 where there is room, as in GAIE); pods without
+    LoRA (max_lora 0) score 0."""
+    name = "lora-affinity"
+    bounded = True
+
+    def score(self, req, cands, ctx):
+        a = getattr(req, "adapter", None)
+        name = a.name if a is not None else None
+        out = []
+        for p in cands:
+            if name is not None and name in p.lora_running:
+                out.append(1.0)
+            elif len(p.lora_running) + len(p.lora_waiting) < p.max_lora:
+                out.append(0.8)
+            elif name is not None and name in p.lora_waiting:
+                out.append(0.6)
+            else:
+                out.append(0.0)
+        return out
+
+
 # name -> scorer class, filled by @register("scorer", name) (new scorers register the same way)
 SCORERS: dict[str, type] = table("scorer")
 
@@ -320,4 +346,5 @@ SCORER_ALIASES: dict[str, str] = {
     "token-load-scorer": "token-load",
     "no-hit-lru-scorer": "no-hit-lru",
     "session-affinity-scorer": "session-affinity",
+    "lora-affinity-scorer": "lora-affinity",
 }

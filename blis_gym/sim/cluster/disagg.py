@@ -123,6 +123,7 @@ class Disaggregation:
         leg = Request(r.id, now, r.input_len, 1, r.content, slo_class=r.slo_class, priority=r.priority,
                       tenant=r.tenant, client=r.client)
         leg.parent = r
+        leg.adapter = r.adapter
         r.pd = PDState(leg, decode, prefill)
         r.state = State.TRANSFER
         d, p = self.pods[decode], self.pods[prefill]

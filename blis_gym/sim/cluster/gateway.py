@@ -62,6 +62,7 @@ class Gateway:
         self.pods = [PodSignals(i, inst.name, role=inst.role, num_kv_blocks=inst.kv.total)
                      for i, inst in enumerate(self.instances)]
         self.pd_mode = any(p.role == "prefill" for p in self.pods)
+        self.lora_pods = [i for i, inst in enumerate(self.instances) if inst.lora is not None]
         self.single = len(self.pods) == 1 and self.pods[0].role == "both"
         self.decode_pods = [p for p in self.pods if p.role != "prefill"]
         self.admission = cfg.admission
@@ -89,6 +90,9 @@ class Gateway:
         for p, inst in zip(self.pods, self.instances):
             p.waiting, p.running, p.kv_usage = inst.scrape()
             p.scraped_at = now
+        for i in self.lora_pods:
+            p = self.pods[i]
+            p.lora_running, p.lora_waiting, p.max_lora = self.instances[i].lora_info()
 
     def signals(self, now: int) -> list[PodSignals]:
         if self.oracle:

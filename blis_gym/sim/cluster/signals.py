@@ -1,6 +1,6 @@
 """What the gateway and the router see of each pod: a scraped snapshot plus router-local counts.
 
-Scraped fields (waiting, running, kv_usage) are refreshed by the metrics scraper every
+Scraped fields (waiting, running, kv_usage, and the LoRA adapters of pods with LoRA on) are refreshed by the metrics scraper every
 `scrape_interval` (50 ms by default, as llm-d's --refresh-metrics-interval); between scrapes
 they keep their old values, stale on purpose. In-flight counts are kept by the router itself
 on every dispatch and completion, so they are always fresh.
@@ -53,6 +53,10 @@ class PodSignals:
     in_flight: int = 0         # requests dispatched to the pod and not finished
     in_flight_tokens: int = 0  # uncached prompt tokens of those requests not yet past their first token
     num_kv_blocks: int = 0     # the pod's KV capacity (vllm:cache_config_info num_gpu_blocks)
+    # scraped vllm:lora_requests_info (LoRA pods only): adapter names and max_lora
+    lora_running: tuple = ()
+    lora_waiting: tuple = ()
+    max_lora: int = 0
 
 
 def load(p: PodSignals) -> int:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..core import P_STEP
 from .kv import KVStore
+from .lora import LoraConfig, LoraState
 from .request import BLOCK_MASK, BLOCK_SIZE, Content, Request, State, output_key
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ class EngineConfig:
     scheduler: str = "fcfs"                    # fcfs | priority | sjf
     preemption: str = "fcfs"                   # fcfs (newest) | priority (least urgent, newest)
     prefix_caching: bool = True                # False: vLLM's --no-enable-prefix-caching
+    lora: LoraConfig | None = None             # --enable-lora (None: off)
 
 
 class WaitQueue:
@@ -155,12 +157,20 @@ class Instance:
         self.itl_hist: dict[int, int] = {}   # decode step duration + α2 (µs) -> tokens emitted
         self.step_log: list | None = None    # set to [] to record (start, duration, chunks, decoders)
         self.alpha_out = step_model.output_token_us
+        self.lora = LoraState(cfg.lora) if cfg.lora is not None else None
 
     # ---- queries (what a metrics scrape reads) -----------------------------------------
     def scrape(self) -> tuple[int, int, float]:
         """What vLLM's /metrics reports now: requests waiting, requests running, KV-cache use."""
         self.sync()
         return self.waiting.n, len(self.running), self.kv.usage()
+
+    def lora_info(self) -> tuple[tuple[str, ...], tuple[str, ...], int]:
+        """vllm:lora_requests_info now: running adapters, waiting adapters, max_lora."""
+        if self.lora is None:
+            return (), (), 0
+        self.sync()
+        return self.lora.info()
 
     def lookup_prefix(self, r: Request) -> int:
         """Cached leading prompt blocks of r here (the precise prefix signal)."""
@@ -207,6 +217,8 @@ class Instance:
             r.enqueued = now
         self._cut()
         self.waiting.push(r)
+        if r.adapter is not None and self.lora is not None:
+            self.lora.queued(r.adapter)
         if not self.busy:
             self.busy = True
             self._wake(now)
@@ -380,6 +392,8 @@ class Instance:
             self._dec_remove(r)
             self.starved.pop(r, None)
         r.gen += 1
+        if r.adapter is not None and self.lora is not None:
+            self.lora.left(r.adapter)
         content = None
         if r.rehash:
             content = self._full_content(r)
@@ -399,6 +413,8 @@ class Instance:
         self._cut()
         if r.state is State.QUEUED:
             self.waiting.removed()
+            if r.adapter is not None and self.lora is not None:
+                self.lora.unqueued(r.adapter)
         elif r.state is State.RUNNING:
             self._leave(r, now)
         r.state = State.CREATED
@@ -458,10 +474,17 @@ class Instance:
         running = self.running
         waiting = self.waiting
         max_seqs = cfg.max_num_seqs
+        lora = self.lora
+        skipped: list[Request] = []
         while budget > 0 and len(running) < max_seqs and not preempted:
             r = waiting.head(self)
             if r is None:
                 break
+            if lora is not None and r.adapter is not None and not lora.can_join(r.adapter):
+                # one adapter too many for this batch (max_loras): skip it, keep its place
+                waiting.pop()
+                skipped.append(r)
+                continue
             hit = kv.cached_prefix_blocks(r)
             start = hit * BLOCK_SIZE
             if r.remote:
@@ -480,6 +503,8 @@ class Instance:
                 if not kv.admit(r, hit, n):
                     break
             waiting.pop()
+            if lora is not None and r.adapter is not None:
+                lora.admit(r.adapter)
             r.state = State.RUNNING
             r.computed = start
             r.chunk = n
@@ -491,6 +516,8 @@ class Instance:
             self.prefilling[r] = None
             chunks.append(r)
             budget -= n
+        for r in reversed(skipped):
+            waiting.push(r, front=True)
 
         if not running:
             self.busy = False
@@ -506,6 +533,8 @@ class Instance:
             dt = self.model.step_time_us(pre, n_dec, ctx)
         else:
             dt = self.model.decode_step_us(n_dec, ctx)
+        if lora is not None:
+            dt = lora.step_us(dt)
         self._account(now, dt, chunks, n_dec)
         self.step_chunks = chunks
         end = now + dt
@@ -535,7 +564,11 @@ class Instance:
                 steps += 1
         if steps <= 0:
             return 0
-        self.plan = plan = self.model.decode_run_us(n_dec, ctx, steps)
+        plan = self.model.decode_run_us(n_dec, ctx, steps)
+        lora = self.lora
+        if lora is not None and lora.factor != 1.0:
+            plan = [lora.step_us(dt) for dt in plan]
+        self.plan = plan
         self.plan_pos = 0
         return sum(plan)
 
@@ -609,6 +642,9 @@ class Instance:
             self._dec_remove(r)
         r.gen += 1
         r.chunk = 0
+        if r.adapter is not None and self.lora is not None:
+            self.lora.left(r.adapter)
+            self.lora.queued(r.adapter)
         # Everything it held will be recomputed: prompt plus the outputs emitted so far.
         full = self._full_content(r)
         self.kv.release(r, tokens, full)

@@ -168,7 +168,7 @@ class Request:
 
     __slots__ = (
         "id", "arrival", "input_len", "output_len", "content", "slo_class", "priority",
-        "tenant", "client", "session", "turn", "deadline", "state", "reason",
+        "tenant", "client", "session", "turn", "deadline", "state", "reason", "adapter",
         # engine bookkeeping
         "instance", "computed", "chunk", "target", "generated", "base", "gen", "seq",
         "shared_blocks", "shared_run", "rehash", "hit_blocks", "kv_content", "parent", "remote", "pd",
@@ -193,6 +193,7 @@ class Request:
         self.deadline = deadline          # absolute µs; 0 = none
         self.state = State.CREATED
         self.reason = ""
+        self.adapter = None               # its LoRA adapter (engine.lora.Adapter); None: the base model
         self.instance = None
         self.computed = 0                 # tokens in KV while prefilling
         self.chunk = 0                    # prefill tokens granted in the step being formed or run

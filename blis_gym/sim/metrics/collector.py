@@ -76,6 +76,7 @@ class Metrics:
             "inst": array("l"), "state": array("b"), "reason": array("l"), "arrival": array("q"),
             "inp": array("q"), "out": array("q"), "cached": array("q"), "ttft": array("q"),
             "e2e": array("q"), "decode": array("q"), "sched": array("q"), "preempt": array("l"),
+            "adapter": array("l"),           # the LoRA adapter's name code; -1: the base model
         }
         self.samples = {"time_us": array("q"), "inst": array("l"), "waiting": array("l"),
                         "running": array("l"), "kv": array("d")}
@@ -101,6 +102,8 @@ class Metrics:
         c["decode"].append(decode_us)
         c["sched"].append(r.scheduled - r.arrival if r.scheduled >= 0 else -1)
         c["preempt"].append(r.preemptions)
+        a = r.adapter
+        c["adapter"].append(-1 if a is None else s(a.name))
 
     def sample(self, t: int, inst_name: str, waiting: int, running: int, kv: float) -> None:
         s = self.samples
@@ -131,9 +134,10 @@ class Metrics:
         names = self.strings.names
         state_names = {int(k): v for k, v in STATE_NAMES.items()}
         order = np.argsort(a["id"], kind="stable")
+        lora = bool(len(a["adapter"])) and int(a["adapter"].max()) >= 0   # the column only with adapters
         with open(path, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(COLUMNS)
+            w.writerow(COLUMNS + ("adapter",) if lora else COLUMNS)
             for i in order.tolist():
                 out = int(a["out"][i])
                 ttft = int(a["ttft"][i])
@@ -142,11 +146,15 @@ class Metrics:
                 itl = ""
                 if done and out > 1:
                     itl = _ms(a["decode"][i] / (out - 1))
-                w.writerow((int(a["id"][i]), names[a["client"][i]], names[a["cls"][i]], names[a["tenant"][i]],
-                            names[a["inst"][i]], state_names[int(a["state"][i])], names[a["reason"][i]],
-                            f"{a['arrival'][i] / 1e6:.6f}", int(a["inp"][i]), out, int(a["cached"][i]),
-                            _ms(ttft) if ttft >= 0 else "", itl, _ms(e2e) if done else "",
-                            _ms(a["sched"][i]) if a["sched"][i] >= 0 else "", int(a["preempt"][i])))
+                row = (int(a["id"][i]), names[a["client"][i]], names[a["cls"][i]], names[a["tenant"][i]],
+                       names[a["inst"][i]], state_names[int(a["state"][i])], names[a["reason"][i]],
+                       f"{a['arrival'][i] / 1e6:.6f}", int(a["inp"][i]), out, int(a["cached"][i]),
+                       _ms(ttft) if ttft >= 0 else "", itl, _ms(e2e) if done else "",
+                       _ms(a["sched"][i]) if a["sched"][i] >= 0 else "", int(a["preempt"][i]))
+                if lora:
+                    k = int(a["adapter"][i])
+                    row += (names[k] if k >= 0 else "",)
+                w.writerow(row)
 
     def write_timeseries_csv(self, path) -> None:
         s = self.samples

@@ -43,6 +43,28 @@ def pd_summary(pd: Disaggregation) -> dict:
             "peak_concurrent_transfers": t.peak_concurrent}
 
 
+def lora_summary(a: dict, names: list, intern, states: list, dur_s: float) -> dict:
+    """Adapter loads over the LoRA instances, and each adapter's latency block with its loads
+    (requests of the base model under "")."""
+    loads: dict[str, int] = {}
+    for st in states:
+        for name, n in st.loads.items():
+            loads[name] = loads.get(name, 0) + n
+    codes = a["adapter"]
+    per = {}
+    for name in sorted({names[k] if k >= 0 else "" for k in codes.tolist()} | set(loads)):
+        m = codes == (intern(name) if name else -1)
+        block = latency_block(a, m, dur_s)
+        block["adapter_loads"] = loads.get(name, 0)
+        per[name] = block
+    return {"adapter_loads": sum(loads.values()),
+            "adapter_load_time_ms": round(sum(st.load_us_total for st in states) / 1000, 6),
+            "peak_adapters_in_batch": max(st.peak_distinct for st in states),
+            "max_loras": max(st.cfg.max_loras for st in states),
+            "adapters": len([n for n in per if n]),
+            "per_adapter": per}
+
+
 def run_summary(sim: Simulation) -> dict:
     """summary.json of a simulation (after run() or close())."""
     a = sim.metrics.arrays()
@@ -104,6 +126,9 @@ def run_summary(sim: Simulation) -> dict:
         out["cost"] = cost_summary(sim.pools, dur_us, out["output_tokens"])
     if sim.gateway is not None and sim.gateway.pd_mode:
         out["pd"] = pd_summary(sim.gateway.pd)
+    lora = [i.lora for i in sim.instances if i.lora is not None]
+    if lora:
+        out["lora"] = lora_summary(a, names, sim.metrics.strings, lora, dur_s)
     out["per_instance"] = {i.name: {"steps": i.steps, "preemptions": i.preemptions,
                                     "busy_fraction": round(i.busy_until(dur_us) / dur_us, 6) if dur_us else 0.0,
                                     "prefix_cache_hit_rate": round(i.kv.hit_tokens / i.kv.query_tokens, 6)

@@ -95,6 +95,7 @@ class Client:
     trace: object = None              # a TraceData: replay its rows instead of sampling
     cycle: tuple = ()                 # ((prefix_group, tenant), ...): request k uses entry k % len
     repeat_prompts: bool = False      # with cycle: each entry re-sends one fixed question
+    adapters: object = None           # an AdapterSet: the LoRA adapters its requests name (None: base model)
 
     @property
     def kind(self) -> str:
@@ -215,6 +216,7 @@ class _OpenStream(_Stream):
         if c.cycle:
             self.cyc = [(src.group_prefix(g, c.prefix_tokens), ten) for g, ten in c.cycle]
             self.qkeys: list = [None] * len(c.cycle)
+        self.pick = c.adapters.sampler(lambda: st.get(f"adapters/{c.name}")) if c.adapters is not None else None
         self._fill()
 
     def _fill(self) -> None:
@@ -247,10 +249,14 @@ class _OpenStream(_Stream):
         if c.cycle:
             j = self.k % len(self.cyc)
             prefix, tenant = self.cyc[j]
-            if c.repeat_prompts:
-                if self.qkeys[j] is None:
-                    self.qkeys[j] = src.new_key()
-                content = Content(prefix, ((self.qkeys[j], n_in),))
+        adapter = None
+        if self.pick is not None:
+            adapter = self.pick()
+            prefix = src.adapter_prefix(prefix, adapter)
+        if c.cycle and c.repeat_prompts:
+            if self.qkeys[j] is None:
+                self.qkeys[j] = src.new_key()
+            content = Content(prefix, ((self.qkeys[j], n_in),))
         if content is None:
             content = Content(prefix, ((prompt_key(rid), n_in),))
         sess = None
@@ -264,6 +270,7 @@ class _OpenStream(_Stream):
         req = Request(rid, t, content.length, n_out, content, slo_class=c.slo_class, priority=self.priority,
                       tenant=tenant, client=c.name, session=sess, turn=0,
                       deadline=t + c.timeout_us if c.timeout_us else 0)
+        req.adapter = adapter
         if sess is not None:
             req.rehash = sc.turns > 1 and sc.accumulate
             src.live += 1
@@ -282,7 +289,7 @@ class _OpenStream(_Stream):
 
 
 class _User:
-    __slots__ = ("i", "ins", "outs", "rng", "stream", "think", "thinks", "u")
+    __slots__ = ("adapter", "i", "ins", "outs", "prefix", "rng", "stream", "think", "thinks", "u")
 
     def __init__(self, u: int, stream: _ClosedStream, rng):
         self.u = u
@@ -290,6 +297,8 @@ class _User:
         self.rng = rng
         self.i = 64
         self.think = 0                # think time after the request in flight (µs)
+        self.adapter = None           # the LoRA adapter all its requests name
+        self.prefix = stream.prefix
 
     def draw(self):
         """(input, output, think_us) of this user's next request."""
@@ -311,9 +320,14 @@ class _ClosedStream(_Stream):
         self.c = c
         cl = c.closed_loop
         self.think = ThinkTime.of(cl.think_time)
-        self.users = [_User(u, self, src.streams.get(f"users/{c.name}/{u}")) for u in range(cl.users)]
-        self.starts = [int(round(u * self.think.mean * 1e6 / cl.users)) for u in range(cl.users)]
         self.prefix = src.client_prefix(c)
+        self.users = [_User(u, self, src.streams.get(f"users/{c.name}/{u}")) for u in range(cl.users)]
+        if c.adapters is not None:
+            pick = c.adapters.sampler(lambda: src.streams.get(f"adapters/{c.name}"))
+            for user in self.users:
+                user.adapter = pick()
+                user.prefix = src.adapter_prefix(self.prefix, user.adapter)
+        self.starts = [int(round(u * self.think.mean * 1e6 / cl.users)) for u in range(cl.users)]
         self.priority = src.w.priority(c.slo_class)
         self.next_user = 0
         self.t = self.starts[0]
@@ -321,9 +335,10 @@ class _ClosedStream(_Stream):
     def make(self, src, user: _User, rid: int, t: int) -> Request:
         c = self.c
         n_in, n_out, user.think = user.draw()
-        content = Content(self.prefix, ((prompt_key(rid), n_in),))
+        content = Content(user.prefix, ((prompt_key(rid), n_in),))
         req = Request(rid, t, content.length, n_out, content, slo_class=c.slo_class, priority=self.priority,
                       tenant=c.tenant, client=c.name, deadline=t + c.timeout_us if c.timeout_us else 0)
+        req.adapter = user.adapter
         src.owner[rid] = user
         return req
 
@@ -422,6 +437,7 @@ class WorkloadSource:
         self.owner: dict[int, _User] = {}
         self._keys: dict[str, int] = {}
         self._prefixes: dict[tuple[str, int], Content] = {}
+        self._salted: dict[tuple[int, str], Content] = {}
         self._next_key = -2          # never -1: in CPython hash(-1) == hash(-2), which would alias two groups
         self._sessions = 0
         # group keys in client order, so a group's key does not depend on which request comes first
@@ -460,6 +476,17 @@ class WorkloadSource:
         p = self._prefixes.get((name, tokens))
         if p is None:
             p = self._prefixes[(name, tokens)] = Content(None, ((self.group_key(name), tokens),), shared=True)
+        return p
+
+    def adapter_prefix(self, prefix: Content | None, adapter) -> Content | None:
+        """A group prefix as requests of `adapter` hold it: vLLM salts block hashes with the
+        LoRA adapter, so requests of different adapters never share cached blocks."""
+        if prefix is None:
+            return None
+        k = (id(prefix), adapter.name)
+        p = self._salted.get(k)
+        if p is None:
+            p = self._salted[k] = Content(None, ((self.new_key(), prefix.length),), shared=True)
         return p
 
     @staticmethod
@@ -533,6 +560,7 @@ class WorkloadSource:
                       tenant=req.tenant, client=req.client, session=s, turn=k + 1,
                       deadline=t + c.timeout_us if c.timeout_us else 0)
         nxt.rehash = s.accumulate and k + 2 < s.turns
+        nxt.adapter = req.adapter
         return [nxt]
 
     def _client_index(self, name: str) -> int:
