@@ -9,6 +9,7 @@ from ...limits import (MAX_DURATION_S, MAX_NUMBER, MAX_RATE, MAX_REQUESTS, MAX_T
                        MIN_DURATION_S)
 from .distributions import (Constant, ConstantArrivals, Empirical, Exponential, GammaArrivals, Gaussian, LogNormal,
                             ParetoLogNormal, PoissonArrivals, Stages, TimeVarying, WeibullArrivals)
+from .adapters import AdapterSet
 from .source import PRIORITY, Client, ClosedLoop, SessionConfig, Workload
 
 
@@ -74,7 +75,8 @@ _TOP_UNSUPPORTED = ("cohorts", "servegen_data")
 _CLIENT = {"id", "tenant_id", "slo_class", "model", "adapter", "rate_fraction", "concurrency", "think_time_us",
            "arrival", "input_distribution", "output_distribution", "prefix_group", "prefix_length", "streaming",
            "network", "lifecycle", "multimodal", "reasoning", "timeout", "slo_target_us", "closed_loop"}
-_CLIENT_UNSUPPORTED = ("lifecycle", "multimodal", "slo_target_us", "model", "adapter")
+_CLIENT_UNSUPPORTED = ("lifecycle", "multimodal", "slo_target_us", "model")
+BLIS_ADAPTER_RANK = 16           # a BLIS spec names an adapter without its rank
 _V1_CLASSES = {"realtime": "critical", "interactive": "standard", "": "standard"}
 
 
@@ -227,7 +229,16 @@ class _Spec:
                       output=self.dist(d.get("output_distribution"), f"{key}.output_distribution"),
                       rate_fraction=frac if frac > 0 else 1.0, slo_class=slo, tenant=str(d.get("tenant_id") or ""),
                       prefix_group=group if plen else "", prefix_tokens=plen, timeout_us=timeout_us,
-                      session=session, closed_loop=closed)
+                      session=session, closed_loop=closed, adapters=self.adapter(d, key))
+
+    def adapter(self, d: dict, key: str):
+        """The client's LoRA adapter (`adapter: NAME`), of rank BLIS_ADAPTER_RANK."""
+        name = d.get("adapter")
+        if name is None or name == "":
+            return None
+        if not isinstance(name, str):
+            raise self.err(f"{key}.adapter", f"must be an adapter name (got {name!r})")
+        return AdapterSet.many([name], BLIS_ADAPTER_RANK)
 
     def inference_perf(self, d) -> Client:
         key = "inference_perf"
