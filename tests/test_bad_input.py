@@ -125,7 +125,7 @@ BAD = [
     ("unknown field in a pool", scenario(pools=[{"name": "p", "bogus": 1}]),
      "pools.0.bogus: unknown field; allowed: autoscaler, gpus_per_node"),
     ("unknown field in a client", scenario(workload__clients=[{"name": "a", "bogus": 1}]),
-     "workload.clients.0.bogus: unknown field; allowed: arrival, closed_loop"),
+     "workload.clients.0.bogus: unknown field; allowed: adapter, adapters, arrival, closed_loop"),
     ("delay with a negative mean", scenario(pools=[{"name": "p", "provisioning_delay_s": {"mean": -1}}]),
      "pools.0.provisioning_delay_s.mean"),
     ("delay of the wrong type", scenario(pools=[{"name": "p", "load_time_s": "slow"}]), "pools.0.load_time_s:"),

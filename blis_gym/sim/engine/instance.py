@@ -475,7 +475,7 @@ class Instance:
         waiting = self.waiting
         max_seqs = cfg.max_num_seqs
         lora = self.lora
-        skipped: list[Request] = []
+        skipped = None
         while budget > 0 and len(running) < max_seqs and not preempted:
             r = waiting.head(self)
             if r is None:
@@ -483,6 +483,8 @@ class Instance:
             if lora is not None and r.adapter is not None and not lora.can_join(r.adapter):
                 # one adapter too many for this batch (max_loras): skip it, keep its place
                 waiting.pop()
+                if skipped is None:
+                    skipped = []
                 skipped.append(r)
                 continue
             hit = kv.cached_prefix_blocks(r)
@@ -516,8 +518,9 @@ class Instance:
             self.prefilling[r] = None
             chunks.append(r)
             budget -= n
-        for r in reversed(skipped):
-            waiting.push(r, front=True)
+        if skipped:
+            for r in reversed(skipped):
+                waiting.push(r, front=True)
 
         if not running:
             self.busy = False
