@@ -85,30 +85,18 @@ def test_a_request_whose_adapter_finds_no_slot_waits_and_those_behind_it_go_ahea
 
 
 def _checked_run(d: dict):
-    """Run a scenario checking after every step formed that the batch holds at most max_loras
-    distinct adapters, and that the instance's adapter counts match its requests."""
+    """Run a scenario with the simulator's invariants checked at every event (LoRA's included:
+    adapter counts match the requests, at most max_loras in a batch, running adapters loaded),
+    recording the distinct adapters of each batch formed."""
     sim = Simulation(build(parse_scenario(d), check_invariants=True))
     seen = []
     for inst in sim.instances:
         form = inst._form_step
 
-        def checked(now, inst=inst, form=form):
+        def recorded(now, inst=inst, form=form):
             form(now)
-            lora = inst.lora
-            running = {r.adapter for r in inst.running if r.adapter is not None}
-            assert len(running) <= lora.cfg.max_loras
-            assert running == set(lora.running)
-            counts = {}
-            for r in inst.running:
-                counts[r.adapter] = counts.get(r.adapter, 0) + 1
-            assert counts == lora.running
-            waiting = {}
-            for r in inst.waiting:
-                waiting[r.adapter] = waiting.get(r.adapter, 0) + 1
-            assert waiting == lora.waiting
-            assert len(lora.loaded) <= lora.cfg.max_cpu_loras
-            seen.append(len(running))
-        inst._form_step = checked
+            seen.append(len({r.adapter for r in inst.running}))
+        inst._form_step = recorded
     return sim, seen, sim.run()
 
 

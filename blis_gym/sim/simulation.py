@@ -345,7 +345,8 @@ class Simulation:
 
     # ---- checks -----------------------------------------------------------------------
     def check(self, now: int) -> None:
-        """The simulator's invariants: conservation, timestamp order, KV accounting."""
+        """The simulator's invariants: conservation, timestamp order, KV accounting, LoRA
+        adapter counts."""
         queued, running = self.in_instances()
         gw = self.in_gateway()
         pd = self.gateway.pd.active if self.gateway is not None else 0
@@ -366,6 +367,8 @@ class Simulation:
                 if r.shared_run is not None:
                     runs[r.shared_run] = runs.get(r.shared_run, 0) + 1
             inst.kv.check(private, holders, runs)
+            if inst.lora is not None:
+                inst.lora.check(inst.running, inst.waiting)
 
     # ---- results ----------------------------------------------------------------------
     def summary(self) -> dict:

@@ -149,6 +149,21 @@ class LoraState:
             self.owed_us = 0
         return dt
 
+    def check(self, running, waiting) -> None:
+        """Invariants: the counts match the instance's running and waiting requests, the batch
+        holds at most max_loras adapters, and every running adapter is loaded."""
+        def counts(reqs) -> dict:
+            out: dict[Adapter, int] = {}
+            for r in reqs:
+                if r.adapter is not None:
+                    out[r.adapter] = out.get(r.adapter, 0) + 1
+            return out
+        assert counts(running) == self.running, (counts(running), self.running)
+        assert counts(waiting) == self.waiting, (counts(waiting), self.waiting)
+        assert len(self.running) <= self.cfg.max_loras
+        assert len(self.loaded) <= self.cfg.max_cpu_loras
+        assert all(a in self.loaded for a in self.running)
+
     def info(self) -> tuple[tuple[str, ...], tuple[str, ...], int]:
         """vllm:lora_requests_info: running adapters, waiting adapters, max_lora."""
         return (tuple(a.name for a in self.running), tuple(a.name for a in self.waiting), self.cfg.max_loras)
