@@ -280,3 +280,37 @@ def test_bad_lora_input_gets_one_line_naming_the_field(tmp_path, label, data, fi
     assert field in lines[0], lines[0]
     with pytest.raises(ConfigError):
         build(parse_scenario(data), base_dir=tmp_path)
+
+
+def _source(workload: dict):
+    from blis_gym.sim.core import Streams
+    from blis_gym.sim.workload import WorkloadSource
+    from blis_gym.workload_spec import build_workload, parse_workload
+    return WorkloadSource(build_workload(parse_workload(workload)), Streams(7))
+
+
+LENGTHS = {"input": {"dist": "constant", "value": 100}, "output": {"dist": "constant", "value": 10}}
+
+
+def test_a_session_and_a_closed_loop_user_keep_their_adapter():
+    src = _source({**LENGTHS, "rate": 5, "num_requests": 200, "session": {"turns": 3},
+                   "adapters": {"count": 5}})
+    first = [src.next() for _ in range(20)]
+    assert len({r.adapter.name for r in first}) > 1
+    for r in first:
+        (nxt,) = src.finished(r, r.arrival + 1000, True)
+        assert nxt.adapter is r.adapter
+    src = _source({**LENGTHS, "closed_loop": {"users": 6}, "num_requests": 100, "adapters": {"count": 3}})
+    users = [src.next() for _ in range(6)]
+    for r in users:
+        (nxt,) = src.finished(r, r.arrival + 1000, True)
+        assert nxt.adapter is r.adapter
+
+
+def test_adapters_draw_from_their_own_stream():
+    """Adding adapters leaves every arrival time and length unchanged."""
+    def reqs(**extra):
+        src = _source({**LENGTHS, "input": {"dist": "exponential", "mean": 300}, "rate": 5, "num_requests": 50,
+                       **extra})
+        return [(r.arrival, r.input_len, r.output_len) for r in iter(src.next, None)]
+    assert reqs() == reqs(adapters={"count": 4, "distribution": "zipf"})
