@@ -125,7 +125,7 @@ COMPARED_KPIS = ("completed_requests", "rejected_requests", "timed_out_requests"
                  "output_tokens_per_s", "ttft_mean_ms", "ttft_p90_ms", "ttft_p99_ms", "itl_mean_ms",
                  "e2e_mean_ms", "e2e_p90_ms", "e2e_p99_ms", "slo_attainment", "goodput_rps",
                  "prefix_cache_hit_rate", "preemption_count", "cost.gpu_hours", "cost.dollars",
-                 "pd.disaggregated_fraction")
+                 "pd.disaggregated_fraction", "lora.adapter_loads")
 
 
 def _kpi(summary: dict, key: str):
