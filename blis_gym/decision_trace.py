@@ -71,7 +71,7 @@ def run_traced(sim, sampling: Sampling, progress=None) -> tuple[dict, list[tuple
         r = p.request
         chosen = p.default()                     # the router's pick, as the untraced run makes it
         if chosen is not None and sampling.traced(decision, done):
-            rows += _explain(sim, r, chosen, p.mask, decision, sampling.top_k)
+            rows += explain(sim, chosen, sampling.top_k, decision)
             done += 1
         p = _route(sim, r, chosen)
         decision += 1
@@ -99,7 +99,14 @@ def _fork(sim):
     return f
 
 
-def _explain(sim, r, chosen: int, mask, decision: int, top_k: int) -> list[tuple]:
+def explain(sim, chosen: int, top_k: int = 2, decision: int = 0) -> list[tuple]:
+    """The decision-trace rows of `sim`'s pending routing decision (see COLUMNS) if the request
+    goes to pod `chosen`: each candidate's scores, and the outcomes of `chosen` and of the
+    `top_k` best-scored other candidates, each simulated in its own fork. `sim` is unchanged."""
+    p = sim.pending
+    if p is None or p.slot != "router":
+        raise ValueError("explain needs a pending routing decision")
+    r, mask = p.request, p.mask
     now = sim.loop.now
     base = _fork(sim)
     scored = base.gateway.router.scores(base.live[r.id], base.gateway.pods if not base.gateway.pd_mode
@@ -154,12 +161,7 @@ def _branch(base, rid: int, pod: int, last: bool) -> Outcome:
     state = r.state
     ttft = r.first_token - r.arrival if r.first_token >= 0 else -1
     e2e = r.finished - r.arrival if state is State.COMPLETED else -1
-    return Outcome(_state_name(state, bool(end)), ttft, e2e)
-
-
-def _state_name(state: State, final: bool) -> str:
-    """requests.csv's name of a final state; `unfinished` if the run ended first."""
-    return STATE_NAMES[state] if final else "unfinished"
+    return Outcome(STATE_NAMES[state], ttft, e2e)      # still_* when the horizon came first
 
 
 def _ms(us: int) -> str:
