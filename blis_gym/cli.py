@@ -63,10 +63,13 @@ def main() -> None:
               help="--decision-trace: trace every N-th routing decision.")
 @click.option("--max-decisions", type=click.IntRange(0, None), default=0, show_default=True,
               help="--decision-trace: trace at most this many decisions (0: no limit).")
+@click.option("--window-ms", type=click.IntRange(0, None), default=0, show_default=True,
+              help="--decision-trace: also compare the requests in the system or arriving within this window "
+                   "(ms) after each decision, each branch running until they have all ended (0: off).")
 @click.option("--export-trace", is_flag=True,
               help="Also write trace.csv: the run's requests as a csv trace `run` can replay, with their results.")
 def run(scenario: str, seed: int | None, out_dir: Path | None, quiet: bool, plot: bool, decision_trace: bool,
-        top_k: int, every: int, max_decisions: int, export_trace: bool) -> None:
+        top_k: int, every: int, max_decisions: int, window_ms: int, export_trace: bool) -> None:
     """Run SCENARIO (a YAML file, or the name of a bundled scenario: see `blis-gym scenarios`;
     default: `default`), print a summary table and write summary.json, requests.csv and
     timeseries.csv."""
@@ -76,7 +79,7 @@ def run(scenario: str, seed: int | None, out_dir: Path | None, quiet: bool, plot
     from .sim.simulation import Simulation
 
     ctx = click.get_current_context()
-    for name in ("top_k", "every", "max_decisions"):
+    for name in ("top_k", "every", "max_decisions", "window_ms"):
         if not decision_trace and ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE:
             _fail(f"--{name.replace('_', '-')}: only with --decision-trace")
     try:
@@ -104,7 +107,7 @@ def run(scenario: str, seed: int | None, out_dir: Path | None, quiet: bool, plot
     t0 = time.perf_counter()
     if decision_trace:
         from .decision_trace import Sampling
-        summary, rows = _run_with_progress(sim, quiet, Sampling(top_k, every, max_decisions))
+        summary, rows = _run_with_progress(sim, quiet, Sampling(top_k, every, max_decisions, window_ms * 1000))
     else:
         summary, rows = _run_with_progress(sim, quiet), None
     wall = time.perf_counter() - t0

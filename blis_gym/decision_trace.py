@@ -29,16 +29,19 @@ from .sim.engine import State
 from .sim.metrics.collector import STATE_NAMES
 
 COLUMNS = ("decision", "time_s", "request_id", "pod", "chosen", "rank", "total", "scores", "simulated",
-           "state", "ttft_ms", "e2e_ms", "ttft_regret_ms", "e2e_regret_ms")
+           "state", "ttft_ms", "e2e_ms", "ttft_regret_ms", "e2e_regret_ms",
+           "others", "others_ttft_regret_ms", "others_e2e_regret_ms")
 
 
 @dataclass(frozen=True)
 class Sampling:
     """Which routing decisions to trace: every `every`-th (the 1st, the (1+every)-th, ...), at
-    most `limit` of them (0: no limit), each with its `top_k` best-scored alternatives."""
+    most `limit` of them (0: no limit), each with its `top_k` best-scored alternatives; with
+    `window_us`, also the effect on the requests in the system or arriving within that window."""
     top_k: int = 2
     every: int = 1
     limit: int = 0
+    window_us: int = 0
 
     def traced(self, decision: int, done: int) -> bool:
         return decision % self.every == 0 and (not self.limit or done < self.limit)
@@ -46,10 +49,12 @@ class Sampling:
 
 @dataclass(frozen=True)
 class Outcome:
-    """A request's end in one branch: its state name and latencies (µs; -1 when it has none)."""
+    """A request's end in one branch: its state name and latencies (µs; -1 when it has none),
+    and the (TTFT, E2E) of the other requests of the window that completed, by request."""
     state: str
     ttft_us: int
     e2e_us: int
+    others: dict
 
 
 def check_traceable(cfg, field: str = "--decision-trace") -> None:
@@ -71,7 +76,7 @@ def run_traced(sim, sampling: Sampling, progress=None) -> tuple[dict, list[tuple
         r = p.request
         chosen = p.default()                     # the router's pick, as the untraced run makes it
         if chosen is not None and sampling.traced(decision, done):
-            rows += explain(sim, chosen, sampling.top_k, decision)
+            rows += explain(sim, chosen, sampling.top_k, decision, sampling.window_us)
             done += 1
         p = _route(sim, r, chosen)
         decision += 1
@@ -99,10 +104,12 @@ def _fork(sim):
     return f
 
 
-def explain(sim, chosen: int, top_k: int = 2, decision: int = 0) -> list[tuple]:
+def explain(sim, chosen: int, top_k: int = 2, decision: int = 0, window_us: int = 0) -> list[tuple]:
     """The decision-trace rows of `sim`'s pending routing decision (see COLUMNS) if the request
     goes to pod `chosen`: each candidate's scores, and the outcomes of `chosen` and of the
-    `top_k` best-scored other candidates, each simulated in its own fork. `sim` is unchanged."""
+    `top_k` best-scored other candidates, each simulated in its own fork. With `window_us`, each
+    branch also runs until every request in the system or arriving within `window_us` after
+    the decision has ended, and their latencies are compared. `sim` is unchanged."""
     p = sim.pending
     if p is None or p.slot != "router":
         raise ValueError("explain needs a pending routing decision")
@@ -119,9 +126,10 @@ def explain(sim, chosen: int, top_k: int = 2, decision: int = 0) -> list[tuple]:
     rank = {i: 1 + sum(1 for _, t, _ in scored if t > total) if total == total else ""
             for i, total, _ in scored}
     alternatives = [i for i, _, _ in order if i != chosen][:top_k]
-    outcomes = {chosen: _branch(base, r.id, chosen, last=not alternatives)}
+    until = now + window_us if window_us else -1
+    outcomes = {chosen: _branch(base, r.id, chosen, until, last=not alternatives)}
     for n, i in enumerate(alternatives):
-        outcomes[i] = _branch(base, r.id, i, last=n == len(alternatives) - 1)
+        outcomes[i] = _branch(base, r.id, i, until, last=n == len(alternatives) - 1)
     mine = outcomes[chosen]
     names = [p.name for p in sim.gateway.pods]
     rows = []
@@ -131,37 +139,53 @@ def explain(sim, chosen: int, top_k: int = 2, decision: int = 0) -> list[tuple]:
         row = (decision, f"{now / 1e6:.6f}", r.id, names[i], int(i == chosen), rank[i], _num(total), detail,
                int(o is not None))
         if o is None:
-            row += ("", "", "", "", "")
+            row += ("",) * 8
         else:
             row += (o.state, _ms(o.ttft_us), _ms(o.e2e_us), _diff(o.ttft_us, mine.ttft_us),
-                    _diff(o.e2e_us, mine.e2e_us))
+                    _diff(o.e2e_us, mine.e2e_us)) + _others(o, mine, window_us)
         rows.append(row)
     return rows
 
 
-def _branch(base, rid: int, pod: int, last: bool) -> Outcome:
+def _others(o: Outcome, mine: Outcome, window_us: int) -> tuple:
+    """(count, Σ TTFT regret ms, Σ E2E regret ms) over the window's other requests that
+    completed in both branches (matched by id, arrival and length: a session's follow-up
+    numbered differently in the two branches is left out)."""
+    if not window_us:
+        return "", "", ""
+    both = [k for k in o.others if k in mine.others]
+    ttft = sum(o.others[k][0] - mine.others[k][0] for k in both)
+    e2e = sum(o.others[k][1] - mine.others[k][1] for k in both)
+    return len(both), f"{ttft / 1000:.3f}", f"{e2e / 1000:.3f}"
+
+
+def _branch(base, rid: int, pod: int, until: int, last: bool) -> Outcome:
     """Route request `rid` to `pod` in a copy of `base` (or in `base` itself when no other
-    branch needs it) and run until the request reaches a final state or the run ends."""
+    branch needs it) and run until the request reaches a final state or the run ends; with a
+    window (`until` >= 0), until every request that arrived by `until` has ended too."""
     f = base if last else _fork(base)
     r = f.live[rid]
     end: list = []
+    others: dict = {}
 
     def stop(req, state, now):
         if req is r:
             end.append(state)
+        elif req.arrival <= until and state is State.COMPLETED:
+            others[(req.id, req.arrival, req.input_len)] = (req.first_token - req.arrival, req.finished - req.arrival)
+        if end and (until < 0 or (now > until and all(x.arrival > until for x in f.live.values()))):
             f.loop.halt = True
 
     f.final_hooks.append(stop)
     f.gateway._routed(r, pod, f.loop.now)
     limit = f.cfg.horizon_us or None
-    while not end:
-        f.loop.halt = False
-        if not f.loop.run(until_us=limit, max_events=1 << 20) and not end:
-            break
+    f.loop.halt = False                          # (the run was halted at the decision)
+    while not f.loop.halt and f.loop.run(until_us=limit, max_events=1 << 20):
+        pass
     state = r.state
     ttft = r.first_token - r.arrival if r.first_token >= 0 else -1
     e2e = r.finished - r.arrival if state is State.COMPLETED else -1
-    return Outcome(STATE_NAMES[state], ttft, e2e)      # still_* when the horizon came first
+    return Outcome(STATE_NAMES[state], ttft, e2e, others)      # still_* when the horizon came first
 
 
 def _ms(us: int) -> str:

@@ -109,6 +109,14 @@ def test_an_overloaded_alternative_has_positive_regret():
     assert bad["simulated"] == 1 and bad["state"] == "completed"
     assert float(bad["ttft_regret_ms"]) > 100 and float(bad["e2e_regret_ms"]) > 1000
     assert bad["rank"] == 2 and trace["instance-1"]["rank"] == 1
+    assert bad["others"] == ""                                   # no window asked for
+    # a 500 ms window: the 40 requests in flight and the 20 arriving by then, less this one; the
+    # extra request on pod 0 slows the others there by 2.2 s of E2E in total
+    window = {r[3]: dict(zip(COLUMNS, r)) for r in explain(sim, chosen, top_k=1, decision=40, window_us=500_000)}
+    assert window["instance-1"]["others"] == window["instance-0"]["others"] == 59
+    assert window["instance-1"]["others_e2e_regret_ms"] == "0.000"
+    assert float(window["instance-0"]["others_e2e_regret_ms"]) > 1000
+    assert window["instance-0"]["e2e_regret_ms"] == bad["e2e_regret_ms"]
 
 
 def test_trace_is_the_same_in_another_process_and_hash_seed(traced, tmp_path):
@@ -122,10 +130,13 @@ def test_trace_is_the_same_in_another_process_and_hash_seed(traced, tmp_path):
 def test_sampling_every_and_max_decisions(tmp_path):
     out = tmp_path / "o"
     run(write(tmp_path, SHARED_PREFIX), "--out", out, "--decision-trace", "--every", "5", "--max-decisions", "3",
-        "--top-k", "1")
+        "--top-k", "1", "--window-ms", "300")
     trace = rows(out / "decision_trace.csv")
     assert sorted({int(r["decision"]) for r in trace}) == [0, 5, 10]
     assert all(sum(r["simulated"] == "1" for r in trace if r["decision"] == d) == 2 for d in ("0", "5", "10"))
+    simulated = [r for r in trace if r["simulated"] == "1"]
+    assert all(int(r["others"]) >= 1 for r in simulated)
+    assert all(r["others_e2e_regret_ms"] == "0.000" for r in simulated if r["chosen"] == "1")
 
 
 def test_exported_open_loop_run_replays_to_the_same_requests(traced, tmp_path):
@@ -167,6 +178,7 @@ def test_exported_sessions_keep_their_requests(tmp_path):
 @pytest.mark.parametrize("args, needle", [
     (["--decision-trace", "--top-k", "0"], "--top-k"),
     (["--every", "3"], "--every: only with --decision-trace"),
+    (["--window-ms", "100"], "--window-ms: only with --decision-trace"),
     (["--decision-trace", "--every", "0"], "--every"),
 ])
 def test_bad_trace_options_get_one_line(tmp_path, args, needle):
