@@ -158,6 +158,34 @@ def test_exported_open_loop_run_replays_to_the_same_requests(traced, tmp_path):
     assert all(results[r["request_id"]]["e2e_ms"] == r["e2e_ms"] for r in before)
 
 
+def test_exported_multi_client_run_replays_to_the_same_requests(tmp_path):
+    """Clients with their own rates, classes, tenants and a prefix group shared by two of them,
+    at a load that queues (priorities and shared prefixes then shape every latency)."""
+    data = {"name": "mix", "seed": 11, "model": "Qwen/Qwen3-14B", "hardware": "H100", "tp": 1,
+            "cluster": {"instances": 2}, "router": {"policy": "default"},
+            "workload": {"rate": 30, "num_requests": 150, "input": {"dist": "gaussian", "mean": 500, "std": 200,
+                                                                     "min": 10, "max": 2000},
+                         "output": {"dist": "exponential", "mean": 80, "min": 1, "max": 400},
+                         "clients": [
+                             {"name": "chat", "rate_fraction": 2, "slo_class": "critical", "tenant": "t1",
+                              "prefix_group": "sys", "prefix_tokens": 2000},
+                             {"name": "batch", "slo_class": "sheddable", "tenant": "t2", "prefix_group": "sys",
+                              "prefix_tokens": 2000},
+                             {"name": "solo", "rate": 5, "prefix_tokens": 700}]}}
+    run(write(tmp_path, data), "--out", tmp_path / "o", "--export-trace")
+    trace = rows(tmp_path / "o" / "trace.csv")
+    assert {(t["client"], t["prefix_group"], t["prefix_tokens"], t["slo_class"], t["tenant"]) for t in trace} == {
+        ("chat", "sys", "2000", "critical", "t1"), ("batch", "sys", "2000", "sheddable", "t2"),
+        ("solo", "solo", "700", "standard", "")}
+    replay = {**data, "workload": {"trace": {"path": str(tmp_path / "o" / "trace.csv")}}}
+    run(write(tmp_path, replay, "r.yaml"), "--out", tmp_path / "r")
+    before, after = rows(tmp_path / "o" / "requests.csv"), rows(tmp_path / "r" / "requests.csv")
+    assert len(before) == 150 and any(float(r["cached_tokens"]) > 0 for r in before)
+    for a, b in zip(before, after):
+        a.pop("client"), b.pop("client")
+        assert a == b
+
+
 def test_exported_sessions_keep_their_requests(tmp_path):
     """Sessions replay open-loop at their recorded arrival times: the same requests arrive (the
     turns no longer wait for the previous turn, so latencies may differ)."""
