@@ -72,7 +72,7 @@ def run(scenario: str, seed: int | None, out_dir: Path | None, quiet: bool, plot
         top_k: int, every: int, max_decisions: int, window_ms: int, export_trace: bool) -> None:
     """Run SCENARIO (a YAML file, or the name of a bundled scenario: see `blis-gym scenarios`;
     default: `default`), print a summary table and write summary.json, requests.csv and
-    timeseries.csv."""
+    timeseries.csv (and decision_trace.csv, trace.csv with the options that ask for them)."""
     from .outputs import check_out_dir, write_run
     from .resources import scenario_path
     from .scenario import build, load_scenario
