@@ -54,15 +54,34 @@ def main() -> None:
               help="Output folder (default: results/<scenario name>).")
 @click.option("--quiet", is_flag=True, help="No progress bar and no table; just write the files.")
 @click.option("--plot", is_flag=True, help="Also draw the run's PNG plots (as `blis-gym plot`).")
-def run(scenario: str, seed: int | None, out_dir: Path | None, quiet: bool, plot: bool) -> None:
+@click.option("--decision-trace", is_flag=True,
+              help="Also write decision_trace.csv: for routing decisions, each candidate's scores and the "
+                   "counterfactual regret of the best-scored alternatives (each costs a forked simulation).")
+@click.option("--top-k", type=click.IntRange(1, 1024), default=2, show_default=True,
+              help="--decision-trace: alternatives simulated per decision (the best-scored other candidates).")
+@click.option("--every", type=click.IntRange(1, None), default=1, show_default=True,
+              help="--decision-trace: trace every N-th routing decision.")
+@click.option("--max-decisions", type=click.IntRange(0, None), default=0, show_default=True,
+              help="--decision-trace: trace at most this many decisions (0: no limit).")
+@click.option("--window-ms", type=click.IntRange(0, None), default=0, show_default=True,
+              help="--decision-trace: also compare the requests in the system or arriving within this window "
+                   "(ms) after each decision, each branch running until they have all ended (0: off).")
+@click.option("--export-trace", is_flag=True,
+              help="Also write trace.csv: the run's requests as a csv trace `run` can replay, with their results.")
+def run(scenario: str, seed: int | None, out_dir: Path | None, quiet: bool, plot: bool, decision_trace: bool,
+        top_k: int, every: int, max_decisions: int, window_ms: int, export_trace: bool) -> None:
     """Run SCENARIO (a YAML file, or the name of a bundled scenario: see `blis-gym scenarios`;
     default: `default`), print a summary table and write summary.json, requests.csv and
-    timeseries.csv."""
+    timeseries.csv (and decision_trace.csv, trace.csv with the options that ask for them)."""
     from .outputs import check_out_dir, write_run
     from .resources import scenario_path
     from .scenario import build, load_scenario
     from .sim.simulation import Simulation
 
+    ctx = click.get_current_context()
+    for name in ("top_k", "every", "max_decisions", "window_ms"):
+        if not decision_trace and ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE:
+            _fail(f"--{name.replace('_', '-')}: only with --decision-trace")
     try:
         if plot:
             from .plots import pyplot
@@ -70,16 +89,40 @@ def run(scenario: str, seed: int | None, out_dir: Path | None, quiet: bool, plot
         path = scenario_path(scenario)
         sc = load_scenario(path, {"seed": seed} if seed is not None else None)
         cfg = build(sc, base_dir=path.parent)
-        sim = Simulation(cfg)
+        if decision_trace:
+            from .decision_trace import check_traceable
+            check_traceable(cfg)
+        if export_trace:
+            from .trace_export import check_exportable
+            check_exportable(cfg.workload)
+        sim = Simulation(cfg, external={"router"} if decision_trace else ())
         out_dir = out_dir or Path("results") / sc.name
         check_out_dir(out_dir)
     except ConfigError as e:
         _fail(str(e))
+    log = None
+    if export_trace:
+        from .trace_export import RequestLog
+        log = RequestLog(sim)
     t0 = time.perf_counter()
-    summary = _run_with_progress(sim, quiet)
+    if decision_trace:
+        from .decision_trace import Sampling
+        summary, rows = _run_with_progress(sim, quiet, Sampling(top_k, every, max_decisions, window_ms * 1000))
+    else:
+        summary, rows = _run_with_progress(sim, quiet), None
     wall = time.perf_counter() - t0
+
+    def extra(folder: Path) -> list[Path]:
+        written = []
+        if rows is not None:
+            from .decision_trace import write_decision_trace
+            written.append(write_decision_trace(rows, folder / "decision_trace.csv"))
+        if log is not None:
+            from .trace_export import write_trace
+            written.append(write_trace(sim, log, folder / "requests.csv", folder / "trace.csv"))
+        return written + (_plot_or_fail(folder) if plot else [])
     try:
-        written = write_run(sim, summary, out_dir, extra=_plot_or_fail if plot else None)
+        written = write_run(sim, summary, out_dir, extra=extra)
     except OSError as e:
         _fail(f"--out: cannot write {out_dir}: {e.strerror or e}")
     if not quiet:
@@ -182,14 +225,21 @@ def _fmt_kpi(v, base, first: bool) -> str:
     return f"{text} ({100 * (v - base) / abs(base):+.1f}%)"
 
 
-def _run_with_progress(sim, quiet: bool) -> dict:
+def _run_with_progress(sim, quiet: bool, sampling=None):
+    """The run's summary; with `sampling` (a decision_trace.Sampling), (summary, trace rows)."""
+    def go(progress=None):
+        if sampling is None:
+            return sim.run(progress=progress)
+        from .decision_trace import run_traced
+        return run_traced(sim, sampling, progress=progress)
+
     total = sim.cfg.workload.num_requests or None
     if quiet or not sys.stderr.isatty():
-        return sim.run()
+        return go()
     with Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console, transient=True) as bar:
         task = bar.add_task("run", total=total)
-        return sim.run(progress=lambda done, _total: bar.update(task, completed=done))
+        return go(progress=lambda done, _total: bar.update(task, completed=done))
 
 
 def _print_summary(s: dict, wall: float, console: Console | None = None) -> None:
