@@ -339,20 +339,14 @@ def _pool(sc: Scenario, p: PoolSpec, model, where: str, first_index: int, prefix
 
 
 def _offload_config(spec: KVOffloadSpec | None, model, tp: int):
-    """The tiers' sizes in blocks and load times per block, from bytes and bandwidths."""
+    """The tiers of a `kv_offload` section, sized from the model's bytes per block."""
     if spec is None:
         return None
     from .sim.engine import BLOCK_SIZE
-    from .sim.engine.offload import OffloadConfig
-    shard = model.kv_bytes_per_token(tp) * BLOCK_SIZE       # one GPU's share of a block
-    block = shard * tp                                      # the whole block, on all GPUs
-    gib = 1 << 30
-    cpu = spec.cpu_blocks or max(1, int(spec.cpu_gib * gib // block))
-    # each GPU loads its shard over its own link; the filesystem serves the whole block
-    return OffloadConfig(cpu_blocks=cpu, cpu_us_per_block=shard / (spec.cpu_bandwidth_gb_s * 1e3),
-                         fs_blocks=int(spec.fs_gib * gib // block),
-                         fs_us_per_block=block / (spec.fs_bandwidth_gb_s * 1e3),
-                         prompt_only=spec.mode == "prompt")
+    from .sim.engine.offload import offload_config
+    return offload_config(model.kv_bytes_per_token(tp) * BLOCK_SIZE, tp, cpu_blocks=spec.cpu_blocks,
+                          cpu_gib=spec.cpu_gib, cpu_bandwidth_gb_s=spec.cpu_bandwidth_gb_s, fs_gib=spec.fs_gib,
+                          fs_bandwidth_gb_s=spec.fs_bandwidth_gb_s, prompt_only=spec.mode == "prompt")
 
 
 def _delay(spec):

@@ -37,6 +37,20 @@ class OffloadConfig:
     prompt_only: bool = True        # vLLM offload_prompt_only: blocks of generated tokens stay on the GPU
 
 
+def offload_config(shard_bytes: float, tp: int, *, cpu_blocks: int | None = None, cpu_gib: float | None = None,
+                   cpu_bandwidth_gb_s: float = 25.0, fs_gib: float = 0.0, fs_bandwidth_gb_s: float = 5.0,
+                   prompt_only: bool = True) -> OffloadConfig:
+    """Tier sizes in blocks and load times per block from bytes and bandwidths. `shard_bytes` is
+    one GPU's share of a block; a block on all `tp` GPUs is tp times that. Each GPU loads its
+    shard from the CPU over its own link (in parallel); the filesystem serves whole blocks."""
+    block = shard_bytes * tp
+    gib = 1 << 30
+    cpu = cpu_blocks if cpu_blocks else max(1, int(cpu_gib * gib // block))
+    return OffloadConfig(cpu_blocks=int(cpu), cpu_us_per_block=shard_bytes / (cpu_bandwidth_gb_s * 1e3),
+                         fs_blocks=int(fs_gib * gib // block), fs_us_per_block=block / (fs_bandwidth_gb_s * 1e3),
+                         prompt_only=prompt_only)
+
+
 class OffloadTiers:
     """The lower tiers of one instance and their counters."""
 
