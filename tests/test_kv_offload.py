@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from blis_gym.cli import main
 from blis_gym.resources import scenario_path
 from blis_gym.scenario import build, load_scenario, parse_scenario
+from blis_gym.sim.cluster.gateway import GatewayContext
 from blis_gym.sim.engine import BLOCK_SIZE, State
 from blis_gym.sim.engine.offload import OffloadConfig, OffloadTiers
 from blis_gym.sim.latency import load_model
@@ -83,6 +84,19 @@ def test_evicted_prefix_is_reloaded_with_its_cost_before_its_prefill():
     assert off["cpu_hit_rate"] > 0
 
 
+def test_a_request_sharing_blocks_being_loaded_waits_for_that_load_instead_of_loading_again():
+    reqs = _revisits(rounds=2)
+    twin = request(100, reqs[6].arrival + 1, 1600 + 64, 8, reqs[6].content.parent)
+    sim, s = simulate(reqs + [twin], blocks=300, check=True, log=True, offload=CPU)
+    assert_conserved(sim, s)
+    t = sim.instances[0].offload
+    assert t.loaded_cpu == 6 * 100               # each revisited prefix loaded once, the twin's not again
+    first = {rid: start for start, _, chunks, _ in reversed(sim.instances[0].step_log) for rid, _ in chunks}
+    arrived = reqs[6].enqueued + 100 * 50        # the load of group 0's prefix ends here
+    assert first[6] >= arrived and first[100] >= arrived
+    assert twin.hit_blocks == 100
+
+
 def test_without_the_tier_the_same_revisits_recompute_their_prefix():
     sim, s = simulate(_revisits(), blocks=300, check=True)
     assert "kv_offload" not in s
@@ -140,6 +154,8 @@ def test_precise_scorer_sees_cpu_tier_blocks_at_a_lower_weight():
     cpu = inst.offload.cpu_prefix(probe.kv_content.prefix_hashes(100)[gpu:])
     assert cpu > 0
     assert inst.lookup_prefix_tiered(probe) == pytest.approx(gpu + 0.8 * cpu)
+    ctx = GatewayContext(None, sim.instances)   # what the precise prefix-cache scorer reads
+    assert ctx.cached_blocks(probe, 0) == pytest.approx(gpu + 0.8 * cpu)
 
 
 BASE = yaml.safe_load(scenario_path("kv-offload-cpu").read_text())
