@@ -129,7 +129,7 @@ def test_heavy_load_with_timeouts_keeps_invariants_and_is_deterministic():
     assert s["timed_out_requests"] > 0
     assert json.dumps(s, sort_keys=True) == json.dumps(s2, sort_keys=True)
     inst = sim.instances[0]
-    assert not inst.held and inst.n_loading == 0
+    assert not inst.reloading and inst.n_loading == 0
     assert all(r.state in (State.COMPLETED, State.TIMED_OUT) for r in reqs)
 
 

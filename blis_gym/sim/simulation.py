@@ -336,7 +336,7 @@ class Simulation:
         """Requests waiting and running in instances (P/D prefill legs excluded)."""
         queued = sum(1 for i in self.instances for r in i.waiting if r.parent is None)
         # requests loading their prefix from a KV offload tier are waiting too (as in vLLM)
-        queued += sum(1 for i in self.instances for r, back in i.held.items() if not back and r.parent is None)
+        queued += sum(1 for i in self.instances for r, back in i.reloading.items() if not back and r.parent is None)
         running = sum(1 for i in self.instances for r in i.running if r.parent is None)
         return queued, running
 

@@ -127,7 +127,7 @@ class Instance:
         self.offload = OffloadTiers(cfg.offload) if cfg.offload is not None and cfg.prefix_caching else None
         # requests whose prefix is being loaded from a lower tier (False) or was loaded and waits
         # in the queue again (True); they hold their GPU blocks meanwhile
-        self.held: dict[Request, bool] = {}
+        self.reloading: dict[Request, bool] = {}
         self.n_loading = 0
         self.pending: dict[int, int] = {}       # block hash being loaded -> when it arrives (µs)
         self.sink = sink
@@ -191,7 +191,7 @@ class Instance:
         """(request, tokens it holds KV for) for every request holding GPU blocks."""
         for r in self.running:
             yield r, self.tokens_in_kv(r)
-        for r in self.held:
+        for r in self.reloading:
             yield r, r.computed
 
     def sync(self) -> None:
@@ -440,7 +440,7 @@ class Instance:
         """The client gave up (timeout) or the request is withdrawn."""
         self._cut()
         if r.state is State.QUEUED:
-            loaded = self.held.pop(r, None)
+            loaded = self.reloading.pop(r, None)
             if loaded is False:
                 self.n_loading -= 1               # its load is still running: not in the queue
             else:
@@ -508,13 +508,13 @@ class Instance:
         waiting = self.waiting
         max_seqs = cfg.max_num_seqs
         offload = self.offload
-        held = self.held
+        reloading = self.reloading
         while budget > 0 and len(running) < max_seqs and not preempted:
             r = waiting.head(self)
             if r is None:
                 break
             may_load = offload is not None
-            if held and held.pop(r, None):
+            if reloading and reloading.pop(r, None):
                 # its prefix was loaded from a lower tier: it holds those blocks already
                 start = r.computed
                 n = r.target - start
@@ -525,7 +525,7 @@ class Instance:
                 if kv.extend_prefill(r, n):
                     may_load = None
                 elif running:
-                    held[r] = True
+                    reloading[r] = True
                     break
                 else:
                     # nothing runs that could free blocks: give them back and compute it afresh
@@ -620,7 +620,7 @@ class Instance:
         r.computed = (hit + k) * BLOCK_SIZE
         r.chunk = 0
         r.hit_blocks = hit + k
-        self.held[r] = False
+        self.reloading[r] = False
         self.n_loading += 1
         if k:
             kv._take_free(k)
@@ -639,9 +639,9 @@ class Instance:
         pending = self.pending
         for h in [h for h, t in pending.items() if t <= now]:
             del pending[h]
-        if self.held.get(r) is not False:
+        if self.reloading.get(r) is not False:
             return                                # it left (timed out) meanwhile
-        self.held[r] = True
+        self.reloading[r] = True
         self.n_loading -= 1
         self._cut()
         self.waiting.push(r, front=True)
