@@ -124,7 +124,7 @@ class Instance:
         self.cfg = cfg
         self.model = step_model
         self.kv = KVStore(total_blocks, caching=cfg.prefix_caching)
-        self.offload = OffloadTiers(cfg.offload) if cfg.offload is not None and cfg.prefix_caching else None
+        self.offload = OffloadTiers(cfg.offload) if cfg.offload is not None else None
         # requests whose prefix is being loaded from a lower tier (False) or was loaded and waits
         # in the queue again (True); they hold their GPU blocks meanwhile
         self.reloading: dict[Request, bool] = {}
