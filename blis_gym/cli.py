@@ -301,6 +301,13 @@ def _summary_rows(s: dict, wall: float) -> list[tuple[str, str]]:
         if pd.get("transfers"):
             rows.append(("KV transfers (mean / p99)",
                          f"{pd['transfers']} ({_fmt(pd['transfer_mean_ms'])} / {_fmt(pd['transfer_p99_ms'])} ms)"))
+    off = s.get("kv_offload")
+    if off:
+        rows.append(("KV hits GPU / CPU / fs / miss", " / ".join(
+            f"{off[k]:.3f}" for k in ("gpu_hit_rate", "cpu_hit_rate", "fs_hit_rate", "miss_rate"))))
+        rows.append(("KV blocks offloaded / reloaded",
+                     f"{off['blocks_offloaded']} / {off['blocks_reloaded']} ({off['loads']} loads, "
+                     f"{off['reload_time_ms_total'] / 1000:.2f} s)"))
     rows.append(("simulated / wall time", f"{s['duration_s']:.2f} s / {wall:.2f} s"))
     return rows
 
