@@ -85,6 +85,8 @@ class _Run:
         self.session_outputs: dict[int, list[int]] = {}   # session id -> output keys kept for its next turns
         self.inflight: set[asyncio.Task] = set()
         self.sent = 0
+        self.scrapes = 0
+        self._head = None                        # the next open-loop request, drawn but not yet sent
         self.stop_reason = ""
         self.ignore_eos = cfg.ignore_eos
 
@@ -154,7 +156,7 @@ class _Run:
     def _due(self, now_us: float):
         """The next request to send (popped) if its time has come, else (its time, None); time
         None when nothing is waiting (open-loop arrivals have ended and no follow-up is queued)."""
-        head = getattr(self, "_head", None)
+        head = self._head
         if head is None:
             head = self._head = self.source.next()
         t_open = head.arrival if head is not None else None
@@ -219,14 +221,16 @@ class _Run:
         return False
 
     async def _drain(self) -> None:
-        """Let the requests in flight finish: within --drain-timeout after Ctrl-C (then they are
-        cancelled and recorded as such), else each within its own timeout."""
+        """Let the requests in flight finish (each within its own timeout); after Ctrl-C, within
+        --drain-timeout, then the rest are cancelled (and recorded as such)."""
+        stopped = asyncio.create_task(self.stop.wait())
+        while self.inflight and not self.stop.is_set():
+            await asyncio.wait(self.inflight | {stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
         if not self.inflight:
             return
-        timeout = self.cfg.drain_timeout_s if self.stop_reason == "interrupted" else None
-        if timeout is not None:
-            self.log(f"waiting up to {timeout:g} s for {len(self.inflight)} requests in flight")
-        _done, pending = await asyncio.wait(set(self.inflight), timeout=timeout)
+        self.log(f"waiting up to {self.cfg.drain_timeout_s:g} s for {len(self.inflight)} requests in flight")
+        _done, pending = await asyncio.wait(set(self.inflight), timeout=self.cfg.drain_timeout_s)
         for t in pending:
             t.cancel()
         if pending:
@@ -373,7 +377,7 @@ class _Run:
                 if status != 200:
                     raise OSError(f"HTTP {status}")
                 self.rec.metrics(t, parse_prometheus(body))
-                self.scrapes = getattr(self, "scrapes", 0) + 1
+                self.scrapes += 1
             except (OSError, asyncio.TimeoutError, UnicodeError) as e:
                 if not warned:
                     reason = "no answer" if isinstance(e, asyncio.TimeoutError) else (e.strerror or str(e))
@@ -409,7 +413,7 @@ class _Run:
             "finished_at": datetime.now(timezone.utc).isoformat() if finished else None,
             "requests_sent": self.sent, "requests_by_status": dict(sorted(self.rec.counts.items())),
             "stopped": self.stop_reason or None, "interrupted": self.stop_reason == "interrupted",
-            "metrics_scrapes": getattr(self, "scrapes", 0),
+            "metrics_scrapes": self.scrapes,
             "files": {"requests": REQUESTS},
         }
         write_json_atomic(self.out / META, meta)
