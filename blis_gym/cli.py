@@ -1,5 +1,6 @@
 """The command line: `blis-gym run SCENARIO [--seed N] [--out DIR] [--plot]`, `blis-gym scenarios`,
-`blis-gym plot RUN_DIR`, `blis-gym compare RUN_A RUN_B ...`, `blis-gym validate`, `blis-gym calibrate`, `blis-gym observe`.
+`blis-gym plot RUN_DIR`, `blis-gym compare RUN_A RUN_B ...`, `blis-gym validate`, `blis-gym calibrate`,
+`blis-gym observe --url URL --workload SCENARIO --out DIR`.
 
 Bad input (scenario, file, option) prints one line naming the field and exits with status 2.
 """
@@ -415,7 +416,8 @@ def fetch_data(dest: Path, mirror: str | None, quiet: bool) -> None:
 
 
 @main.command()
-@click.option("--url", required=True, help="The server's base URL (vLLM or llm-d's gateway), e.g. http://localhost:8000.")
+@click.option("--url", required=True,
+              help="The server's base URL (vLLM or llm-d's gateway), e.g. http://localhost:8000.")
 @click.option("--workload", "workload", required=True,
               help="A bundled scenario's name or a scenario file: its workload (and seed) is what is sent.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -441,7 +443,8 @@ def fetch_data(dest: Path, mirror: str | None, quiet: bool) -> None:
 @click.option("--no-ignore-eos", is_flag=True,
               help="Do not send vLLM's ignore_eos/min_tokens (output lengths then end at EOS).")
 @click.option("--hardware", default=None, help="For validate: the server's GPU (H100, A100-80GB, ...).")
-@click.option("--tp", type=click.IntRange(1, 64), default=None, help="For validate: the server's tensor-parallel degree.")
+@click.option("--tp", type=click.IntRange(1, 64), default=None,
+              help="For validate: the server's tensor-parallel degree.")
 @click.option("--kv-blocks", type=click.IntRange(min=2), default=None, help="For validate: the server's GPU KV blocks.")
 @click.option("--max-num-seqs", type=click.IntRange(min=1), default=None, help="For validate: vLLM max_num_seqs.")
 @click.option("--max-num-batched-tokens", type=click.IntRange(min=1), default=None,
@@ -475,10 +478,10 @@ def observe(url, workload, out_dir, api, model, seed, max_concurrency, duration_
     except KeyboardInterrupt:             # before the first request: nothing to keep
         err_console.print("interrupted before anything was sent", highlight=False)
         sys.exit(130)
-    by = meta["requests_by_status"]
+    by = ", ".join(f"{n} {s}" for s, n in meta["requests_by_status"].items()) or "none"
     if not quiet:
-        Console().print(f"{meta['requests_sent']} requests sent ({', '.join(f'{n} {s}' for s, n in by.items()) or 'none'})"
-                        f"; {meta['stopped']}; wrote {out_dir}/", highlight=False)
+        Console().print(f"{meta['requests_sent']} requests sent ({by}); {meta['stopped']}; wrote {out_dir}/",
+                        highlight=False)
     if meta["interrupted"]:
         sys.exit(130)
 

@@ -84,7 +84,8 @@ class FakeOpenAI:
                     for i in range(n_out):
                         if i:
                             time.sleep(fake.token_s)
-                        choice = {"index": 0, "delta": {"content": f" w{i}"}} if chat else {"index": 0, "text": f" w{i}"}
+                        piece = f" w{i}"
+                        choice = {"index": 0, "delta": {"content": piece}} if chat else {"index": 0, "text": piece}
                         self._chunk(b"data: " + json.dumps({"choices": [choice]}).encode() + b"\n\n")
                     usage = {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out}
                     self._chunk(b"data: " + json.dumps({"choices": [], "usage": usage}).encode() + b"\n\n")
