@@ -23,6 +23,7 @@ class FakeOpenAI:
         self.headers: list[dict] = []
         self.lock = threading.Lock()
         self.running = 0
+        self.peak = 0                  # requests streaming at once, at most
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -79,6 +80,7 @@ class FakeOpenAI:
                 self.end_headers()
                 with fake.lock:
                     fake.running += 1
+                    fake.peak = max(fake.peak, fake.running)
                 try:
                     time.sleep(fake.first_token_s)
                     for i in range(n_out):

@@ -32,6 +32,7 @@ def scenario(tmp_path: Path, **workload) -> Path:
     w = {"rate": 50, "arrival": {"process": "poisson"}, "num_requests": 12, "prefix_group": "sys",
          "prefix_tokens": 32, "input": {"dist": "gaussian", "mean": 20, "std": 8, "min": 2, "max": 60},
          "output": {"dist": "gaussian", "mean": 5, "std": 2, "min": 2, "max": 9}, **workload}
+    w = {k: v for k, v in w.items() if v is not None}                 # None: leave the field out
     p = tmp_path / "observe-test.yaml"
     p.write_text(yaml.safe_dump({"name": "observe-test", "seed": 7, "model": "Qwen/Qwen3-14B", "hardware": "H100",
                                  "workload": w}))
@@ -124,6 +125,23 @@ def test_shared_prefixes_and_session_turns_are_shared_textually(tmp_path, server
                            for s in seconds)
     got = rows(tmp_path / "rec")
     assert {r["turn"] for r in got} == {"0", "1"} and all(r["status"] == "ok" for r in got)
+
+
+def test_closed_loop_users_and_the_concurrency_bound(tmp_path):
+    # two closed-loop users: each sends its next request after its previous one completes
+    with FakeOpenAI(first_token_s=0.01, token_s=0.002) as srv:
+        sc = scenario(tmp_path, num_requests=8, rate=None, arrival=None, prefix_group=None, prefix_tokens=None,
+                      closed_loop={"users": 2, "think_time_s": 0.01})
+        meta = observe(ObserveConfig(url=srv.url, workload=str(sc), out_dir=tmp_path / "closed"))
+        assert meta["requests_by_status"] == {"ok": 8} and srv.peak <= 2
+    # open-loop arrivals far faster than the server: --max-concurrency holds them back
+    with FakeOpenAI(first_token_s=0.05, token_s=0.01) as srv:
+        meta = observe(ObserveConfig(url=srv.url, workload=str(scenario(tmp_path, rate=1000)),
+                                     out_dir=tmp_path / "bounded", max_concurrency=2))
+        assert meta["requests_by_status"] == {"ok": 12} and srv.peak <= 2
+    got = rows(tmp_path / "bounded")
+    late = [float(r["arrival_s"]) - float(r["intended_arrival_s"]) for r in got]
+    assert max(late) >= 0.05        # the later ones waited at least one request's first-token delay
 
 
 def test_observe_then_validate_round_trips(tmp_path, server):
