@@ -200,6 +200,9 @@ class _Run:
                 continue
             if not await self._acquire():
                 return
+            if dur is not None and self.loop.time() - self.t0 >= dur:   # waited for a slot past the end
+                self.sem.release()
+                continue
             self.sent += 1
             task = asyncio.create_task(self._one(req))
             self.inflight.add(task)
