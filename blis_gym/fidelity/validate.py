@@ -616,7 +616,7 @@ def _trace_settings(path: Path, overrides: Mapping) -> dict:
     meta = _meta_for(path)
     kw = meta.get("engine_kwargs", {}) or {}
     kv = meta.get("kv_cache", {}) or {}
-    dev = (meta.get("hardware", {}) or {}).get("device_name", "")
+    dev = str((meta.get("hardware", {}) or {}).get("device_name") or "")
     hw = next((v for k, v in _GPU_NAMES if k.lower() in dev.lower()), dev or None)
     if not hw:                      # no device in the meta file: try the file name's first token
         from blis_gym.sim.latency import load_hardware
@@ -629,7 +629,8 @@ def _trace_settings(path: Path, overrides: Mapping) -> dict:
          "max_num_batched_tokens": kw.get("max_num_batched_tokens"), "total_kv_blocks": kv.get("num_gpu_blocks"),
          "cpu_kv_blocks": kv.get("num_cpu_blocks") or 0,
          "gpu_mem_util": kv.get("gpu_memory_utilization") or 0.9, "max_model_len": kw.get("max_model_len"),
-         "dp": kw.get("data_parallel_size") or 1, "expert_parallel": bool(kw.get("enable_expert_parallel"))}
+         "dp": kw.get("data_parallel_size") or 1, "expert_parallel": bool(kw.get("enable_expert_parallel")),
+         "clock": "client" if meta.get("clock") == "client" else "engine"}
     s.update({k: v for k, v in overrides.items() if v is not None})
     for k in ("model", "hardware"):
         if not s.get(k):
@@ -644,11 +645,15 @@ def _trace_columns(path: Path, header: list[str], t_col: str) -> tuple[dict, np.
               "output_tokens": (0, MAX_TOKENS, int), "ttft_ms": (MIN_LATENCY_MS, MAX_LATENCY_MS, float),
               "e2e_ms": (MIN_LATENCY_MS, MAX_LATENCY_MS, float)}
     index = {c: header.index(c) for c in limits}
+    # a recording's failed requests (`blis-gym observe`: status other than ok) have no latency
+    status = header.index("status") if "status" in header else None
     cols: dict[str, list] = {c: [] for c in limits}
     lines = []
     rows = _csv_rows(path)
     next(rows)                                           # the header
     for line, row in rows:
+        if status is not None and (row[status].strip() if status < len(row) else "") != "ok":
+            continue
         where = f"{path.name}:{line}"
         for c, (lo, hi, cast) in limits.items():
             cell = row[index[c]].strip() if index[c] < len(row) else ""
@@ -657,7 +662,8 @@ def _trace_columns(path: Path, header: list[str], t_col: str) -> tuple[dict, np.
             cols[c].append(_number(cell, c, cast, where, lo, hi))
         lines.append(line)
     if not lines:
-        raise ConfigError("file", f"{path}: no requests (a header but no rows)")
+        raise ConfigError("file", f"{path}: no requests (a header but no rows"
+                                  f"{' with status ok' if status is not None else ''})")
     arrays = {c: np.asarray(v, dtype=np.int64 if limits[c][2] is int else float) for c, v in cols.items()}
     return arrays, np.asarray(lines, dtype=np.int64)
 
@@ -736,7 +742,8 @@ def validate_trace(path: str | Path, out_dir: str | Path | None = None, *, calib
     common = {"input": path.name, "kind": "per_request", "settings": {k: v for k, v in st.items()},
               "calibration": str(calibration or "bundled calibrated.yaml"), "requests": len(lines), "skipped": [],
               "note": "APE of the aggregate statistics in percent; per_request_mape = mean over requests of "
-                      "|sim - real| / real; replayed at queued_s (engine arrival)."}
+                      f"|sim - real| / real; replayed at {case.t_col}"
+                      f"{' (engine arrival)' if case.t_col == 'queued_s' else ''}."}
     rows = [r for res in results.values() for r in res["rows"]]
     if len(kinds) == 1:
         res = results[kinds[0]]
@@ -768,8 +775,9 @@ def _replay_trace(path: Path, st: Mapping, cols: dict, lines: np.ndarray, t_col:
     n = len(arr)
     order = np.argsort(arr, kind="stable")
     # Engine-clock measurements (in-process AsyncLLM, no HTTP): TTFT and E2E start at the engine
-    # queue, so the API-server overhead and the post-stream overhead are not part of them.
-    p = {**params, "api_us": 0.0, "final_us": 0.0}
+    # queue, so the API-server overhead and the post-stream overhead are not part of them. An HTTP
+    # client's recording (`blis-gym observe`, meta "clock": "client") includes them.
+    p = dict(params) if st.get("clock") == "client" else {**params, "api_us": 0.0, "final_us": 0.0}
     # arrival times at the trace's microsecond resolution (as a csv trace of them would read)
     arrival_us = np.rint(np.array([float(f"{t:.6f}") for t in arr[order]]) * 1e6).astype(np.int64)
     none = np.full(n, -1, dtype=np.int64)
