@@ -18,6 +18,7 @@ Forms (they combine: a trace or inference_perf plus extra `clients`):
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
@@ -104,36 +105,72 @@ def length(spec):
 
 
 # ---- think times (seconds) --------------------------------------------------------------------
-class ThinkDist(Strict):
-    """constant (value) | exponential (mean) | gaussian (mean, std) | lognormal (mu, sigma of ln s)
-    | uniform (min, max); min/max clamp. All in seconds."""
-    dist: Literal["constant", "exponential", "gaussian", "lognormal", "uniform"]
-    value: Seconds = 0.0
-    mean: Seconds = 0.0
-    std: Seconds = 0.0
-    mu: LogMu = 0.0
-    sigma: LogSigma = 0.0
+# One model per distribution, so a parameter the distribution does not use is an unknown field.
+class _ThinkRange(Strict):
+    """Draws clamped to [min, max] seconds (max: none)."""
     min: Seconds = 0.0
     max: Seconds | None = None
 
     @model_validator(mode="after")
-    def _ok(self):
+    def _range(self):
         if self.max is not None and self.min > self.max:
             raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
-        if self.dist == "uniform" and self.max is None:
-            raise ValueError("uniform needs max")
         return self
 
+    def _think(self, dist: str, **params) -> d.ThinkTime:
+        return d.ThinkTime(dist, min=self.min, max=math.inf if self.max is None else self.max, **params)
+
+
+class ConstantThink(Strict):
+    dist: Literal["constant"]
+    value: Seconds
+
     def build(self) -> d.ThinkTime:
-        return d.ThinkTime(self.dist, self.value, self.mean, self.std, self.mu, self.sigma, self.min,
-                           float("inf") if self.max is None else self.max)
+        return d.ThinkTime("constant", value=self.value)
 
 
-ThinkSpec = Union[Seconds, ThinkDist]
+class ExponentialThink(_ThinkRange):
+    dist: Literal["exponential"]
+    mean: Seconds
+
+    def build(self) -> d.ThinkTime:
+        return self._think("exponential", mean_=self.mean)
+
+
+class GaussianThink(_ThinkRange):
+    dist: Literal["gaussian"]
+    mean: Seconds
+    std: Seconds = 0.0
+
+    def build(self) -> d.ThinkTime:
+        return self._think("gaussian", mean_=self.mean, std=self.std)
+
+
+class LogNormalThink(_ThinkRange):
+    """exp(mu + sigma·Z) seconds."""
+    dist: Literal["lognormal"]
+    mu: LogMu
+    sigma: LogSigma
+
+    def build(self) -> d.ThinkTime:
+        return self._think("lognormal", mu=self.mu, sigma=self.sigma)
+
+
+class UniformThink(_ThinkRange):
+    dist: Literal["uniform"]
+    max: Seconds
+
+    def build(self) -> d.ThinkTime:
+        return self._think("uniform")
+
+
+ThinkSpec = Union[Seconds, Annotated[ConstantThink | ExponentialThink | GaussianThink | LogNormalThink
+                                     | UniformThink, Field(discriminator="dist")]]
 
 
 def think(spec) -> d.ThinkTime:
-    return spec.build() if isinstance(spec, ThinkDist) else d.ThinkTime.of(spec)
+    """The simulator's think time for a number of seconds or a distribution."""
+    return d.ThinkTime.of(spec) if isinstance(spec, (int, float)) else spec.build()
 
 
 # ---- arrivals ---------------------------------------------------------------------------------

@@ -130,7 +130,13 @@ BAD = [
      "pools.0.provisioning_delay_s.mean"),
     ("delay of the wrong type", scenario(pools=[{"name": "p", "load_time_s": "slow"}]), "pools.0.load_time_s:"),
     ("uniform think time without max", scenario(workload__session={"turns": 2, "think_time_s": {"dist": "uniform"}}),
-     "workload.session.think_time_s: uniform needs max"),
+     "workload.session.think_time_s.max: required field is missing"),
+    ("think time with a parameter its distribution ignores", scenario(workload__session={"turns": 2, "think_time_s": {
+        "dist": "exponential", "mean": 1, "std": 2}}),
+     "workload.session.think_time_s.std: unknown field; allowed: dist, max, mean, min"),
+    ("constant think time with a clamp", scenario(workload__closed_loop={"users": 2, "think_time_s": {
+        "dist": "constant", "value": 1, "max": 2}}, workload__rate=None),
+     "workload.closed_loop.think_time_s.max: unknown field; allowed: dist, value"),
     ("think time with a negative mean", scenario(workload__session={"turns": 2, "think_time_s": {
         "dist": "exponential", "mean": -1}}), "workload.session.think_time_s.mean"),
 ]
