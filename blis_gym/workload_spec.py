@@ -6,8 +6,8 @@ Forms (they combine: a trace or inference_perf plus extra `clients`):
   horizon_s, timeout_s, slo_class` (+ `tenant, prefix_group, session, closed_loop`);
 - several clients: `rate` (aggregate req/s) and `clients: [{name, rate_fraction, input, output,
   slo_class, tenant, prefix_group, prefix_tokens, timeout_s, arrival, rate, session,
-  closed_loop}]`; a client's unset fields default to the workload-level ones. A client without
-  its own `rate` (or arrival profile) gets rate·rate_fraction/Σrate_fraction;
+  closed_loop, windows, multimodal}]`; a client's unset fields default to the workload-level
+  ones. A client without its own `rate` (or arrival profile) gets rate·rate_fraction/Σrate_fraction;
 - `arrival: {process: poisson|constant|gamma|weibull, cv, stages | diurnal | spike}`: at workload
   level a profile gives the aggregate rate over time (split by fractions); in a client it gives
   that client's own rates;
@@ -290,6 +290,43 @@ class SloTargetSpec(Strict):
     e2e_ms: Annotated[float, Field(gt=0, le=MAX_DURATION_S * 1e3)] | None = None
 
 
+class WindowSpec(Strict):
+    """An activity window [start_s, end_s): the client's arrivals outside its windows are dropped."""
+    start_s: Annotated[float, Field(ge=0, le=MAX_DURATION_S)]
+    end_s: PositiveSeconds
+
+    @model_validator(mode="after")
+    def _ok(self):
+        if round(self.end_s * 1e6) <= round(self.start_s * 1e6):
+            raise ValueError(f"end_s ({self.end_s:g}) must be at least 1 µs after start_s ({self.start_s:g})")
+        return self
+
+
+class ItemsSpec(Strict):
+    """`count` items of a modality per request, each of `tokens` tokens (both at least 1)."""
+    count: LengthSpec
+    tokens: LengthSpec
+
+
+class MultimodalSpec(Strict):
+    """A prompt of text tokens plus image, audio and video items (replaces `input`)."""
+    text: LengthSpec | None = None
+    image: ItemsSpec | None = None
+    audio: ItemsSpec | None = None
+    video: ItemsSpec | None = None
+
+    @model_validator(mode="after")
+    def _ok(self):
+        if self.text is None and self.image is None and self.audio is None and self.video is None:
+            raise ValueError("give text or at least one of image, audio, video")
+        return self
+
+    def build(self) -> d.Multimodal:
+        items = tuple((m, length(x.count), length(x.tokens)) for m in ("image", "audio", "video")
+                      if (x := getattr(self, m)) is not None)
+        return d.Multimodal(length(self.text) if self.text is not None else None, items)
+
+
 class ClientSpec(Strict):
     name: str
     rate_fraction: Annotated[float, Field(gt=0, le=1e6)] = 1.0
@@ -304,6 +341,8 @@ class ClientSpec(Strict):
     timeout_s: Seconds | None = None
     session: SessionSpec | None = None
     closed_loop: ClosedLoopSpec | None = None
+    windows: Annotated[list[WindowSpec], Field(min_length=1)] | None = None
+    multimodal: MultimodalSpec | None = None
 
     @model_validator(mode="after")
     def _ok(self):
@@ -311,6 +350,10 @@ class ClientSpec(Strict):
             raise ValueError("name must not be empty")
         if self.session is not None and self.closed_loop is not None:
             raise ValueError("give session or closed_loop, not both")
+        if self.windows is not None and self.closed_loop is not None:
+            raise ValueError("windows gate arrivals; a closed loop has none")
+        if self.multimodal is not None and self.input is not None:
+            raise ValueError("give input or multimodal (which makes the prompt), not both")
         return self
 
 
@@ -357,7 +400,7 @@ class WorkloadSpec(Strict):
             if self.session is not None or self.closed_loop is not None:
                 raise ValueError("with clients, trace or inference_perf, put session/closed_loop in a client")
         for c in self.clients or []:
-            if (c.input or self.input) is None or (c.output or self.output) is None:
+            if (c.input or c.multimodal or self.input) is None or (c.output or self.output) is None:
                 raise ValueError(f"clients.{c.name}: give input and output (here or at workload level)")
             own = c.rate is not None or (c.arrival is not None and c.arrival.has_profile)
             if not own and c.closed_loop is None and self.rate is None and not self.arrival.has_profile:
@@ -368,14 +411,16 @@ class WorkloadSpec(Strict):
 
     def _finite(self) -> bool:
         """Whether the workload ends by itself (then num_requests/horizon_s may be omitted)."""
-        def open_finite(arrival: ArrivalSpec | None, closed) -> bool:
+        def open_finite(arrival: ArrivalSpec | None, closed, windows=None) -> bool:
             if closed is not None:
                 return False
+            if windows is not None:
+                return True
             a = arrival if arrival is not None and arrival.has_profile else self.arrival
             return a.stages is not None
         if self.clients is None and self.trace is None and self.inference_perf is None:
             return open_finite(self.arrival, self.closed_loop)
-        return all(open_finite(c.arrival, c.closed_loop) for c in self.clients or [])
+        return all(open_finite(c.arrival, c.closed_loop, c.windows) for c in self.clients or [])
 
 
 # ---- building ---------------------------------------------------------------------------------
@@ -395,12 +440,14 @@ def _client(spec: WorkloadSpec, c: ClientSpec, where: str) -> Client:
     group = c.prefix_group or ("shared" if c.prefix_tokens and c.name == "default" else "")
     return Client(
         name=c.name, arrival=None if cl else arrival,
-        input=length(c.input or spec.input), output=length(c.output or spec.output),
+        input=c.multimodal.build() if c.multimodal else length(c.input or spec.input),
+        output=length(c.output or spec.output),
         rate_fraction=c.rate_fraction, slo_class=c.slo_class or spec.slo_class,
         tenant=spec.tenant if c.tenant is None else c.tenant,
         prefix_group=group, prefix_tokens=c.prefix_tokens, timeout_us=int(round(timeout * 1e6)),
         session=SessionConfig(sess.turns, think(sess.think_time_s), sess.accumulate) if sess else None,
-        closed_loop=ClosedLoop(cl.users, think(cl.think_time_s)) if cl else None)
+        closed_loop=ClosedLoop(cl.users, think(cl.think_time_s)) if cl else None,
+        windows=d.Windows([(round(w.start_s * 1e6), round(w.end_s * 1e6)) for w in c.windows]) if c.windows else None)
 
 
 def build_workload(spec: WorkloadSpec, base_dir: Path | str = ".") -> Workload:

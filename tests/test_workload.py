@@ -434,9 +434,9 @@ def test_blis_v2_unsupported_keys_are_named(tmp_path):
     p = write(tmp_path, "c.yaml", """
         version: "2"
         aggregate_rate: 10
-        cohorts: [{id: x, population: 3}]
+        servegen_data: {path: data/}
     """)
-    with pytest.raises(ConfigError, match="not supported: cohorts"):
+    with pytest.raises(ConfigError, match="servegen_data: not supported: ServeGen data becomes clients"):
         load_trace(p, "blis-v2")
     p = write(tmp_path, "l.yaml", """
         aggregate_rate: 10

@@ -23,7 +23,7 @@ import numpy as np
 
 from ...errors import ConfigError
 from ..engine.request import Content, Request, output_key, prompt_key
-from .distributions import CHUNK, PoissonArrivals, ThinkTime, TimeVarying
+from .distributions import CHUNK, PoissonArrivals, ThinkTime, TimeVarying, Windows
 
 # SLO classes and their llm-d priorities (higher is more important; sheddable iff < 0).
 PRIORITY = {"critical": 4, "standard": 3, "batch": -1, "sheddable": -2, "background": -3}
@@ -34,10 +34,12 @@ class SessionConfig:
     """Multi-turn sessions: each open-loop arrival starts a session of `turns` turns; turn k+1
     arrives at turn k's completion + think time. With `accumulate`, the next prompt is the
     previous prompt + its output + a new question (so the previous turn's KV blocks are hit).
-    A turn that does not complete (timed out, dropped, rejected) ends the session."""
+    A turn that does not complete (timed out, dropped, rejected) ends the session. With
+    `single`, only the client's first arrival starts a session (BLIS's single_session)."""
     turns: int
     think_time: ThinkTime | float = 0.0          # seconds, or a ThinkTime distribution
     accumulate: bool = True
+    single: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ class Client:
     trace: object = None              # a TraceData: replay its rows instead of sampling
     cycle: tuple = ()                 # ((prefix_group, tenant), ...): request k uses entry k % len
     repeat_prompts: bool = False      # with cycle: each entry re-sends one fixed question
+    windows: Windows | None = None    # open-loop: arrivals only inside these [start, end) windows
 
     @property
     def kind(self) -> str:
@@ -124,9 +127,9 @@ class Workload:
     def arrivals(self) -> list:
         """Each client's arrival process with its rate resolved (None for trace and closed-loop
         clients): a client whose process has no rate gets rate·fraction/Σfractions of the
-        workload's rate or profile (Σ over such clients)."""
+        workload's rate or profile (Σ over such clients; with activity windows, over those whose
+        windows overlap the client's, as BLIS normalises per phase)."""
         rel = [c for c in self.clients if c.kind == "open-loop" and _relative(c.arrival)]
-        total = sum(c.rate_fraction for c in rel)
         out = []
         for c in self.clients:
             if c.kind != "open-loop":
@@ -138,7 +141,7 @@ class Workload:
                 continue
             if c.rate_fraction <= 0:
                 raise ConfigError(f"clients.{c.name}.rate_fraction", "must be > 0")
-            share = c.rate_fraction / total
+            share = c.rate_fraction / sum(o.rate_fraction for o in rel if _co_active(c, o))
             if self.profile is not None:
                 out.append(TimeVarying(a, self.profile.scaled(share)))
             elif self.rate and self.rate > 0:
@@ -154,7 +157,7 @@ class Workload:
         for c, a in zip(self.clients, self.arrivals()):
             if c.kind == "closed-loop":
                 return False
-            if c.kind == "open-loop":
+            if c.kind == "open-loop" and c.windows is None:
                 prof = a.profile if isinstance(a, TimeVarying) else None
                 if prof is None or not getattr(prof, "finite", False):
                     return False
@@ -180,6 +183,9 @@ class Workload:
                 raise ConfigError(f"clients.{c.name}.session.turns", "must be >= 1")
             if c.closed_loop is not None and c.closed_loop.users < 1:
                 raise ConfigError(f"clients.{c.name}.closed_loop.users", "must be >= 1")
+            if c.windows is not None and c.kind != "open-loop":
+                raise ConfigError(f"clients.{c.name}.windows", "activity windows gate the arrivals of "
+                                                               "open-loop clients; a closed loop or trace has none")
         self.arrivals()
         if not self.num_requests and not self.horizon_us and not self.finite:
             raise ConfigError("workload", "give num_requests or horizon_s (or both)")
@@ -187,6 +193,11 @@ class Workload:
 
 def _relative(a) -> bool:
     return a is None or (not isinstance(a, TimeVarying) and getattr(a, "rate", None) is None)
+
+
+def _co_active(c: Client, other: Client) -> bool:
+    """Whether two clients' activity windows overlap (a client without windows is always active)."""
+    return c.windows is None or c.windows.overlaps(other.windows)
 
 
 # ---- per-client streams ------------------------------------------------------------------------
@@ -208,6 +219,7 @@ class _OpenStream(_Stream):
         self.prefix = src.client_prefix(c)
         self.priority = src.w.priority(c.slo_class)
         self.k = 0
+        self.ended = False                    # no arrivals after the current chunk
         sc = c.session
         if sc is not None:
             self.rng_ses = st.get(f"sessions/{c.name}")
@@ -219,24 +231,34 @@ class _OpenStream(_Stream):
 
     def _fill(self) -> None:
         c = self.c
-        times = self.clock.take(self.rng_arr, CHUNK)
-        ins = c.input.sample(self.rng_len, CHUNK)
-        outs = c.output.sample(self.rng_len, CHUNK)
-        m = len(times)
-        self._t = times.tolist()
-        self._in = np.maximum(1, ins[:m]).tolist()
-        self._out = np.maximum(1, outs[:m]).tolist()
-        sc = c.session
-        if sc is not None and sc.turns > 1:
-            k = sc.turns - 1
-            fi = c.input.sample(self.rng_ses, CHUNK * k).reshape(CHUNK, k)[:m]
-            fo = c.output.sample(self.rng_ses, CHUNK * k).reshape(CHUNK, k)[:m]
-            th = self.think.sample_us(self.rng_ses, CHUNK * k).reshape(CHUNK, k)[:m]
-            self._fi = np.maximum(1, fi).tolist()
-            self._fo = np.maximum(1, fo).tolist()
-            self._th = th.tolist()
+        while True:
+            times = self.clock.take(self.rng_arr, CHUNK)
+            ins = c.input.sample(self.rng_len, CHUNK)
+            outs = c.output.sample(self.rng_len, CHUNK)
+            m = len(times)
+            sc = c.session
+            if sc is not None and sc.turns > 1:
+                k = sc.turns - 1
+                fi = c.input.sample(self.rng_ses, CHUNK * k).reshape(CHUNK, k)[:m]
+                fo = c.output.sample(self.rng_ses, CHUNK * k).reshape(CHUNK, k)[:m]
+                th = self.think.sample_us(self.rng_ses, CHUNK * k).reshape(CHUNK, k)[:m]
+            keep = slice(0, m)
+            if c.windows is not None:            # drop arrivals outside the windows; none after the last
+                keep = c.windows.active(times)
+                if m and times[-1] >= c.windows.end:
+                    self.ended = True
+            self._t = times[keep].tolist()
+            self._in = np.maximum(1, ins[:m][keep]).tolist()
+            self._out = np.maximum(1, outs[:m][keep]).tolist()
+            if sc is not None and sc.turns > 1:
+                self._fi = np.maximum(1, fi[keep]).tolist()
+                self._fo = np.maximum(1, fo[keep]).tolist()
+                self._th = th[keep].tolist()
+            self.ended = self.ended or self.clock.done
+            if self._t or self.ended:
+                break
         self._i = 0
-        self.t = self._t[0] if m else None
+        self.t = self._t[0] if self._t else None
 
     def pop(self, src, rid):
         c = self.c
@@ -271,8 +293,10 @@ class _OpenStream(_Stream):
             req.rehash = True
         self.k += 1
         self._i = i + 1
-        if self._i >= len(self._t):
-            if self.clock.done:
+        if sc is not None and sc.single:          # the client's one session has started
+            self.t = None
+        elif self._i >= len(self._t):
+            if self.ended:
                 self.t = None
             else:
                 self._fill()
