@@ -197,6 +197,44 @@ def test_single_session_client_starts_one_conversation():
     assert len(follow) == 1 and follow[0].turn == 1 and follow[0].arrival == first.arrival + 6000
 
 
+def test_open_loop_turns_are_pre_scheduled_and_do_not_wait():
+    """closed_loop: false: turn k+1 at turn k's arrival + think + 1 µs per output token, even if
+    turn k failed; the context still accumulates."""
+    w = spec({"aggregate_rate": 10, "num_requests": 9},
+             {"id": "o", "closed_loop": False, "output_distribution": const(50),
+              "reasoning": {"multi_turn": {"max_rounds": 3, "think_time_us": 1000, "context_growth": "accumulate"}}})
+    src = WorkloadSource(w, Streams(2))
+    reqs = []
+    while (r := src.next()) is not None:
+        assert src.finished(r, r.arrival + 10 ** 9, completed=False) == []     # nothing waits for completion
+        reqs.append(r)
+    assert len(reqs) == 9 and src.exhausted()
+    by_session = collections.defaultdict(list)
+    for r in reqs:
+        by_session[r.session.id].append(r)
+    for turns in by_session.values():
+        assert [r.turn for r in turns] == [0, 1, 2]
+        assert [r.arrival - turns[0].arrival for r in turns] == [0, 1050, 2100]
+        assert [r.input_len for r in turns] == [100, 250, 400]
+        assert turns[1].content.block_hash(5) == turns[0].content.block_hash(5)   # turn 0's blocks reused
+
+
+def test_inference_perf_multi_turn_chat_users_are_single_conversations():
+    ip = {"stages": [{"rate": 4, "duration": 10}, {"rate": 8, "duration": 5}],
+          "shared_prefix": {"num_unique_system_prompts": 2, "num_users_per_system_prompt": 3, "system_prompt_len": 64,
+                            "question_len": 32, "output_len": 8, "enable_multi_turn_chat": True}}
+    w = from_blis_spec({"inference_perf": ip})
+    stage0, stage1 = w.clients[:6], w.clients[6:]
+    assert [c.session.turns for c in stage0] == [7, 7, 7, 7, 6, 6]            # 40 requests over 6 users
+    assert [c.session.turns for c in stage1] == [7, 7, 7, 7, 6, 6]
+    assert {c.session.think_time for c in stage0} == {1.5} and {c.session.think_time for c in stage1} == {0.75}
+    assert stage1[4].name == "stage-1-prompt-1-user-1" and stage1[4].prefix_group == "prompt-1"
+    assert all(not c.session.accumulate and c.session.single for c in w.clients) and w.finite
+    starts = drain(w)
+    assert len(starts) == 12                                  # one conversation per user
+    assert all((r.arrival < 10 * S) == r.client.startswith("stage-0") for r in starts)
+
+
 # ---- refusals: one line with the reason -----------------------------------------------------------
 def _client(extra: str) -> str:
     """A one-client spec in YAML with `extra` (flow-style lines) added to the client."""
@@ -214,8 +252,6 @@ def _client(extra: str) -> str:
      "lifecycle.windows[0].trace_rate: not supported: per-window rates"),
     (_client("reasoning: {multi_turn: {max_rounds: 2, context_growth: reset}}"),
      "context_growth = reset: not supported: only accumulate and empty are defined"),
-    (_client("closed_loop: false\nreasoning: {multi_turn: {max_rounds: 2}}"),
-     "closed_loop: false: not supported: turns here follow completions"),
     (_client("concurrency: 2\nrate_fraction: 0\nreasoning: {multi_turn: {max_rounds: 2}}"),
      "concurrency with reasoning.multi_turn: not supported: a client is either"),
     (_client("reasoning: {multi_turn: {max_rounds: 2}}\nmultimodal: {text_distribution: "

@@ -55,6 +55,38 @@ def inference_perf_client(num_groups: int, prompts_per_group: int, system_prompt
                   repeat_prompts=repeat_questions)
 
 
+def inference_perf_chat_clients(num_groups: int, prompts_per_group: int, system_prompt_len: int, question_len: int,
+                                output_len: int, stages) -> list[Client]:
+    """BLIS's inference-perf `enable_multi_turn_chat`: each stage's ⌊rate·duration⌋ requests are
+    split evenly (the first ones one more) over the groups × prompts users, and each user is one
+    conversation of that many turns: it starts at a Poisson time (rate/users; with several
+    stages, inside its stage), and each next turn comes users/rate seconds after the previous
+    one completes. Turns carry the group's system prompt and a fresh question (no context
+    growth, as inference-perf sends a fixed-length prompt); tenant and prefix group `prompt-<g>`.
+    Several stages give each stage its own users, `stage-<s>-prompt-<g>-user-<u>`."""
+    stages = _stage_list(stages)
+    n = num_groups * prompts_per_group
+    clients, start = [], 0.0
+    for s, (rate, duration) in enumerate(stages):
+        total = int(rate * duration)
+        if total < 1:
+            raise ConfigError("inference_perf", f"stage {s}: rate {rate:g} x duration {duration:g} s gives no request")
+        window = Windows([(round(start * 1e6), round((start + duration) * 1e6))]) if len(stages) > 1 else None
+        think = int(n / rate * 1e6) / 1e6
+        for j in range(n):
+            turns = total // n + (j < total % n)
+            if turns == 0:
+                continue
+            g, u = divmod(j, prompts_per_group)
+            name = f"prompt-{g}-user-{u}" if window is None else f"stage-{s}-prompt-{g}-user-{u}"
+            clients.append(Client(name, arrival=PoissonArrivals(rate / n), input=Constant(question_len),
+                                  output=Constant(output_len), tenant=f"prompt-{g}", prefix_group=f"prompt-{g}",
+                                  prefix_tokens=system_prompt_len, timeout_us=300_000_000,
+                                  session=SessionConfig(turns, think, accumulate=False, single=True), windows=window))
+        start += duration
+    return clients
+
+
 def inference_perf_total(stages) -> int:
     """Number of requests of constant arrivals over the stages: Σ rate·duration (floored)."""
     return int(math.floor(sum(r * d for r, d in _stage_list(stages)) + 1e-9))
@@ -78,7 +110,7 @@ _CLIENT = {"id", "tenant_id", "slo_class", "model", "adapter", "rate_fraction", 
 _CLIENT_UNSUPPORTED = ("adapter",)
 _COHORT = (_CLIENT - {"concurrency", "think_time_us", "lifecycle"}) | {"population", "prefix_sharing", "diurnal",
                                                                          "spike", "drain"}
-MAX_COHORT_MEMBERS = 1000      # each member is a client with its own streams and buffers
+MAX_COHORT_MEMBERS = 1000      # cohort members (and multi-turn chat users): each a client with its own streams
 _MODALITIES = ("image", "audio", "video")
 _WINDOW_OVERRIDES = ("trace_rate", "arrival", "input_distribution", "output_distribution")
 # Parts of BLIS's language this simulator refuses, each with the reason (one line).
@@ -93,8 +125,6 @@ REASONS = {
     "window": _PER_WINDOW,
     "absolute": "absolute-rate mode (aggregate_rate 0) needs per-window trace_rate: " + _PER_WINDOW,
     "context_growth": "only accumulate and empty are defined (BLIS reads any other value as empty: write \"\")",
-    "open_loop": "turns here follow completions (BLIS's default closed-loop sessions); pre-scheduled "
-                 "open-loop rounds are not generated",
     "concurrency_multi_turn": "a client is either concurrent users or multi-turn sessions "
                               "(BLIS refuses even mixing the two in one spec)",
     "multimodal_turns": "BLIS draws multi-turn rounds and concurrency requests from input_distribution "
@@ -284,11 +314,9 @@ class _Spec:
             growth = mt.get("context_growth") or ""
             if growth not in ("", "accumulate"):
                 raise self.refused(f"{mk}.context_growth = {growth}", "context_growth")
-            if d.get("closed_loop") is False:
-                raise self.refused(f"{key}.closed_loop: false", "open_loop")
             session = SessionConfig(int(self.num(mt, "max_rounds", mk, lo=1, hi=MAX_TURNS)),
                                     float(self.num(mt, "think_time_us", mk, 0, 0)) / 1e6, growth == "accumulate",
-                                    single=bool(mt.get("single_session")))
+                                    single=bool(mt.get("single_session")), open_loop=d.get("closed_loop") is False)
         conc = d.get("concurrency")
         if conc:
             if session is not None:
@@ -364,7 +392,7 @@ class _Spec:
             out += [self.client(m, j, key) for j, m in enumerate(members(d, pop, windows))]
         return out
 
-    def inference_perf(self, d) -> Client:
+    def inference_perf(self, d) -> list[Client]:
         key = "inference_perf"
         d = self.mapping(d, key, {"stages", "shared_prefix"})
         stages = d.get("stages")
@@ -381,17 +409,21 @@ class _Spec:
                           {"num_unique_system_prompts", "num_users_per_system_prompt", "num_groups",
                            "num_prompts_per_group", "system_prompt_len", "question_len", "output_len",
                            "enable_multi_turn_chat"})
-        if sp.get("enable_multi_turn_chat"):
-            raise self.unsupported(f"{sk}.enable_multi_turn_chat")
         gk = "num_unique_system_prompts" if "num_unique_system_prompts" in sp else "num_groups"
         uk = "num_users_per_system_prompt" if "num_users_per_system_prompt" in sp else "num_prompts_per_group"
         if sp.get(gk) is None or sp.get(uk) is None:
             raise self.err(sk, "give num_unique_system_prompts and num_users_per_system_prompt")
         groups, users = int(self.num(sp, gk, sk, lo=1, hi=MAX_USERS)), int(self.num(sp, uk, sk, lo=1, hi=MAX_USERS))
         self._ip_total = inference_perf_total(st)
-        return inference_perf_client(groups, users, int(self.num(sp, "system_prompt_len", sk, 0, 0, MAX_TOKENS)),
-                                     int(self.num(sp, "question_len", sk, lo=1, hi=MAX_TOKENS)),
-                                     int(self.num(sp, "output_len", sk, lo=1, hi=MAX_TOKENS)), st)
+        lengths = (int(self.num(sp, "system_prompt_len", sk, 0, 0, MAX_TOKENS)),
+                   int(self.num(sp, "question_len", sk, lo=1, hi=MAX_TOKENS)),
+                   int(self.num(sp, "output_len", sk, lo=1, hi=MAX_TOKENS)))
+        if sp.get("enable_multi_turn_chat"):
+            if groups * users * len(st) > MAX_COHORT_MEMBERS:
+                raise self.err(f"{sk}.enable_multi_turn_chat", f"at most {MAX_COHORT_MEMBERS} conversations "
+                                                               "(users x stages; each is a client of its own)")
+            return inference_perf_chat_clients(groups, users, *lengths, st)
+        return [inference_perf_client(groups, users, *lengths, st)]
 
     def workload(self, data) -> Workload:
         if not isinstance(data, dict):
@@ -410,7 +442,7 @@ class _Spec:
             clients += self.cohorts(data["cohorts"])
         num = int(self.num(data, "num_requests", "spec", 0, 0, MAX_REQUESTS))
         if data.get("inference_perf") is not None:
-            clients.append(self.inference_perf(data["inference_perf"]))
+            clients += self.inference_perf(data["inference_perf"])
             if not num and not clients_raw:
                 num = self._ip_total
         if not clients:

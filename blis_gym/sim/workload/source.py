@@ -35,11 +35,14 @@ class SessionConfig:
     arrives at turn k's completion + think time. With `accumulate`, the next prompt is the
     previous prompt + its output + a new question (so the previous turn's KV blocks are hit).
     A turn that does not complete (timed out, dropped, rejected) ends the session. With
-    `single`, only the client's first arrival starts a session (BLIS's single_session)."""
+    `single`, only the client's first arrival starts a session (BLIS's single_session). With
+    `open_loop`, turns do not wait for each other (BLIS's closed_loop: false): turn k+1 arrives
+    at turn k's arrival + think time + 1 µs per output token of turn k, whatever became of turn k."""
     turns: int
     think_time: ThinkTime | float = 0.0          # seconds, or a ThinkTime distribution
     accumulate: bool = True
     single: bool = False
+    open_loop: bool = False
 
 
 @dataclass(frozen=True)
@@ -52,10 +55,11 @@ class ClosedLoop:
 
 class Session:
     """A conversation in flight (`req.session`): its id, client and pre-drawn follow-up turns."""
-    __slots__ = ("accumulate", "client", "id", "ins", "outs", "prefix", "tenant", "thinks", "turns")
+    __slots__ = ("accumulate", "client", "id", "ins", "open_loop", "outs", "prefix", "tenant", "thinks", "turns")
 
-    def __init__(self, sid, client, turns, ins, outs, thinks, accumulate, prefix, tenant):
+    def __init__(self, sid, client, turns, ins, outs, thinks, accumulate, prefix, tenant, open_loop=False):
         self.id = sid
+        self.open_loop = open_loop
         self.client = client
         self.turns = turns
         self.ins = ins
@@ -153,11 +157,12 @@ class Workload:
 
     @property
     def finite(self) -> bool:
-        """Whether the workload ends by itself (traces, finite stages, sessions of those)."""
+        """Whether the workload ends by itself (traces, finite stages, activity windows, single
+        sessions, and sessions of those)."""
         for c, a in zip(self.clients, self.arrivals()):
             if c.kind == "closed-loop":
                 return False
-            if c.kind == "open-loop" and c.windows is None:
+            if c.kind == "open-loop" and c.windows is None and not (c.session and c.session.single):
                 prof = a.profile if isinstance(a, TimeVarying) else None
                 if prof is None or not getattr(prof, "finite", False):
                     return False
@@ -280,7 +285,7 @@ class _OpenStream(_Stream):
         if sc is not None:
             if sc.turns > 1:
                 sess = Session(src.new_session_id(), c.name, sc.turns, self._fi[i], self._fo[i], self._th[i],
-                               sc.accumulate, prefix, tenant)
+                               sc.accumulate, prefix, tenant, sc.open_loop)
             else:
                 sess = Session(src.new_session_id(), c.name, 1, (), (), (), sc.accumulate, prefix, tenant)
         req = Request(rid, t, content.length, n_out, content, slo_class=c.slo_class, priority=self.priority,
@@ -288,7 +293,10 @@ class _OpenStream(_Stream):
                       deadline=t + c.timeout_us if c.timeout_us else 0)
         if sess is not None:
             req.rehash = sc.turns > 1 and sc.accumulate
-            src.live += 1
+            if sess.open_loop:
+                src.schedule_round(req)
+            else:
+                src.live += 1
         elif c.repeat_prompts:
             req.rehash = True
         self.k += 1
@@ -454,6 +462,7 @@ class WorkloadSource:
                 self.group_key(self._group_name(c))
             for g, _ in c.cycle:
                 self.group_key(g)
+        self._rounds: list = []       # (arrival, session id, previous turn) of open-loop sessions' next turns
         self._heap: list = []
         for i, (c, a) in enumerate(zip(workload.clients, workload.arrivals())):
             if c.kind == "trace":
@@ -508,9 +517,12 @@ class WorkloadSource:
 
     # ---- the interface used by the simulation ------------------------------------------
     def _open_done(self) -> bool:
-        if self._capped() or not self._heap:
+        if self._capped():
             return True
-        return bool(self.w.horizon_us) and self._heap[0][0] > self.w.horizon_us
+        t = self._heap[0][0] if self._heap else None
+        if self._rounds and (t is None or self._rounds[0][0] < t):
+            t = self._rounds[0][0]
+        return t is None or (bool(self.w.horizon_us) and t > self.w.horizon_us)
 
     def exhausted(self) -> bool:
         """No more requests will come: no open-loop arrivals left and no session or closed-loop
@@ -520,6 +532,11 @@ class WorkloadSource:
     def next(self) -> Request | None:
         if self._open_done():
             return None
+        if self._rounds and (not self._heap or self._rounds[0][0] < self._heap[0][0]):
+            t, _, prev = heapq.heappop(self._rounds)
+            req = self._next_turn(prev, t)
+            self.schedule_round(req)
+            return req
         t, i, s = self._heap[0]
         req = s.pop(self, self._new_id())
         if s.t is None:
@@ -535,7 +552,7 @@ class WorkloadSource:
         if user is not None:
             return self._user_next(user, now)
         s = req.session
-        if not isinstance(s, Session):
+        if not isinstance(s, Session) or s.open_loop:
             return []
         k = req.turn
         if not completed or k + 1 >= s.turns or self._capped():
@@ -545,6 +562,18 @@ class WorkloadSource:
         if self.w.horizon_us and t > self.w.horizon_us:
             self.live -= 1
             return []
+        return [self._next_turn(req, t)]
+
+    def schedule_round(self, req: Request) -> None:
+        """Queue the next turn of an open-loop session, due at the turn's arrival + think time
+        + 1 µs per output token (BLIS's guess at its completion)."""
+        s, k = req.session, req.turn
+        if k + 1 < s.turns:
+            heapq.heappush(self._rounds, (req.arrival + s.thinks[k] + req.output_len, s.id, req))
+
+    def _next_turn(self, req: Request, t: int) -> Request:
+        """Turn k+1 of req's session, arriving at t."""
+        s, k = req.session, req.turn
         rid = self._new_id()
         n_in, n_out = s.ins[k], s.outs[k]
         if s.accumulate:
@@ -557,7 +586,7 @@ class WorkloadSource:
                       tenant=req.tenant, client=req.client, session=s, turn=k + 1,
                       deadline=t + c.timeout_us if c.timeout_us else 0)
         nxt.rehash = s.accumulate and k + 2 < s.turns
-        return [nxt]
+        return nxt
 
     def _client_index(self, name: str) -> int:
         idx = getattr(self, "_cidx", None)
