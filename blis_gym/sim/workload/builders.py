@@ -107,7 +107,6 @@ _TOP = {"version", "seed", "category", "aggregate_rate", "num_requests", "horizo
 _CLIENT = {"id", "tenant_id", "slo_class", "model", "adapter", "rate_fraction", "concurrency", "think_time_us",
            "arrival", "input_distribution", "output_distribution", "prefix_group", "prefix_length", "streaming",
            "network", "lifecycle", "multimodal", "reasoning", "timeout", "slo_target_us", "closed_loop"}
-_CLIENT_UNSUPPORTED = ("adapter",)
 _COHORT = (_CLIENT - {"concurrency", "think_time_us", "lifecycle"}) | {"population", "prefix_sharing", "diurnal",
                                                                          "spike", "drain"}
 MAX_COHORT_MEMBERS = 1000      # cohort members (and multi-turn chat users): each a client with its own streams
@@ -120,6 +119,7 @@ REASONS = {
     "servegen_data": "ServeGen data becomes clients with per-window rates and distributions "
                      "(BLIS's time-varying path), which are not simulated",
     "model": "one model per cluster; multi-model routing is not simulated",
+    "adapter": "LoRA adapters are not simulated",
     "slo_target_us": "BLIS orders its slo-deadline gateway queue by it; flow control here orders by the "
                      "llm-d request TTL (the client's timeout), so it would change nothing",
     "window": _PER_WINDOW,
@@ -142,9 +142,6 @@ class _Spec:
 
     def err(self, key: str, msg: str) -> ConfigError:
         return ConfigError("trace", f"{self.where}: {key}: {msg}")
-
-    def unsupported(self, key: str) -> ConfigError:
-        return ConfigError("trace", f"{self.where}: not supported: {key}")
 
     def refused(self, key: str, why: str) -> ConfigError:
         return ConfigError("trace", f"{self.where}: {key}: not supported: {REASONS[why]}")
@@ -209,7 +206,8 @@ class _Spec:
             if not items or sum(pr for _, pr in items) <= 0:
                 raise self.err(k, "empirical needs at least one token count with a positive probability")
             return Empirical(tuple(v for v, _ in items), tuple(pr for _, pr in items))
-        raise self.unsupported(f"{key}.type = {kind}")
+        raise self.err(f"{key}.type", f"unknown {kind!r}; allowed: constant, empirical, exponential, gaussian, "
+                                      "lognormal, pareto_lognormal")
 
     def arrival(self, d, key: str):
         d = self.mapping(d, key, {"process", "cv", "shape", "scale"})
@@ -227,7 +225,7 @@ class _Spec:
             if not 0.01 <= cv <= 10.4:
                 raise self.err(f"{key}.cv", "weibull cv must be in [0.01, 10.4]")
             return WeibullArrivals(None, cv)
-        raise self.unsupported(f"{key}.process = {proc}")
+        raise self.err(f"{key}.process", f"unknown {proc!r}; allowed: constant, gamma, poisson, weibull")
 
     def fitted(self, d: dict, proc: str, key: str):
         """Gamma (shape α, scale θ µs) or Weibull (shape k, scale λ µs) gaps as given, as BLIS
@@ -286,10 +284,7 @@ class _Spec:
     def client(self, d, i: int, key: str = "") -> Client:
         key = key or f"clients[{i}]"
         d = self.mapping(d, key, _CLIENT)
-        for k in _CLIENT_UNSUPPORTED:
-            if d.get(k):
-                raise self.unsupported(f"{key}.{k}")
-        for k in ("model", "slo_target_us"):
+        for k in ("model", "slo_target_us", "adapter"):
             if d.get(k):
                 raise self.refused(f"{key}.{k}", k)
         name = str(d.get("id") or f"client-{i}")
@@ -461,7 +456,8 @@ class _Spec:
 
 def from_blis_spec(data: dict, where: str = "spec") -> Workload:
     """A Workload from a parsed BLIS workload-spec (v2, or v1 with its class names upgraded).
-    Unsupported parts (cohorts, lifecycle windows, multimodal, …) raise ConfigError naming the key."""
+    Parts it refuses (model, slo_target_us, servegen_data, per-window rates, …) raise one ConfigError
+    naming the key and the reason."""
     return _Spec(where).workload(data)
 
 
