@@ -83,7 +83,8 @@ def test_windows_are_deterministic_under_a_seed():
 
 
 def test_blis_lifecycle_windows_gate_a_client():
-    w = spec({"aggregate_rate": 200}, {"id": "a", "lifecycle": {"windows": [{"start_us": 500_000, "end_us": 1_500_000}]}})
+    window = {"start_us": 500_000, "end_us": 1_500_000}
+    w = spec({"aggregate_rate": 200}, {"id": "a", "lifecycle": {"windows": [window]}})
     t = [r.arrival for r in drain(w)]
     assert t and min(t) >= 500_000 and max(t) < 1_500_000
 
