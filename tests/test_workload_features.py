@@ -313,5 +313,13 @@ def test_a_scenario_with_windows_and_multimodal_runs_and_repeats_itself():
 
     mm, plain = run(True), run(False)
     assert mm == run(True)
-    assert mm["completed_requests"] == plain["completed_requests"] > 0
-    assert mm["ttft_ms"]["mean"] > plain["ttft_ms"]["mean"]
+    assert mm["completed_requests"] == plain["completed_requests"] == mm["injected_requests"] > 0
+    assert mm["input_tokens"] == plain["input_tokens"] + 2048 * mm["injected_requests"]
+    assert mm["ttft_mean_ms"] > plain["ttft_mean_ms"]
+
+
+def test_a_window_beyond_the_horizon_ends_the_client_at_the_horizon():
+    far = Windows([(10 ** 12, 10 ** 12 + S)])           # 11.6 days away at 10,000 req/s: never reached
+    w = Workload([Client("a", PoissonArrivals(), C10, C10, windows=far),
+                  Client("b", PoissonArrivals(1.0), C10, C10)], rate=10_000.0, horizon_us=2 * S)
+    assert {r.client for r in drain(w)} == {"b"}

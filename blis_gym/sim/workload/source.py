@@ -225,6 +225,8 @@ class _OpenStream(_Stream):
         self.priority = src.w.priority(c.slo_class)
         self.k = 0
         self.ended = False                    # no arrivals after the current chunk
+        if c.windows is not None:             # past this, dropping arrivals until a window opens is moot
+            self.until = min(c.windows.end, src.w.horizon_us or c.windows.end)
         sc = c.session
         if sc is not None:
             self.rng_ses = st.get(f"sessions/{c.name}")
@@ -250,7 +252,7 @@ class _OpenStream(_Stream):
             keep = slice(0, m)
             if c.windows is not None:            # drop arrivals outside the windows; none after the last
                 keep = c.windows.active(times)
-                if m and times[-1] >= c.windows.end:
+                if m and times[-1] >= self.until:
                     self.ended = True
             self._t = times[keep].tolist()
             self._in = np.maximum(1, ins[:m][keep]).tolist()
