@@ -436,7 +436,7 @@ def test_blis_v2_unsupported_keys_are_named(tmp_path):
         aggregate_rate: 10
         servegen_data: {path: data/}
     """)
-    with pytest.raises(ConfigError, match="servegen_data: not supported: ServeGen data becomes clients"):
+    with pytest.raises(ConfigError, match="servegen_data: not supported: BLIS's ServeGen import"):
         load_trace(p, "blis-v2")
     p = write(tmp_path, "l.yaml", """
         aggregate_rate: 10

@@ -246,7 +246,7 @@ def _client(extra: str) -> str:
 
 
 @pytest.mark.parametrize("text, needle", [
-    ("aggregate_rate: 10\nservegen_data: {path: x}\n", "servegen_data: not supported: ServeGen data becomes clients"),
+    ("aggregate_rate: 10\nservegen_data: {path: x}\n", "servegen_data: not supported: BLIS's ServeGen import draws"),
     (_client("model: llama"), "clients[0].model: not supported: one model per cluster"),
     (_client("slo_target_us: 500000"), "clients[0].slo_target_us: not supported: BLIS orders its slo-deadline"),
     (_client("lifecycle: {windows: [{start_us: 0, end_us: 5, trace_rate: 3}]}"),

@@ -116,8 +116,8 @@ _WINDOW_OVERRIDES = ("trace_rate", "arrival", "input_distribution", "output_dist
 _PER_WINDOW = ("per-window rates and distributions (BLIS's time-varying path, which rescales gaps to fill "
                "each window) are not simulated")
 REASONS = {
-    "servegen_data": "ServeGen data becomes clients with per-window rates and distributions "
-                     "(BLIS's time-varying path), which are not simulated",
+    "servegen_data": "BLIS's ServeGen import draws day periods and SLO classes per chunk with its own RNG "
+                     "and yields per-window rates and distributions, which are not simulated",
     "model": "one model per cluster; multi-model routing is not simulated",
     "adapter": "LoRA adapters are not simulated",
     "slo_target_us": "BLIS orders its slo-deadline gateway queue by it; flow control here orders by the "
