@@ -129,7 +129,7 @@ REASONS = {
                               "(BLIS refuses even mixing the two in one spec)",
     "multimodal_turns": "BLIS draws multi-turn rounds and concurrency requests from input_distribution "
                         "and ignores multimodal",
-    "cohort_closed": "lifecycle windows gate arrivals; BLIS's concurrency users have none",
+    "windows_closed": "lifecycle windows gate arrivals; BLIS's concurrency users have none",
 }
 _V1_CLASSES = {"realtime": "critical", "interactive": "standard", "": "standard"}
 
@@ -332,7 +332,7 @@ class _Spec:
         windows = None
         if d.get("lifecycle") is not None:
             if closed is not None:
-                raise self.refused(f"{key}.lifecycle with concurrency", "cohort_closed")
+                raise self.refused(f"{key}.lifecycle with concurrency", "windows_closed")
             windows = self.lifecycle(d["lifecycle"], f"{key}.lifecycle")
         if d.get("multimodal") is not None:
             if session is not None or closed is not None:
