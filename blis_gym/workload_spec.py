@@ -253,6 +253,8 @@ class SessionSpec(Strict):
     turns: Annotated[int, Field(gt=0, le=MAX_TURNS)]
     think_time_s: ThinkSpec = 0.0
     accumulate: bool = True
+    single: bool = False          # only the client's first arrival starts a session
+    open_loop: bool = False       # turn k+1 at turn k's arrival + think + 1 µs per output token
 
 
 class ClosedLoopSpec(Strict):
@@ -411,16 +413,16 @@ class WorkloadSpec(Strict):
 
     def _finite(self) -> bool:
         """Whether the workload ends by itself (then num_requests/horizon_s may be omitted)."""
-        def open_finite(arrival: ArrivalSpec | None, closed, windows=None) -> bool:
+        def open_finite(arrival: ArrivalSpec | None, closed, session, windows=None) -> bool:
             if closed is not None:
                 return False
-            if windows is not None:
+            if windows is not None or (session is not None and session.single):
                 return True
             a = arrival if arrival is not None and arrival.has_profile else self.arrival
             return a.stages is not None
         if self.clients is None and self.trace is None and self.inference_perf is None:
-            return open_finite(self.arrival, self.closed_loop)
-        return all(open_finite(c.arrival, c.closed_loop, c.windows) for c in self.clients or [])
+            return open_finite(self.arrival, self.closed_loop, self.session)
+        return all(open_finite(c.arrival, c.closed_loop, c.session, c.windows) for c in self.clients or [])
 
 
 # ---- building ---------------------------------------------------------------------------------
@@ -445,7 +447,8 @@ def _client(spec: WorkloadSpec, c: ClientSpec, where: str) -> Client:
         rate_fraction=c.rate_fraction, slo_class=c.slo_class or spec.slo_class,
         tenant=spec.tenant if c.tenant is None else c.tenant,
         prefix_group=group, prefix_tokens=c.prefix_tokens, timeout_us=int(round(timeout * 1e6)),
-        session=SessionConfig(sess.turns, think(sess.think_time_s), sess.accumulate) if sess else None,
+        session=SessionConfig(sess.turns, think(sess.think_time_s), sess.accumulate, sess.single, sess.open_loop)
+        if sess else None,
         closed_loop=ClosedLoop(cl.users, think(cl.think_time_s)) if cl else None,
         windows=d.Windows([(round(w.start_s * 1e6), round(w.end_s * 1e6)) for w in c.windows]) if c.windows else None)
 

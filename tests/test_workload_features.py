@@ -323,3 +323,13 @@ def test_a_window_beyond_the_horizon_ends_the_client_at_the_horizon():
     w = Workload([Client("a", PoissonArrivals(), C10, C10, windows=far),
                   Client("b", PoissonArrivals(1.0), C10, C10)], rate=10_000.0, horizon_us=2 * S)
     assert {r.client for r in drain(w)} == {"b"}
+
+
+def test_scenario_sessions_take_single_and_open_loop():
+    w = build_workload(parse_workload({
+        "rate": 5, "input": {"dist": "constant", "value": 40}, "output": {"dist": "constant", "value": 20},
+        "clients": [{"name": "one", "session": {"turns": 3, "think_time_s": 0.5, "single": True, "open_loop": True}}]}))
+    assert w.finite                                   # a single session ends by itself
+    reqs = drain(w)
+    assert [r.turn for r in reqs] == [0, 1, 2]
+    assert [r.arrival - reqs[0].arrival for r in reqs] == [0, 500_020, 1_000_040]
