@@ -281,6 +281,24 @@ class _Spec:
             raise self.err(key, "give text_distribution or a modality's distribution and count distribution")
         return Multimodal(text, tuple(items))
 
+    def reasoning(self, d, key: str, open_loop: bool) -> SessionConfig | None:
+        """The session of a client's `reasoning` (None without multi_turn)."""
+        rs = self.mapping(d, key, {"reason_ratio_distribution", "multi_turn"})
+        if rs.get("reason_ratio_distribution") is not None:
+            # the share of output tokens that are reasoning: they are output tokens all the same,
+            # so it changes no timing; read only to check it
+            self.dist(rs["reason_ratio_distribution"], f"{key}.reason_ratio_distribution")
+        if rs.get("multi_turn") is None:
+            return None
+        mk = f"{key}.multi_turn"
+        mt = self.mapping(rs["multi_turn"], mk, {"max_rounds", "think_time_us", "context_growth", "single_session"})
+        growth = mt.get("context_growth") or ""
+        if growth not in ("", "accumulate"):
+            raise self.refused(f"{mk}.context_growth = {growth}", "context_growth")
+        return SessionConfig(int(self.num(mt, "max_rounds", mk, lo=1, hi=MAX_TURNS)),
+                             float(self.num(mt, "think_time_us", mk, 0, 0)) / 1e6, growth == "accumulate",
+                             single=bool(mt.get("single_session")), open_loop=open_loop)
+
     def client(self, d, i: int, key: str = "") -> Client:
         key = key or f"clients[{i}]"
         d = self.mapping(d, key, _CLIENT)
@@ -295,23 +313,9 @@ class _Spec:
         group = str(d.get("prefix_group") or "")
         plen = d.get("prefix_length")
         plen = int(self.num(d, "prefix_length", key, lo=0, hi=MAX_TOKENS)) if plen is not None else (50 if group else 0)
-        session = closed = None
+        closed = None
         think_us = d.get("think_time_us")
-        rs = self.mapping(d.get("reasoning"), f"{key}.reasoning", {"reason_ratio_distribution", "multi_turn"})
-        if rs.get("reason_ratio_distribution") is not None:
-            # the share of output tokens that are reasoning: they are output tokens all the same,
-            # so it changes no timing; read only to check it
-            self.dist(rs["reason_ratio_distribution"], f"{key}.reasoning.reason_ratio_distribution")
-        mt = rs.get("multi_turn")
-        if mt is not None:
-            mk = f"{key}.reasoning.multi_turn"
-            mt = self.mapping(mt, mk, {"max_rounds", "think_time_us", "context_growth", "single_session"})
-            growth = mt.get("context_growth") or ""
-            if growth not in ("", "accumulate"):
-                raise self.refused(f"{mk}.context_growth = {growth}", "context_growth")
-            session = SessionConfig(int(self.num(mt, "max_rounds", mk, lo=1, hi=MAX_TURNS)),
-                                    float(self.num(mt, "think_time_us", mk, 0, 0)) / 1e6, growth == "accumulate",
-                                    single=bool(mt.get("single_session")), open_loop=d.get("closed_loop") is False)
+        session = self.reasoning(d.get("reasoning"), f"{key}.reasoning", open_loop=d.get("closed_loop") is False)
         conc = d.get("concurrency")
         if conc:
             if session is not None:
