@@ -323,3 +323,17 @@ def test_warm_start_needs_a_heuristic_of_the_slot(tmp_path):
     bad.write_text("env_id: blis_gym/Admission-v0\nalgo: ppo\nsteps: 10\nwarm_start: {policy: round-robin}\n")
     code, err = _cli("train", "--config", str(bad), "--out", str(tmp_path / "o"))
     assert code == 2 and "warm_start.policy" in err and "probabilistic" in err and len(err.strip().splitlines()) == 1
+
+
+def test_validation_plays_every_training_scenario_on_every_validation_seed():
+    import gymnasium as gym
+
+    from blis_gym.harness.train import EpisodeCycle
+    envs = [gym.make(ROUTER, config={"horizon_s": 1}),
+            gym.make(ROUTER, config={"horizon_s": 1, "scenario_overrides": {"workload": {"rate": 5}}})]
+    cycle = EpisodeCycle(envs, [5000, 5001])
+    played = []
+    for _ in range(5):
+        cycle.reset()
+        played.append((envs.index(cycle.env), cycle.env.unwrapped.np_random_seed))
+    assert played == [(0, 5000), (1, 5000), (0, 5001), (1, 5001), (0, 5000)]

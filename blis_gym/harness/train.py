@@ -5,8 +5,8 @@ ran as `DIR/train.yaml`) names the environment, the algorithm, its hyperparamete
 seeds. Training episodes reset with seeds drawn from the spec's `split.train.seeds`, each on
 one of `split.train.scenarios` drawn at random (a mix of workloads the eval scenarios do not
 contain: domain randomisation, so the policy cannot learn one load by heart); every
-`eval_freq` steps the policy plays the `split.validation.seeds` (full episodes, deterministic)
-and the best checkpoint so far is kept as `DIR/model.zip` (`DIR/last.zip` is the final one).
+`eval_freq` steps the policy plays the `split.validation.seeds` on every training scenario (full
+episodes, deterministic) and the best checkpoint so far is kept as `DIR/model.zip` (`DIR/last.zip` is the final one).
 DIR also gets `progress.csv` (SB3's log), `learning_curve.png`, TensorBoard logs when
 tensorboard is installed, and `train.yaml`, from which `blis-gym train --config DIR/train.yaml`
 trains the same model again.
@@ -93,20 +93,30 @@ class SeedRange(gym.Wrapper):
         return self.env.unwrapped.action_masks()
 
 
-class SeedCycle(gym.Wrapper):
-    """Resets with the given seeds in turn (validation episodes)."""
+class EpisodeCycle(gym.Env):
+    """Validation episodes: every validation seed on every training scenario, in turn (seed by
+    seed, the scenarios in order)."""
 
-    def __init__(self, env, seeds: list[int]):
-        super().__init__(env)
-        self.seeds, self.i = seeds, 0
+    def __init__(self, envs: list, seeds: list[int]):
+        self.envs, self.seeds, self.i = envs, seeds, 0
+        self.env = envs[0]
+        self.observation_space, self.action_space = self.env.observation_space, self.env.action_space
 
     def reset(self, *, seed=None, options=None):
-        s = self.seeds[self.i % len(self.seeds)]
+        seed_index, env_index = divmod(self.i % (len(self.envs) * len(self.seeds)), len(self.envs))
         self.i += 1
-        return self.env.reset(seed=s, options=options)
+        self.env = self.envs[env_index]
+        return self.env.reset(seed=self.seeds[seed_index], options=options)
+
+    def step(self, action):
+        return self.env.step(action)
 
     def action_masks(self):
         return self.env.unwrapped.action_masks()
+
+    def close(self):
+        for e in self.envs:
+            e.close()
 
 
 class ScenarioMix(gym.Env):
@@ -157,13 +167,12 @@ def train_configs(recipe: Recipe, spec: dict, split) -> list[dict]:
     return configs or [recipe.env_config]
 
 
-def _make_validation_env(env_id: str, config: dict, seeds: list[int]):
+def _make_validation_env(env_id: str, configs: list[dict], seeds: list[int]):
     import blis_gym  # noqa: F401
     from stable_baselines3.common.monitor import Monitor
-    return Monitor(SeedCycle(gym.make(env_id, config=config), seeds))
+    return Monitor(EpisodeCycle([gym.make(env_id, config=c) for c in configs], seeds))
 
 
-# ---- training ------------------------------------------------------------------------------------
 def train(recipe: Recipe, out: Path, *, quiet: bool = False) -> dict:
     """Train as the recipe says; write DIR's files; return what was written and the best
     validation return."""
@@ -218,7 +227,7 @@ def train(recipe: Recipe, out: Path, *, quiet: bool = False) -> dict:
         cloned = clone(model, demo, recipe.warm_start, seed=recipe.seed)
     tb = _has_tensorboard()
     model.set_logger(configure(str(out), ["csv", "tensorboard"] if tb else ["csv"]))
-    callbacks = [_validation_callback(recipe, val_seeds, out)] if recipe.eval_freq else []
+    callbacks = [_validation_callback(recipe, configs, val_seeds, out)] if recipe.eval_freq else []
     # validation runs one env in this process whatever the training vector env: SB3 warns of it
     warnings.filterwarnings("ignore", message="Training and eval env are not of the same type")
     try:
@@ -261,13 +270,14 @@ def _build(recipe: Recipe, policy: str, venv):
         raise ConfigError("hyperparameters", f"{recipe.algo}: {e}") from None
 
 
-def _validation_callback(recipe: Recipe, seeds: list[int], out: Path):
+def _validation_callback(recipe: Recipe, configs: list[dict], seeds: list[int], out: Path):
+    """Every `eval_freq` steps: the validation seeds on every training scenario, full episodes
+    (the training configs without their episode cut); the best mean return's model is kept."""
     from stable_baselines3.common.vec_env import DummyVecEnv
-    # full episodes: the training config without its episode cut
-    config = {k: v for k, v in recipe.env_config.items() if k not in ("horizon_s", "max_requests")}
-    env = DummyVecEnv([lambda: _make_validation_env(recipe.env_id, config, seeds)])
+    full = [{k: v for k, v in c.items() if k not in ("horizon_s", "max_requests")} for c in configs]
+    env = DummyVecEnv([lambda: _make_validation_env(recipe.env_id, full, seeds)])
     freq = max(1, recipe.eval_freq // recipe.n_envs)
-    kw = dict(n_eval_episodes=len(seeds), eval_freq=freq, best_model_save_path=str(out), deterministic=True,
+    kw = dict(n_eval_episodes=len(seeds) * len(full), eval_freq=freq, best_model_save_path=str(out), deterministic=True,
               verbose=0)
     if recipe.algo == "maskableppo":
         from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback
