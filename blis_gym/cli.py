@@ -1,5 +1,6 @@
 """The command line: `blis-gym run SCENARIO [--seed N] [--out DIR] [--plot]`, `blis-gym scenarios`,
-`blis-gym plot RUN_DIR`, `blis-gym compare RUN_A RUN_B ...`, `blis-gym validate`, `blis-gym calibrate`.
+`blis-gym plot RUN_DIR`, `blis-gym compare RUN_A RUN_B ...`, `blis-gym validate`, `blis-gym calibrate`,
+`blis-gym observe --url URL --workload SCENARIO --out DIR`.
 
 Bad input (scenario, file, option) prints one line naming the field and exits with status 2.
 """
@@ -54,15 +55,34 @@ def main() -> None:
               help="Output folder (default: results/<scenario name>).")
 @click.option("--quiet", is_flag=True, help="No progress bar and no table; just write the files.")
 @click.option("--plot", is_flag=True, help="Also draw the run's PNG plots (as `blis-gym plot`).")
-def run(scenario: str, seed: int | None, out_dir: Path | None, quiet: bool, plot: bool) -> None:
+@click.option("--decision-trace", is_flag=True,
+              help="Also write decision_trace.csv: for routing decisions, each candidate's scores and the "
+                   "counterfactual regret of the best-scored alternatives (each costs a forked simulation).")
+@click.option("--top-k", type=click.IntRange(1, 1024), default=2, show_default=True,
+              help="--decision-trace: alternatives simulated per decision (the best-scored other candidates).")
+@click.option("--every", type=click.IntRange(1, None), default=1, show_default=True,
+              help="--decision-trace: trace every N-th routing decision.")
+@click.option("--max-decisions", type=click.IntRange(0, None), default=0, show_default=True,
+              help="--decision-trace: trace at most this many decisions (0: no limit).")
+@click.option("--window-ms", type=click.IntRange(0, None), default=0, show_default=True,
+              help="--decision-trace: also compare the requests in the system or arriving within this window "
+                   "(ms) after each decision, each branch running until they have all ended (0: off).")
+@click.option("--export-trace", is_flag=True,
+              help="Also write trace.csv: the run's requests as a csv trace `run` can replay, with their results.")
+def run(scenario: str, seed: int | None, out_dir: Path | None, quiet: bool, plot: bool, decision_trace: bool,
+        top_k: int, every: int, max_decisions: int, window_ms: int, export_trace: bool) -> None:
     """Run SCENARIO (a YAML file, or the name of a bundled scenario: see `blis-gym scenarios`;
     default: `default`), print a summary table and write summary.json, requests.csv and
-    timeseries.csv."""
+    timeseries.csv (and decision_trace.csv, trace.csv with the options that ask for them)."""
     from .outputs import check_out_dir, write_run
     from .resources import scenario_path
     from .scenario import build, load_scenario
     from .sim.simulation import Simulation
 
+    ctx = click.get_current_context()
+    for name in ("top_k", "every", "max_decisions", "window_ms"):
+        if not decision_trace and ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE:
+            _fail(f"--{name.replace('_', '-')}: only with --decision-trace")
     try:
         if plot:
             from .plots import pyplot
@@ -70,16 +90,40 @@ def run(scenario: str, seed: int | None, out_dir: Path | None, quiet: bool, plot
         path = scenario_path(scenario)
         sc = load_scenario(path, {"seed": seed} if seed is not None else None)
         cfg = build(sc, base_dir=path.parent)
-        sim = Simulation(cfg)
+        if decision_trace:
+            from .decision_trace import check_traceable
+            check_traceable(cfg)
+        if export_trace:
+            from .trace_export import check_exportable
+            check_exportable(cfg.workload)
+        sim = Simulation(cfg, external={"router"} if decision_trace else ())
         out_dir = out_dir or Path("results") / sc.name
         check_out_dir(out_dir)
     except ConfigError as e:
         _fail(str(e))
+    log = None
+    if export_trace:
+        from .trace_export import RequestLog
+        log = RequestLog(sim)
     t0 = time.perf_counter()
-    summary = _run_with_progress(sim, quiet)
+    if decision_trace:
+        from .decision_trace import Sampling
+        summary, rows = _run_with_progress(sim, quiet, Sampling(top_k, every, max_decisions, window_ms * 1000))
+    else:
+        summary, rows = _run_with_progress(sim, quiet), None
     wall = time.perf_counter() - t0
+
+    def extra(folder: Path) -> list[Path]:
+        written = []
+        if rows is not None:
+            from .decision_trace import write_decision_trace
+            written.append(write_decision_trace(rows, folder / "decision_trace.csv"))
+        if log is not None:
+            from .trace_export import write_trace
+            written.append(write_trace(sim, log, folder / "requests.csv", folder / "trace.csv"))
+        return written + (_plot_or_fail(folder) if plot else [])
     try:
-        written = write_run(sim, summary, out_dir, extra=_plot_or_fail if plot else None)
+        written = write_run(sim, summary, out_dir, extra=extra)
     except OSError as e:
         _fail(f"--out: cannot write {out_dir}: {e.strerror or e}")
     if not quiet:
@@ -182,14 +226,21 @@ def _fmt_kpi(v, base, first: bool) -> str:
     return f"{text} ({100 * (v - base) / abs(base):+.1f}%)"
 
 
-def _run_with_progress(sim, quiet: bool) -> dict:
+def _run_with_progress(sim, quiet: bool, sampling=None):
+    """The run's summary; with `sampling` (a decision_trace.Sampling), (summary, trace rows)."""
+    def go(progress=None):
+        if sampling is None:
+            return sim.run(progress=progress)
+        from .decision_trace import run_traced
+        return run_traced(sim, sampling, progress=progress)
+
     total = sim.cfg.workload.num_requests or None
     if quiet or not sys.stderr.isatty():
-        return sim.run()
+        return go()
     with Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console, transient=True) as bar:
         task = bar.add_task("run", total=total)
-        return sim.run(progress=lambda done, _total: bar.update(task, completed=done))
+        return go(progress=lambda done, _total: bar.update(task, completed=done))
 
 
 def _print_summary(s: dict, wall: float, console: Console | None = None) -> None:
@@ -256,6 +307,13 @@ def _summary_rows(s: dict, wall: float) -> list[tuple[str, str]]:
         if pd.get("transfers"):
             rows.append(("KV transfers (mean / p99)",
                          f"{pd['transfers']} ({_fmt(pd['transfer_mean_ms'])} / {_fmt(pd['transfer_p99_ms'])} ms)"))
+    off = s.get("kv_offload")
+    if off:
+        rows.append(("KV hits GPU / CPU / fs / miss", " / ".join(
+            f"{off[k]:.3f}" for k in ("gpu_hit_rate", "cpu_hit_rate", "fs_hit_rate", "miss_rate"))))
+        rows.append(("KV blocks offloaded / reloaded",
+                     f"{off['blocks_offloaded']} / {off['blocks_reloaded']} ({off['loads']} loads, "
+                     f"{off['reload_time_ms_total'] / 1000:.2f} s)"))
     rows.append(("simulated / wall time", f"{s['duration_s']:.2f} s / {wall:.2f} s"))
     return rows
 
@@ -417,6 +475,77 @@ def fetch_data(dest: Path, mirror: str | None, quiet: bool) -> None:
         _fail(str(e))
     if not quiet:
         Console().print(f"{len(files)} files of {REPO}@{COMMIT[:8]} in {dest}/ (sha256 checked)", highlight=False)
+
+
+@main.command()
+@click.option("--url", required=True,
+              help="The server's base URL (vLLM or llm-d's gateway), e.g. http://localhost:8000.")
+@click.option("--workload", "workload", required=True,
+              help="A bundled scenario's name or a scenario file: its workload (and seed) is what is sent.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for observed_requests.csv, observed_meta.json, observed_itl.jsonl and metrics.csv.")
+@click.option("--api", type=click.Choice(["completions", "chat"]), default="completions", show_default=True,
+              help="/v1/completions or /v1/chat/completions (both streamed).")
+@click.option("--model", default=None, help="The served model to ask for (default: the first of /v1/models).")
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=None, help="Override the scenario's seed.")
+@click.option("--max-concurrency", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Requests in flight at most; a request due while all are busy waits (its send time is recorded).")
+@click.option("--duration", "duration_s", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Stop sending after this many seconds (the ones in flight finish).")
+@click.option("--max-requests", type=click.IntRange(min=1), default=None, help="Stop after sending this many.")
+@click.option("--request-timeout", "request_timeout_s", type=click.FloatRange(min=0, min_open=True), default=600.0,
+              show_default=True, help="Seconds a request may take (the scenario's timeout_s when shorter).")
+@click.option("--drain-timeout", "drain_timeout_s", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="After Ctrl-C: seconds to wait for the requests in flight before cancelling them.")
+@click.option("--metrics-url", default=None,
+              help="Where to scrape Prometheus /metrics (default: --url; e.g. a vLLM pod behind a gateway).")
+@click.option("--no-metrics", is_flag=True, help="Do not scrape /metrics.")
+@click.option("--metrics-interval", "metrics_interval_s", type=click.FloatRange(min=0.1), default=2.0,
+              show_default=True, help="Seconds between scrapes.")
+@click.option("--no-ignore-eos", is_flag=True,
+              help="Do not send vLLM's ignore_eos/min_tokens (output lengths then end at EOS).")
+@click.option("--hardware", default=None, help="For validate: the server's GPU (H100, A100-80GB, ...).")
+@click.option("--tp", type=click.IntRange(1, 64), default=None,
+              help="For validate: the server's tensor-parallel degree.")
+@click.option("--kv-blocks", type=click.IntRange(min=2), default=None, help="For validate: the server's GPU KV blocks.")
+@click.option("--max-num-seqs", type=click.IntRange(min=1), default=None, help="For validate: vLLM max_num_seqs.")
+@click.option("--max-num-batched-tokens", type=click.IntRange(min=1), default=None,
+              help="For validate: vLLM max_num_batched_tokens.")
+@click.option("--quiet", is_flag=True, help="No progress lines.")
+def observe(url, workload, out_dir, api, model, seed, max_concurrency, duration_s, max_requests, request_timeout_s,
+            drain_timeout_s, metrics_url, no_metrics, metrics_interval_s, no_ignore_eos, hardware, tp, kv_blocks,
+            max_num_seqs, max_num_batched_tokens, quiet) -> None:
+    """Drive a real OpenAI-compatible server with a scenario's workload (the requests `blis-gym
+    run` simulates for that seed) and record each request's send time, TTFT, inter-token times
+    and E2E in the per-request format `blis-gym validate` replays. Ctrl-C stops sending and keeps
+    what was recorded (exit status 130)."""
+    from .observe import ObserveConfig
+    from .observe import observe as run_observe
+
+    def log(msg: str) -> None:
+        if not quiet or msg.startswith("warning"):
+            err_console.print(msg, highlight=False, soft_wrap=True)
+
+    cfg = ObserveConfig(url=url, workload=workload, out_dir=out_dir, api=api, model=model, seed=seed,
+                        max_concurrency=max_concurrency, duration_s=duration_s, max_requests=max_requests,
+                        request_timeout_s=request_timeout_s, drain_timeout_s=drain_timeout_s,
+                        metrics_url="" if no_metrics else metrics_url, metrics_interval_s=metrics_interval_s,
+                        ignore_eos=not no_ignore_eos,
+                        engine={"hardware": hardware, "tp": tp, "kv_blocks": kv_blocks, "max_num_seqs": max_num_seqs,
+                                "max_num_batched_tokens": max_num_batched_tokens})
+    try:
+        meta = run_observe(cfg, log)
+    except ConfigError as e:
+        _fail(str(e))
+    except KeyboardInterrupt:             # before the first request: nothing to keep
+        err_console.print("interrupted before anything was sent", highlight=False)
+        sys.exit(130)
+    by = ", ".join(f"{n} {s}" for s, n in meta["requests_by_status"].items()) or "none"
+    if not quiet:
+        Console().print(f"{meta['requests_sent']} requests sent ({by}); {meta['stopped']}; wrote {out_dir}/",
+                        highlight=False)
+    if meta["interrupted"]:
+        sys.exit(130)
 
 
 # ---- commands defined elsewhere (their modules import only click at the top) ---------------------

@@ -104,20 +104,42 @@ def _holds_dict(annotation) -> bool:
     return typing.get_origin(annotation) is dict or any(_holds_dict(a) for a in typing.get_args(annotation))
 
 
+def _tags_of(model) -> set:
+    """The values of a model's single-value Literal fields: what a discriminated union picks it by."""
+    out = set()
+    for f in model.model_fields.values():
+        args = typing.get_args(f.annotation)
+        if typing.get_origin(f.annotation) is typing.Literal and len(args) == 1:
+            out.add(args[0])
+    return out
+
+
 def allowed_fields(root, loc: tuple) -> list[str]:
-    """The field names allowed beside loc[-1], walking from the model `root` (none when the way
-    is ambiguous, as in a union of several models)."""
-    model, key_next = root, False
+    """The field names allowed beside loc[-1], walking from the model `root` along a pydantic
+    error location; of a union of models, the one its discriminator tag in the location names
+    (none when the way stays ambiguous)."""
+    model, key_next, members = root, False, None
     for part in loc[:-1]:
         if isinstance(part, int) or key_next:       # a list index or a dict key
             key_next = False
             continue
+        if _is_tag(part):
+            chosen = [m for m in members or [] if part in _tags_of(m)]
+            if len(chosen) == 1:
+                model, members = chosen[0], None
+            continue
+        if members is not None:
+            return []
         field = model.model_fields.get(part)
         models = _models_in(field.annotation) if field is not None else []
-        if len(models) != 1:
+        if not models:
             return []
-        model, key_next = models[0], _holds_dict(field.annotation)
-    return sorted(model.model_fields)
+        key_next = _holds_dict(field.annotation)
+        if len(models) == 1:
+            model = models[0]
+        else:
+            members = models
+    return [] if members is not None else sorted(model.model_fields)
 
 
 def pydantic_error(e, prefix: str = "", root=None, whole: str = "input") -> ConfigError:
@@ -136,7 +158,7 @@ def pydantic_error(e, prefix: str = "", root=None, whole: str = "input") -> Conf
     msg = err["msg"].removeprefix("Value error, ")
     got = err.get("input")
     if err["type"] == "extra_forbidden":
-        allowed = allowed_fields(root, loc) if root is not None else []
+        allowed = allowed_fields(root, err["loc"]) if root is not None else []
         msg = "unknown field" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
     elif err["type"] == "missing":
         msg = "required field is missing"

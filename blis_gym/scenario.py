@@ -20,6 +20,22 @@ PositiveFloat = Annotated[float, Field(gt=0)]
 TP = Annotated[int, Field(gt=0, le=64)]      # GPUs of one instance (and of one node)
 
 
+class KVOffloadSpec(Strict):
+    """KV offload tiers below the GPU (vLLM's OffloadingConnector; see docs/scenarios.md)."""
+    cpu_gib: Optional[PositiveFloat] = None               # vLLM --kv-offloading-size (all GPUs of an instance)
+    cpu_blocks: Optional[Count] = None                    # or the CPU tier in blocks (vLLM's num_cpu_blocks)
+    cpu_bandwidth_gb_s: PositiveFloat = 25.0              # host <-> GPU per GPU (PCIe 4.0 x16 ~25, 5.0 ~50)
+    fs_gib: Annotated[float, Field(ge=0)] = 0.0           # a filesystem tier under the CPU tier (0 = none)
+    fs_bandwidth_gb_s: PositiveFloat = 5.0                # its read bandwidth for one instance (NVMe ~5-7)
+    mode: Literal["prompt", "full"] = "prompt"            # prompt: vLLM's offload_prompt_only; full: also outputs
+
+    @model_validator(mode="after")
+    def _one_size(self):
+        if (self.cpu_gib is None) == (self.cpu_blocks is None):
+            raise ValueError("give exactly one of cpu_gib and cpu_blocks (the CPU tier's size)")
+        return self
+
+
 class VLLMSpec(Strict):
     max_num_seqs: Optional[Count] = None                  # None: vLLM's default for the GPU
     max_num_batched_tokens: Optional[Tokens] = None
@@ -30,6 +46,7 @@ class VLLMSpec(Strict):
     scheduling_policy: Literal["fcfs", "priority", "sjf"] = "fcfs"
     preemption_policy: Literal["fcfs", "priority"] = "fcfs"
     enable_prefix_caching: bool = True                    # False: no prompt block is reused
+    kv_offload: Optional[KVOffloadSpec] = None            # None: no tier below the GPU
     # LoRA (vLLM's --enable-lora, --max-loras, --max-lora-rank, --max-cpu-loras) and its costs
     enable_lora: bool = False
     max_loras: Annotated[int, Field(gt=0, le=1024)] = 1
@@ -319,7 +336,8 @@ def _pool(sc: Scenario, p: PoolSpec, model, where: str, first_index: int, prefix
                           max_num_batched_tokens=v.max_num_batched_tokens or tokens_default,
                           long_prefill_token_threshold=v.long_prefill_token_threshold, max_model_len=mml,
                           scheduler=v.scheduling_policy, preemption=v.preemption_policy,
-                          prefix_caching=v.enable_prefix_caching, lora=lora)
+                          prefix_caching=v.enable_prefix_caching,
+                          offload=_offload_config(v.kv_offload, model, tp), lora=lora)
     kind = p.latency_model or sc.latency_model
     lo = p.min_instances if p.min_instances is not None else min(p.instances, 1)
     hi = p.max_instances if p.max_instances is not None else max(p.instances, 1)
@@ -377,6 +395,17 @@ def _lora_reserve(blocks: int, lora, model, tp: int, field) -> int:
         raise ConfigError(field("vllm.max_loras"), f"the LoRA slots ({reserved / 2**30:.1f} GiB per GPU) leave no "
                                                    "room for the KV cache; lower max_loras or max_lora_rank")
     return left
+
+
+def _offload_config(spec: KVOffloadSpec | None, model, tp: int):
+    """The tiers of a `kv_offload` section, sized from the model's bytes per block."""
+    if spec is None:
+        return None
+    from .sim.engine import BLOCK_SIZE
+    from .sim.engine.offload import offload_config
+    return offload_config(model.kv_bytes_per_token(tp) * BLOCK_SIZE, tp, cpu_blocks=spec.cpu_blocks,
+                          cpu_gib=spec.cpu_gib, cpu_bandwidth_gb_s=spec.cpu_bandwidth_gb_s, fs_gib=spec.fs_gib,
+                          fs_bandwidth_gb_s=spec.fs_bandwidth_gb_s, prompt_only=spec.mode == "prompt")
 
 
 def _delay(spec):

@@ -6,8 +6,8 @@ Forms (they combine: a trace or inference_perf plus extra `clients`):
   horizon_s, timeout_s, slo_class` (+ `tenant, prefix_group, session, closed_loop`);
 - several clients: `rate` (aggregate req/s) and `clients: [{name, rate_fraction, input, output,
   slo_class, tenant, prefix_group, prefix_tokens, timeout_s, arrival, rate, session,
-  closed_loop}]`; a client's unset fields default to the workload-level ones. A client without
-  its own `rate` (or arrival profile) gets rate·rate_fraction/Σrate_fraction;
+  closed_loop, windows, multimodal}]`; a client's unset fields default to the workload-level
+  ones. A client without its own `rate` (or arrival profile) gets rate·rate_fraction/Σrate_fraction;
 - `arrival: {process: poisson|constant|gamma|weibull, cv, stages | diurnal | spike}`: at workload
   level a profile gives the aggregate rate over time (split by fractions); in a client it gives
   that client's own rates;
@@ -21,6 +21,7 @@ Forms (they combine: a trace or inference_perf plus extra `clients`):
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
@@ -108,36 +109,72 @@ def length(spec):
 
 
 # ---- think times (seconds) --------------------------------------------------------------------
-class ThinkDist(Strict):
-    """constant (value) | exponential (mean) | gaussian (mean, std) | lognormal (mu, sigma of ln s)
-    | uniform (min, max); min/max clamp. All in seconds."""
-    dist: Literal["constant", "exponential", "gaussian", "lognormal", "uniform"]
-    value: Seconds = 0.0
-    mean: Seconds = 0.0
-    std: Seconds = 0.0
-    mu: LogMu = 0.0
-    sigma: LogSigma = 0.0
+# One model per distribution, so a parameter the distribution does not use is an unknown field.
+class _ThinkRange(Strict):
+    """Draws clamped to [min, max] seconds (max: none)."""
     min: Seconds = 0.0
     max: Seconds | None = None
 
     @model_validator(mode="after")
-    def _ok(self):
+    def _range(self):
         if self.max is not None and self.min > self.max:
             raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
-        if self.dist == "uniform" and self.max is None:
-            raise ValueError("uniform needs max")
         return self
 
+    def _think(self, dist: str, **params) -> d.ThinkTime:
+        return d.ThinkTime(dist, min=self.min, max=math.inf if self.max is None else self.max, **params)
+
+
+class ConstantThink(Strict):
+    dist: Literal["constant"]
+    value: Seconds
+
     def build(self) -> d.ThinkTime:
-        return d.ThinkTime(self.dist, self.value, self.mean, self.std, self.mu, self.sigma, self.min,
-                           float("inf") if self.max is None else self.max)
+        return d.ThinkTime("constant", value=self.value)
 
 
-ThinkSpec = Union[Seconds, ThinkDist]
+class ExponentialThink(_ThinkRange):
+    dist: Literal["exponential"]
+    mean: Seconds
+
+    def build(self) -> d.ThinkTime:
+        return self._think("exponential", mean_=self.mean)
+
+
+class GaussianThink(_ThinkRange):
+    dist: Literal["gaussian"]
+    mean: Seconds
+    std: Seconds = 0.0
+
+    def build(self) -> d.ThinkTime:
+        return self._think("gaussian", mean_=self.mean, std=self.std)
+
+
+class LogNormalThink(_ThinkRange):
+    """exp(mu + sigma·Z) seconds."""
+    dist: Literal["lognormal"]
+    mu: LogMu
+    sigma: LogSigma
+
+    def build(self) -> d.ThinkTime:
+        return self._think("lognormal", mu=self.mu, sigma=self.sigma)
+
+
+class UniformThink(_ThinkRange):
+    dist: Literal["uniform"]
+    max: Seconds
+
+    def build(self) -> d.ThinkTime:
+        return self._think("uniform")
+
+
+ThinkSpec = Union[Seconds, Annotated[ConstantThink | ExponentialThink | GaussianThink | LogNormalThink
+                                     | UniformThink, Field(discriminator="dist")]]
 
 
 def think(spec) -> d.ThinkTime:
-    return spec.build() if isinstance(spec, ThinkDist) else d.ThinkTime.of(spec)
+    """The simulator's think time for a number of seconds or a distribution."""
+    return d.ThinkTime.of(spec) if isinstance(spec, (int, float)) else spec.build()
 
 
 # ---- arrivals ---------------------------------------------------------------------------------
@@ -220,6 +257,8 @@ class SessionSpec(Strict):
     turns: Annotated[int, Field(gt=0, le=MAX_TURNS)]
     think_time_s: ThinkSpec = 0.0
     accumulate: bool = True
+    single: bool = False          # only the client's first arrival starts a session
+    open_loop: bool = False       # turn k+1 at turn k's arrival + think + 1 µs per output token
 
 
 class ClosedLoopSpec(Strict):
@@ -255,6 +294,43 @@ class SloTargetSpec(Strict):
     ttft_ms: Annotated[float, Field(gt=0, le=MAX_DURATION_S * 1e3)] | None = None
     itl_ms: Annotated[float, Field(gt=0, le=MAX_DURATION_S * 1e3)] | None = None
     e2e_ms: Annotated[float, Field(gt=0, le=MAX_DURATION_S * 1e3)] | None = None
+
+
+class WindowSpec(Strict):
+    """An activity window [start_s, end_s): the client's arrivals outside its windows are dropped."""
+    start_s: Annotated[float, Field(ge=0, le=MAX_DURATION_S)]
+    end_s: PositiveSeconds
+
+    @model_validator(mode="after")
+    def _ok(self):
+        if round(self.end_s * 1e6) <= round(self.start_s * 1e6):
+            raise ValueError(f"end_s ({self.end_s:g}) must be at least 1 µs after start_s ({self.start_s:g})")
+        return self
+
+
+class ItemsSpec(Strict):
+    """`count` items of a modality per request, each of `tokens` tokens (both at least 1)."""
+    count: LengthSpec
+    tokens: LengthSpec
+
+
+class MultimodalSpec(Strict):
+    """A prompt of text tokens plus image, audio and video items (replaces `input`)."""
+    text: LengthSpec | None = None
+    image: ItemsSpec | None = None
+    audio: ItemsSpec | None = None
+    video: ItemsSpec | None = None
+
+    @model_validator(mode="after")
+    def _ok(self):
+        if self.text is None and self.image is None and self.audio is None and self.video is None:
+            raise ValueError("give text or at least one of image, audio, video")
+        return self
+
+    def build(self) -> d.Multimodal:
+        items = tuple((m, length(x.count), length(x.tokens)) for m in ("image", "audio", "video")
+                      if (x := getattr(self, m)) is not None)
+        return d.Multimodal(length(self.text) if self.text is not None else None, items)
 
 
 # ---- LoRA adapters ------------------------------------------------------------------------------
@@ -314,6 +390,8 @@ class ClientSpec(Strict):
     timeout_s: Seconds | None = None
     session: SessionSpec | None = None
     closed_loop: ClosedLoopSpec | None = None
+    windows: Annotated[list[WindowSpec], Field(min_length=1)] | None = None
+    multimodal: MultimodalSpec | None = None
     adapter: Union[str, AdapterSpec, None] = None
     adapters: AdaptersSpec | None = None
 
@@ -323,6 +401,10 @@ class ClientSpec(Strict):
             raise ValueError("name must not be empty")
         if self.session is not None and self.closed_loop is not None:
             raise ValueError("give session or closed_loop, not both")
+        if self.windows is not None and self.closed_loop is not None:
+            raise ValueError("windows gate arrivals; a closed loop has none")
+        if self.multimodal is not None and self.input is not None:
+            raise ValueError("give input or multimodal (which makes the prompt), not both")
         _one_adapter_form(self)
         return self
 
@@ -380,7 +462,7 @@ class WorkloadSpec(Strict):
             if self.session is not None or self.closed_loop is not None:
                 raise ValueError("with clients, trace or inference_perf, put session/closed_loop in a client")
         for c in self.clients or []:
-            if (c.input or self.input) is None or (c.output or self.output) is None:
+            if (c.input or c.multimodal or self.input) is None or (c.output or self.output) is None:
                 raise ValueError(f"clients.{c.name}: give input and output (here or at workload level)")
             own = c.rate is not None or (c.arrival is not None and c.arrival.has_profile)
             if not own and c.closed_loop is None and self.rate is None and not self.arrival.has_profile:
@@ -391,14 +473,16 @@ class WorkloadSpec(Strict):
 
     def _finite(self) -> bool:
         """Whether the workload ends by itself (then num_requests/horizon_s may be omitted)."""
-        def open_finite(arrival: ArrivalSpec | None, closed) -> bool:
+        def open_finite(arrival: ArrivalSpec | None, closed, session, windows=None) -> bool:
             if closed is not None:
                 return False
+            if windows is not None or (session is not None and session.single):
+                return True
             a = arrival if arrival is not None and arrival.has_profile else self.arrival
             return a.stages is not None
         if self.clients is None and self.trace is None and self.inference_perf is None:
-            return open_finite(self.arrival, self.closed_loop)
-        return all(open_finite(c.arrival, c.closed_loop) for c in self.clients or [])
+            return open_finite(self.arrival, self.closed_loop, self.session)
+        return all(open_finite(c.arrival, c.closed_loop, c.session, c.windows) for c in self.clients or [])
 
 
 # ---- building ---------------------------------------------------------------------------------
@@ -422,12 +506,15 @@ def _client(spec: WorkloadSpec, c: ClientSpec, where: str) -> Client:
         adapters = _adapter_set(spec.adapter, spec.adapters)
     return Client(
         name=c.name, arrival=None if cl else arrival, adapters=adapters,
-        input=length(c.input or spec.input), output=length(c.output or spec.output),
+        input=c.multimodal.build() if c.multimodal else length(c.input or spec.input),
+        output=length(c.output or spec.output),
         rate_fraction=c.rate_fraction, slo_class=c.slo_class or spec.slo_class,
         tenant=spec.tenant if c.tenant is None else c.tenant,
         prefix_group=group, prefix_tokens=c.prefix_tokens, timeout_us=int(round(timeout * 1e6)),
-        session=SessionConfig(sess.turns, think(sess.think_time_s), sess.accumulate) if sess else None,
-        closed_loop=ClosedLoop(cl.users, think(cl.think_time_s)) if cl else None)
+        session=SessionConfig(sess.turns, think(sess.think_time_s), sess.accumulate, sess.single, sess.open_loop)
+        if sess else None,
+        closed_loop=ClosedLoop(cl.users, think(cl.think_time_s)) if cl else None,
+        windows=d.Windows([(round(w.start_s * 1e6), round(w.end_s * 1e6)) for w in c.windows]) if c.windows else None)
 
 
 def build_workload(spec: WorkloadSpec, base_dir: Path | str = ".") -> Workload:

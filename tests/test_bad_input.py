@@ -130,7 +130,21 @@ BAD = [
      "pools.0.provisioning_delay_s.mean"),
     ("delay of the wrong type", scenario(pools=[{"name": "p", "load_time_s": "slow"}]), "pools.0.load_time_s:"),
     ("uniform think time without max", scenario(workload__session={"turns": 2, "think_time_s": {"dist": "uniform"}}),
-     "workload.session.think_time_s: uniform needs max"),
+     "workload.session.think_time_s.max: required field is missing"),
+    ("activity window ending before it starts", scenario(workload__clients=[{"name": "a", "windows": [
+        {"start_s": 5, "end_s": 2}]}]), "workload.clients.0.windows.0: end_s (2) must be at least 1 µs after"),
+    ("multimodal beside input", scenario(workload__clients=[{
+        "name": "a", "input": {"dist": "constant", "value": 5},
+        "multimodal": {"text": {"dist": "constant", "value": 5}}}]),
+     "workload.clients.0: give input or multimodal"),
+    ("multimodal item without a count", scenario(workload__clients=[{"name": "a", "multimodal": {
+        "image": {"tokens": {"dist": "constant", "value": 5}}}}]), "workload.clients.0.multimodal.image.count"),
+    ("think time with a parameter its distribution ignores", scenario(workload__session={"turns": 2, "think_time_s": {
+        "dist": "exponential", "mean": 1, "std": 2}}),
+     "workload.session.think_time_s.std: unknown field; allowed: dist, max, mean, min"),
+    ("constant think time with a clamp", scenario(workload__closed_loop={"users": 2, "think_time_s": {
+        "dist": "constant", "value": 1, "max": 2}}, workload__rate=None),
+     "workload.closed_loop.think_time_s.max: unknown field; allowed: dist, value"),
     ("think time with a negative mean", scenario(workload__session={"turns": 2, "think_time_s": {
         "dist": "exponential", "mean": -1}}), "workload.session.think_time_s.mean"),
 ]

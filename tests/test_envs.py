@@ -127,7 +127,8 @@ def test_router_env_with_the_default_profile_reproduces_the_builtin_run():
 
 
 # ---- rewards: the episode return is the KPI ------------------------------------------------------------
-@pytest.mark.parametrize("env_id", ["blis_gym/Router-v0", "blis_gym/Admission-v0", "blis_gym/Autoscaler-v0"])
+@pytest.mark.parametrize("env_id", ["blis_gym/Router-v0", "blis_gym/Admission-v0", "blis_gym/Autoscaler-v0",
+                                    "blis_gym/PDDecider-v0"])
 def test_episode_return_equals_the_kpi_formula(env_id):
     env = make(env_id)
     total, info, trace = run_episode(env, 3, random_policy(env, 1))
@@ -141,6 +142,11 @@ def test_episode_return_equals_the_kpi_formula(env_id):
     if env_id == "blis_gym/Autoscaler-v0":      # cost: the return includes cost_weight x the run's dollars
         good = episode_kpi(u.sim, {**u.config["reward"], "cost_weight": 0.0})
         assert total == pytest.approx(good - u.config["reward"]["cost_weight"] * s["cost"]["dollars"], abs=1e-3)
+    if env_id == "blis_gym/PDDecider-v0":       # latency: the return falls by ttft_weight per second of TTFT
+        w = u.config["reward"]["ttft_weight"]
+        good = episode_kpi(u.sim, {**u.config["reward"], "ttft_weight": 0.0})
+        ttft_s = s["ttft_mean_ms"] * s["completed_requests"] / 1000
+        assert w > 0 and total == pytest.approx(good - w * ttft_s, rel=1e-6)
 
 
 def test_unit_weights_make_the_return_the_goodput_count():

@@ -55,8 +55,9 @@ def test_policy_names_per_slot_and_unknown_names_list_them():
 def test_every_spec_has_a_valid_split_with_shifted_eval_scenarios():
     for env_id in SLOTS:
         split = spec_split(env_id)
-        assert len(split.eval.scenarios) >= 4 and split.eval.scenarios[0].name == "base"
-        assert split.eval.seeds == (1000, 1019)
+        assert len(split.eval.scenarios) >= 4 and split.eval.seeds == (1000, 1019)
+        # held out: no eval scenario is the training one (admission's are the study's workloads)
+        assert split.eval.scenarios[0].name == "base" or "base" not in {s.name for s in split.eval.scenarios}
 
 
 def test_split_errors_name_the_field():
@@ -226,3 +227,113 @@ def test_an_error_in_a_worker_process_is_the_same_one_line_error():
     import pickle
     e = pickle.loads(pickle.dumps(ConfigError("--policy", "bad")))
     assert (e.field, e.message, str(e)) == ("--policy", "bad", "--policy: bad")
+
+
+# ---- training on the split's scenario mix ---------------------------------------------------------
+def test_training_episodes_draw_each_training_scenario_reproducibly():
+    from blis_gym.harness.train import Recipe, ScenarioMix, train_configs
+    env_id = "blis_gym/Admission-v0"
+    spec = load_spec("admission")
+    split = spec_split(env_id)
+    recipe = Recipe(env_id=env_id, algo="ppo", steps=1, env_config={"horizon_s": 1})
+    configs = train_configs(recipe, spec, split)
+    assert len(configs) == len(split.train.scenarios) >= 2 and all(c["horizon_s"] == 1 for c in configs)
+    eval_rates = {json.dumps(e.overrides, sort_keys=True) for e in split.eval.scenarios}
+    assert not eval_rates & {json.dumps(e.overrides, sort_keys=True) for e in split.train.scenarios}
+
+    import gymnasium as gym
+    def drawn(seed):
+        mix = ScenarioMix([gym.make(env_id, config=c) for c in configs])
+        mix.reset(seed=seed)
+        out = [mix.envs.index(mix.env)]
+        for _ in range(30):
+            mix.reset()
+            out.append(mix.envs.index(mix.env))
+        mix.close()
+        return out
+    first = drawn(7)
+    assert first == drawn(7) and set(first) == set(range(len(configs)))
+
+
+def test_training_scenarios_must_share_their_spaces():
+    import gymnasium as gym
+
+    from blis_gym.harness.train import ScenarioMix
+    four = gym.make(ROUTER, config={"horizon_s": 1})
+    six = gym.make(ROUTER, config={"horizon_s": 1, "scenario_overrides": {"cluster": {"instances": 6}}})
+    with pytest.raises(ConfigError, match="split.train.scenarios.*max_pods"):
+        ScenarioMix([four, six])
+
+
+# ---- claims: the primary KPI pooled over scenarios --------------------------------------------------
+def _table(rows):
+    import pandas as pd
+    return pd.DataFrame(rows, columns=["policy", "scenario", "seed", "goodput_rps", "rejection_rate", "return"])
+
+
+def test_pooled_kpi_is_the_per_seed_mean_over_scenarios_and_the_verdict_follows_its_interval():
+    from blis_gym.harness.claims import KpiSpec, pooled
+    rows = []
+    for seed in range(6):
+        rows += [("base", "a", seed, 10 + seed, 0.2, 0), ("base", "b", seed, 20 + seed, 0.2, 0),
+                 ("good", "a", seed, 11 + seed, 0.2, 0), ("good", "b", seed, 22 + seed, 0.2, 0),   # +1.5 pooled
+                 ("greedy", "a", seed, 13 + seed, 0.5, 0), ("greedy", "b", seed, 23 + seed, 0.5, 0),
+                 ("bad", "a", seed, 9 + seed, 0.2, 0), ("bad", "b", seed, 19 + seed, 0.1, 0),
+                 ("noisy", "a", seed, 10 + seed + (1 if seed % 2 else -1), 0.2, 0),
+                 ("noisy", "b", seed, 20 + seed, 0.2, 0)]
+    kpis = KpiSpec(primary="goodput_rps", guards=["rejection_rate"])
+    out = pooled(_table(rows), policies=["base", "good", "greedy", "bad", "noisy"], baseline="base",
+                 scenarios=["a", "b"], kpis=kpis)
+    assert out["pooled"]["base"]["goodput_rps"]["mean"] == pytest.approx(17.5)     # mean of 15 + seed
+    assert out["pooled_paired"]["good"]["goodput_rps"]["diff_mean"] == pytest.approx(1.5)
+    v = {p: out["verdict"][p]["verdict"] for p in out["verdict"]}
+    assert v == {"good": "wins", "greedy": "ties", "bad": "loses", "noisy": "ties"}
+    assert out["verdict"]["greedy"]["broken_guards"] == ["rejection_rate"]      # better, by shedding more
+    assert "base" not in out["verdict"]
+
+
+def test_every_spec_names_its_claim_and_a_bad_kpi_is_one_line():
+    from blis_gym.harness.claims import KpiSpec, spec_kpis
+    primaries = {env_id: spec_kpis(env_id).primary for env_id in SLOTS}
+    assert primaries == {"blis_gym/Router-v0": "goodput_rps", "blis_gym/Admission-v0": "critical.goodput_rps",
+                         "blis_gym/PDDecider-v0": "ttft_mean_ms", "blis_gym/Autoscaler-v0": "dollars"}
+    from pydantic import ValidationError
+    with pytest.raises(ValidationError, match="unknown KPI 'critical.dollars'"):
+        KpiSpec(primary="critical.dollars")
+
+
+# ---- warm start: behaviour cloning from a heuristic ------------------------------------------------
+def test_warm_start_clones_a_deterministic_heuristic_before_training(tmp_path):
+    pytest.importorskip("stable_baselines3")
+    from blis_gym.harness.train import load_recipe, train
+    recipe = load_recipe(None, env_id="blis_gym/Admission-v0", algo="ppo", steps=32, n_envs=1, vec_env="dummy",
+                         eval_freq=0, env_config={"horizon_s": 3},
+                         warm_start={"policy": "reject-all", "episodes": 2, "epochs": 40, "batch_size": 256},
+                         hyperparameters={"n_steps": 32, "batch_size": 32, "n_epochs": 1, "learning_rate": 1e-6})
+    res = train(recipe, tmp_path / "w", quiet=True)
+    assert res["warm_start"]["samples"] > 200 and res["warm_start"]["agreement"] == 1.0
+    # the saved policy rejects (action 0) on fresh episodes, as reject-all does
+    row = play(Job("blis_gym/Admission-v0", "admission", str(tmp_path / "w" / "model.zip"), "s",
+                   {"horizon_s": 2}, 1000))["row"]
+    assert row["rejected_requests"] > 0 and row["rejection_rate"] == 1.0
+
+
+def test_warm_start_needs_a_heuristic_of_the_slot(tmp_path):
+    bad = tmp_path / "r.yaml"
+    bad.write_text("env_id: blis_gym/Admission-v0\nalgo: ppo\nsteps: 10\nwarm_start: {policy: round-robin}\n")
+    code, err = _cli("train", "--config", str(bad), "--out", str(tmp_path / "o"))
+    assert code == 2 and "warm_start.policy" in err and "probabilistic" in err and len(err.strip().splitlines()) == 1
+
+
+def test_validation_plays_every_training_scenario_on_every_validation_seed():
+    import gymnasium as gym
+
+    from blis_gym.harness.train import EpisodeCycle
+    envs = [gym.make(ROUTER, config={"horizon_s": 1}),
+            gym.make(ROUTER, config={"horizon_s": 1, "scenario_overrides": {"workload": {"rate": 5}}})]
+    cycle = EpisodeCycle(envs, [5000, 5001])
+    played = []
+    for _ in range(5):
+        cycle.reset()
+        played.append((envs.index(cycle.env), cycle.env.unwrapped.np_random_seed))
+    assert played == [(0, 5000), (1, 5000), (0, 5001), (1, 5001), (0, 5000)]

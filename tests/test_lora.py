@@ -3,6 +3,7 @@ GAIE's lora-affinity scorer, per-adapter metrics, the lora-affinity scenario, an
 from __future__ import annotations
 
 import copy
+import csv
 import json
 import os
 import subprocess
@@ -21,7 +22,7 @@ from blis_gym.sim.cluster.signals import PodSignals
 from blis_gym.sim.engine.lora import Adapter, LoraConfig, bytes_per_rank, overhead
 from blis_gym.sim.latency import load_model
 from blis_gym.sim.simulation import Simulation
-from helpers import request, simulate
+from helpers import assert_conserved, request, simulate
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = yaml.safe_load((ROOT / "scenarios" / "lora-affinity.yaml").read_text())
@@ -160,15 +161,22 @@ def test_per_adapter_metrics_add_up():
     assert max(per, key=lambda n: per[n]["injected_requests"]) == "adapter-0"
 
 
-def test_requests_csv_names_the_adapter_and_the_terminal_shows_loads(tmp_path):
+def test_requests_csv_and_the_exported_trace_name_the_adapter_and_the_terminal_shows_loads(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(lora_scenario(100)))
-    res = CliRunner().invoke(main, ["run", str(path), "--out", str(tmp_path / "out")], terminal_width=80)
+    res = CliRunner().invoke(main, ["run", str(path), "--out", str(tmp_path / "out"), "--export-trace"],
+                             terminal_width=80)
     assert res.exit_code == 0, res.output
     assert "LoRA adapter loads" in res.output
     assert max(len(line) for line in res.output.splitlines()) <= 80
     header = (tmp_path / "out" / "requests.csv").read_text().splitlines()[0]
     assert header.endswith(",adapter")
+    with open(tmp_path / "out" / "requests.csv", newline="") as f:
+        named = {r["request_id"]: r["adapter"] for r in csv.DictReader(f)}
+    with open(tmp_path / "out" / "trace.csv", newline="") as f:
+        trace = list(csv.DictReader(f))
+    assert len(trace) == 100 and {t["request_id"]: t["adapter"] for t in trace} == named
+    assert all(a.startswith("adapter-") for a in named.values())
 
 
 def test_lora_runs_are_deterministic_across_processes(tmp_path):
@@ -314,3 +322,56 @@ def test_adapters_draw_from_their_own_stream():
                        **extra})
         return [(r.arrival, r.input_len, r.output_len) for r in iter(src.next, None)]
     assert reqs() == reqs(adapters={"count": 4, "distribution": "zipf"})
+
+
+def test_lora_with_a_cpu_kv_tier_conserves_requests_and_keeps_invariants():
+    """Both features at once: kv-offload-cpu's revisited prefixes (evicted from the GPU,
+    reloaded from the CPU tier) with three adapters and max_loras 2, so a request whose prefix
+    was loaded can find the batch's adapter slots taken and be skipped, and timeouts abort
+    requests while they wait or load. Simulation.check (KV, offload and LoRA invariants, a
+    loading request counted as waiting) runs at every event; every request ends in one state."""
+    d = yaml.safe_load((ROOT / "scenarios" / "kv-offload-cpu.yaml").read_text())
+    d["vllm"].update(total_kv_blocks=1200, enable_lora=True, max_loras=2, max_cpu_loras=3, lora_load_ms=20)
+    d["workload"]["inference_perf"].update(num_groups=20, stages=[{"rate": 6, "duration_s": 20}])
+    d["workload"].update(adapters={"count": 3}, timeout_s=10)
+    sim = Simulation(build(parse_scenario(d), check_invariants=True))
+    s = sim.run()
+    assert_conserved(sim, s)
+    assert s["injected_requests"] == 120
+    assert s["completed_requests"] + s["timed_out_requests"] == 120
+    assert s["completed_requests"] > 60 and s["timed_out_requests"] > 0
+    assert s["kv_offload"]["cpu_hit_rate"] > 0 and s["kv_offload"]["blocks_reloaded"] > 0
+    assert s["lora"]["adapter_loads"] >= 3 and s["lora"]["peak_adapters_in_batch"] == 2
+    inst = sim.instances[0]
+    assert not inst.reloading and inst.n_loading == 0
+    assert not inst.lora.running and not inst.lora.waiting
+
+
+def test_a_request_back_from_its_kv_load_waits_for_an_adapter_slot_holding_its_blocks():
+    """max_loras 1, no GPU prefix caching, a CPU tier. P (adapter b) leaves its prefix's 100
+    blocks in the CPU tier. Later B (adapter b, same prefix) starts loading them (5 ms); C
+    (adapter c) arrives meanwhile and takes the batch's only adapter slot. Back from its load,
+    B is skipped (max_loras) while keeping its loaded blocks, joins once C completes, and its
+    prefill starts after those blocks: they are loaded once and never recomputed."""
+    from blis_gym.sim.engine.offload import OffloadConfig
+    from helpers import group_prefix
+
+    prefix = group_prefix(1600)
+    b, c = Adapter("b", 16), Adapter("c", 16)
+    p = with_adapter(request(0, 0, 1664, 4, prefix), b)
+    late = with_adapter(request(1, 2_000_000, 1664, 4, prefix), b)
+    other = with_adapter(request(2, 2_000_001, 64, 300), c)
+    sim, s = simulate([p, late, other], log=True, check=True, prefix_caching=False,
+                      offload=OffloadConfig(cpu_blocks=800, cpu_us_per_block=50.0),
+                      lora=LoraConfig(max_loras=1, max_cpu_loras=2, load_us_fixed=1000))
+    assert_conserved(sim, s)
+    assert s["completed_requests"] == 3
+    inst = sim.instances[0]
+    assert inst.offload.loaded_cpu == 100                    # B's prefix, loaded once
+    assert late.hit_blocks == 100
+    m = inst.model
+    c_left = other.finished - other.output_len * m.output_token_us - m.post_decode_us   # C's last step ends
+    assert late.scheduled >= c_left > 2_005_000              # skipped while C held the slot
+    first = next(c for _, _, chunks, _ in inst.step_log for rid, c in chunks if rid == 1)
+    assert first == 64                                       # only its own tokens are computed
+    assert inst.lora.loads == {"b": 1, "c": 1}               # b stays loaded (max_cpu_loras 2)

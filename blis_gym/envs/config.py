@@ -60,6 +60,7 @@ BASE_CONFIG: dict = {
         "default_penalty": 0.0,
         "penalize_sheddable": False,  # also penalise classes with priority < 0
         "cost_weight": 0.0,           # reward units per dollar of GPU cost
+        "ttft_weight": 0.0,           # reward units per second of TTFT, charged per completed request
     },
     "scale_step": 1,                 # autoscaler: actions are -scale_step..+scale_step replicas
     "info_default_action": False,    # put the built-in policy's choice in info (consumes its random draws)
@@ -140,6 +141,8 @@ class EnvSpec(BaseModel):
     config: Optional[dict] = None
     # train / eval scenarios and seeds: the evaluation harness's, which checks its contents
     split: Optional[dict] = None
+    # the slot's primary KPI, secondary KPIs and guards (blis_gym.harness.claims checks them)
+    kpi: Optional[dict] = None
 
 
 def load_spec(name: str | Path) -> dict:
@@ -218,6 +221,7 @@ class RewardConfig(_Section):
     default_penalty: Weight = 0.0
     penalize_sheddable: bool = Field(False, strict=True)
     cost_weight: CostWeight = 0.0
+    ttft_weight: Weight = 0.0
 
 
 class ObservationConfig(_Section):

@@ -4,6 +4,7 @@ The default reward, for every environment (weights, targets and penalties from t
 
     r = Σ_{completed i} w[c_i] · 1[TTFT_i ≤ ttft[c_i] ∧ ITL_i ≤ itl[c_i] ∧ E2E_i ≤ e2e[c_i]]
       − Σ_{rejected or timed-out i, priority_i ≥ 0} penalty[c_i]
+      − ttft_weight · Σ_{completed i} TTFT_i (seconds)
       − cost_weight · Δdollars
 
 - c_i is request i's SLO class; ITL_i its mean inter-token latency (decode time / (N − 1));
@@ -15,6 +16,9 @@ The default reward, for every environment (weights, targets and penalties from t
   `reward.penalties` (else `default_penalty`); sheddable classes (priority < 0) are not
   penalised unless `penalize_sheddable`.
 - Δdollars: the GPU cost of every pool accrued since the previous decision (autoscaler envs).
+- ttft_weight: a latency term for slots whose KPI is mean TTFT (the P/D decider): with it the
+  return falls by ttft_weight for every second of TTFT, so between policies that complete the
+  same requests within their targets, the one with the lower mean TTFT has the higher return.
 
 A request's term is added at the moment it reaches its final state, so the reward of a step
 is what accrued between the previous decision and this one (a completion usually lands many
@@ -59,6 +63,7 @@ class SloReward:
         self.default_penalty = float(reward_cfg["default_penalty"])
         self.penalize_sheddable = bool(reward_cfg["penalize_sheddable"])
         self.cost_weight = float(reward_cfg["cost_weight"])
+        self.ttft_weight = float(reward_cfg["ttft_weight"]) / 1e6        # per µs
         self._cls: dict[str, tuple] = {}
         self.acc = 0.0
         self.total = 0.0
@@ -78,9 +83,11 @@ class SloReward:
     def on_final(self, r, state, now) -> None:
         w, ttft, itl, e2e, pen = self._class(r.slo_class)
         if state is State.COMPLETED:
+            c = self._cols                       # the record the simulator just wrote for r
+            if self.ttft_weight:
+                self.acc -= self.ttft_weight * c["ttft"][-1]
             if w == 0.0:
                 return
-            c = self._cols                       # the record the simulator just wrote for r
             if ttft is not None and not c["ttft"][-1] <= ttft:
                 return
             if e2e is not None and not c["e2e"][-1] <= e2e:
@@ -141,6 +148,9 @@ def episode_kpi(sim, reward_cfg: dict) -> float:
         if pen and (sim.cfg.workload.priority(c) >= 0 or rw.penalize_sheddable):
             bad = m & ((a["state"] == State.REJECTED) | (a["state"] == State.TIMED_OUT))
             total -= pen * int(bad.sum())
+    if rw.ttft_weight:
+        done = a["state"] == State.COMPLETED
+        total -= rw.ttft_weight * float(a["ttft"][done].sum())
     if rw.cost_weight:
         total -= rw.cost_weight * rw.dollars(sim.end_time_us())
     return total

@@ -288,6 +288,8 @@ def experiment_scenario(e: Experiment, stage_cap_s: float | None = None,
                                      ("max_num_batched_tokens", e.max_num_batched_tokens)) if v is not None}
     if e.total_kv_blocks:
         vllm["total_kv_blocks"] = e.total_kv_blocks
+    if e.cpu_kv_blocks:
+        vllm["kv_offload"] = {"cpu_blocks": e.cpu_kv_blocks}
     elif e.gpu_mem_util:
         vllm["gpu_memory_utilization"] = e.gpu_mem_util
     return {
@@ -333,11 +335,13 @@ def step_model(kind: str, m, hw, tp: int, params=None, interconnect=None):
 
 def sim_config(model: str, hardware: str, tp: int, workload, params, interconnect, *, max_num_seqs=None,
                max_num_batched_tokens=None, total_kv_blocks=None, gpu_mem_util=None, max_model_len=None,
-               name: str = "validate", dp: int = 1, vllm_version: str = "", latency_model: str = "calibrated"):
+               name: str = "validate", dp: int = 1, vllm_version: str = "", latency_model: str = "calibrated",
+               cpu_kv_blocks: int = 0):
     """A SimConfig of `dp` identical vLLM instances (data-parallel replicas, requests dealt
     round-robin) with the given step model; settings left None take vLLM's defaults for the
     GPU and version (the same settings a scenario's `vllm:` section gives; built directly so
-    validation does not depend on the scenario layer)."""
+    validation does not depend on the scenario layer). cpu_kv_blocks > 0: vLLM's CPU offloading
+    connector with that many blocks (the defaults of a scenario's `kv_offload`)."""
     from blis_gym.sim.engine import BLOCK_SIZE, EngineConfig
     from blis_gym.sim.latency import kv_blocks_per_instance, load_hardware, load_model
     from blis_gym.sim.latency.hardware import vllm_batch_defaults
@@ -354,9 +358,14 @@ def sim_config(model: str, hardware: str, tp: int, workload, params, interconnec
     blocks = int(total_kv_blocks) if total_kv_blocks else kv_blocks_per_instance(m, hw, tp, gpu_mem_util or 0.9)
     seqs_default, tokens_default = vllm_batch_defaults(hw, vllm_version)
     mml = min(int(max_model_len or m.max_model_len), (blocks - 1) * BLOCK_SIZE)
+    offload = None
+    if cpu_kv_blocks:
+        from blis_gym.sim.engine.offload import offload_config
+        offload = offload_config(m.kv_bytes_per_token(tp) * BLOCK_SIZE, tp,
+                                 cpu_blocks=_setting("cpu_kv_blocks", cpu_kv_blocks, 1))
     engine = EngineConfig(max_num_seqs=int(max_num_seqs or seqs_default),
                           max_num_batched_tokens=int(max_num_batched_tokens or tokens_default),
-                          max_model_len=mml)
+                          max_model_len=mml, offload=offload)
     instances = [InstanceConfig(name=f"instance-{j}", engine=engine, total_kv_blocks=blocks,
                                 step_model=step_model(latency_model, m, hw, tp, params, interconnect))
                  for j in range(dp or 1)]
@@ -397,7 +406,8 @@ def run_experiment(e: Experiment, params: Mapping[str, float] | None = None,
     cfg = sim_config(_model_source(e.model, model_config), e.hardware, e.tp, workload, params, interconnect,
                      max_num_seqs=e.max_num_seqs, max_num_batched_tokens=e.max_num_batched_tokens,
                      total_kv_blocks=e.total_kv_blocks, gpu_mem_util=e.gpu_mem_util, name=f"validate-{e.exp_id}",
-                     dp=e.dp, vllm_version=e.vllm_version, latency_model=latency_model)
+                     dp=e.dp, vllm_version=e.vllm_version, latency_model=latency_model,
+                     cpu_kv_blocks=e.cpu_kv_blocks)
     sim = Simulation(cfg)
     sim.run(progress=progress)
     a = sim.metrics.arrays()
@@ -606,7 +616,7 @@ def _trace_settings(path: Path, overrides: Mapping) -> dict:
     meta = _meta_for(path)
     kw = meta.get("engine_kwargs", {}) or {}
     kv = meta.get("kv_cache", {}) or {}
-    dev = (meta.get("hardware", {}) or {}).get("device_name", "")
+    dev = str((meta.get("hardware", {}) or {}).get("device_name") or "")
     hw = next((v for k, v in _GPU_NAMES if k.lower() in dev.lower()), dev or None)
     if not hw:                      # no device in the meta file: try the file name's first token
         from blis_gym.sim.latency import load_hardware
@@ -617,8 +627,10 @@ def _trace_settings(path: Path, overrides: Mapping) -> dict:
     s = {"model": meta.get("model") or kw.get("model"), "hardware": hw,
          "tp": kw.get("tensor_parallel_size", 1), "max_num_seqs": kw.get("max_num_seqs"),
          "max_num_batched_tokens": kw.get("max_num_batched_tokens"), "total_kv_blocks": kv.get("num_gpu_blocks"),
+         "cpu_kv_blocks": kv.get("num_cpu_blocks") or 0,
          "gpu_mem_util": kv.get("gpu_memory_utilization") or 0.9, "max_model_len": kw.get("max_model_len"),
-         "dp": kw.get("data_parallel_size") or 1, "expert_parallel": bool(kw.get("enable_expert_parallel"))}
+         "dp": kw.get("data_parallel_size") or 1, "expert_parallel": bool(kw.get("enable_expert_parallel")),
+         "clock": "client" if meta.get("clock") == "client" else "engine"}
     s.update({k: v for k, v in overrides.items() if v is not None})
     for k in ("model", "hardware"):
         if not s.get(k):
@@ -633,11 +645,15 @@ def _trace_columns(path: Path, header: list[str], t_col: str) -> tuple[dict, np.
               "output_tokens": (0, MAX_TOKENS, int), "ttft_ms": (MIN_LATENCY_MS, MAX_LATENCY_MS, float),
               "e2e_ms": (MIN_LATENCY_MS, MAX_LATENCY_MS, float)}
     index = {c: header.index(c) for c in limits}
+    # a recording's failed requests (`blis-gym observe`: status other than ok) have no latency
+    status = header.index("status") if "status" in header else None
     cols: dict[str, list] = {c: [] for c in limits}
     lines = []
     rows = _csv_rows(path)
     next(rows)                                           # the header
     for line, row in rows:
+        if status is not None and (row[status].strip() if status < len(row) else "") != "ok":
+            continue
         where = f"{path.name}:{line}"
         for c, (lo, hi, cast) in limits.items():
             cell = row[index[c]].strip() if index[c] < len(row) else ""
@@ -646,7 +662,8 @@ def _trace_columns(path: Path, header: list[str], t_col: str) -> tuple[dict, np.
             cols[c].append(_number(cell, c, cast, where, lo, hi))
         lines.append(line)
     if not lines:
-        raise ConfigError("file", f"{path}: no requests (a header but no rows)")
+        raise ConfigError("file", f"{path}: no requests (a header but no rows"
+                                  f"{' with status ok' if status is not None else ''})")
     arrays = {c: np.asarray(v, dtype=np.int64 if limits[c][2] is int else float) for c, v in cols.items()}
     return arrays, np.asarray(lines, dtype=np.int64)
 
@@ -725,7 +742,8 @@ def validate_trace(path: str | Path, out_dir: str | Path | None = None, *, calib
     common = {"input": path.name, "kind": "per_request", "settings": {k: v for k, v in st.items()},
               "calibration": str(calibration or "bundled calibrated.yaml"), "requests": len(lines), "skipped": [],
               "note": "APE of the aggregate statistics in percent; per_request_mape = mean over requests of "
-                      "|sim - real| / real; replayed at queued_s (engine arrival)."}
+                      f"|sim - real| / real; replayed at {case.t_col}"
+                      f"{' (engine arrival)' if case.t_col == 'queued_s' else ''}."}
     rows = [r for res in results.values() for r in res["rows"]]
     if len(kinds) == 1:
         res = results[kinds[0]]
@@ -757,8 +775,9 @@ def _replay_trace(path: Path, st: Mapping, cols: dict, lines: np.ndarray, t_col:
     n = len(arr)
     order = np.argsort(arr, kind="stable")
     # Engine-clock measurements (in-process AsyncLLM, no HTTP): TTFT and E2E start at the engine
-    # queue, so the API-server overhead and the post-stream overhead are not part of them.
-    p = {**params, "api_us": 0.0, "final_us": 0.0}
+    # queue, so the API-server overhead and the post-stream overhead are not part of them. An HTTP
+    # client's recording (`blis-gym observe`, meta "clock": "client") includes them.
+    p = dict(params) if st.get("clock") == "client" else {**params, "api_us": 0.0, "final_us": 0.0}
     # arrival times at the trace's microsecond resolution (as a csv trace of them would read)
     arrival_us = np.rint(np.array([float(f"{t:.6f}") for t in arr[order]]) * 1e6).astype(np.int64)
     none = np.full(n, -1, dtype=np.int64)
@@ -768,7 +787,8 @@ def _replay_trace(path: Path, st: Mapping, cols: dict, lines: np.ndarray, t_col:
     cfg = sim_config(_model_source(st["model"], model_config), st["hardware"], st["tp"], workload, p, inter,
                      max_num_seqs=st.get("max_num_seqs"), max_num_batched_tokens=st.get("max_num_batched_tokens"),
                      total_kv_blocks=st.get("total_kv_blocks"), gpu_mem_util=st.get("gpu_mem_util"),
-                     max_model_len=st.get("max_model_len"), name=name, latency_model=kind, dp=st.get("dp", 1))
+                     max_model_len=st.get("max_model_len"), name=name, latency_model=kind, dp=st.get("dp", 1),
+                     cpu_kv_blocks=st.get("cpu_kv_blocks") or 0)
     sim = Simulation(cfg)
     sim.run(progress=(lambda k, _t: progress(k, n, name)) if progress else None)
     a = sim.metrics.arrays()

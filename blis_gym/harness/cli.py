@@ -38,6 +38,7 @@ def eval_command(env_id, policies, baseline, seeds, scenarios, workers, backend,
     from ..errors import ConfigError
     try:
         import blis_gym.envs  # noqa: F401  (registers the ids)
+        from .claims import spec_kpis
         from .evaluate import evaluate, parse_seeds, plan
         from .report import write_all
         policies = list(policies)
@@ -47,9 +48,10 @@ def eval_command(env_id, policies, baseline, seeds, scenarios, workers, backend,
                               f"got {baseline!r}")
         seed_list = parse_seeds(seeds) if seeds is not None else None
         jobs, labels, seed_list = plan(env_id, policies, seed_list, list(scenarios) or None)
+        kpis = spec_kpis(env_id)
         results = evaluate(jobs, workers=workers, backend=backend, address=address, quiet=quiet)
         written = write_all(out_dir, results, env_id=env_id, policies=policies, baseline=baseline,
-                            scenarios=labels, seeds=seed_list)
+                            scenarios=labels, seeds=seed_list, kpis=kpis)
     except ConfigError as e:
         _fail(str(e))
     except OSError as e:
@@ -60,23 +62,33 @@ def eval_command(env_id, policies, baseline, seeds, scenarios, workers, backend,
 
 
 def _print_table(out_dir: Path, policies, baseline, labels) -> None:
+    """The primary KPI per scenario and pooled, paired against the baseline, with the verdict."""
     import json
 
     from rich.console import Console
     from rich.table import Table
     s = json.loads((out_dir / "summary.json").read_text())
-    t = Table(title=f"return: mean [95% CI]; paired difference against {baseline} [95% CI], win rate")
-    for col in ("scenario", "policy", "return", "difference", "wins"):
+    kpi = s["kpi"]["primary"]
+    t = Table(title=f"{kpi}: mean [95% CI]; paired difference against {baseline} [95% CI], win rate")
+    for col in ("scenario", "policy", kpi, "difference", "wins", "verdict"):
         t.add_column(col)
+
+    def row(sc, p, m, d, verdict=""):
+        diff = wins = ""
+        if d is not None and d["diff_mean"] is not None:
+            diff = f"{d['diff_mean']:+.4g} [{d['ci95'][0]:+.4g}, {d['ci95'][1]:+.4g}]"
+            wins = f"{d['win_rate']:.0%}"
+        mean = "–" if m is None or m["mean"] is None else f"{m['mean']:.4g} [{m['ci95'][0]:.4g}, {m['ci95'][1]:.4g}]"
+        t.add_row(sc, p, mean, diff, wins, verdict)
+
     for sc in labels:
         for p in policies:
-            m = s["policies"][p][sc]["return"]
-            d = s["paired"].get(p, {}).get(sc, {}).get("return")
-            diff = wins = ""
-            if d is not None and d["diff_mean"] is not None:
-                diff = f"{d['diff_mean']:+.1f} [{d['ci95'][0]:+.1f}, {d['ci95'][1]:+.1f}]"
-                wins = f"{d['win_rate']:.0%}"
-            t.add_row(sc, p, f"{m['mean']:.1f} [{m['ci95'][0]:.1f}, {m['ci95'][1]:.1f}]", diff, wins)
+            row(sc, p, s["policies"][p][sc].get(kpi), s["paired"].get(p, {}).get(sc, {}).get(kpi))
+    for p in policies:
+        v = s["verdict"].get(p) or {}
+        word = (v.get("verdict") or "") + (f" (breaks {', '.join(v['broken_guards'])})" if v.get("broken_guards") else "")
+        row("pooled", p, s["pooled"][p].get(kpi), s["pooled_paired"].get(p, {}).get(kpi),
+            "baseline" if p == baseline else word)
     Console().print(t)
 
 

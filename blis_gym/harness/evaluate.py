@@ -23,8 +23,10 @@ KPIS: dict[str, bool] = {
     "itl_mean_ms": False, "itl_p90_ms": False, "itl_p99_ms": False,
     "e2e_mean_ms": False, "e2e_p90_ms": False, "e2e_p99_ms": False,
     "rejected_requests": False, "timed_out_requests": False, "dropped_requests": False,
-    "gpu_hours": False, "dollars": False,
+    "gpu_hours": False, "dollars": False, "rejection_rate": False,
 }
+# per SLO class: `<class>.<kpi>`
+CLASS_KPIS = ("goodput_rps", "slo_attainment", "ttft_p90_ms", "rejection_rate")
 
 
 def higher_is_better(kpi: str) -> bool:
@@ -140,9 +142,14 @@ def kpis(summary: dict, episode_return: float, sim, reward_cfg: dict) -> dict:
     for k in KPIS:
         if k not in out:
             out[k] = cost.get(k, 0.0) if k in ("gpu_hours", "dollars") else summary.get(k)
+    out["rejection_rate"] = round(summary["rejected_requests"] / n_all, 6) if n_all else None
     for cls, (m, g) in per_class.items():
+        block = (summary.get("per_class") or {}).get(cls) or {}
+        n = int(m.sum())
         out[f"{cls}.goodput_rps"] = round(int(g.sum()) / dur, 6) if dur else None
-        out[f"{cls}.slo_attainment"] = round(int(g.sum()) / int(m.sum()), 6) if m.any() else None
+        out[f"{cls}.slo_attainment"] = round(int(g.sum()) / n, 6) if n else None
+        out[f"{cls}.ttft_p90_ms"] = block.get("ttft_p90_ms")
+        out[f"{cls}.rejection_rate"] = round(block.get("rejected_requests", 0) / n, 6) if n else None
     return out
 
 

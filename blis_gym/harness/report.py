@@ -3,7 +3,9 @@
 - `results.csv`: one row per policy × scenario × seed (the episode's return and KPIs);
 - `summary.json`: `policies.<policy>.<scenario>.<kpi>` = {mean, ci95, n} and, against the
   baseline, `paired.<policy>.<scenario>.<kpi>` = {diff_mean, ci95, win_rate, n, better}
-  (methods in `blis_gym.harness.stats`);
+  (methods in `blis_gym.harness.stats`); the env's KPI contract (`kpi`), the KPIs pooled over
+  the scenarios per seed (`pooled`, `pooled_paired`) and each policy's `verdict` against the
+  baseline on the primary KPI (`blis_gym.harness.claims`);
 - `report.md`: the same as tables;
 - `kpis.png` (headline KPIs per policy with their 95% intervals), `cdf_ttft.png` and
   `cdf_e2e.png` (per policy, all seeds' completed requests), `paired_return.png` (the paired
@@ -15,14 +17,14 @@ import json
 import math
 from pathlib import Path
 
-from . import stats
+from . import claims, stats
 from .evaluate import higher_is_better
 
 HEADLINE = ("return", "goodput_rps", "slo_attainment", "ttft_p90_ms", "e2e_p90_ms", "dollars")
 
 
 def write_all(out: Path, results: list[dict], *, env_id: str, policies: list[str], baseline: str,
-              scenarios: list[str], seeds: list[int]) -> list[str]:
+              scenarios: list[str], seeds: list[int], kpis=None) -> list[str]:
     """Write every file into `out`; returns their names."""
     import pandas as pd
     out.mkdir(parents=True, exist_ok=True)
@@ -30,6 +32,8 @@ def write_all(out: Path, results: list[dict], *, env_id: str, policies: list[str
     table.to_csv(out / "results.csv", index=False, lineterminator="\n")
     summary = summarize(table, env_id=env_id, policies=policies, baseline=baseline, scenarios=scenarios,
                         seeds=seeds)
+    summary.update(claims.pooled(table, policies=policies, baseline=baseline, scenarios=scenarios,
+                                 kpis=kpis or claims.KpiSpec()))
     summary["same_arrivals"] = _same_arrivals(results)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "report.md").write_text(markdown(summary))
@@ -94,6 +98,7 @@ def markdown(summary: dict) -> str:
                   "when the workload has multi-turn sessions (a follow-up turn arrives a think time after "
                   "the previous answer, so it depends on the policy) or when episodes are cut at different "
                   "moments; the random draws themselves are common to every policy.", ""]
+    lines += _claim_lines(summary)
     for s in summary["scenarios"]:
         lines += [f"## Scenario `{s}`", "", "| policy | " + " | ".join(HEADLINE) + " |",
                   "|---|" + "---|" * len(HEADLINE)]
@@ -119,6 +124,32 @@ def markdown(summary: dict) -> str:
         lines.append("")
     lines += ["Plots: `kpis.png`, `cdf_ttft.png`, `cdf_e2e.png`, `paired_return.png`.", ""]
     return "\n".join(lines)
+
+
+def _claim_lines(summary: dict) -> list[str]:
+    """The pooled KPIs per policy and each policy's verdict against the baseline."""
+    kpi, base = summary["kpi"], summary["baseline"]
+    names = [k for k in dict.fromkeys([kpi["primary"], *kpi["secondary"], *kpi["guards"]])
+             if k in summary["pooled"][base]]
+    lines = [f"## Pooled over the {len(summary['scenarios'])} scenarios", "",
+             f"Primary KPI `{kpi['primary']}`" + (f"; guards (no worse than `{base}`): "
+                                                  + ", ".join(f"`{g}`" for g in kpi["guards"]) if kpi["guards"] else "")
+             + ". Per seed, each KPI is averaged over the scenarios; the difference is paired by seed.", "",
+             "| policy | " + " | ".join(names) + " | verdict |", "|---|" + "---|" * (len(names) + 1)]
+    for p in summary["policies_order"]:
+        cells = []
+        for k in names:
+            m = summary["pooled"][p][k]
+            cell = "–" if m["mean"] is None else f"{_fmt(m['mean'])} [{_fmt(m['ci95'][0])}, {_fmt(m['ci95'][1])}]"
+            d = summary["pooled_paired"].get(p, {}).get(k)
+            if d and d["diff_mean"] is not None:
+                cell += f"; Δ {_fmt(d['diff_mean'])} [{_fmt(d['ci95'][0])}, {_fmt(d['ci95'][1])}], {d['win_rate']:.0%}"
+            cells.append(cell)
+        v = summary["verdict"].get(p)
+        word = "baseline" if p == base else (v["verdict"] or "–") + (
+            f" (breaks {', '.join(v['broken_guards'])})" if v["broken_guards"] else "")
+        lines.append(f"| `{p}` | " + " | ".join(cells) + f" | {word} |")
+    return lines + [""]
 
 
 # ---- plots ---------------------------------------------------------------------------------------

@@ -2,9 +2,11 @@
 
 A recipe (YAML: the shipped ones are `agents/<slot>.yaml`; `blis-gym train` writes the one it
 ran as `DIR/train.yaml`) names the environment, the algorithm, its hyperparameters and the
-seeds. Training episodes reset with seeds drawn from the spec's `split.train.seeds`; every
-`eval_freq` steps the policy plays the `split.validation.seeds` (full episodes, deterministic)
-and the best checkpoint so far is kept as `DIR/model.zip` (`DIR/last.zip` is the final one).
+seeds. Training episodes reset with seeds drawn from the spec's `split.train.seeds`, each on
+one of `split.train.scenarios` drawn at random (a mix of workloads the eval scenarios do not
+contain: domain randomisation, so the policy cannot learn one load by heart); every
+`eval_freq` steps the policy plays the `split.validation.seeds` on every training scenario (full
+episodes, deterministic) and the best checkpoint so far is kept as `DIR/model.zip` (`DIR/last.zip` is the final one).
 DIR also gets `progress.csv` (SB3's log), `learning_curve.png`, TensorBoard logs when
 tensorboard is installed, and `train.yaml`, from which `blis-gym train --config DIR/train.yaml`
 trains the same model again.
@@ -27,6 +29,19 @@ from ..errors import ConfigError, pydantic_error, read_yaml
 from .policies import ALGOS
 
 
+class WarmStart(BaseModel):
+    """Behaviour cloning from one of the slot's heuristics before RL: the policy learns the
+    heuristic's actions (cross-entropy) and the value head its discounted returns (MSE) on
+    `episodes` recorded episodes of the training scenarios, then the algorithm fine-tunes it."""
+    model_config = ConfigDict(extra="forbid")
+
+    policy: str                                           # a heuristic of the slot, by name
+    episodes: int = Field(default=20, gt=0, le=10_000)
+    epochs: int = Field(default=10, gt=0, le=1000)
+    learning_rate: float = Field(default=1e-3, gt=0, le=1)
+    batch_size: int = Field(default=1024, gt=0)
+
+
 class Recipe(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -43,6 +58,7 @@ class Recipe(BaseModel):
     eval_freq: int = Field(default=50_000, ge=0)          # steps between validations (0: none)
     train_seeds: Optional[tuple[int, int]] = None         # default: the spec's split
     validation_seeds: Optional[tuple[int, int]] = None
+    warm_start: Optional[WarmStart] = None                # behaviour cloning from a heuristic first
     description: Optional[str] = None
     package_version: Optional[str] = None                 # written for the record; not checked
 
@@ -77,35 +93,86 @@ class SeedRange(gym.Wrapper):
         return self.env.unwrapped.action_masks()
 
 
-class SeedCycle(gym.Wrapper):
-    """Resets with the given seeds in turn (validation episodes)."""
+class EpisodeCycle(gym.Env):
+    """Validation episodes: every validation seed on every training scenario, in turn (seed by
+    seed, the scenarios in order)."""
 
-    def __init__(self, env, seeds: list[int]):
-        super().__init__(env)
-        self.seeds, self.i = seeds, 0
+    def __init__(self, envs: list, seeds: list[int]):
+        self.envs, self.seeds, self.i = envs, seeds, 0
+        self.env = envs[0]
+        self.observation_space, self.action_space = self.env.observation_space, self.env.action_space
 
     def reset(self, *, seed=None, options=None):
-        s = self.seeds[self.i % len(self.seeds)]
+        seed_index, env_index = divmod(self.i % (len(self.envs) * len(self.seeds)), len(self.envs))
         self.i += 1
-        return self.env.reset(seed=s, options=options)
+        self.env = self.envs[env_index]
+        return self.env.reset(seed=self.seeds[seed_index], options=options)
+
+    def step(self, action):
+        return self.env.step(action)
 
     def action_masks(self):
         return self.env.unwrapped.action_masks()
 
+    def close(self):
+        for e in self.envs:
+            e.close()
 
-def _make_train_env(env_id: str, config: dict, lo: int, hi: int):
+
+class ScenarioMix(gym.Env):
+    """One environment per training scenario; each reset plays one of them, drawn uniformly by
+    its own generator (seeded by the first seeded reset). The scenarios must share their spaces
+    (the same `max_pods`)."""
+
+    def __init__(self, envs: list):
+        self.envs = envs
+        self.env = envs[0]
+        self.observation_space, self.action_space = self.env.observation_space, self.env.action_space
+        for e in envs[1:]:
+            if e.observation_space != self.observation_space or e.action_space != self.action_space:
+                raise ConfigError("split.train.scenarios", "the training scenarios must share their observation "
+                                                           "and action spaces (set config.max_pods)")
+        self.rng = np.random.default_rng(0)
+
+    def reset(self, *, seed=None, options=None):
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        self.env = self.envs[int(self.rng.integers(len(self.envs)))]
+        return self.env.reset(seed=seed, options=options)
+
+    def step(self, action):
+        return self.env.step(action)
+
+    def action_masks(self):
+        return self.env.unwrapped.action_masks()
+
+    def close(self):
+        for e in self.envs:
+            e.close()
+
+
+def _make_train_env(env_id: str, configs: list[dict], lo: int, hi: int):
     import blis_gym  # noqa: F401  (registers the ids in a subprocess worker)
     from stable_baselines3.common.monitor import Monitor
-    return Monitor(SeedRange(gym.make(env_id, config=config), lo, hi))
+    envs = [gym.make(env_id, config=c) for c in configs]
+    return Monitor(SeedRange(envs[0] if len(envs) == 1 else ScenarioMix(envs), lo, hi))
 
 
-def _make_validation_env(env_id: str, config: dict, seeds: list[int]):
+def train_configs(recipe: Recipe, spec: dict, split) -> list[dict]:
+    """The env configs of the training episodes: each of the split's training scenarios with
+    the recipe's `env_config` over it (the spec's base scenario without a split)."""
+    from ..envs.config import merge_data
+    entries = split.train.scenarios if split is not None else []
+    configs = [merge_data(e.env_config(spec["config"]), recipe.env_config) for e in entries]
+    return configs or [recipe.env_config]
+
+
+def _make_validation_env(env_id: str, configs: list[dict], seeds: list[int]):
     import blis_gym  # noqa: F401
     from stable_baselines3.common.monitor import Monitor
-    return Monitor(SeedCycle(gym.make(env_id, config=config), seeds))
+    return Monitor(EpisodeCycle([gym.make(env_id, config=c) for c in configs], seeds))
 
 
-# ---- training ------------------------------------------------------------------------------------
 def train(recipe: Recipe, out: Path, *, quiet: bool = False) -> dict:
     """Train as the recipe says; write DIR's files; return what was written and the best
     validation return."""
@@ -117,7 +184,9 @@ def train(recipe: Recipe, out: Path, *, quiet: bool = False) -> dict:
 
     spec = load_spec(spec_name(recipe.env_id))
     slot = spec["slot"]
-    split = spec_split(recipe.env_id) if recipe.train_seeds is None or recipe.validation_seeds is None else None
+    split = spec_split(recipe.env_id) if "split" in spec else None
+    if split is None and (recipe.train_seeds is None or recipe.validation_seeds is None):
+        spec_split(recipe.env_id)                    # the one-line error: no split to take seeds from
     train_seeds = recipe.train_seeds or split.train.seeds
     lo, hi = recipe.validation_seeds or split.validation.seeds
     val_seeds = list(range(lo, hi + 1))
@@ -129,7 +198,14 @@ def train(recipe: Recipe, out: Path, *, quiet: bool = False) -> dict:
                           "(action masks); ppo, a2c and dqn would pick unavailable pods")
     if policy == "pod" and (slot != "router" or recipe.algo != "maskableppo"):
         raise ConfigError("policy", "pod (PodPolicy) is the router's per-pod network, for maskableppo only")
-    gym.make(recipe.env_id, config=recipe.env_config).close()          # a bad env_config fails here, in one line
+    if recipe.warm_start is not None and recipe.algo == "dqn":
+        raise ConfigError("warm_start", "behaviour cloning needs an actor-critic algorithm (ppo, a2c, maskableppo)")
+    configs = train_configs(recipe, spec, split)
+    if recipe.warm_start is not None:
+        from .warm_start import heuristic
+        heuristic(recipe.warm_start.policy, slot)
+    for c in configs:
+        gym.make(recipe.env_id, config=c).close()                     # a bad env_config fails here, in one line
 
     out.mkdir(parents=True, exist_ok=True)
     record = recipe.model_copy(update={"package_version": __version__, "train_seeds": tuple(train_seeds),
@@ -140,14 +216,18 @@ def train(recipe: Recipe, out: Path, *, quiet: bool = False) -> dict:
     from stable_baselines3.common.logger import configure
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
     torch.set_num_threads(1)
-    make = functools.partial(_make_train_env, recipe.env_id, recipe.env_config, *train_seeds)
+    make = functools.partial(_make_train_env, recipe.env_id, configs, *train_seeds)
     vec_cls = SubprocVecEnv if recipe.vec_env == "subproc" and recipe.n_envs > 1 else DummyVecEnv
     venv = vec_cls([make] * recipe.n_envs)
     venv.seed(recipe.seed)
     model = _build(recipe, policy, venv)
+    if recipe.warm_start is not None:
+        from .warm_start import clone, demonstrations
+        demo = demonstrations(recipe, spec, configs, train_seeds, model.gamma)
+        cloned = clone(model, demo, recipe.warm_start, seed=recipe.seed)
     tb = _has_tensorboard()
     model.set_logger(configure(str(out), ["csv", "tensorboard"] if tb else ["csv"]))
-    callbacks = [_validation_callback(recipe, val_seeds, out)] if recipe.eval_freq else []
+    callbacks = [_validation_callback(recipe, configs, val_seeds, out)] if recipe.eval_freq else []
     # validation runs one env in this process whatever the training vector env: SB3 warns of it
     warnings.filterwarnings("ignore", message="Training and eval env are not of the same type")
     try:
@@ -165,7 +245,7 @@ def train(recipe: Recipe, out: Path, *, quiet: bool = False) -> dict:
         written.append("learning_curve.png")
     best_val = callbacks[0].best_mean_reward if callbacks else None
     return {"written": written, "best_validation_return": None if best_val in (None, -np.inf) else float(best_val),
-            "tensorboard": tb}
+            "tensorboard": tb, "warm_start": cloned if recipe.warm_start is not None else None}
 
 
 def _build(recipe: Recipe, policy: str, venv):
@@ -190,13 +270,14 @@ def _build(recipe: Recipe, policy: str, venv):
         raise ConfigError("hyperparameters", f"{recipe.algo}: {e}") from None
 
 
-def _validation_callback(recipe: Recipe, seeds: list[int], out: Path):
+def _validation_callback(recipe: Recipe, configs: list[dict], seeds: list[int], out: Path):
+    """Every `eval_freq` steps: the validation seeds on every training scenario, full episodes
+    (the training configs without their episode cut); the best mean return's model is kept."""
     from stable_baselines3.common.vec_env import DummyVecEnv
-    # full episodes: the training config without its episode cut
-    config = {k: v for k, v in recipe.env_config.items() if k not in ("horizon_s", "max_requests")}
-    env = DummyVecEnv([lambda: _make_validation_env(recipe.env_id, config, seeds)])
+    full = [{k: v for k, v in c.items() if k not in ("horizon_s", "max_requests")} for c in configs]
+    env = DummyVecEnv([lambda: _make_validation_env(recipe.env_id, full, seeds)])
     freq = max(1, recipe.eval_freq // recipe.n_envs)
-    kw = dict(n_eval_episodes=len(seeds), eval_freq=freq, best_model_save_path=str(out), deterministic=True,
+    kw = dict(n_eval_episodes=len(seeds) * len(full), eval_freq=freq, best_model_save_path=str(out), deterministic=True,
               verbose=0)
     if recipe.algo == "maskableppo":
         from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback

@@ -335,6 +335,8 @@ class Simulation:
     def in_instances(self) -> tuple[int, int]:
         """Requests waiting and running in instances (P/D prefill legs excluded)."""
         queued = sum(1 for i in self.instances for r in i.waiting if r.parent is None)
+        # requests loading their prefix from a KV offload tier are waiting too (as in vLLM)
+        queued += sum(1 for i in self.instances for r, back in i.reloading.items() if not back and r.parent is None)
         running = sum(1 for i in self.instances for r in i.running if r.parent is None)
         return queued, running
 
@@ -360,15 +362,19 @@ class Simulation:
             for r in inst.running:
                 assert r.state is State.RUNNING
                 assert r.arrival <= r.enqueued <= r.scheduled <= now
-                n = inst.tokens_in_kv(r)
+            for r, n in inst.kv_holders():
                 private += -(-n // BLOCK_SIZE) - inst.kv.shared_count(r)
                 for h in r.shared_blocks:
                     holders[h] = holders.get(h, 0) + 1
                 if r.shared_run is not None:
                     runs[r.shared_run] = runs.get(r.shared_run, 0) + 1
             inst.kv.check(private, holders, runs)
+            if inst.offload is not None:
+                inst.offload.check()
             if inst.lora is not None:
-                inst.lora.check(inst.running, inst.waiting)
+                # a request whose prefix is being loaded from a lower tier still waits
+                loading = [r for r, back in inst.reloading.items() if not back]
+                inst.lora.check(inst.running, [*inst.waiting, *loading])
 
     # ---- results ----------------------------------------------------------------------
     def summary(self) -> dict:

@@ -49,8 +49,10 @@ class GatewayContext:
         self.rng = rng
         self.instances = instances
 
-    def cached_blocks(self, req: Request, pod_index: int) -> int:
-        return self.instances[pod_index].lookup_prefix(req)
+    def cached_blocks(self, req: Request, pod_index: int) -> float:
+        """The request's leading blocks in the pod's KV cache; with KV offload, blocks in the CPU
+        tier continue the run at a lower weight (llm-d's tiered scoring)."""
+        return self.instances[pod_index].lookup_prefix_tiered(req)
 
 
 class Gateway:

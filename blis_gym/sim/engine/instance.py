@@ -16,9 +16,10 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from ..core import P_STEP
+from ..core import P_ENQUEUE, P_STEP
 from .kv import KVStore
 from .lora import LoraConfig, LoraState
+from .offload import CPU_TIER_WEIGHT, OffloadConfig, OffloadTiers
 from .request import BLOCK_MASK, BLOCK_SIZE, Content, Request, State, output_key
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ class EngineConfig:
     scheduler: str = "fcfs"                    # fcfs | priority | sjf
     preemption: str = "fcfs"                   # fcfs (newest) | priority (least urgent, newest)
     prefix_caching: bool = True                # False: vLLM's --no-enable-prefix-caching
+    offload: OffloadConfig | None = None       # KV offload tiers below the GPU (None: off)
     lora: LoraConfig | None = None             # --enable-lora (None: off)
 
 
@@ -124,6 +126,12 @@ class Instance:
         self.cfg = cfg
         self.model = step_model
         self.kv = KVStore(total_blocks, caching=cfg.prefix_caching)
+        self.offload = OffloadTiers(cfg.offload) if cfg.offload is not None else None
+        # requests whose prefix is being loaded from a lower tier (False) or was loaded and waits
+        # in the queue again (True); they hold their GPU blocks meanwhile
+        self.reloading: dict[Request, bool] = {}
+        self.n_loading = 0
+        self.pending: dict[int, int] = {}       # block hash being loaded -> when it arrives (µs)
         self.sink = sink
         self.waiting = WaitQueue(cfg.scheduler)
         self.running: dict[Request, None] = {}      # admission order
@@ -163,7 +171,7 @@ class Instance:
     def scrape(self) -> tuple[int, int, float]:
         """What vLLM's /metrics reports now: requests waiting, requests running, KV-cache use."""
         self.sync()
-        return self.waiting.n, len(self.running), self.kv.usage()
+        return self.waiting.n + self.n_loading, len(self.running), self.kv.usage()
 
     def lora_info(self) -> tuple[tuple[str, ...], tuple[str, ...], int]:
         """vllm:lora_requests_info now: running adapters, waiting adapters, max_lora."""
@@ -176,6 +184,25 @@ class Instance:
         """Cached leading prompt blocks of r here (the precise prefix signal)."""
         self.sync()
         return self.kv.cached_prefix_blocks(r)
+
+    def lookup_prefix_tiered(self, r: Request) -> float:
+        """llm-d's precise view with offload tiers: GPU blocks weigh 1, the CPU-tier blocks that
+        continue the run weigh CPU_TIER_WEIGHT (the filesystem tier is not indexed)."""
+        n = self.lookup_prefix(r)
+        off = self.offload
+        if off is None:
+            return n
+        n_max = (r.target - 1) // BLOCK_SIZE
+        if n >= n_max:
+            return n
+        return n + CPU_TIER_WEIGHT * off.cpu_prefix(r.kv_content.prefix_hashes(n_max)[n:])
+
+    def kv_holders(self):
+        """(request, tokens it holds KV for) for every request holding GPU blocks."""
+        for r in self.running:
+            yield r, self.tokens_in_kv(r)
+        for r in self.reloading:
+            yield r, r.computed
 
     def sync(self) -> None:
         """Materialise the planned steps that have ended by now, as seen by the running event
@@ -397,7 +424,22 @@ class Instance:
         content = None
         if r.rehash:
             content = self._full_content(r)
+        if self.offload is not None:
+            self._offload(r, tokens)
         self.kv.release(r, tokens, content)
+
+    def _offload(self, r: Request, tokens: int) -> None:
+        """Copy the request's full blocks (its prompt's only, in prompt mode) to the CPU tier."""
+        off = self.offload
+        n = tokens // BLOCK_SIZE
+        if off.prompt_only:
+            content = r.kv_content
+            n = min(n, r.input_len // BLOCK_SIZE)
+        else:
+            content = self._full_content(r)
+        n = min(n, content.length // BLOCK_SIZE)
+        if n > 0:
+            off.store(content.prefix_hashes(n))
 
     def _full_content(self, r: Request) -> Content:
         """The request's tokens so far: its prompt and the outputs it has generated."""
@@ -412,9 +454,16 @@ class Instance:
         """The client gave up (timeout) or the request is withdrawn."""
         self._cut()
         if r.state is State.QUEUED:
-            self.waiting.removed()
+            loaded = self.reloading.pop(r, None)
+            if loaded is False:
+                self.n_loading -= 1               # its load is still running: not in the queue
+            else:
+                self.waiting.removed()
+            if loaded is not None:
+                self.kv.release(r, r.computed)
+                r.computed = 0
             if r.adapter is not None and self.lora is not None:
-                self.lora.unqueued(r.adapter)
+                self.lora.unqueued(r.adapter)     # a loading request still counts as waiting
         elif r.state is State.RUNNING:
             self._leave(r, now)
         r.state = State.CREATED
@@ -474,6 +523,8 @@ class Instance:
         running = self.running
         waiting = self.waiting
         max_seqs = cfg.max_num_seqs
+        offload = self.offload
+        reloading = self.reloading
         lora = self.lora
         skipped = None
         while budget > 0 and len(running) < max_seqs and not preempted:
@@ -487,23 +538,49 @@ class Instance:
                     skipped = []
                 skipped.append(r)
                 continue
-            hit = kv.cached_prefix_blocks(r)
-            start = hit * BLOCK_SIZE
-            if r.remote:
-                # P/D: the prompt's KV came from a prefill pod; only the last prompt token is
-                # recomputed here (to sample the first output token).
-                if not kv.admit(r, hit, r.target - start):
-                    break
-                r.remote = False
-                start, n = r.target - 1, 1
-            else:
+            may_load = offload is not None
+            if reloading and reloading.pop(r, None):
+                # its prefix was loaded from a lower tier: it holds those blocks already
+                start = r.computed
                 n = r.target - start
                 if thr and n > thr:
                     n = thr
                 if n > budget:
                     n = budget
-                if not kv.admit(r, hit, n):
+                if kv.extend_prefill(r, n):
+                    may_load = None
+                elif running:
+                    reloading[r] = True
                     break
+                else:
+                    # nothing runs that could free blocks: give them back and compute it afresh
+                    kv.release(r, start)
+                    r.computed = 0
+                    may_load = False
+            if may_load is not None:
+                hit = kv.cached_prefix_blocks(r)
+                start = hit * BLOCK_SIZE
+                if r.remote:
+                    # P/D: the prompt's KV came from a prefill pod; only the last prompt token is
+                    # recomputed here (to sample the first output token).
+                    if not kv.admit(r, hit, r.target - start):
+                        break
+                    r.remote = False
+                    start, n = r.target - 1, 1
+                else:
+                    if may_load:
+                        loading = self._start_load(r, hit, now)
+                        if loading:
+                            if loading < 0:
+                                break             # no room for the blocks to load
+                            continue              # vLLM skips it until its load is done
+                    n = r.target - start
+                    if thr and n > thr:
+                        n = thr
+                    if n > budget:
+                        n = budget
+                    if not kv.admit(r, hit, n):
+                        break
             waiting.pop()
             if lora is not None and r.adapter is not None:
                 lora.admit(r.adapter)
@@ -544,6 +621,65 @@ class Instance:
         if self.multi_step and not chunks and not self.prefilling and not self.starved and not self.waiting.n:
             end += self._plan_run(n_dec, ctx)
         self._boundary_at(end)
+
+    def _start_load(self, r: Request, hit: int, now: int) -> int:
+        """As vLLM's offloading connector: when the head request's prompt continues, after its
+        `hit` GPU blocks, with blocks in a lower tier, allocate GPU blocks for them (published
+        at once, so that requests sharing them do not load them again) and load them
+        asynchronously. The request leaves the queue until the load is done, then rejoins it at
+        the front holding those blocks: its prefill starts later by the load time, no step is
+        lengthened. A request whose GPU hits include blocks still being loaded waits for them
+        the same way. Returns 1 (it waits for a load), 0 (nothing to wait for) or -1 (the GPU
+        has no room for the blocks)."""
+        n_max = (r.target - 1) // BLOCK_SIZE      # the last prompt token is always computed
+        hashes = r.kv_content.prefix_hashes(n_max)
+        ready = 0
+        pending = self.pending
+        if pending and hit:
+            for h in hashes[:hit]:
+                t = pending.get(h, 0)
+                if t > ready:
+                    ready = t
+        off = self.offload
+        c, f = off.lookup(hashes[hit:]) if hit < n_max else (0, 0)
+        k = c + f
+        if not k and ready <= now:
+            return 0
+        kv = self.kv
+        if k + kv.lookup_claims() > kv.free_count or not kv.admit(r, hit, 0):
+            return -1
+        self.waiting.pop()
+        r.computed = (hit + k) * BLOCK_SIZE
+        r.chunk = 0
+        r.hit_blocks = hit + k
+        self.reloading[r] = False
+        self.n_loading += 1
+        if k:
+            kv._take_free(k)
+            kv._publish(r, hit * BLOCK_SIZE, r.computed)
+            loaded = hashes[hit:hit + k]
+            end = now + off.load(loaded, c, f)
+            for h in loaded:
+                pending[h] = end
+            if end > ready:
+                ready = end
+        self.loop.at(ready, P_ENQUEUE, self._loaded, r)
+        return 1
+
+    def _loaded(self, r: Request, now: int) -> None:
+        """The blocks r waited for are on the GPU: it rejoins the queue at the front."""
+        pending = self.pending
+        for h in [h for h, t in pending.items() if t <= now]:
+            del pending[h]
+        if self.reloading.get(r) is not False:
+            return                                # it left (timed out) meanwhile
+        self.reloading[r] = True
+        self.n_loading -= 1
+        self._cut()
+        self.waiting.push(r, front=True)
+        if not self.busy:
+            self.busy = True
+            self._wake(now)
 
     def _plan_run(self, n_dec: int, ctx: int) -> int:
         """Lay out the decode steps that follow the one just formed, up to the one in which the
@@ -650,6 +786,8 @@ class Instance:
             self.lora.queued(r.adapter)
         # Everything it held will be recomputed: prompt plus the outputs emitted so far.
         full = self._full_content(r)
+        if self.offload is not None:
+            self._offload(r, tokens)
         self.kv.release(r, tokens, full)
         if r.generated > 0:
             r.kv_content = full

@@ -131,6 +131,10 @@ class KVStore:
         self._lookup = (req, hs, i, from_free)
         return i
 
+    def lookup_claims(self) -> int:
+        """Free blocks that claiming the latest lookup's hits takes out of the free queue."""
+        return self._lookup[3] if self._lookup is not None else 0
+
     # ---- allocation ---------------------------------------------------------------------
     def _take_free(self, n: int) -> None:
         """Pop n blocks from the LRU head; cached hashes on them are evicted."""

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..engine.request import State
+from ..engine.request import BLOCK_SIZE, State
 from .summary import goodput, jain, latency_block
 
 if TYPE_CHECKING:
@@ -63,6 +63,31 @@ def lora_summary(a: dict, names: list, intern, states: list, dur_s: float) -> di
             "max_loras": max(st.cfg.max_loras for st in states),
             "adapters": len([n for n in per if n]),
             "per_adapter": per}
+
+
+def offload_summary(instances: list) -> dict | None:
+    """KV offload tiers (None when no instance has one): where the prompt tokens looked up at
+    admission were found (GPU, CPU tier, filesystem tier, nowhere), blocks stored and loaded."""
+    tiers = [i.offload for i in instances if i.offload is not None]
+    if not tiers:
+        return None
+    query = sum(i.kv.query_tokens for i in instances)
+    gpu = sum(i.kv.hit_tokens for i in instances)
+    cpu = sum(t.loaded_cpu for t in tiers) * BLOCK_SIZE
+    fs = sum(t.loaded_fs for t in tiers) * BLOCK_SIZE
+    loads = sum(t.loads for t in tiers)
+    load_us = sum(t.load_us for t in tiers)
+
+    def rate(n):
+        return round(n / query, 6) if query else 0.0
+    return {"gpu_hit_rate": rate(gpu), "cpu_hit_rate": rate(cpu), "fs_hit_rate": rate(fs),
+            "miss_rate": rate(query - gpu - cpu - fs),
+            "blocks_offloaded": sum(t.stored for t in tiers),
+            "blocks_reloaded": sum(t.loaded_cpu + t.loaded_fs for t in tiers),
+            "blocks_spilled_to_fs": sum(t.spilled for t in tiers),
+            "blocks_dropped": sum(t.dropped for t in tiers),
+            "loads": loads, "reload_time_ms_total": round(load_us / 1000, 6),
+            "reload_time_ms_mean": round(load_us / loads / 1000, 6) if loads else None}
 
 
 def run_summary(sim: Simulation) -> dict:
@@ -129,6 +154,9 @@ def run_summary(sim: Simulation) -> dict:
     lora = [i.lora for i in sim.instances if i.lora is not None]
     if lora:
         out["lora"] = lora_summary(a, names, sim.metrics.strings, lora, dur_s)
+    offload = offload_summary(sim.instances)
+    if offload is not None:
+        out["kv_offload"] = offload
     out["per_instance"] = {i.name: {"steps": i.steps, "preemptions": i.preemptions,
                                     "busy_fraction": round(i.busy_until(dur_us) / dur_us, 6) if dur_us else 0.0,
                                     "prefix_cache_hit_rate": round(i.kv.hit_tokens / i.kv.query_tokens, 6)

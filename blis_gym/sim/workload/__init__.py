@@ -2,13 +2,13 @@
 and the request source."""
 from .builders import from_blis_spec, inference_perf_client, inference_perf_workload, load_blis_spec
 from .distributions import (Constant, ConstantArrivals, Diurnal, Empirical, Exponential, GammaArrivals, Gaussian,
-                            LogNormal, ParetoLogNormal, PoissonArrivals, Spike, Stages, ThinkTime, TimeVarying,
-                            WeibullArrivals, make_arrivals)
+                            LogNormal, Multimodal, ParetoLogNormal, PoissonArrivals, Spike, Stages, ThinkTime,
+                            TimeVarying, WeibullArrivals, Windows, make_arrivals)
 from .source import PRIORITY, Client, ClosedLoop, Session, SessionConfig, TraceSession, Workload, WorkloadSource
 from .traces import TraceData, load_trace, read_trace
 
 __all__ = ["Client", "ClosedLoop", "Constant", "ConstantArrivals", "Diurnal", "Empirical", "Exponential",
-           "GammaArrivals", "Gaussian", "LogNormal", "PRIORITY", "ParetoLogNormal", "PoissonArrivals", "Session",
-           "SessionConfig", "Spike", "Stages", "ThinkTime", "TimeVarying", "TraceData", "TraceSession",
-           "WeibullArrivals", "Workload", "WorkloadSource", "from_blis_spec", "inference_perf_client",
+           "GammaArrivals", "Gaussian", "LogNormal", "Multimodal", "PRIORITY", "ParetoLogNormal", "PoissonArrivals",
+           "Session", "SessionConfig", "Spike", "Stages", "ThinkTime", "TimeVarying", "TraceData", "TraceSession",
+           "WeibullArrivals", "Windows", "Workload", "WorkloadSource", "from_blis_spec", "inference_perf_client",
            "inference_perf_workload", "load_blis_spec", "load_trace", "make_arrivals", "read_trace"]

@@ -132,6 +132,31 @@ class ParetoLogNormal:
         return self.mix_weight * pm + (1 - self.mix_weight) * math.exp(self.mu + self.sigma ** 2 / 2)
 
 
+@dataclass(frozen=True)
+class Multimodal:
+    """BLIS's multimodal prompt, used as an input-length distribution: text tokens plus, for each
+    modality (image, audio, video), a count of items each of a drawn number of tokens. The
+    counts, like every length, are at least 1 (BLIS's samplers floor at 1); the whole prompt too.
+    `items` is ((modality, count distribution, tokens-per-item distribution), ...)."""
+    text: object = None
+    items: tuple = ()
+
+    def sample(self, rng, n):
+        if n == 0:
+            return np.zeros(0, dtype=np.int64)
+        total = self.text.sample(rng, n) if self.text is not None else np.zeros(n, dtype=np.int64)
+        for _, count, tokens in self.items:
+            k = np.maximum(1, count.sample(rng, n))
+            per_item = np.maximum(1, tokens.sample(rng, int(k.sum())))
+            total = total + np.add.reduceat(per_item, np.concatenate(([0], np.cumsum(k)[:-1])))
+        return np.maximum(1, total)
+
+    @property
+    def mean(self) -> float:
+        text = self.text.mean if self.text is not None else 0.0
+        return text + sum(max(1.0, c.mean) * max(1.0, t.mean) for _, c, t in self.items)
+
+
 # ---- think times ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ThinkTime:
@@ -241,15 +266,18 @@ class GammaArrivals(_Stationary):
         return rng.gamma(1.0 / self.cv ** 2, self.cv ** 2, n)
 
 
+def weibull_cv(k: float) -> float:
+    """The coefficient of variation of a Weibull distribution of shape k."""
+    g1 = math.gamma(1 + 1 / k)
+    return math.sqrt(math.gamma(1 + 2 / k) / (g1 * g1) - 1)
+
+
 def weibull_shape_for_cv(cv: float) -> float:
     """Weibull shape k whose CV is `cv` (bisection; CV falls as k grows)."""
-    def cv_of(k: float) -> float:
-        g1 = math.gamma(1 + 1 / k)
-        return math.sqrt(math.gamma(1 + 2 / k) / (g1 * g1) - 1)
     lo, hi = 0.1, 100.0
     for _ in range(200):
         mid = (lo + hi) / 2
-        if cv_of(mid) > cv:
+        if weibull_cv(mid) > cv:
             lo = mid
         else:
             hi = mid
@@ -269,6 +297,43 @@ class WeibullArrivals(_Stationary):
     def unit_gaps(self, rng, n):
         k = weibull_shape_for_cv(self.cv)
         return rng.weibull(k, n) / math.gamma(1 + 1 / k)
+
+
+# ---- activity windows -------------------------------------------------------------------------
+class Windows:
+    """A client's activity windows [start, end) in µs (BLIS's lifecycle windows), merged where
+    they overlap: arrivals outside them are dropped, and none come after the last one ends."""
+
+    def __init__(self, windows):
+        merged: list[list[int]] = []
+        for s, e in sorted((int(s), int(e)) for s, e in windows):
+            if e <= s:
+                raise ValueError(f"window [{s}, {e}) µs is empty: end must be after start")
+            if merged and s <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], e)
+            else:
+                merged.append([s, e])
+        if not merged:
+            raise ValueError("give at least one window")
+        self.spans = tuple((s, e) for s, e in merged)
+        self._starts = np.array([s for s, _ in merged], dtype=np.int64)
+        self._ends = np.array([e for _, e in merged], dtype=np.int64)
+        self.end = int(self._ends[-1])
+
+    def active(self, t: np.ndarray) -> np.ndarray:
+        """Which times (µs) fall inside a window."""
+        i = np.searchsorted(self._starts, t, side="right") - 1
+        return (i >= 0) & (t < self._ends[np.maximum(i, 0)])
+
+    def overlaps(self, other: Windows | None) -> bool:
+        """Whether some window of each overlaps (None: always active, overlaps everything)."""
+        return other is None or any(a < d and c < b for a, b in self.spans for c, d in other.spans)
+
+    def __eq__(self, other):
+        return isinstance(other, Windows) and other.spans == self.spans
+
+    def __repr__(self):
+        return f"Windows({list(self.spans)})"
 
 
 # ---- time-varying rate profiles ---------------------------------------------------------------

@@ -23,7 +23,7 @@ import numpy as np
 
 from ...errors import ConfigError
 from ..engine.request import Content, Request, output_key, prompt_key
-from .distributions import CHUNK, PoissonArrivals, ThinkTime, TimeVarying
+from .distributions import CHUNK, PoissonArrivals, ThinkTime, TimeVarying, Windows
 
 # SLO classes and their llm-d priorities (higher is more important; sheddable iff < 0).
 PRIORITY = {"critical": 4, "standard": 3, "batch": -1, "sheddable": -2, "background": -3}
@@ -34,10 +34,15 @@ class SessionConfig:
     """Multi-turn sessions: each open-loop arrival starts a session of `turns` turns; turn k+1
     arrives at turn k's completion + think time. With `accumulate`, the next prompt is the
     previous prompt + its output + a new question (so the previous turn's KV blocks are hit).
-    A turn that does not complete (timed out, dropped, rejected) ends the session."""
+    A turn that does not complete (timed out, dropped, rejected) ends the session. With
+    `single`, only the client's first arrival starts a session (BLIS's single_session). With
+    `open_loop`, turns do not wait for each other (BLIS's closed_loop: false): turn k+1 arrives
+    at turn k's arrival + think time + 1 µs per output token of turn k, whatever became of turn k."""
     turns: int
     think_time: ThinkTime | float = 0.0          # seconds, or a ThinkTime distribution
     accumulate: bool = True
+    single: bool = False
+    open_loop: bool = False
 
 
 @dataclass(frozen=True)
@@ -50,10 +55,11 @@ class ClosedLoop:
 
 class Session:
     """A conversation in flight (`req.session`): its id, client and pre-drawn follow-up turns."""
-    __slots__ = ("accumulate", "client", "id", "ins", "outs", "prefix", "tenant", "thinks", "turns")
+    __slots__ = ("accumulate", "client", "id", "ins", "open_loop", "outs", "prefix", "tenant", "thinks", "turns")
 
-    def __init__(self, sid, client, turns, ins, outs, thinks, accumulate, prefix, tenant):
+    def __init__(self, sid, client, turns, ins, outs, thinks, accumulate, prefix, tenant, open_loop=False):
         self.id = sid
+        self.open_loop = open_loop
         self.client = client
         self.turns = turns
         self.ins = ins
@@ -96,6 +102,7 @@ class Client:
     cycle: tuple = ()                 # ((prefix_group, tenant), ...): request k uses entry k % len
     repeat_prompts: bool = False      # with cycle: each entry re-sends one fixed question
     adapters: object = None           # an AdapterSet: the LoRA adapters its requests name (None: base model)
+    windows: Windows | None = None    # open-loop: arrivals only inside these [start, end) windows
 
     @property
     def kind(self) -> str:
@@ -125,9 +132,9 @@ class Workload:
     def arrivals(self) -> list:
         """Each client's arrival process with its rate resolved (None for trace and closed-loop
         clients): a client whose process has no rate gets rate·fraction/Σfractions of the
-        workload's rate or profile (Σ over such clients)."""
+        workload's rate or profile (Σ over such clients; with activity windows, over those whose
+        windows overlap the client's, as BLIS normalises per phase)."""
         rel = [c for c in self.clients if c.kind == "open-loop" and _relative(c.arrival)]
-        total = sum(c.rate_fraction for c in rel)
         out = []
         for c in self.clients:
             if c.kind != "open-loop":
@@ -139,7 +146,7 @@ class Workload:
                 continue
             if c.rate_fraction <= 0:
                 raise ConfigError(f"clients.{c.name}.rate_fraction", "must be > 0")
-            share = c.rate_fraction / total
+            share = c.rate_fraction / sum(o.rate_fraction for o in rel if _co_active(c, o))
             if self.profile is not None:
                 out.append(TimeVarying(a, self.profile.scaled(share)))
             elif self.rate and self.rate > 0:
@@ -151,11 +158,12 @@ class Workload:
 
     @property
     def finite(self) -> bool:
-        """Whether the workload ends by itself (traces, finite stages, sessions of those)."""
+        """Whether the workload ends by itself (traces, finite stages, activity windows, single
+        sessions, and sessions of those)."""
         for c, a in zip(self.clients, self.arrivals()):
             if c.kind == "closed-loop":
                 return False
-            if c.kind == "open-loop":
+            if c.kind == "open-loop" and c.windows is None and not (c.session and c.session.single):
                 prof = a.profile if isinstance(a, TimeVarying) else None
                 if prof is None or not getattr(prof, "finite", False):
                     return False
@@ -181,6 +189,9 @@ class Workload:
                 raise ConfigError(f"clients.{c.name}.session.turns", "must be >= 1")
             if c.closed_loop is not None and c.closed_loop.users < 1:
                 raise ConfigError(f"clients.{c.name}.closed_loop.users", "must be >= 1")
+            if c.windows is not None and c.kind != "open-loop":
+                raise ConfigError(f"clients.{c.name}.windows", "activity windows gate the arrivals of "
+                                                               "open-loop clients; a closed loop or trace has none")
         self.arrivals()
         if not self.num_requests and not self.horizon_us and not self.finite:
             raise ConfigError("workload", "give num_requests or horizon_s (or both)")
@@ -188,6 +199,11 @@ class Workload:
 
 def _relative(a) -> bool:
     return a is None or (not isinstance(a, TimeVarying) and getattr(a, "rate", None) is None)
+
+
+def _co_active(c: Client, other: Client) -> bool:
+    """Whether two clients' activity windows overlap (a client without windows is always active)."""
+    return c.windows is None or c.windows.overlaps(other.windows)
 
 
 # ---- per-client streams ------------------------------------------------------------------------
@@ -209,6 +225,9 @@ class _OpenStream(_Stream):
         self.prefix = src.client_prefix(c)
         self.priority = src.w.priority(c.slo_class)
         self.k = 0
+        self.ended = False                    # no arrivals after the current chunk
+        if c.windows is not None:             # past this, dropping arrivals until a window opens is moot
+            self.until = min(c.windows.end, src.w.horizon_us or c.windows.end)
         sc = c.session
         if sc is not None:
             self.rng_ses = st.get(f"sessions/{c.name}")
@@ -221,24 +240,34 @@ class _OpenStream(_Stream):
 
     def _fill(self) -> None:
         c = self.c
-        times = self.clock.take(self.rng_arr, CHUNK)
-        ins = c.input.sample(self.rng_len, CHUNK)
-        outs = c.output.sample(self.rng_len, CHUNK)
-        m = len(times)
-        self._t = times.tolist()
-        self._in = np.maximum(1, ins[:m]).tolist()
-        self._out = np.maximum(1, outs[:m]).tolist()
-        sc = c.session
-        if sc is not None and sc.turns > 1:
-            k = sc.turns - 1
-            fi = c.input.sample(self.rng_ses, CHUNK * k).reshape(CHUNK, k)[:m]
-            fo = c.output.sample(self.rng_ses, CHUNK * k).reshape(CHUNK, k)[:m]
-            th = self.think.sample_us(self.rng_ses, CHUNK * k).reshape(CHUNK, k)[:m]
-            self._fi = np.maximum(1, fi).tolist()
-            self._fo = np.maximum(1, fo).tolist()
-            self._th = th.tolist()
+        while True:
+            times = self.clock.take(self.rng_arr, CHUNK)
+            ins = c.input.sample(self.rng_len, CHUNK)
+            outs = c.output.sample(self.rng_len, CHUNK)
+            m = len(times)
+            sc = c.session
+            if sc is not None and sc.turns > 1:
+                k = sc.turns - 1
+                fi = c.input.sample(self.rng_ses, CHUNK * k).reshape(CHUNK, k)[:m]
+                fo = c.output.sample(self.rng_ses, CHUNK * k).reshape(CHUNK, k)[:m]
+                th = self.think.sample_us(self.rng_ses, CHUNK * k).reshape(CHUNK, k)[:m]
+            keep = slice(0, m)
+            if c.windows is not None:            # drop arrivals outside the windows; none after the last
+                keep = c.windows.active(times)
+                if m and times[-1] >= self.until:
+                    self.ended = True
+            self._t = times[keep].tolist()
+            self._in = np.maximum(1, ins[:m][keep]).tolist()
+            self._out = np.maximum(1, outs[:m][keep]).tolist()
+            if sc is not None and sc.turns > 1:
+                self._fi = np.maximum(1, fi[keep]).tolist()
+                self._fo = np.maximum(1, fo[keep]).tolist()
+                self._th = th[keep].tolist()
+            self.ended = self.ended or self.clock.done
+            if self._t or self.ended:
+                break
         self._i = 0
-        self.t = self._t[0] if m else None
+        self.t = self._t[0] if self._t else None
 
     def pop(self, src, rid):
         c = self.c
@@ -264,7 +293,7 @@ class _OpenStream(_Stream):
         if sc is not None:
             if sc.turns > 1:
                 sess = Session(src.new_session_id(), c.name, sc.turns, self._fi[i], self._fo[i], self._th[i],
-                               sc.accumulate, prefix, tenant)
+                               sc.accumulate, prefix, tenant, sc.open_loop)
             else:
                 sess = Session(src.new_session_id(), c.name, 1, (), (), (), sc.accumulate, prefix, tenant)
         req = Request(rid, t, content.length, n_out, content, slo_class=c.slo_class, priority=self.priority,
@@ -273,13 +302,18 @@ class _OpenStream(_Stream):
         req.adapter = adapter
         if sess is not None:
             req.rehash = sc.turns > 1 and sc.accumulate
-            src.live += 1
+            if sess.open_loop:
+                src.schedule_round(req)
+            else:
+                src.live += 1
         elif c.repeat_prompts:
             req.rehash = True
         self.k += 1
         self._i = i + 1
-        if self._i >= len(self._t):
-            if self.clock.done:
+        if sc is not None and sc.single:          # the client's one session has started
+            self.t = None
+        elif self._i >= len(self._t):
+            if self.ended:
                 self.t = None
             else:
                 self._fill()
@@ -446,6 +480,7 @@ class WorkloadSource:
                 self.group_key(self._group_name(c))
             for g, _ in c.cycle:
                 self.group_key(g)
+        self._rounds: list = []       # (arrival, session id, previous turn) of open-loop sessions' next turns
         self._heap: list = []
         for i, (c, a) in enumerate(zip(workload.clients, workload.arrivals())):
             if c.kind == "trace":
@@ -511,9 +546,12 @@ class WorkloadSource:
 
     # ---- the interface used by the simulation ------------------------------------------
     def _open_done(self) -> bool:
-        if self._capped() or not self._heap:
+        if self._capped():
             return True
-        return bool(self.w.horizon_us) and self._heap[0][0] > self.w.horizon_us
+        t = self._heap[0][0] if self._heap else None
+        if self._rounds and (t is None or self._rounds[0][0] < t):
+            t = self._rounds[0][0]
+        return t is None or (bool(self.w.horizon_us) and t > self.w.horizon_us)
 
     def exhausted(self) -> bool:
         """No more requests will come: no open-loop arrivals left and no session or closed-loop
@@ -523,6 +561,11 @@ class WorkloadSource:
     def next(self) -> Request | None:
         if self._open_done():
             return None
+        if self._rounds and (not self._heap or self._rounds[0][0] < self._heap[0][0]):
+            t, _, prev = heapq.heappop(self._rounds)
+            req = self._next_turn(prev, t)
+            self.schedule_round(req)
+            return req
         t, i, s = self._heap[0]
         req = s.pop(self, self._new_id())
         if s.t is None:
@@ -538,7 +581,7 @@ class WorkloadSource:
         if user is not None:
             return self._user_next(user, now)
         s = req.session
-        if not isinstance(s, Session):
+        if not isinstance(s, Session) or s.open_loop:
             return []
         k = req.turn
         if not completed or k + 1 >= s.turns or self._capped():
@@ -548,6 +591,18 @@ class WorkloadSource:
         if self.w.horizon_us and t > self.w.horizon_us:
             self.live -= 1
             return []
+        return [self._next_turn(req, t)]
+
+    def schedule_round(self, req: Request) -> None:
+        """Queue the next turn of an open-loop session, due at the turn's arrival + think time
+        + 1 µs per output token (BLIS's guess at its completion)."""
+        s, k = req.session, req.turn
+        if k + 1 < s.turns:
+            heapq.heappush(self._rounds, (req.arrival + s.thinks[k] + req.output_len, s.id, req))
+
+    def _next_turn(self, req: Request, t: int) -> Request:
+        """Turn k+1 of req's session, arriving at t."""
+        s, k = req.session, req.turn
         rid = self._new_id()
         n_in, n_out = s.ins[k], s.outs[k]
         if s.accumulate:
@@ -561,7 +616,7 @@ class WorkloadSource:
                       deadline=t + c.timeout_us if c.timeout_us else 0)
         nxt.rehash = s.accumulate and k + 2 < s.turns
         nxt.adapter = req.adapter
-        return [nxt]
+        return nxt
 
     def _client_index(self, name: str) -> int:
         idx = getattr(self, "_cidx", None)
