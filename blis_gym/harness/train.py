@@ -6,7 +6,8 @@ seeds. Training episodes reset with seeds drawn from the spec's `split.train.see
 one of `split.train.scenarios` drawn at random (a mix of workloads the eval scenarios do not
 contain: domain randomisation, so the policy cannot learn one load by heart); every
 `eval_freq` steps the policy plays the `split.validation.seeds` on every training scenario (full
-episodes, deterministic) and the best checkpoint so far is kept as `DIR/model.zip` (`DIR/last.zip` is the final one).
+episodes, deterministic) and the best checkpoint so far is kept as `DIR/model.zip`
+(`DIR/last.zip` is the final one).
 DIR also gets `progress.csv` (SB3's log), `learning_curve.png`, TensorBoard logs when
 tensorboard is installed, and `train.yaml`, from which `blis-gym train --config DIR/train.yaml`
 trains the same model again.
@@ -93,36 +94,9 @@ class SeedRange(gym.Wrapper):
         return self.env.unwrapped.action_masks()
 
 
-class EpisodeCycle(gym.Env):
-    """Validation episodes: every validation seed on every training scenario, in turn (seed by
-    seed, the scenarios in order)."""
-
-    def __init__(self, envs: list, seeds: list[int]):
-        self.envs, self.seeds, self.i = envs, seeds, 0
-        self.env = envs[0]
-        self.observation_space, self.action_space = self.env.observation_space, self.env.action_space
-
-    def reset(self, *, seed=None, options=None):
-        seed_index, env_index = divmod(self.i % (len(self.envs) * len(self.seeds)), len(self.envs))
-        self.i += 1
-        self.env = self.envs[env_index]
-        return self.env.reset(seed=self.seeds[seed_index], options=options)
-
-    def step(self, action):
-        return self.env.step(action)
-
-    def action_masks(self):
-        return self.env.unwrapped.action_masks()
-
-    def close(self):
-        for e in self.envs:
-            e.close()
-
-
-class ScenarioMix(gym.Env):
-    """One environment per training scenario; each reset plays one of them, drawn uniformly by
-    its own generator (seeded by the first seeded reset). The scenarios must share their spaces
-    (the same `max_pods`)."""
+class _EnvSwitch(gym.Env):
+    """Plays one of several environments of the same spaces at a time; subclasses choose which
+    at each reset."""
 
     def __init__(self, envs: list):
         self.envs = envs
@@ -132,13 +106,6 @@ class ScenarioMix(gym.Env):
             if e.observation_space != self.observation_space or e.action_space != self.action_space:
                 raise ConfigError("split.train.scenarios", "the training scenarios must share their observation "
                                                            "and action spaces (set config.max_pods)")
-        self.rng = np.random.default_rng(0)
-
-    def reset(self, *, seed=None, options=None):
-        if seed is not None:
-            self.rng = np.random.default_rng(seed)
-        self.env = self.envs[int(self.rng.integers(len(self.envs)))]
-        return self.env.reset(seed=seed, options=options)
 
     def step(self, action):
         return self.env.step(action)
@@ -149,6 +116,37 @@ class ScenarioMix(gym.Env):
     def close(self):
         for e in self.envs:
             e.close()
+
+
+class ScenarioMix(_EnvSwitch):
+    """Training episodes: each reset plays one of the training scenarios, drawn uniformly by a
+    generator seeded with the reset's seed (so an episode's seed fixes its scenario; an unseeded
+    reset continues the sequence)."""
+
+    def __init__(self, envs: list):
+        super().__init__(envs)
+        self.rng = np.random.default_rng(0)
+
+    def reset(self, *, seed=None, options=None):
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        self.env = self.envs[int(self.rng.integers(len(self.envs)))]
+        return self.env.reset(seed=seed, options=options)
+
+
+class EpisodeCycle(_EnvSwitch):
+    """Validation episodes: every validation seed on every training scenario, in turn (seed by
+    seed, the scenarios in order)."""
+
+    def __init__(self, envs: list, seeds: list[int]):
+        super().__init__(envs)
+        self.seeds, self.i = seeds, 0
+
+    def reset(self, *, seed=None, options=None):
+        seed_index, env_index = divmod(self.i % (len(self.envs) * len(self.seeds)), len(self.envs))
+        self.i += 1
+        self.env = self.envs[env_index]
+        return self.env.reset(seed=self.seeds[seed_index], options=options)
 
 
 def _make_train_env(env_id: str, configs: list[dict], lo: int, hi: int):
@@ -173,6 +171,7 @@ def _make_validation_env(env_id: str, configs: list[dict], seeds: list[int]):
     return Monitor(EpisodeCycle([gym.make(env_id, config=c) for c in configs], seeds))
 
 
+# ---- training ------------------------------------------------------------------------------------
 def train(recipe: Recipe, out: Path, *, quiet: bool = False) -> dict:
     """Train as the recipe says; write DIR's files; return what was written and the best
     validation return."""
