@@ -51,7 +51,8 @@ def write_trace(sim, log: RequestLog, requests_csv: Path, path: Path) -> Path:
     # requests.csv has an adapter column only when requests named LoRA adapters; it is carried
     # as a result (the csv loader does not read it: a replay sends base-model requests)
     columns = RESULT_COLUMNS + (("adapter",) if "adapter" in (reader.fieldnames or ()) else ())
-    groups = {k: name for name, k in getattr(sim.source, "_keys", {}).items()}
+    names = getattr(sim.source, "group_names", None)          # a source built in code may have none
+    groups = names() if names is not None else {}
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(WORKLOAD_COLUMNS + columns)

@@ -336,7 +336,7 @@ class Simulation:
         """Requests waiting and running in instances (P/D prefill legs excluded)."""
         queued = sum(1 for i in self.instances for r in i.waiting if r.parent is None)
         # requests loading their prefix from a KV offload tier are waiting too (as in vLLM)
-        queued += sum(1 for i in self.instances for r, back in i.reloading.items() if not back and r.parent is None)
+        queued += sum(1 for i in self.instances for r in i.loading() if r.parent is None)
         running = sum(1 for i in self.instances for r in i.running if r.parent is None)
         return queued, running
 
@@ -373,8 +373,7 @@ class Simulation:
                 inst.offload.check()
             if inst.lora is not None:
                 # a request whose prefix is being loaded from a lower tier still waits
-                loading = [r for r, back in inst.reloading.items() if not back]
-                inst.lora.check(inst.running, [*inst.waiting, *loading])
+                inst.lora.check(inst.running, [*inst.waiting, *inst.loading()])
 
     # ---- results ----------------------------------------------------------------------
     def summary(self) -> dict:

@@ -1,9 +1,10 @@
 """What the gateway and the router see of each pod: a scraped snapshot plus router-local counts.
 
-Scraped fields (waiting, running, kv_usage, and the LoRA adapters of pods with LoRA on) are refreshed by the metrics scraper every
-`scrape_interval` (50 ms by default, as llm-d's --refresh-metrics-interval); between scrapes
-they keep their old values, stale on purpose. In-flight counts are kept by the router itself
-on every dispatch and completion, so they are always fresh.
+Scraped fields (waiting, running, kv_usage, and the LoRA adapters of pods with LoRA on) are
+refreshed by the metrics scraper every `scrape_interval` (50 ms by default, as llm-d's
+--refresh-metrics-interval); between scrapes they keep their old values, stale on purpose.
+In-flight counts are kept by the router itself on every dispatch and completion, so they are
+always fresh.
 """
 from __future__ import annotations
 

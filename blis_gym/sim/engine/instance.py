@@ -39,6 +39,15 @@ class EngineConfig:
     lora: LoraConfig | None = None             # --enable-lora (None: off)
 
 
+def _chunk(remaining: int, thr: int, budget: int) -> int:
+    """Prompt tokens a newly admitted request prefills in this step: the rest of its prompt,
+    capped by long_prefill_token_threshold (0: no cap) and the step's token budget (the per-step
+    loops over running requests inline the same two caps)."""
+    if thr and remaining > thr:
+        remaining = thr
+    return remaining if remaining < budget else budget
+
+
 class WaitQueue:
     """The waiting queue: FIFO with preempted requests at the front (fcfs), or ordered by a
     key (priority: most important first, then arrival; sjf: shortest prompt first).
@@ -196,6 +205,11 @@ class Instance:
         if n >= n_max:
             return n
         return n + CPU_TIER_WEIGHT * off.cpu_prefix(r.kv_content.prefix_hashes(n_max)[n:])
+
+    def loading(self):
+        """Requests whose prefix is being loaded from a lower tier (out of the queue meanwhile,
+        but waiting as vLLM counts them)."""
+        return [r for r, back in self.reloading.items() if not back]
 
     def kv_holders(self):
         """(request, tokens it holds KV for) for every request holding GPU blocks."""
@@ -538,17 +552,14 @@ class Instance:
                     skipped = []
                 skipped.append(r)
                 continue
+            resumed = False
             may_load = offload is not None
             if reloading and reloading.pop(r, None):
                 # its prefix was loaded from a lower tier: it holds those blocks already
                 start = r.computed
-                n = r.target - start
-                if thr and n > thr:
-                    n = thr
-                if n > budget:
-                    n = budget
+                n = _chunk(r.target - start, thr, budget)
                 if kv.extend_prefill(r, n):
-                    may_load = None
+                    resumed = True
                 elif running:
                     reloading[r] = True
                     break
@@ -557,7 +568,7 @@ class Instance:
                     kv.release(r, start)
                     r.computed = 0
                     may_load = False
-            if may_load is not None:
+            if not resumed:
                 hit = kv.cached_prefix_blocks(r)
                 start = hit * BLOCK_SIZE
                 if r.remote:
@@ -574,11 +585,7 @@ class Instance:
                             if loading < 0:
                                 break             # no room for the blocks to load
                             continue              # vLLM skips it until its load is done
-                    n = r.target - start
-                    if thr and n > thr:
-                        n = thr
-                    if n > budget:
-                        n = budget
+                    n = _chunk(r.target - start, thr, budget)
                     if not kv.admit(r, hit, n):
                         break
             waiting.pop()
@@ -649,14 +656,15 @@ class Instance:
         if k + kv.lookup_claims() > kv.free_count or not kv.admit(r, hit, 0):
             return -1
         self.waiting.pop()
+        r.computed = hit * BLOCK_SIZE
+        if k:
+            kv.extend_prefill(r, k * BLOCK_SIZE)  # room checked above
         r.computed = (hit + k) * BLOCK_SIZE
         r.chunk = 0
         r.hit_blocks = hit + k
         self.reloading[r] = False
         self.n_loading += 1
         if k:
-            kv._take_free(k)
-            kv._publish(r, hit * BLOCK_SIZE, r.computed)
             loaded = hashes[hit:hit + k]
             end = now + off.load(loaded, c, f)
             for h in loaded:

@@ -66,6 +66,16 @@ class LoraConfig:
         return overhead(rank) if self.step_overhead is None else self.step_overhead
 
 
+def _drop_one(counts: dict, a: Adapter) -> bool:
+    """One request of `a` fewer in `counts`; True if that was its last (its entry is removed)."""
+    n = counts[a] - 1
+    if n:
+        counts[a] = n
+        return False
+    del counts[a]
+    return True
+
+
 class LoraState:
     """One instance's adapters: counts of running and waiting requests per adapter, the LRU of
     loaded adapters, the load time owed by the step being formed and the step-time factor."""
@@ -86,11 +96,7 @@ class LoraState:
         self.waiting[a] = self.waiting.get(a, 0) + 1
 
     def unqueued(self, a: Adapter) -> None:
-        n = self.waiting[a] - 1
-        if n:
-            self.waiting[a] = n
-        else:
-            del self.waiting[a]
+        _drop_one(self.waiting, a)
 
     def can_join(self, a: Adapter) -> bool:
         """Whether a request of adapter `a` may join the batch (vLLM's max_loras check)."""
@@ -124,11 +130,7 @@ class LoraState:
 
     def left(self, a: Adapter) -> None:
         """A running request of `a` finished, was aborted or was preempted."""
-        n = self.running[a] - 1
-        if n:
-            self.running[a] = n
-        else:
-            del self.running[a]
+        if _drop_one(self.running, a):
             self._batch_changed()
 
     def _batch_changed(self) -> None:

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..engine.lora import Adapter
-
-CHUNK = 1024
+from .distributions import CHUNK
 
 
 @dataclass(frozen=True)

@@ -505,6 +505,10 @@ class WorkloadSource:
             k = self._keys[name] = self.new_key()
         return k
 
+    def group_names(self) -> dict[int, str]:
+        """Prefix group key -> its name, for every group the workload has named so far."""
+        return {k: name for name, k in self._keys.items()}
+
     def group_prefix(self, name: str, tokens: int) -> Content | None:
         if tokens <= 0:
             return None
