@@ -1,5 +1,8 @@
-"""Small builders shared by the engine tests: a fixed list of requests on one instance."""
+"""Small builders shared by the tests: a fixed list of requests on one instance, scenario
+mappings with fields set."""
 from __future__ import annotations
+
+import copy
 
 from blis_gym.sim.engine import Content, EngineConfig, Request
 from blis_gym.sim.latency import load_hardware, load_model, make_step_model
@@ -65,3 +68,19 @@ def assert_conserved(sim, summary) -> None:
     assert sum(counts.values()) == summary["injected_requests"], (summary["injected_requests"], counts)
     ids = sim.metrics.arrays()["id"]
     assert len(ids) == summary["injected_requests"] == len(set(ids.tolist()))
+
+
+def with_fields(data: dict, **fields) -> dict:
+    """A deep copy of a scenario mapping with fields set (`a__b` is the nested field a.b; None
+    removes the field)."""
+    d = copy.deepcopy(data)
+    for path, value in fields.items():
+        *parents, last = path.split("__")
+        node = d
+        for k in parents:
+            node = node.setdefault(k, {})
+        if value is None:
+            node.pop(last, None)
+        else:
+            node[last] = value
+    return d

@@ -3,7 +3,6 @@ a hang or a silently wrong number. Each case is a reproducer of a defect found b
 bundled scenarios and measurement files; the table names the field the message must mention."""
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import signal
@@ -17,6 +16,7 @@ from blis_gym.cli import main
 from blis_gym.errors import ConfigError, read_yaml
 from blis_gym.finite_json import dumps
 from blis_gym.scenario import build, parse_scenario
+from helpers import with_fields
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = yaml.safe_load((ROOT / "scenarios" / "single-request.yaml").read_text())
@@ -25,17 +25,7 @@ INF, NAN = float("inf"), float("nan")
 
 def scenario(**fields) -> dict:
     """The single-request scenario with fields set (`a__b` is the nested field a.b)."""
-    d = copy.deepcopy(BASE)
-    for path, value in fields.items():
-        *parents, last = path.split("__")
-        node = d
-        for k in parents:
-            node = node.setdefault(k, {})
-        if value is None:
-            node.pop(last, None)
-        else:
-            node[last] = value
-    return d
+    return with_fields(BASE, **fields)
 
 
 def one_line(result) -> str:

@@ -22,7 +22,7 @@ from blis_gym.sim.cluster.signals import PodSignals
 from blis_gym.sim.engine.lora import Adapter, LoraConfig, bytes_per_rank, overhead
 from blis_gym.sim.latency import load_model
 from blis_gym.sim.simulation import Simulation
-from helpers import assert_conserved, request, simulate
+from helpers import assert_conserved, request, simulate, with_fields
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = yaml.safe_load((ROOT / "scenarios" / "lora-affinity.yaml").read_text())
@@ -237,42 +237,28 @@ def test_overhead_tiers():
 
 
 # ---- bad input ----------------------------------------------------------------------------------
-def _set(d: dict, **fields) -> dict:
-    d = copy.deepcopy(d)
-    for path, value in fields.items():
-        *parents, last = path.split("__")
-        node = d
-        for k in parents:
-            node = node.setdefault(k, {})
-        if value is None:
-            node.pop(last, None)
-        else:
-            node[last] = value
-    return d
-
-
 BAD = [
-    ("adapters without enable_lora", _set(lora_scenario(), vllm={}), "vllm.enable_lora"),
-    ("rank above max_lora_rank", _set(lora_scenario(), workload__adapters={"count": 2, "rank": 64}),
+    ("adapters without enable_lora", with_fields(lora_scenario(), vllm={}), "vllm.enable_lora"),
+    ("rank above max_lora_rank", with_fields(lora_scenario(), workload__adapters={"count": 2, "rank": 64}),
      "vllm.max_lora_rank"),
     ("max_lora_rank not a vLLM value", lora_scenario(max_lora_rank=12), "vllm.max_lora_rank"),
     ("max_cpu_loras below max_loras", lora_scenario(max_cpu_loras=2), "vllm: max_cpu_loras (2) must be >= max_loras"),
-    ("max_loras without enable_lora", _set(lora_scenario(), vllm={"max_loras": 4}, workload__adapters=None),
+    ("max_loras without enable_lora", with_fields(lora_scenario(), vllm={"max_loras": 4}, workload__adapters=None),
      "vllm: max_loras applies with enable_lora"),
     ("zero max_loras", lora_scenario(max_loras=0), "vllm.max_loras"),
     ("negative load time", lora_scenario(lora_load_ms=-1), "vllm.lora_load_ms"),
-    ("adapter and adapters", _set(lora_scenario(), workload__adapter="x"), "workload: give adapter or adapters"),
-    ("zero adapters", _set(lora_scenario(), workload__adapters={"count": 0}), "workload.adapters.count"),
-    ("zipf_s with uniform", _set(lora_scenario(), workload__adapters={"count": 3, "zipf_s": 2}),
+    ("adapter and adapters", with_fields(lora_scenario(), workload__adapter="x"), "workload: give adapter or adapters"),
+    ("zero adapters", with_fields(lora_scenario(), workload__adapters={"count": 0}), "workload.adapters.count"),
+    ("zipf_s with uniform", with_fields(lora_scenario(), workload__adapters={"count": 3, "zipf_s": 2}),
      "workload.adapters: zipf_s applies"),
-    ("unknown distribution", _set(lora_scenario(), workload__adapters={"count": 3, "distribution": "pareto"}),
+    ("unknown distribution", with_fields(lora_scenario(), workload__adapters={"count": 3, "distribution": "pareto"}),
      "workload.adapters.distribution"),
-    ("empty adapter name", _set(lora_scenario(), workload__adapters=None, workload__adapter=" "),
+    ("empty adapter name", with_fields(lora_scenario(), workload__adapters=None, workload__adapter=" "),
      "workload: adapter: the name must not be empty"),
-    ("one adapter with two ranks", _set(lora_scenario(), workload__adapters=None, workload__clients=[
+    ("one adapter with two ranks", with_fields(lora_scenario(), workload__adapters=None, workload__clients=[
         {"name": "a", "adapter": {"name": "x", "rank": 8}}, {"name": "b", "adapter": {"name": "x", "rank": 16}}]),
      "workload.clients.b.adapter"),
-    ("adapters on a csv trace", _set(lora_scenario(), workload={"trace": {"path": "t.csv"}, "adapter": "x"}),
+    ("adapters on a csv trace", with_fields(lora_scenario(), workload={"trace": {"path": "t.csv"}, "adapter": "x"}),
      "workload.adapter"),
 ]
 
