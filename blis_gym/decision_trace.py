@@ -89,7 +89,7 @@ def _route(sim, r, pod):
     """Send the pending request to `pod` (None: rejected, no endpoint) exactly as the built-in
     router's choice is applied, then advance to the next decision."""
     sim.pending = None
-    sim.gateway._routed(r, pod, sim.loop.now)
+    sim.gateway.apply_route(r, pod, sim.loop.now)
     return sim.run_until_decision()
 
 
@@ -177,7 +177,7 @@ def _branch(base, rid: int, pod: int, until: int, last: bool) -> Outcome:
             f.loop.halt = True
 
     f.final_hooks.append(stop)
-    f.gateway._routed(r, pod, f.loop.now)
+    f.gateway.apply_route(r, pod, f.loop.now)
     limit = f.cfg.horizon_us or None
     f.loop.halt = False                          # (the run was halted at the decision)
     while not f.loop.halt and f.loop.run(until_us=limit, max_events=1 << 20):

@@ -164,9 +164,11 @@ class Gateway:
             self._ask_router(r, pods, now)
             return
         i = self.router.pick(r, pods, ctx)
-        self._routed(r, i, now)
+        self.apply_route(r, i, now)
 
-    def _routed(self, r: Request, i, now: int) -> None:
+    def apply_route(self, r: Request, i, now: int) -> None:
+        """Carry out a routing choice: pod index `i` (on to P/D when the scenario disaggregates),
+        or None, no endpoint (HTTP 503). Decision traces call it on their forks of the run."""
         if i is None:
             self.reject(r, now, HTTP_UNAVAILABLE, REASON_NO_ENDPOINTS)
             return
@@ -198,7 +200,7 @@ class Gateway:
             if not mask[i]:
                 raise ValueError(f"router action {i}: pod {self.pods[i].name} cannot take requests now "
                                  f"(absent, not ready, draining, or the wrong role); see action_masks()")
-            self._routed(r, i, self.loop.now)
+            self.apply_route(r, i, self.loop.now)
 
         def default():
             return self.router.pick(r, pods, self.ctx)
