@@ -256,6 +256,37 @@ def test_training_episodes_draw_each_training_scenario_reproducibly():
     assert first == drawn(7) and set(first) == set(range(len(configs)))
 
 
+def test_the_per_pod_router_policy_trains_on_the_scenario_mix(tmp_path):
+    """The per-pod network reads the observation layout through the mix (a vector env's
+    get_attr("observer") reaches the playing environment)."""
+    pytest.importorskip("sb3_contrib")
+    from blis_gym.harness.train import load_recipe, train
+    assert len(spec_split(ROUTER).train.scenarios) >= 2
+    recipe = load_recipe(None, env_id=ROUTER, algo="maskableppo", policy="pod", steps=16, n_envs=1,
+                         vec_env="dummy", eval_freq=0, env_config={"horizon_s": 2},
+                         hyperparameters={"n_steps": 16, "batch_size": 16, "n_epochs": 1})
+    train(recipe, tmp_path / "r", quiet=True)
+    assert (tmp_path / "r" / "model.zip").is_file()
+
+
+def test_training_rewards_are_scaled_but_the_logged_return_is_not():
+    from blis_gym.harness.train import _make_train_env
+    cfg = [{"horizon_s": 5}]
+    plain = _make_train_env("blis_gym/Admission-v0", cfg, 3, 3)
+    scaled = _make_train_env("blis_gym/Admission-v0", cfg, 3, 3, reward_scale=0.01)
+    totals = []
+    for env in (plain, scaled):
+        env.reset(seed=0)
+        rewards, info = [], {}
+        while "episode" not in info:
+            _, r, term, trunc, info = env.step(1)
+            rewards.append(r)
+        totals.append((sum(rewards), info["episode"]["r"]))
+        env.close()
+    (raw, logged_raw), (small, logged_scaled) = totals
+    assert raw > 0 and small == pytest.approx(raw * 0.01) and logged_scaled == pytest.approx(logged_raw)
+
+
 def test_training_scenarios_must_share_their_spaces():
     import gymnasium as gym
 
@@ -317,6 +348,20 @@ def test_warm_start_clones_a_deterministic_heuristic_before_training(tmp_path):
     row = play(Job("blis_gym/Admission-v0", "admission", str(tmp_path / "w" / "model.zip"), "s",
                    {"horizon_s": 2}, 1000))["row"]
     assert row["rejected_requests"] > 0 and row["rejection_rate"] == 1.0
+
+
+def test_warm_start_exploration_keeps_the_clone_stochastic(tmp_path):
+    """Label smoothing 0.2 over two actions: the clone's optimum gives the heuristic's action
+    0.8 + 0.2 / 2 = 0.9, and still picks it everywhere."""
+    pytest.importorskip("stable_baselines3")
+    from blis_gym.harness.train import load_recipe, train
+    recipe = load_recipe(None, env_id="blis_gym/Admission-v0", algo="ppo", steps=32, n_envs=1, vec_env="dummy",
+                         eval_freq=0, env_config={"horizon_s": 3},
+                         warm_start={"policy": "reject-all", "episodes": 2, "epochs": 60, "batch_size": 256,
+                                     "exploration": 0.2},
+                         hyperparameters={"n_steps": 32, "batch_size": 32, "n_epochs": 1, "learning_rate": 1e-6})
+    ws = train(recipe, tmp_path / "w", quiet=True)["warm_start"]
+    assert ws["agreement"] == 1.0 and ws["p_demonstrated"] == pytest.approx(0.9, abs=0.03)
 
 
 def test_warm_start_needs_a_heuristic_of_the_slot(tmp_path):

@@ -41,6 +41,10 @@ class WarmStart(BaseModel):
     epochs: int = Field(default=10, gt=0, le=1000)
     learning_rate: float = Field(default=1e-3, gt=0, le=1)
     batch_size: int = Field(default=1024, gt=0)
+    # Label smoothing: the clone learns to pick the heuristic's action with probability
+    # 1 − exploration (the rest spread over the allowed actions), so RL starts from a policy
+    # that still tries what the heuristic never does (e.g. shedding a critical request).
+    exploration: float = Field(default=0.0, ge=0, lt=1)
 
 
 class Recipe(BaseModel):
@@ -60,6 +64,9 @@ class Recipe(BaseModel):
     train_seeds: Optional[tuple[int, int]] = None         # default: the spec's split
     validation_seeds: Optional[tuple[int, int]] = None
     warm_start: Optional[WarmStart] = None                # behaviour cloning from a heuristic first
+    # The learner sees rewards × reward_scale (the logged and validation returns stay unscaled):
+    # returns of hundreds saturate a tanh value network, whose critic then predicts a constant.
+    reward_scale: float = Field(default=1.0, gt=0)
     description: Optional[str] = None
     package_version: Optional[str] = None                 # written for the record; not checked
 
@@ -113,6 +120,11 @@ class _EnvSwitch(gym.Env):
     def action_masks(self):
         return self.env.unwrapped.action_masks()
 
+    @property
+    def observer(self):
+        """The playing environment's observer (the per-pod policy reads its layout)."""
+        return self.env.unwrapped.observer
+
     def close(self):
         for e in self.envs:
             e.close()
@@ -149,11 +161,26 @@ class EpisodeCycle(_EnvSwitch):
         return self.env.reset(seed=self.seeds[seed_index], options=options)
 
 
-def _make_train_env(env_id: str, configs: list[dict], lo: int, hi: int):
+class ScaledReward(gym.RewardWrapper):
+    """Rewards × scale, outside the Monitor (which logs the unscaled episode returns)."""
+
+    def __init__(self, env, scale: float):
+        super().__init__(env)
+        self.scale = scale
+
+    def reward(self, reward):
+        return reward * self.scale
+
+    def action_masks(self):
+        return self.env.unwrapped.action_masks()
+
+
+def _make_train_env(env_id: str, configs: list[dict], lo: int, hi: int, reward_scale: float = 1.0):
     import blis_gym  # noqa: F401  (registers the ids in a subprocess worker)
     from stable_baselines3.common.monitor import Monitor
     envs = [gym.make(env_id, config=c) for c in configs]
-    return Monitor(SeedRange(envs[0] if len(envs) == 1 else ScenarioMix(envs), lo, hi))
+    env = Monitor(SeedRange(envs[0] if len(envs) == 1 else ScenarioMix(envs), lo, hi))
+    return env if reward_scale == 1.0 else ScaledReward(env, reward_scale)
 
 
 def train_configs(recipe: Recipe, spec: dict, split) -> list[dict]:
@@ -215,7 +242,7 @@ def train(recipe: Recipe, out: Path, *, quiet: bool = False) -> dict:
     from stable_baselines3.common.logger import configure
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
     torch.set_num_threads(1)
-    make = functools.partial(_make_train_env, recipe.env_id, configs, *train_seeds)
+    make = functools.partial(_make_train_env, recipe.env_id, configs, *train_seeds, recipe.reward_scale)
     vec_cls = SubprocVecEnv if recipe.vec_env == "subproc" and recipe.n_envs > 1 else DummyVecEnv
     venv = vec_cls([make] * recipe.n_envs)
     venv.seed(recipe.seed)

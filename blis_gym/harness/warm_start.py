@@ -67,7 +67,7 @@ def demonstrations(recipe, spec: dict, configs: list[dict], train_seeds: tuple[i
             if terminated or truncated:
                 break
         env.close()
-        returns.append(_discounted(np.asarray(rewards, dtype=np.float64), gamma))
+        returns.append(_discounted(np.asarray(rewards, dtype=np.float64) * recipe.reward_scale, gamma))
     return Demonstrations(np.asarray(obs, dtype=np.float32), np.asarray(actions, dtype=np.int64),
                           np.concatenate(returns).astype(np.float32), np.asarray(masks) if masks else None)
 
@@ -82,9 +82,10 @@ def _discounted(rewards: np.ndarray, gamma: float) -> np.ndarray:
 
 
 def clone(model, demo: Demonstrations, ws, seed: int) -> dict:
-    """Fit the model's policy to the demonstrations (cross-entropy on the actions plus the value
-    head's MSE on the returns, scaled by their variance so neither dominates); returns the final
-    epoch's mean losses and the fraction of demonstrated actions the policy now picks."""
+    """Fit the model's policy to the demonstrations (cross-entropy on the actions, smoothed by
+    `ws.exploration`, plus the value head's MSE on the returns, scaled by their variance so
+    neither dominates); returns the final epoch's mean losses, the fraction of demonstrated
+    actions the policy now picks and the mean probability it gives them."""
     import torch
     pol = model.policy
     pol.set_training_mode(True)
@@ -103,6 +104,8 @@ def clone(model, demo: Demonstrations, ws, seed: int) -> dict:
             kw = {} if masks is None else {"action_masks": masks[i]}
             values, log_prob, _ = pol.evaluate_actions(obs[i], act[i], **kw)
             ce = -log_prob.mean()
+            if ws.exploration:
+                ce = (1 - ws.exploration) * ce + ws.exploration * _uniform_ce(pol, obs[i], kw)
             v = torch.mean((values.flatten() - ret[i]) ** 2) / max(var, 1e-8)
             opt.zero_grad()
             (ce + v).backward()
@@ -113,4 +116,16 @@ def clone(model, demo: Demonstrations, ws, seed: int) -> dict:
     with torch.no_grad():
         dist = pol.get_distribution(obs, **({} if masks is None else {"action_masks": masks}))
         agree = float((dist.mode() == act).float().mean())
-    return {"cross_entropy": ce_sum / n, "value_mse": v_sum / n, "agreement": agree, "samples": n}
+        p_demo = float(dist.log_prob(act).exp().mean())
+    return {"cross_entropy": ce_sum / n, "value_mse": v_sum / n, "agreement": agree,
+            "p_demonstrated": p_demo, "samples": n}
+
+
+def _uniform_ce(pol, obs, mask_kw: dict):
+    """Mean cross-entropy between the uniform distribution over the allowed actions and the
+    policy's (the smoothing term of the cloning loss)."""
+    import torch
+    logp = pol.get_distribution(obs, **mask_kw).distribution.logits      # normalised log-probabilities
+    allowed = mask_kw["action_masks"].bool() if mask_kw else torch.ones_like(logp, dtype=torch.bool)
+    per_obs = torch.where(allowed, logp, torch.zeros_like(logp)).sum(1) / allowed.sum(1)
+    return -per_obs.mean()
