@@ -256,17 +256,20 @@ def test_training_episodes_draw_each_training_scenario_reproducibly():
     assert first == drawn(7) and set(first) == set(range(len(configs)))
 
 
-def test_the_per_pod_router_policy_trains_on_the_scenario_mix(tmp_path):
-    """The per-pod network reads the observation layout through the mix (a vector env's
-    get_attr("observer") reaches the playing environment)."""
+def test_the_per_pod_router_policy_reads_its_layout_through_the_scenario_mix():
+    """PodPolicy's kwargs come from the vector env's get_attr("observer"), which must reach the
+    environment the mix is playing."""
     pytest.importorskip("sb3_contrib")
-    from blis_gym.harness.train import load_recipe, train
-    assert len(spec_split(ROUTER).train.scenarios) >= 2
-    recipe = load_recipe(None, env_id=ROUTER, algo="maskableppo", policy="pod", steps=16, n_envs=1,
-                         vec_env="dummy", eval_freq=0, env_config={"horizon_s": 2},
-                         hyperparameters={"n_steps": 16, "batch_size": 16, "n_epochs": 1})
-    train(recipe, tmp_path / "r", quiet=True)
-    assert (tmp_path / "r" / "model.zip").is_file()
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from blis_gym.harness.train import _make_train_env
+    from blis_gym.policies.learned import pod_policy_kwargs
+    rates = [{"horizon_s": 2, "scenario_overrides": {"workload": {"inference_perf": {"stages": [{"rate": r, "duration_s": 150}]}}}}
+             for r in (19, 28)]
+    venv = DummyVecEnv([lambda: _make_train_env(ROUTER, rates, 0, 9, reward_scale=0.01)])
+    kw = pod_policy_kwargs(venv)
+    venv.close()
+    assert kw["max_pods"] == 4 and kw["n_obs"] == venv.observation_space.shape[0]
 
 
 def test_training_rewards_are_scaled_but_the_logged_return_is_not():
