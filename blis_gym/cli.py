@@ -412,21 +412,28 @@ def validate(file: Path, out_dir: Path, calibration: Path | None, stage_cap_s: f
 @click.option("--install", is_flag=True,
               help="Also replace the package's own blis_gym/data/calibrated.yaml with the fit.")
 @click.option("--holdout", default=None, help="Comma-separated exp_ids kept out of the fit (default: 64,65,66).")
-@click.option("--max-evals", type=int, default=360, show_default=True, help="Simulator evaluations at most.")
+@click.option("--max-evals", type=int, default=None,
+              help="Simulator evaluations at most (default: 360 for a fit, 60 per fold with --cv).")
 @click.option("--workers", type=int, default=2, show_default=True, help="Processes evaluating candidates.")
+@click.option("--cv", type=click.Choice(["model", "gpu"]), default=None,
+              help="Cross-validate instead of fitting once: leave one model (or GPU) out, refit on the rest, "
+                   "score the held-out experiments next to trained-physics and roofline; writes "
+                   "OUT/cv_<model|gpu>.csv and .json (docs/fidelity.md).")
 @click.option("--quiet", is_flag=True, help="No progress log.")
-def calibrate(data: tuple, out_dir: Path, install: bool, holdout: str | None, max_evals: int, workers: int,
-              quiet: bool) -> None:
+def calibrate(data: tuple, out_dir: Path, install: bool, holdout: str | None, max_evals: int | None, workers: int,
+              cv: str | None, quiet: bool) -> None:
     """Fit the `calibrated` step-time model's coefficients (deterministic pattern search) and
     write them to OUT/calibrated.yaml; the package's coefficients change only with --install."""
     import shutil
 
-    from .fidelity.calibrate import DEFAULT_DATA, DEFAULT_HOLDOUT
+    from .fidelity.calibrate import DEFAULT_DATA, DEFAULT_HOLDOUT, MAX_EVALS
     from .fidelity.calibrate import calibrate as run_fit
 
     hold = tuple(x.strip() for x in holdout.split(",") if x.strip()) if holdout is not None else DEFAULT_HOLDOUT
-    if max_evals < 1 or workers < 1:
+    if (max_evals is not None and max_evals < 1) or workers < 1:
         _fail("--max-evals and --workers must be >= 1")
+    if cv and (install or holdout is not None):
+        _fail("--cv: cross-validation neither installs nor takes --holdout (every model is held out in turn)")
     if out_dir.exists() and not out_dir.is_dir():
         _fail(f"--out: {out_dir} exists and is not a folder")
     t0 = time.perf_counter()
@@ -434,14 +441,17 @@ def calibrate(data: tuple, out_dir: Path, install: bool, holdout: str | None, ma
     def log(msg: str) -> None:
         if not quiet:
             err_console.print(f"[{time.perf_counter() - t0:7.1f}s] {msg}", highlight=False)
-    out_file = out_dir / "calibrated.yaml"
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         _fail(f"--out: cannot create {out_dir}: {e.strerror}")
+    if cv:
+        _cross_validate(list(data) or list(DEFAULT_DATA), cv, out_dir, max_evals, workers, quiet, log)
+        return
+    out_file = out_dir / "calibrated.yaml"
     try:
-        res = run_fit(list(data) or DEFAULT_DATA, out_file, holdout=hold, max_evals=max_evals, workers=workers,
-                      log=log)
+        res = run_fit(list(data) or DEFAULT_DATA, out_file, holdout=hold, max_evals=max_evals or MAX_EVALS,
+                      workers=workers, log=log)
     except ConfigError as e:
         _fail(str(e))
     installed = ""
@@ -454,6 +464,34 @@ def calibrate(data: tuple, out_dir: Path, install: bool, holdout: str | None, ma
     if not quiet:
         Console().print(f"loss {res['loss']:.3f} after {res['evaluations']} evaluations; wrote {out_file}{installed}",
                         highlight=False)
+
+
+def _cross_validate(data: list, by: str, out_dir: Path, max_evals: int | None, workers: int, quiet: bool,
+                    log) -> None:
+    """`calibrate --cv`: the leave-one-out table, printed and written to OUT/cv_<by>.{csv,json}."""
+    from .fidelity.calibrate import load_cases
+    from .fidelity.crossval import CV_MAX_EVALS, cross_validate, format_cv, write_cv
+
+    try:
+        res = cross_validate(load_cases(data), by, max_evals=max_evals or CV_MAX_EVALS, workers=workers, log=log)
+        paths = write_cv(out_dir, res)
+    except ConfigError as e:
+        _fail(str(e))
+    except OSError as e:
+        _fail(f"--out: cannot write {out_dir}: {e.strerror or e}")
+    if quiet:
+        return
+    console = Console()
+    console.print(f"leave-one-{by}-out, median APE % (E2E mean / TTFT mean / ITL) over held-out experiments:",
+                  highlight=False)
+    for line in format_cv(res):
+        console.print(line, highlight=False, markup=False)
+    for w in res["summary"]["calibrated_worse_than_trained_physics_e2e"]:
+        console.print(f"calibrated worse than trained-physics on E2E: {w['group']} {w['name']} "
+                      f"({w['calibrated']} vs {w['trained-physics']})", highlight=False)
+    for s in res["skipped"]:
+        console.print(f"skipped {s['exp_id']}: {s['reason']}", highlight=False)
+    console.print(f"wrote {', '.join(str(p) for p in paths)}", highlight=False)
 
 
 @main.command(name="fetch-data")

@@ -297,3 +297,91 @@ def test_fetch_data_checks_hashes(tmp_path):
 def test_gpu_names_as_measurement_sets_spell_them(given, name):
     from blis_gym.sim.latency import load_hardware
     assert load_hardware(given).name == name
+
+
+# ---- the regularised fit and leave-one-out cross-validation -------------------------------------
+def test_prior_penalty_worked_numbers():
+    from blis_gym.fidelity.calibrate import DEFAULT_START, PRIOR, penalty
+    assert penalty(DEFAULT_START, ("eta_mem", "step_us")) == 0.0           # the search starts at the prior
+    # one spread away (0.8 x 1.25 = 1.0) costs ridge x 1; two spreads (500 x 3 x 3) cost ridge x 4
+    assert penalty({**DEFAULT_START, "eta_mem": 1.0}, ("eta_mem",)) == pytest.approx(1.0)
+    assert penalty({**DEFAULT_START, "step_us": 4500.0}, ("step_us",), ridge=0.5) == pytest.approx(2.0)
+    assert penalty({**DEFAULT_START, "step_us": 4500.0}, ("eta_mem",)) == 0.0   # only free ones count
+    assert set(PRIOR) == set(PARAM_NAMES) and all(c > 0 and s > 1 for c, s in PRIOR.values())
+
+
+def test_loss_caps_a_runaway_experiment(small_csv, monkeypatch):
+    from blis_gym.fidelity import calibrate as cal_mod
+    exps = [e for e in load_experiments(small_csv) if e.exp_id == "a1"]
+    runaway = {si: {m: v * 1000 for m, v in e.items()} for si, e in exps[0].actual.items()}
+    monkeypatch.setattr(cal_mod, "run_experiment", lambda e, *a, **k: runaway)
+    # every metric 99 900 % off counts as APE_CAP: the weights sum to 3.5
+    assert cal_mod.loss(exps, load_calibration()[0], {}) == pytest.approx(3.5 * cal_mod.APE_CAP)
+
+
+def _cv_csv(tmp_path):
+    rows = [HEADER]
+    for exp, model in (("q1", "Qwen/Qwen2.5-7B-Instruct"), ("q2", "Qwen/Qwen2.5-7B"),
+                       ("l1", "meta-llama/Llama-2-7b-hf"), ("x1", "nobody/unknown-model-9b")):
+        rows += [_row(exp, model, -1, "", 10, 200.0, 25.0), _row(exp, model, 0, 1.0, 10, 200.0, 25.0)]
+    p = tmp_path / "cv.csv"
+    p.write_text("\n".join(rows) + "\n")
+    return p
+
+
+def test_cv_folds_never_train_on_the_held_out_model(tmp_path):
+    from blis_gym.fidelity.calibrate import load_cases
+    from blis_gym.fidelity.crossval import case_model, cv_folds, usable
+    cases, skipped = usable(load_cases([_cv_csv(tmp_path), "rtx4090_llama-3.1-8b_tp1_requests.csv"]))
+    assert [s["exp_id"] for s in skipped] == ["x1"]
+    folds = cv_folds(cases, "model")
+    assert [k for k, _, _ in folds] == ["qwen2.5-7b", "llama-2-7b", "llama-3.1-8b"]
+    held = {k: [c.exp_id for c in test] for k, _, test in folds}
+    assert held["qwen2.5-7b"] == ["q1", "q2"]                 # name variants are one model
+    assert held["llama-3.1-8b"] == ["rtx4090_llama-3.1-8b_tp1_requests"]
+    for key, train, test in folds:
+        assert all(case_model(c) != key for c in train) and all(case_model(c) == key for c in test)
+        assert len(train) + len(test) == len(cases)
+    gpu = cv_folds(cases, "gpu")
+    assert [(k, len(test)) for k, _, test in gpu] == [("H100", 3), ("RTX-4090", 1)]
+
+
+def test_cv_needs_two_models_and_a_known_kind(tmp_path):
+    from blis_gym.errors import ConfigError
+    from blis_gym.fidelity.calibrate import load_cases
+    from blis_gym.fidelity.crossval import cv_folds
+    one = load_cases(["rtx4090_llama-3.1-8b_tp1_requests.csv", "rtxpro6000_llama-3.1-8b_tp1_requests.csv"])
+    with pytest.raises(ConfigError, match="at least two models"):
+        cv_folds(one, "model")
+    with pytest.raises(ConfigError, match="not one of model, gpu"):
+        cv_folds(one, "family")
+    r = CliRunner().invoke(main, ["calibrate", "--cv", "family", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and r.output.count("\n") == 1 and "--cv" in r.output
+    r = CliRunner().invoke(main, ["calibrate", "--cv", "model", "--out", str(tmp_path / "o"), "--quiet"])
+    assert r.exit_code == 2 and r.output.count("\n") == 1 and "at least two models" in r.output
+    r = CliRunner().invoke(main, ["calibrate", "--cv", "model", "--install", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and r.output.count("\n") == 1 and "--cv" in r.output
+
+
+def test_cross_validate_writes_the_table(tmp_path):
+    data = _cv_csv(tmp_path)
+    out = tmp_path / "cv"
+    r = CliRunner().invoke(main, ["calibrate", "--cv", "model", "--data", str(data), "--out", str(out),
+                                  "--max-evals", "3", "--workers", "1"])
+    assert r.exit_code == 0, r.output
+    assert "| **all held-out rows** | 3 |" in r.output and "skipped x1" in r.output
+    with open(out / "cv_model.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {(x["fold"], x["exp_id"]) for x in rows} == {("qwen2.5-7b", "q1"), ("qwen2.5-7b", "q2"),
+                                                       ("llama-2-7b", "l1")}
+    assert {x["metric"] for x in rows} == {"e2e_mean", "ttft_mean", "itl_mean"}
+    for x in rows:
+        for k in ("calibrated", "trained-physics", "roofline"):
+            assert float(x[f"pred_{k}"]) > 0 and float(x[f"ape_{k}"]) >= 0
+    doc = json.loads((out / "cv_model.json").read_text())
+    folds = {f["held_out"]: f for f in doc["folds"]}
+    assert folds["qwen2.5-7b"]["trained_on"] == ["l1"] and folds["llama-2-7b"]["trained_on"] == ["q1", "q2"]
+    assert folds["qwen2.5-7b"]["evaluations"] <= 3
+    s = doc["summary"]
+    assert set(s["by_model"]) == {"qwen2.5-7b", "llama-2-7b"} and set(s["by_gpu"]) == {"H100"}
+    assert s["median_ape"]["calibrated"]["e2e_mean"] is not None

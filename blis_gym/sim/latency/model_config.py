@@ -358,6 +358,15 @@ def _load_variant(folder: str, given: str) -> ModelConfig:
     return model_from_dict(cfg, name=given.strip(), source=given)
 
 
+def architecture_name(model_id: str) -> str:
+    """The architecture name of the bundled model an id resolves to, without fine-tune, date and
+    format tokens (`Qwen/Qwen2.5-7B-Instruct` and `Qwen2.5-7B` are both `qwen2.5-7b`); an id
+    that resolves to none is reduced the same way."""
+    key = model_id.strip().lower()
+    folder = _aliases().get(key) or (key if key in _bundled() else None) or _variant_index().get(_base_key(model_id))
+    return _base_key(folder or model_id)
+
+
 def load_model(name_or_path: "str | os.PathLike | ModelConfig") -> ModelConfig:
     """A bundled model by HF id (any case) or folder name, a name variant of one (`-Instruct`,
     a release date, a quantisation suffix), or a config.json / folder holding one."""
