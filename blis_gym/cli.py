@@ -413,7 +413,7 @@ def validate(file: Path, out_dir: Path, calibration: Path | None, stage_cap_s: f
               help="Also replace the package's own blis_gym/data/calibrated.yaml with the fit.")
 @click.option("--holdout", default=None, help="Comma-separated exp_ids kept out of the fit (default: 64,65,66).")
 @click.option("--max-evals", type=int, default=None,
-              help="Simulator evaluations at most (default: 360 for a fit, 60 per fold with --cv).")
+              help="Simulator evaluations at most (default: 360 for a fit, 40 per fold with --cv).")
 @click.option("--workers", type=int, default=2, show_default=True, help="Processes evaluating candidates.")
 @click.option("--cv", type=click.Choice(["model", "gpu"]), default=None,
               help="Cross-validate instead of fitting once: leave one model (or GPU) out, refit on the rest, "
@@ -462,8 +462,8 @@ def calibrate(data: tuple, out_dir: Path, install: bool, holdout: str | None, ma
         _load_yaml.cache_clear()
         installed = f" and installed it as {target}"
     if not quiet:
-        Console().print(f"loss {res['loss']:.3f} after {res['evaluations']} evaluations; wrote {out_file}{installed}",
-                        highlight=False)
+        Console().print(f"objective (loss + prior penalty) {res['objective']:.3f} after {res['evaluations']} "
+                        f"evaluations; wrote {out_file}{installed}", highlight=False)
 
 
 def _cross_validate(data: list, by: str, out_dir: Path, max_evals: int | None, workers: int, quiet: bool,

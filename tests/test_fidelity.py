@@ -303,8 +303,8 @@ def test_gpu_names_as_measurement_sets_spell_them(given, name):
 def test_prior_penalty_worked_numbers():
     from blis_gym.fidelity.calibrate import DEFAULT_START, PRIOR, penalty
     assert penalty(DEFAULT_START, ("eta_mem", "step_us")) == 0.0           # the search starts at the prior
-    # one spread away (0.8 x 1.25 = 1.0) costs ridge x 1; two spreads (500 x 3 x 3) cost ridge x 4
-    assert penalty({**DEFAULT_START, "eta_mem": 1.0}, ("eta_mem",)) == pytest.approx(1.0)
+    # one spread away (0.85 / 1.2) costs ridge x 1; two spreads (500 x 3 x 3) cost ridge x 4
+    assert penalty({**DEFAULT_START, "eta_mem": 0.85 / 1.2}, ("eta_mem",)) == pytest.approx(1.0)
     assert penalty({**DEFAULT_START, "step_us": 4500.0}, ("step_us",), ridge=0.5) == pytest.approx(2.0)
     assert penalty({**DEFAULT_START, "step_us": 4500.0}, ("eta_mem",)) == 0.0   # only free ones count
     assert set(PRIOR) == set(PARAM_NAMES) and all(c > 0 and s > 1 for c, s in PRIOR.values())

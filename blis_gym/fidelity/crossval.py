@@ -20,7 +20,7 @@ import numpy as np
 from blis_gym.errors import ConfigError
 
 from ..sim.latency.calibrated import DEFAULT_INTERCONNECT
-from .calibrate import DEFAULT_FREE, RIDGE, STAGE_CAP_S, fit
+from .calibrate import DEFAULT_FREE, RIDGE, fit
 from .validate import TraceCase, _check_known, ape, run_experiment
 
 __all__ = ["CV_BY", "CV_MAX_EVALS", "case_gpu", "case_model", "case_workload", "cross_validate", "cv_folds",
@@ -30,7 +30,9 @@ CV_BY = ("model", "gpu")
 CV_METRICS = ("e2e_mean", "ttft_mean", "itl_mean")
 KINDS = ("calibrated", "trained-physics", "roofline")
 #: evaluations per fold: the search stops early (the prior keeps the rest near its centre)
-CV_MAX_EVALS = 60
+CV_MAX_EVALS = 40
+#: load stages cut to this many seconds in the folds' fits (scoring replays run in full)
+CV_STAGE_CAP_S = 90.0
 GROUPS = {"gpu": "hardware", "model": "model", "workload": "workload"}
 TRACE_WORKLOAD = "sharegpt trace"
 
@@ -94,7 +96,7 @@ def _predict(case, kind: str, params, inter) -> dict:
 
 
 def cross_validate(cases: Sequence, by: str, *, free: Sequence[str] = DEFAULT_FREE, max_evals: int = CV_MAX_EVALS,
-                   stage_cap_s: float | None = STAGE_CAP_S, ridge: float = RIDGE, workers: int = 1,
+                   stage_cap_s: float | None = CV_STAGE_CAP_S, ridge: float = RIDGE, workers: int = 1,
                    log: Callable[[str], None] | None = None) -> dict:
     """Refit per fold, replay the held-out cases with the fold's coefficients and with the two
     fixed models; {"by", "folds": [...], "rows": [...], "summary": ..., "skipped": [...]}."""
