@@ -366,22 +366,25 @@ def test_cv_needs_two_models_and_a_known_kind(tmp_path):
 def test_cross_validate_writes_the_table(tmp_path):
     data = _cv_csv(tmp_path)
     out = tmp_path / "cv"
-    r = CliRunner().invoke(main, ["calibrate", "--cv", "model", "--data", str(data), "--out", str(out),
-                                  "--max-evals", "3", "--workers", "1"])
+    trace = "rtx4090_llama-3.1-8b_tp1_requests.csv"
+    r = CliRunner().invoke(main, ["calibrate", "--cv", "model", "--data", str(data), "--data", trace,
+                                  "--out", str(out), "--max-evals", "3", "--workers", "1"])
     assert r.exit_code == 0, r.output
-    assert "| **all held-out rows** | 3 |" in r.output and "skipped x1" in r.output
+    assert "| **all held-out rows** | 4 |" in r.output and "skipped x1" in r.output
     with open(out / "cv_model.csv") as f:
         rows = list(csv.DictReader(f))
     assert {(x["fold"], x["exp_id"]) for x in rows} == {("qwen2.5-7b", "q1"), ("qwen2.5-7b", "q2"),
-                                                       ("llama-2-7b", "l1")}
+                                                       ("llama-2-7b", "l1"), ("llama-3.1-8b", trace[:-4])}
     assert {x["metric"] for x in rows} == {"e2e_mean", "ttft_mean", "itl_mean"}
     for x in rows:
         for k in ("calibrated", "trained-physics", "roofline"):
             assert float(x[f"pred_{k}"]) > 0 and float(x[f"ape_{k}"]) >= 0
     doc = json.loads((out / "cv_model.json").read_text())
     folds = {f["held_out"]: f for f in doc["folds"]}
-    assert folds["qwen2.5-7b"]["trained_on"] == ["l1"] and folds["llama-2-7b"]["trained_on"] == ["q1", "q2"]
+    assert folds["qwen2.5-7b"]["trained_on"] == ["l1", trace[:-4]]
+    assert folds["llama-2-7b"]["trained_on"] == ["q1", "q2", trace[:-4]]
     assert folds["qwen2.5-7b"]["evaluations"] <= 3
     s = doc["summary"]
-    assert set(s["by_model"]) == {"qwen2.5-7b", "llama-2-7b"} and set(s["by_gpu"]) == {"H100"}
+    assert set(s["by_model"]) == {"qwen2.5-7b", "llama-2-7b", "llama-3.1-8b"}
+    assert set(s["by_gpu"]) == {"H100", "RTX-4090"} and s["by_workload"]["sharegpt trace"]["n"] == 1
     assert s["median_ape"]["calibrated"]["e2e_mean"] is not None

@@ -113,7 +113,7 @@ def cross_validate(cases: Sequence, by: str, *, free: Sequence[str] = DEFAULT_FR
                           "objective": round(obj, 4), "evaluations": evals,
                           "params": {k: round(v, 6) for k, v in params.items()}})
         for c in test:
-            preds = {k: _predict(c, k, params if k == "calibrated" else None, inter) for k in KINDS}
+            preds = {k: _predict(c, k, params, inter) for k in KINDS}      # the fixed models ignore params
             for m in CV_METRICS:
                 measured = preds["calibrated"][m][1]
                 row = {"fold": key, "exp_id": c.exp_id, "model": case_model(c), "hardware": case_gpu(c),
