@@ -481,7 +481,7 @@ def _cross_validate(data: list, by: str, out_dir: Path, max_evals: int | None, w
         _fail(f"--out: cannot write {out_dir}: {e.strerror or e}")
     if quiet:
         return
-    console = Console()
+    console = Console(soft_wrap=True)          # table lines stay whole (they are Markdown rows)
     console.print(f"leave-one-{by}-out, median APE % (E2E mean / TTFT mean / ITL) over held-out experiments:",
                   highlight=False)
     for line in format_cv(res):
