@@ -303,10 +303,12 @@ def test_gpu_names_as_measurement_sets_spell_them(given, name):
 def test_prior_penalty_worked_numbers():
     from blis_gym.fidelity.calibrate import DEFAULT_START, PRIOR, penalty
     assert penalty(DEFAULT_START, ("eta_mem", "step_us")) == 0.0           # the search starts at the prior
-    # one spread away (0.85 / 1.2) costs ridge x 1; two spreads (500 x 3 x 3) cost ridge x 4
+    # one spread away (0.85 / 1.2) costs ridge x 1; two spreads (centre x 3 x 3) cost ridge x 4
+    assert PRIOR["eta_mem"] == (0.85, 1.2) and PRIOR["step_us"][1] == 3.0
     assert penalty({**DEFAULT_START, "eta_mem": 0.85 / 1.2}, ("eta_mem",)) == pytest.approx(1.0)
-    assert penalty({**DEFAULT_START, "step_us": 4500.0}, ("step_us",), ridge=0.5) == pytest.approx(2.0)
-    assert penalty({**DEFAULT_START, "step_us": 4500.0}, ("eta_mem",)) == 0.0   # only free ones count
+    far = {**DEFAULT_START, "step_us": PRIOR["step_us"][0] * 9}
+    assert penalty(far, ("step_us",), ridge=0.5) == pytest.approx(2.0)
+    assert penalty(far, ("eta_mem",)) == 0.0                                 # only free ones count
     assert set(PRIOR) == set(PARAM_NAMES) and all(c > 0 and s > 1 for c, s in PRIOR.values())
 
 
