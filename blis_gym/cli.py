@@ -419,9 +419,12 @@ def validate(file: Path, out_dir: Path, calibration: Path | None, stage_cap_s: f
               help="Cross-validate instead of fitting once: leave one model (or GPU) out, refit on the rest, "
                    "score the held-out experiments next to trained-physics and roofline; writes "
                    "OUT/cv_<model|gpu>.csv and .json (docs/fidelity.md).")
+@click.option("--regularised", is_flag=True,
+              help="Fit with the prior (as the cross-validation folds do) instead of the unregularised fit "
+                   "that produced the shipped coefficients.")
 @click.option("--quiet", is_flag=True, help="No progress log.")
 def calibrate(data: tuple, out_dir: Path, install: bool, holdout: str | None, max_evals: int | None, workers: int,
-              cv: str | None, quiet: bool) -> None:
+              cv: str | None, regularised: bool, quiet: bool) -> None:
     """Fit the `calibrated` step-time model's coefficients (deterministic pattern search) and
     write them to OUT/calibrated.yaml; the package's coefficients change only with --install."""
     import shutil
@@ -451,7 +454,7 @@ def calibrate(data: tuple, out_dir: Path, install: bool, holdout: str | None, ma
     out_file = out_dir / "calibrated.yaml"
     try:
         res = run_fit(list(data) or DEFAULT_DATA, out_file, holdout=hold, max_evals=max_evals or MAX_EVALS,
-                      workers=workers, log=log)
+                      workers=workers, regularised=regularised, log=log)
     except ConfigError as e:
         _fail(str(e))
     installed = ""
@@ -462,7 +465,7 @@ def calibrate(data: tuple, out_dir: Path, install: bool, holdout: str | None, ma
         _load_yaml.cache_clear()
         installed = f" and installed it as {target}"
     if not quiet:
-        Console().print(f"objective (loss + prior penalty) {res['objective']:.3f} after {res['evaluations']} "
+        Console().print(f"objective (loss + prior penalty, if any) {res['objective']:.3f} after {res['evaluations']} "
                         f"evaluations; wrote {out_file}{installed}", highlight=False)
 
 

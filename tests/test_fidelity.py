@@ -301,15 +301,28 @@ def test_gpu_names_as_measurement_sets_spell_them(given, name):
 
 # ---- the regularised fit and leave-one-out cross-validation -------------------------------------
 def test_prior_penalty_worked_numbers():
-    from blis_gym.fidelity.calibrate import DEFAULT_START, PRIOR, penalty
-    assert penalty(DEFAULT_START, ("eta_mem", "step_us")) == 0.0           # the search starts at the prior
+    from blis_gym.fidelity.calibrate import PRIOR, PRIOR_START, penalty
+    assert penalty(PRIOR_START, ("eta_mem", "step_us")) == 0.0           # the search starts at the prior
     # one spread away (0.85 / 1.2) costs ridge x 1; two spreads (centre x 3 x 3) cost ridge x 4
     assert PRIOR["eta_mem"] == (0.85, 1.2) and PRIOR["step_us"][1] == 3.0
-    assert penalty({**DEFAULT_START, "eta_mem": 0.85 / 1.2}, ("eta_mem",)) == pytest.approx(1.0)
-    far = {**DEFAULT_START, "step_us": PRIOR["step_us"][0] * 9}
+    assert penalty({**PRIOR_START, "eta_mem": 0.85 / 1.2}, ("eta_mem",)) == pytest.approx(1.0)
+    far = {**PRIOR_START, "step_us": PRIOR["step_us"][0] * 9}
     assert penalty(far, ("step_us",), ridge=0.5) == pytest.approx(2.0)
     assert penalty(far, ("eta_mem",)) == 0.0                                 # only free ones count
     assert set(PRIOR) == set(PARAM_NAMES) and all(c > 0 and s > 1 for c, s in PRIOR.values())
+
+
+def test_the_default_fit_is_the_unregularised_one_that_made_the_shipped_coefficients(small_csv):
+    """calibrated.yaml is reproducible: the default procedure starts where it started, moves its
+    13 coefficients and adds no prior; --regularised starts at the prior."""
+    from blis_gym.fidelity.calibrate import DEFAULT_START, PRIOR_START, REGULARISED, UNREGULARISED, loss
+    exps = [e for e in load_experiments(small_csv) if e.exp_id == "a1"]
+    params, objective, _ = fit(exps, max_evals=1, stage_cap_s=None)
+    assert params == DEFAULT_START and len(UNREGULARISED.free) == 13
+    assert objective == loss(exps, DEFAULT_START, {}, stage_cap_s=None)       # no penalty term
+    params_r, objective_r, _ = fit(exps, max_evals=1, stage_cap_s=None, procedure=REGULARISED)
+    assert params_r == PRIOR_START and params_r != DEFAULT_START
+    assert objective_r == pytest.approx(loss(exps, PRIOR_START, {}, stage_cap_s=None, ape_cap=100.0, trace_weight=2.0))
 
 
 def test_loss_caps_a_runaway_experiment(small_csv, monkeypatch):
@@ -317,8 +330,9 @@ def test_loss_caps_a_runaway_experiment(small_csv, monkeypatch):
     exps = [e for e in load_experiments(small_csv) if e.exp_id == "a1"]
     runaway = {si: {m: v * 1000 for m, v in e.items()} for si, e in exps[0].actual.items()}
     monkeypatch.setattr(cal_mod, "run_experiment", lambda e, *a, **k: runaway)
-    # every metric 99 900 % off counts as APE_CAP: the weights sum to 3.5
-    assert cal_mod.loss(exps, load_calibration()[0], {}) == pytest.approx(3.5 * cal_mod.APE_CAP)
+    # every metric 99 900 % off counts as the cap: the weights sum to 3.5
+    assert cal_mod.loss(exps, load_calibration()[0], {}, ape_cap=100.0) == pytest.approx(3.5 * 100.0)
+    assert cal_mod.loss(exps, load_calibration()[0], {}) == pytest.approx(3.5 * 99_900, rel=1e-3)   # uncapped
 
 
 def _cv_csv(tmp_path):

@@ -23,6 +23,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 
@@ -42,6 +43,9 @@ __all__ = [
     "loss",
     "penalty",
     "PRIOR",
+    "Procedure",
+    "REGULARISED",
+    "UNREGULARISED",
     "write_calibration",
 ]
 
@@ -58,14 +62,41 @@ PRIOR = {
     "prefill_seq_us": (50.0, 3.0), "ar_latency_us": (10.0, 3.0), "eta_link": (0.7, 2.0), "api_us": (8000.0, 3.0),
     "sched_steps": (1.0, 2.0), "token_us": (45.0, 3.0), "final_us": (800.0, 3.0),
 }
-RIDGE = 1.0
-#: The search starts at the prior's centres.
-DEFAULT_START = {k: c for k, (c, _s) in PRIOR.items()}
-#: Parameters the search moves: those the aggregates and traces identify. token_us and final_us
-#: cannot be told apart from api_us and step_us with aggregate data; eta_attn, seq_us,
+#: The search starts at the prior's centres (regularised fits).
+PRIOR_START = {k: c for k, (c, _s) in PRIOR.items()}
+#: Parameters a regularised fit moves: those the aggregates and traces identify. token_us and
+#: final_us cannot be told apart from api_us and step_us with aggregate data; eta_attn, seq_us,
 #: prefill_seq_us and ar_latency_us trade off against eta_compute, step_us and eta_link.
-DEFAULT_FREE = ("eta_mem", "eta_kv", "step_us", "api_us", "sched_steps", "eta_compute", "layer_us", "moe_layer_us",
-                "eta_link")
+PRIOR_FREE = ("eta_mem", "eta_kv", "step_us", "api_us", "sched_steps", "eta_compute", "layer_us", "moe_layer_us",
+              "eta_link")
+#: The unregularised fit's start (kernel efficiencies typical of H100 vLLM, CPU overheads of a
+#: few ms) and free parameters (token_us and final_us keep their start values).
+DEFAULT_START = {
+    "eta_compute": 0.6, "eta_attn": 0.5, "eta_mem": 0.85, "eta_kv": 0.7, "step_us": 1500.0, "layer_us": 20.0,
+    "moe_layer_us": 50.0, "seq_us": 5.0, "prefill_seq_us": 50.0, "ar_latency_us": 10.0, "eta_link": 0.7,
+    "api_us": 8000.0, "sched_steps": 1.0, "token_us": 45.0, "final_us": 800.0,
+}
+DEFAULT_FREE = ("eta_mem", "step_us", "api_us", "sched_steps", "eta_kv", "seq_us", "eta_compute", "layer_us", "moe_layer_us",
+                "ar_latency_us", "prefill_seq_us", "eta_attn", "eta_link")
+
+
+class Procedure(NamedTuple):
+    """How a fit searches: where it starts, what it moves, the prior's weight (0: none) and how
+    the loss counts errors."""
+    start: Mapping[str, float]
+    free: tuple[str, ...]
+    ridge: float
+    ape_cap: float          # an APE counts at most this much (percent)
+    trace_weight: float     # a per-request trace weighs as this many load stages
+
+
+#: The fit that produced the shipped calibrated.yaml (blis-gym calibrate's default).
+UNREGULARISED = Procedure(DEFAULT_START, DEFAULT_FREE, ridge=0.0, ape_cap=math.inf, trace_weight=1.0)
+#: `calibrate --regularised` and every cross-validation fold: the prior pulls each coefficient the
+#: data do not pin down; an APE counts at most 100 % (a run that tips into a never-draining queue
+#: under one candidate must not outweigh every other experiment); a trace weighs as two stages
+#: (the traces are the only non-H100 measurements: without the weight 30 H100 stages drown them).
+REGULARISED = Procedure(PRIOR_START, PRIOR_FREE, ridge=1.0, ape_cap=100.0, trace_weight=2.0)
 BOUNDS = {"eta_compute": (0.05, 1.0), "eta_attn": (0.05, 1.0), "eta_mem": (0.3, 1.0), "eta_kv": (0.1, 1.0),
           "eta_link": (0.05, 1.0), "step_us": (1.0, 50_000.0), "layer_us": (0.1, 500.0),
           "moe_layer_us": (0.1, 2000.0), "seq_us": (0.1, 500.0), "prefill_seq_us": (0.1, 20_000.0),
@@ -76,36 +107,31 @@ BOUNDS = {"eta_compute": (0.05, 1.0), "eta_attn": (0.05, 1.0), "eta_mem": (0.3, 
 DEFAULT_HOLDOUT = ("64", "65", "66")
 WEIGHTS = {"e2e_mean": 1.0, "ttft_mean": 1.0, "e2e_p90": 0.5, "ttft_p90": 0.5, "itl_mean": 0.5}
 STAGE_CAP_S = 150.0
-#: a per-request trace weighs as much as a two-stage experiment (the traces are the only
-#: non-H100 measurements: without the weight 30 H100 stages drown them)
-TRACE_WEIGHT = 2.0
-#: an APE counts at most this much (percent): a run that tips into a never-draining queue under
-#: one candidate (errors in the thousands of percent) must not outweigh every other experiment
-APE_CAP = 100.0
 MAX_EVALS = 360
 
 _WORK: dict = {}
 
 
-def _init(exps: list[Experiment], cap: float | None, inter: Mapping) -> None:
-    _WORK["exps"], _WORK["cap"], _WORK["inter"] = exps, cap, dict(inter)
+def _init(exps: list[Experiment], cap: float | None, inter: Mapping, procedure: "Procedure") -> None:
+    _WORK["exps"], _WORK["cap"], _WORK["inter"], _WORK["proc"] = exps, cap, dict(inter), procedure
 
 
 def _eval(params: dict) -> float:
-    return loss(_WORK["exps"], params, _WORK["inter"], _WORK["cap"])
+    p = _WORK["proc"]
+    return loss(_WORK["exps"], params, _WORK["inter"], _WORK["cap"], ape_cap=p.ape_cap, trace_weight=p.trace_weight)
 
 
 def loss(exps: Sequence[Experiment], params: Mapping[str, float], interconnect: Mapping[str, float],
-         stage_cap_s: float | None = STAGE_CAP_S) -> float:
-    """Mean weighted APE (percent, each capped at APE_CAP) over the load stages of the
-    experiments (a per-request trace counts as TRACE_WEIGHT stages of its whole-run statistics)."""
+         stage_cap_s: float | None = STAGE_CAP_S, ape_cap: float = math.inf, trace_weight: float = 1.0) -> float:
+    """Mean weighted APE (percent, each capped at `ape_cap`) over the load stages of the
+    experiments (a per-request trace counts as `trace_weight` stages of its whole-run statistics)."""
     total, n = 0.0, 0
     for e in exps:
         if isinstance(e, TraceCase):
             rows = {r["metric"]: r["ape"] for r in e.replay(params, interconnect)["rows"]}
-            total += TRACE_WEIGHT * sum(w * min(rows[m], APE_CAP) for m, w in WEIGHTS.items()
+            total += trace_weight * sum(w * min(rows[m], ape_cap) for m, w in WEIGHTS.items()
                                         if not math.isnan(rows[m]))
-            n += TRACE_WEIGHT
+            n += trace_weight
             continue
         pred = run_experiment(e, params, interconnect, stage_cap_s=stage_cap_s)
         for si in range(len(e.stages)):
@@ -116,7 +142,7 @@ def loss(exps: Sequence[Experiment], params: Mapping[str, float], interconnect: 
             for m, w in WEIGHTS.items():
                 a = ape(pred[si][m], act[m])
                 if not math.isnan(a):
-                    s += w * min(a, APE_CAP)
+                    s += w * min(a, ape_cap)
             total += s
             n += 1
     return total / max(n, 1)
@@ -127,28 +153,32 @@ def _clip(name: str, v: float) -> float:
     return min(max(v, lo), hi)
 
 
-def penalty(params: Mapping[str, float], free: Sequence[str], ridge: float = RIDGE) -> float:
+def penalty(params: Mapping[str, float], free: Sequence[str], ridge: float = REGULARISED.ridge) -> float:
     """ridge x sum over the free coefficients of (log distance from the prior centre, in spreads)^2."""
+    if not ridge:
+        return 0.0
     return ridge * sum((math.log(params[k] / PRIOR[k][0]) / math.log(PRIOR[k][1])) ** 2 for k in free)
 
 
 def fit(exps: Sequence[Experiment], start: Mapping[str, float] | None = None,
-        free: Sequence[str] = DEFAULT_FREE, interconnect: Mapping[str, float] | None = None,
+        free: Sequence[str] | None = None, interconnect: Mapping[str, float] | None = None,
         stage_cap_s: float | None = STAGE_CAP_S, step: float = 0.32, min_step: float = 0.02,
-        max_evals: int = MAX_EVALS, workers: int = 1, ridge: float = RIDGE,
+        max_evals: int = MAX_EVALS, workers: int = 1, procedure: Procedure = UNREGULARISED,
         log: Callable[[str], None] | None = None) -> tuple[dict, float, int]:
-    """Coordinate pattern search on loss + penalty (the prior); returns (params, that objective,
-    evaluations)."""
-    params = {**DEFAULT_START, **(start or {})}
+    """Coordinate pattern search on loss + penalty (the procedure's prior; none by default);
+    returns (params, that objective, evaluations). `start` and `free` override the procedure's."""
+    free = procedure.free if free is None else free
+    ridge = procedure.ridge
+    params = {**procedure.start, **(start or {})}
     params = {k: float(params[k]) for k in PARAM_NAMES}
     inter = {**DEFAULT_INTERCONNECT, **(interconnect or {})}
     bad = [f for f in free if f not in PARAM_NAMES]
     if bad:
         raise ConfigError("free", f"unknown parameter(s) {', '.join(bad)}; allowed: {', '.join(PARAM_NAMES)}")
     exps = list(exps)
-    pool = ProcessPoolExecutor(workers, initializer=_init, initargs=(exps, stage_cap_s, inter)) if workers > 1 else None
+    pool = ProcessPoolExecutor(workers, initializer=_init, initargs=(exps, stage_cap_s, inter, procedure)) if workers > 1 else None
     if pool is None:
-        _init(exps, stage_cap_s, inter)
+        _init(exps, stage_cap_s, inter, procedure)
 
     def evaluate(cands: list[dict]) -> list[float]:
         losses = [_eval(c) for c in cands] if pool is None else list(pool.map(_eval, cands))
@@ -223,21 +253,25 @@ def load_cases(data: str | Path | Sequence[str | Path]) -> list:
 
 def calibrate(data: str | Path | Sequence[str | Path] = DEFAULT_DATA, out: str | Path | None = None, *,
               holdout: Sequence[str] = DEFAULT_HOLDOUT, stage_cap_s: float | None = STAGE_CAP_S,
-              max_evals: int = MAX_EVALS, workers: int = 1, log: Callable[[str], None] | None = None) -> dict:
+              max_evals: int = MAX_EVALS, workers: int = 1, regularised: bool = False,
+              log: Callable[[str], None] | None = None) -> dict:
     """Fit on the experiments and traces of `data` minus the hold-out (and overloaded runs);
     write the coefficients file `out` (if given)."""
     cases = load_cases(data)
     train = [e for e in cases if e.exp_id not in set(holdout) and not e.overloaded]
     if not train:
         raise ConfigError("data", "no experiment left to fit (all held out or overloaded)")
-    params, best, evals = fit(train, stage_cap_s=stage_cap_s, max_evals=max_evals, workers=workers, log=log)
+    proc = REGULARISED if regularised else UNREGULARISED
+    params, best, evals = fit(train, stage_cap_s=stage_cap_s, max_evals=max_evals, workers=workers, procedure=proc,
+                              log=log)
     names = [Path(data).name] if isinstance(data, (str, Path)) else [Path(d).name for d in data]
     info = {"data": ", ".join(names), "trained_on": [e.exp_id for e in train],
             "holdout": [h for h in holdout if h in {e.exp_id for e in cases}],
             "stage_cap_s": stage_cap_s, "objective": round(best, 4), "evaluations": evals,
-            "method": "coordinate pattern search in log space from the prior's centres on loss + ridge x "
-                      "(log distance from the prior in spreads)^2 (blis_gym/fidelity/calibrate.py)",
-            "free": list(DEFAULT_FREE), "ridge": RIDGE,
+            "method": ("coordinate pattern search in log space from the prior's centres on loss + ridge x "
+                       "(log distance from the prior in spreads)^2" if regularised else
+                       "coordinate pattern search in log space from a fixed start") + " (blis_gym/fidelity/calibrate.py)",
+            "free": list(proc.free), "ridge": proc.ridge,
             "interconnect": DEFAULT_INTERCONNECT}
     if out is not None:
         write_calibration(out, params, info)
