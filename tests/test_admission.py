@@ -230,9 +230,32 @@ def test_tier_shed():
     assert pol.admit(req(0), [pod(0, q=2, running=2, in_flight=2)], NOW, None).admit
 
 
+def test_queue_guard_turns_critical_away_only_when_every_pod_queues():
+    pol = make_admission({"policy": "probabilistic-queue-guard"})
+    one_free = [pod(0, q=3), pod(1, q=0)]
+    all_queue = [pod(0, q=3), pod(1, q=1)]
+    for prio in (0, 2):
+        assert pol.admit(req(prio), one_free, NOW, random.Random(0)).admit
+        assert pol.admit(req(prio), all_queue, NOW, random.Random(0)) == Decision(False, 429, "rejected-queue-guard")
+    deeper = make_admission({"policy": "probabilistic-queue-guard", "critical_queue": 2})
+    assert deeper.admit(req(0), all_queue, NOW, random.Random(0)).admit           # pod 1 has only 1 waiting
+    # a sheddable request is decided by probabilistic, with the same single rng draw
+    plain = make_admission({"policy": "probabilistic"})
+    for sat in (0.2, 0.9, 1.0, 1.2):
+        for seed in range(20):
+            a, b = random.Random(seed), random.Random(seed)
+            assert pol.admit(req(-1), pods_at(sat), NOW, a) == plain.admit(req(-1), pods_at(sat), NOW, b)
+            assert a.random() == b.random()
+
+
+def test_queue_guard_bad_parameter_is_one_line():
+    with pytest.raises(ConfigError, match="critical_queue"):
+        make_admission({"policy": "probabilistic-queue-guard", "critical_queue": 0})
+
+
 def test_registry_and_factory():
     assert set(ADMISSION_POLICIES) == {"always-admit", "token-bucket", "gaie-legacy", "probabilistic",
-                                       "tier-shed", "reject-all"}
+                                       "probabilistic-queue-guard", "tier-shed", "reject-all"}
     for name in ADMISSION_POLICIES:
         assert make_admission({"policy": name}).name == name
     assert make_admission("gaie-legacy").name == "gaie-legacy"

@@ -44,7 +44,8 @@ SCORERS = ["queue", "kv-cache-utilization", "prefix-cache", "load-aware", "activ
            "token-load", "no-hit-lru", "session-affinity", "load-balance"]
 FILTERS = st.lists(st.sampled_from(["available", "prefix-cache-affinity", "utilization-detector"]),
                    max_size=2, unique=True)
-ADMISSION = ["always-admit", "token-bucket", "gaie-legacy", "probabilistic", "tier-shed", "reject-all"]
+ADMISSION = ["always-admit", "token-bucket", "gaie-legacy", "probabilistic", "probabilistic-queue-guard", "tier-shed",
+             "reject-all"]
 CLASSES = ["critical", "standard", "sheddable", "batch"]
 
 

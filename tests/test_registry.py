@@ -14,8 +14,8 @@ from blis_gym.policies.routing import make_router
 def test_names_list_every_builtin():
     assert registry.names("router") == ["default", "least-loaded", "predicted-latency", "random", "round-robin",
                                         "weighted"]
-    assert registry.names("admission") == ["always-admit", "gaie-legacy", "probabilistic", "reject-all",
-                                           "tier-shed", "token-bucket"]
+    assert registry.names("admission") == ["always-admit", "gaie-legacy", "probabilistic",
+                                           "probabilistic-queue-guard", "reject-all", "tier-shed", "token-bucket"]
     assert registry.names("pd") == ["always", "edpp", "never", "prefix-threshold"]
     assert registry.names("autoscaler") == ["external", "hpa", "wva"]
     assert registry.names("step_time") == ["calibrated", "roofline", "trained-physics"]

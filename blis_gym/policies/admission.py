@@ -13,6 +13,8 @@ https://github.com/kubernetes-sigs/gateway-api-inference-extension) and what BLI
   min(sat^power * k, 1); it does not check staleness. Its denials surface as HTTP 500 because
   the EPP wraps an admitter's denial in an Internal error.
 * BLIS's own policies: always-admit, token-bucket, tier-shed and reject-all.
+* blis-gym's own `probabilistic-queue-guard` (not an llm-d or BLIS policy): probabilistic, plus
+  a critical request is turned away when every pod already has a waiting queue.
 
 Every policy answers 503 "rejected-no-endpoints" when the candidate list is empty: such a
 request could not be routed anyway. Policies are deterministic given the `rng` they are handed;
@@ -34,7 +36,7 @@ from blis_gym.sim.slots import AdmissionPolicy
 
 from blis_gym.sim.cluster.signals import (  # noqa: F401  (re-exported for policy authors)
     HTTP_INTERNAL, HTTP_OK, HTTP_TOO_MANY, HTTP_UNAVAILABLE, REASON_NO_ENDPOINTS, REASON_PROBABILISTIC,
-    REASON_REJECT_ALL, REASON_SATURATED, REASON_TIER_SHED, REASON_TOKEN_BUCKET, REASON_TTL_EXPIRED, Decision,
+    REASON_QUEUE_GUARD, REASON_REJECT_ALL, REASON_SATURATED, REASON_TIER_SHED, REASON_TOKEN_BUCKET, REASON_TTL_EXPIRED, Decision,
 )
 
 ADMIT = Decision(True)
@@ -192,6 +194,25 @@ class Probabilistic:
         return ADMIT
 
 
+class QueueGuard(Probabilistic):
+    """Not an llm-d policy: llm-d's probabilistic admitter for sheddable requests, and a request
+    of priority >= 0 is rejected (429) when every pod already has at least `critical_queue`
+    requests waiting (scraped). Probabilistic never turns a critical request away; in a
+    critical overload each one it admits joins a queue that already holds it, and the requests
+    behind it, past their SLO. Elsewhere probabilistic keeps the queues empty and this admits
+    exactly what probabilistic does (the same rng draws)."""
+    name = "probabilistic-queue-guard"
+
+    def __init__(self, critical_queue: int = 1, **probabilistic):
+        super().__init__(**probabilistic)
+        self.critical_queue = critical_queue
+
+    def admit(self, req, pods, now, rng) -> Decision:
+        if pods and req.priority >= 0 and min(p.waiting for p in pods) >= self.critical_queue:
+            return Decision(False, HTTP_TOO_MANY, REASON_QUEUE_GUARD)
+        return super().admit(req, pods, now, rng)
+
+
 class TierShed:
     """BLIS tier-shed: max_load = max over pods of waiting + running + in_flight; if it exceeds
     `threshold`, only requests with priority >= min_priority are admitted."""
@@ -248,6 +269,13 @@ _PARAMS: dict[str, dict[str, Callable[[str, Any], Any]]] = {
         "queue_threshold": lambda f, v: _num(f, v, positive=True),
         "kv_threshold": lambda f, v: _num(f, v, positive=True),
     },
+    "probabilistic-queue-guard": {
+        "critical_queue": lambda f, v: _num(f, v, positive=True, integer=True),
+        "power": lambda f, v: _num(f, v),
+        "k": lambda f, v: _num(f, v),
+        "queue_threshold": lambda f, v: _num(f, v, positive=True),
+        "kv_threshold": lambda f, v: _num(f, v, positive=True),
+    },
     "tier-shed": {
         "threshold": lambda f, v: _num(f, v),
         "min_priority": _int_any_sign,
@@ -278,7 +306,7 @@ def _factory(cls: type):
     return build
 
 
-for _cls in (AlwaysAdmit, TokenBucket, GaieLegacy, Probabilistic, TierShed, RejectAll):
+for _cls in (AlwaysAdmit, TokenBucket, GaieLegacy, Probabilistic, QueueGuard, TierShed, RejectAll):
     register("admission", _cls.name)(_factory(_cls))
 # name -> factory, filled by the registry (new policies register with @register("admission", name))
 ADMISSION_POLICIES = table("admission")
@@ -293,8 +321,8 @@ def make_admission(spec: dict | str | None = None, field: str = "gateway.admissi
 
 __all__ = [
     "ADMISSION_POLICIES", "AdmissionPolicy", "AlwaysAdmit", "Decision", "GaieLegacy", "Probabilistic",
-    "RejectAll", "TierShed", "TokenBucket", "concurrency_saturation", "make_admission", "role_saturation",
+    "QueueGuard", "RejectAll", "TierShed", "TokenBucket", "concurrency_saturation", "make_admission", "role_saturation",
     "utilization_saturation", "HTTP_INTERNAL", "HTTP_OK", "HTTP_TOO_MANY", "HTTP_UNAVAILABLE",
-    "REASON_NO_ENDPOINTS", "REASON_PROBABILISTIC", "REASON_SATURATED", "REASON_TIER_SHED",
+    "REASON_NO_ENDPOINTS", "REASON_PROBABILISTIC", "REASON_QUEUE_GUARD", "REASON_SATURATED", "REASON_TIER_SHED",
     "REASON_TOKEN_BUCKET", "REASON_TTL_EXPIRED", "REASON_REJECT_ALL",
 ]
