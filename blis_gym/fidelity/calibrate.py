@@ -4,18 +4,20 @@ Method (docs/fidelity.md): every evaluation replays the calibration experiments 
 simulator (each load stage cut to `stage_cap_s` seconds, which keeps every stage in steady
 state: the longest E2E is ~40 s) and scores
 
-    loss = mean over (experiment, load stage) of  Σ_m w_m · min(APE_m, APE_CAP)
+    loss = mean over (experiment, load stage) of  Σ_m w_m · min(APE_m, cap)
 
 with weights w = 1 for the E2E and TTFT means, 0.5 for their p90 and for ITL (a per-request
-trace counts as TRACE_WEIGHT stages). The search minimises loss + penalty, where the penalty
-is a ridge on each free coefficient's log distance from its prior centre (`PRIOR`), so a
-coefficient the data do not identify stays near a physically plausible value instead of
-absorbing noise (what made the earlier unregularised fit overfit the H100 runs). It is a
-coordinate pattern search in log space from the prior's centres: for each parameter in a fixed
-order try ×(1 ± δ), keep a move that lowers the objective, and halve δ after a sweep without
-improvement, until δ < `min_step` or `max_evals`. No random numbers: the same inputs give the
-same coefficients bit for bit (simulations are deterministic; a process pool only evaluates
-candidates in parallel and results are consumed in order).
+trace counts as `trace_weight` stages). The search minimises loss + penalty, the penalty a
+ridge on each free coefficient's log distance from its prior centre (`PRIOR`). A `Procedure`
+fixes the start, the free coefficients, the ridge, the cap and the trace weight: the default,
+`UNREGULARISED` (fixed start, 13 free coefficients, no prior, no cap), produced the shipped
+coefficients; `REGULARISED` (start at the prior's centres, 9 free, ridge 1, cap 100 %) is what
+`--regularised` and the cross-validation folds use. The search is a coordinate pattern search
+in log space: for each parameter in a fixed order try ×(1 ± δ), keep a move that lowers the
+objective, and halve δ after a sweep without improvement, until δ < `min_step` or `max_evals`.
+No random numbers: the same inputs give the same coefficients bit for bit (simulations are
+deterministic; a process pool only evaluates candidates in parallel and results are consumed in
+order).
 """
 from __future__ import annotations
 
@@ -53,9 +55,9 @@ __all__ = [
 #: in log space, so (0.85, 1.2) says "0.85, give or take 20 %". Efficiencies sit at the
 #: fractions of a datasheet peak that public kernel benchmarks report (large BF16 GEMMs ~70 %,
 #: weight streaming ~85 % of memory bandwidth, paged-attention KV reads ~60 %); CPU-side
-#: overheads are small. The
-#: fit starts at the centres and pays `ridge` x (log distance in spreads)^2 per free coefficient,
-#: so a coefficient the data cannot pin down stays near its prior instead of absorbing noise.
+#: overheads are small. A regularised fit starts at the centres and pays `ridge` x (log distance
+#: in spreads)^2 per free coefficient, so a coefficient the data cannot pin down stays near its
+#: prior instead of absorbing noise.
 PRIOR = {
     "eta_compute": (0.7, 1.3), "eta_attn": (0.5, 1.5), "eta_mem": (0.85, 1.2), "eta_kv": (0.6, 1.5),
     "step_us": (500.0, 3.0), "layer_us": (10.0, 3.0), "moe_layer_us": (50.0, 3.0), "seq_us": (5.0, 3.0),
@@ -168,7 +170,6 @@ def fit(exps: Sequence[Experiment], start: Mapping[str, float] | None = None,
     """Coordinate pattern search on loss + penalty (the procedure's prior; none by default);
     returns (params, that objective, evaluations). `start` and `free` override the procedure's."""
     free = procedure.free if free is None else free
-    ridge = procedure.ridge
     params = {**procedure.start, **(start or {})}
     params = {k: float(params[k]) for k in PARAM_NAMES}
     inter = {**DEFAULT_INTERCONNECT, **(interconnect or {})}
@@ -182,7 +183,7 @@ def fit(exps: Sequence[Experiment], start: Mapping[str, float] | None = None,
 
     def evaluate(cands: list[dict]) -> list[float]:
         losses = [_eval(c) for c in cands] if pool is None else list(pool.map(_eval, cands))
-        return [v + penalty(c, free, ridge) for v, c in zip(losses, cands)]
+        return [v + penalty(c, free, procedure.ridge) for v, c in zip(losses, cands)]
 
     try:
         best = evaluate([params])[0]

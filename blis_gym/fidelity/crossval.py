@@ -20,7 +20,7 @@ import numpy as np
 from blis_gym.errors import ConfigError
 
 from ..sim.latency.calibrated import DEFAULT_INTERCONNECT
-from .calibrate import REGULARISED, fit
+from .calibrate import REGULARISED, Procedure, fit
 from .validate import TraceCase, _check_known, ape, run_experiment
 
 __all__ = ["CV_BY", "CV_MAX_EVALS", "case_gpu", "case_model", "case_workload", "cross_validate", "cv_folds",
@@ -95,8 +95,8 @@ def _predict(case, kind: str, params, inter) -> dict:
     return {m: (pred[-1][m], case.actual[-1][m]) for m in CV_METRICS}
 
 
-def cross_validate(cases: Sequence, by: str, *, free: Sequence[str] = REGULARISED.free, max_evals: int = CV_MAX_EVALS,
-                   stage_cap_s: float | None = CV_STAGE_CAP_S, ridge: float = REGULARISED.ridge, workers: int = 1,
+def cross_validate(cases: Sequence, by: str, *, procedure: Procedure = REGULARISED, max_evals: int = CV_MAX_EVALS,
+                   stage_cap_s: float | None = CV_STAGE_CAP_S, workers: int = 1,
                    log: Callable[[str], None] | None = None) -> dict:
     """Refit per fold, replay the held-out cases with the fold's coefficients and with the two
     fixed models; {"by", "folds": [...], "rows": [...], "summary": ..., "skipped": [...]}."""
@@ -107,8 +107,8 @@ def cross_validate(cases: Sequence, by: str, *, free: Sequence[str] = REGULARISE
     for i, (key, train, test) in enumerate(folds, 1):
         if log:
             log(f"fold {i}/{len(folds)}: {by} {key} held out ({len(test)} cases), fitting on {len(train)}")
-        params, obj, evals = fit(train, free=free, interconnect=inter, stage_cap_s=stage_cap_s, max_evals=max_evals,
-                                 procedure=REGULARISED._replace(ridge=ridge), workers=workers)
+        params, obj, evals = fit(train, interconnect=inter, stage_cap_s=stage_cap_s, max_evals=max_evals,
+                                 procedure=procedure, workers=workers)
         fold_info.append({"held_out": key, "trained_on": [c.exp_id for c in train], "scored": [c.exp_id for c in test],
                           "objective": round(obj, 4), "evaluations": evals,
                           "params": {k: round(v, 6) for k, v in params.items()}})
