@@ -269,6 +269,36 @@ def test_info_default_action_is_offered_on_request():
     assert "default_action" in info
 
 
+
+def test_decide_classes_leaves_other_requests_to_the_builtin_policy():
+    # the agent steps only on critical requests; the sheddable ones get probabilistic's choice
+    # between its steps, so playing the built-in on the critical ones reproduces the built-in run
+    def play(**config):
+        env = make("blis_gym/Admission-v0", info_default_action=True, horizon_s=10, **config)
+        obs, info = env.reset(seed=3)
+        classes, total = set(), 0.0
+        while True:
+            classes.add(env.unwrapped.pending.request.slo_class)
+            obs, r, te, tr, info = env.step(info["default_action"])
+            total += r
+            if te or tr:
+                return classes, len(env.unwrapped.actions), total, info["summary"]
+    every, n_all, ret_all, summary_all = play()
+    only, n_crit, ret_crit, summary_crit = play(decide_classes=["critical"])
+    assert every == {"critical", "sheddable"} and only == {"critical"}
+    assert 0 < n_crit < n_all
+    assert ret_crit == ret_all and summary_crit == summary_all
+
+
+def test_decide_classes_is_checked():
+    with pytest.raises(ConfigError) as e:
+        make("blis_gym/Admission-v0", decide_classes="critical")
+    assert e.value.field.startswith("config.decide_classes")
+    with pytest.raises(ConfigError) as e:
+        make("blis_gym/Admission-v0", decide_classes=["no-such-class"]).reset(seed=0)
+    assert e.value.field == "config.scenario" and "no-such-class" in e.value.message
+
+
 # ---- render -----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("env_id", IDS)
 def test_render_ansi_and_rgb_array(env_id):

@@ -196,6 +196,24 @@ def test_train_writes_a_checkpoint_that_eval_accepts_and_its_train_yaml_reproduc
     assert row["steps"] > 50
 
 
+def test_a_checkpoint_is_evaluated_on_the_requests_it_was_trained_to_decide(tmp_path):
+    pytest.importorskip("stable_baselines3")
+    from blis_gym.harness.train import load_recipe, train
+    recipe = load_recipe(None, env_id="blis_gym/Admission-v0", algo="ppo", steps=32, n_envs=1, vec_env="dummy",
+                         eval_freq=0, env_config={"horizon_s": 1, "decide_classes": ["critical"]},
+                         hyperparameters={"n_steps": 32, "batch_size": 32, "n_epochs": 1})
+    train(recipe, tmp_path, quiet=True)
+    p = parse_policy(str(tmp_path / "model.zip"), "admission")
+    assert p.decide_classes == ("critical",)
+    job = Job("blis_gym/Admission-v0", "admission", p.text, "short", {"horizon_s": 1}, 1000)
+    every = play(Job("blis_gym/Admission-v0", "admission", "always-admit", "short", {"horizon_s": 1}, 1000))["row"]
+    row = play(job)["row"]
+    assert 0 < row["steps"] < every["steps"]          # ~30% of the arrivals are critical
+    (tmp_path / "train.yaml").write_text("algo: ppo\nenv_config: {decide_classes: critical}\n")
+    with pytest.raises(ConfigError, match="decide_classes must be a list"):
+        parse_policy(str(tmp_path / "model.zip"), "admission")
+
+
 def test_train_bad_recipe_is_one_line(tmp_path):
     bad = tmp_path / "r.yaml"
     bad.write_text("env_id: blis_gym/Admission-v0\nalgo: ppo\nsteps: 10\nlearning_rate: 3\n")

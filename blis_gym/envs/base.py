@@ -109,9 +109,22 @@ class BlisEnv(gym.Env):
         c = self.config
         self.episode = Episode(cfg, {self.SLOT}, {AGENT: c["reward"]}, c["max_requests"], c["max_backlog"])
         self.observer.attach(self.episode.sim)
+        self._decide_others()
         if self.episode.pending is None:
-            raise ConfigError("config.scenario", f"the scenario never asks the {self.SLOT} slot for a decision "
-                                                 f"(see the env spec {self.SPEC!r})")
+            what = "" if c["decide_classes"] is None else f" on a request of {c['decide_classes']}"
+            raise ConfigError("config.scenario", f"the scenario never asks the {self.SLOT} slot for a decision"
+                                                 f"{what} (see the env spec {self.SPEC!r})")
+
+    def _decide_others(self) -> None:
+        """Requests outside `decide_classes` get the scenario's built-in policy, without a step
+        (their rewards land in the agent's next step, as any other request's)."""
+        classes = self.config["decide_classes"]
+        ep = self.episode
+        if classes is None:
+            return
+        while ((p := ep.pending) is not None and not (ep.terminated or ep.truncated)
+               and p.request is not None and p.request.slo_class not in classes):
+            ep.decide(p.default())
 
     def _action(self, action) -> int:
         """The action as an int, or a ValueError saying what is wrong."""
@@ -130,6 +143,7 @@ class BlisEnv(gym.Env):
             ep.decide(self._to_sim(a))
         except ValueError as e:
             raise ValueError(f"{self.env_id}: {e}") from None
+        self._decide_others()
         self.actions.append(a)
         self.recent.append((p.time_us, p.request.id if p.request is not None else -1, a))
         reward = ep.take_reward(AGENT)

@@ -63,6 +63,9 @@ BASE_CONFIG: dict = {
         "ttft_weight": 0.0,           # reward units per second of TTFT, charged per completed request
     },
     "scale_step": 1,                 # autoscaler: actions are -scale_step..+scale_step replicas
+    # per-request slots: the agent decides only requests of these SLO classes; the others get the
+    # scenario's built-in policy without a step (null: the agent decides every request)
+    "decide_classes": None,
     "info_default_action": False,    # put the built-in policy's choice in info (consumes its random draws)
     "render_recent": 8,              # decisions listed by render()
 }
@@ -246,6 +249,7 @@ class EnvConfig(_Section):
     observation: ObservationConfig = ObservationConfig()
     reward: RewardConfig = RewardConfig()
     scale_step: _count(1000) = 1
+    decide_classes: Optional[list[Annotated[str, Field(strict=True)]]] = Field(None, min_length=1)
     info_default_action: bool = Field(False, strict=True)
     render_recent: _count(10_000, lo=0) = 8
 

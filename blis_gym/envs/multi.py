@@ -79,7 +79,7 @@ def default_scenario() -> dict:
 
 def _base_config() -> dict:
     c = copy.deepcopy(BASE_CONFIG)
-    del c["reward"]
+    del c["reward"], c["decide_classes"]       # rewards per agent; every agent decides every request
     c.update({
         "scenario": default_scenario(),
         "horizon_s": None,                    # the scenario's (120 s for the default)

@@ -107,6 +107,10 @@ class Random(Policy):
 class Checkpoint(Policy):
     path: str = ""
     algo: str = ""
+    decide_classes: tuple[str, ...] | None = None
+
+    def env_config(self, cfg: dict) -> dict:
+        return cfg if self.decide_classes is None else {**cfg, "decide_classes": list(self.decide_classes)}
 
     def check(self, env) -> None:
         _fitted(self.path, self.algo, env.observation_space, env.action_space, self.text)
@@ -136,7 +140,7 @@ def parse_policy(text: str, slot: str) -> Policy:
     if name in heuristic_names(slot):
         return Heuristic(text, slot, name)
     if text.endswith(".zip"):
-        return Checkpoint(text, slot, text, checkpoint_algo(Path(text)))
+        return Checkpoint(text, slot, text, checkpoint_algo(Path(text)), checkpoint_decide_classes(Path(text)))
     if ":" in text:
         _user_function(text)
         return UserFunction(text, slot)
@@ -144,19 +148,37 @@ def parse_policy(text: str, slot: str) -> Policy:
                       f"{', '.join(policy_names(slot))}, a checkpoint .zip, or module:function")
 
 
-def checkpoint_algo(path: Path) -> str:
-    """The algorithm recorded beside a checkpoint (`<name>.yaml`, else the folder's train.yaml)."""
+def checkpoint_recipe(path: Path) -> tuple[Path, dict]:
+    """The recipe recorded beside a checkpoint (`<name>.yaml`, else the folder's train.yaml)."""
     if not path.is_file():
         raise ConfigError("--policy", f"no checkpoint file {str(path)!r}")
     for side in (path.with_suffix(".yaml"), path.parent / "train.yaml"):
         if side.is_file():
-            data = read_yaml(side, "--policy", mapping=True)
-            algo = data.get("algo")
-            if algo not in ALGOS:
-                raise ConfigError("--policy", f"{side}: algo must be one of {', '.join(ALGOS)}, got {algo!r}")
-            return algo
+            return side, read_yaml(side, "--policy", mapping=True)
     raise ConfigError("--policy", f"{path}: no {path.with_suffix('.yaml').name} or train.yaml beside it "
                       f"recording its algorithm (algo: {' | '.join(ALGOS)})")
+
+
+def checkpoint_algo(path: Path) -> str:
+    side, data = checkpoint_recipe(path)
+    algo = data.get("algo")
+    if algo not in ALGOS:
+        raise ConfigError("--policy", f"{side}: algo must be one of {', '.join(ALGOS)}, got {algo!r}")
+    return algo
+
+
+def checkpoint_decide_classes(path: Path) -> tuple[str, ...] | None:
+    """The SLO classes the checkpoint was trained to decide (its recipe's
+    `env_config.decide_classes`; None: every request). Which requests a policy decides is part
+    of the policy, so evaluation plays it the same way."""
+    side, data = checkpoint_recipe(path)
+    classes = (data.get("env_config") or {}).get("decide_classes")
+    if classes is None:
+        return None
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        raise ConfigError("--policy", f"{side}: env_config.decide_classes must be a list of SLO class names, "
+                          f"got {classes!r}")
+    return tuple(classes)
 
 
 def _user_function(text: str):
