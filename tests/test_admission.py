@@ -230,15 +230,18 @@ def test_tier_shed():
     assert pol.admit(req(0), [pod(0, q=2, running=2, in_flight=2)], NOW, None).admit
 
 
-def test_queue_guard_turns_critical_away_only_when_every_pod_queues():
+def test_queue_guard_turns_critical_away_only_when_every_pod_is_full():
     pol = make_admission({"policy": "probabilistic-queue-guard"})
-    one_free = [pod(0, q=3), pod(1, q=0)]
+    one_free = [pod(0, q=3), pod(1, q=0, kv=0.94)]
+    all_full = [pod(0, q=3), pod(1, q=0, kv=0.95)]         # a queue, or a KV cache at critical_kv
     all_queue = [pod(0, q=3), pod(1, q=1)]
     for prio in (0, 2):
         assert pol.admit(req(prio), one_free, NOW, random.Random(0)).admit
-        assert pol.admit(req(prio), all_queue, NOW, random.Random(0)) == Decision(False, 429, "rejected-queue-guard")
-    deeper = make_admission({"policy": "probabilistic-queue-guard", "critical_queue": 2})
+        for full in (all_full, all_queue):
+            assert pol.admit(req(prio), full, NOW, random.Random(0)) == Decision(False, 429, "rejected-queue-guard")
+    deeper = make_admission({"policy": "probabilistic-queue-guard", "critical_queue": 2, "critical_kv": 1.01})
     assert deeper.admit(req(0), all_queue, NOW, random.Random(0)).admit           # pod 1 has only 1 waiting
+    assert deeper.admit(req(0), [pod(0, q=1, kv=1.0)], NOW, random.Random(0)).admit   # KV test off above 1
     # a sheddable request is decided by probabilistic, with the same single rng draw
     plain = make_admission({"policy": "probabilistic"})
     for sat in (0.2, 0.9, 1.0, 1.2):
@@ -251,6 +254,8 @@ def test_queue_guard_turns_critical_away_only_when_every_pod_queues():
 def test_queue_guard_bad_parameter_is_one_line():
     with pytest.raises(ConfigError, match="critical_queue"):
         make_admission({"policy": "probabilistic-queue-guard", "critical_queue": 0})
+    with pytest.raises(ConfigError, match="critical_kv"):
+        make_admission({"policy": "probabilistic-queue-guard", "critical_kv": 0})
 
 
 def test_registry_and_factory():

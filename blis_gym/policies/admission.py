@@ -14,7 +14,8 @@ https://github.com/kubernetes-sigs/gateway-api-inference-extension) and what BLI
   the EPP wraps an admitter's denial in an Internal error.
 * BLIS's own policies: always-admit, token-bucket, tier-shed and reject-all.
 * blis-gym's own `probabilistic-queue-guard` (not an llm-d or BLIS policy): probabilistic, plus
-  a critical request is turned away when every pod already has a waiting queue.
+  a critical request is turned away when every pod is full: it has a waiting queue or its KV
+  cache is nearly full.
 
 Every policy answers 503 "rejected-no-endpoints" when the candidate list is empty: such a
 request could not be routed anyway. Policies are deterministic given the `rng` they are handed;
@@ -196,19 +197,25 @@ class Probabilistic:
 
 class QueueGuard(Probabilistic):
     """Not an llm-d policy: llm-d's probabilistic admitter for sheddable requests, and a request
-    of priority >= 0 is rejected (429) when every pod already has at least `critical_queue`
-    requests waiting (scraped). Probabilistic never turns a critical request away; in a
-    critical overload each one it admits joins a queue that already holds it, and the requests
-    behind it, past their SLO. Elsewhere probabilistic keeps the queues empty and this admits
+    of priority >= 0 is rejected (429) when every pod is full: at least `critical_queue`
+    requests waiting or KV-cache use at least `critical_kv` (both scraped). Probabilistic never
+    turns a critical request away; in a critical overload each one it admits joins a queue that
+    already holds it, and the requests behind it, past their SLO. A pod whose KV cache is full
+    queues (or preempts) the next request however short its queue looks, so the KV test rejects
+    a moment earlier. Elsewhere probabilistic keeps the pods far from full and this admits
     exactly what probabilistic does (the same rng draws)."""
     name = "probabilistic-queue-guard"
 
-    def __init__(self, critical_queue: int = 1, **probabilistic):
+    def __init__(self, critical_queue: int = 1, critical_kv: float = 0.95, **probabilistic):
         super().__init__(**probabilistic)
         self.critical_queue = critical_queue
+        self.critical_kv = critical_kv
+
+    def _full(self, pod) -> bool:
+        return pod.waiting >= self.critical_queue or pod.kv_usage >= self.critical_kv
 
     def admit(self, req, pods, now, rng) -> Decision:
-        if pods and req.priority >= 0 and min(p.waiting for p in pods) >= self.critical_queue:
+        if pods and req.priority >= 0 and all(self._full(p) for p in pods):
             return Decision(False, HTTP_TOO_MANY, REASON_QUEUE_GUARD)
         return super().admit(req, pods, now, rng)
 
@@ -271,6 +278,7 @@ _PARAMS: dict[str, dict[str, Callable[[str, Any], Any]]] = {
     },
     "probabilistic-queue-guard": {
         "critical_queue": lambda f, v: _num(f, v, positive=True, integer=True),
+        "critical_kv": lambda f, v: _num(f, v, positive=True),
         "power": lambda f, v: _num(f, v),
         "k": lambda f, v: _num(f, v),
         "queue_threshold": lambda f, v: _num(f, v, positive=True),
