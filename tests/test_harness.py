@@ -385,6 +385,21 @@ def test_warm_start_exploration_keeps_the_clone_stochastic(tmp_path):
     assert ws["agreement"] == 1.0 and ws["p_demonstrated"] == pytest.approx(0.9, abs=0.03)
 
 
+def test_train_cli_reports_how_well_the_clone_copies_its_heuristic(tmp_path):
+    pytest.importorskip("stable_baselines3")
+    from click.testing import CliRunner
+
+    from blis_gym.cli import main
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("env_id: blis_gym/Admission-v0\nalgo: ppo\nsteps: 32\nn_envs: 1\nvec_env: dummy\n"
+                      "eval_freq: 0\nenv_config: {horizon_s: 3}\n"
+                      "warm_start: {policy: reject-all, episodes: 2, epochs: 40, batch_size: 256}\n"
+                      "hyperparameters: {n_steps: 32, batch_size: 32, n_epochs: 1}\n")
+    r = CliRunner().invoke(main, ["train", "--config", str(recipe), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    assert "warm start: the clone picks the heuristic's action on 100.0% of" in r.stdout
+
+
 def test_warm_start_needs_a_heuristic_of_the_slot(tmp_path):
     bad = tmp_path / "r.yaml"
     bad.write_text("env_id: blis_gym/Admission-v0\nalgo: ppo\nsteps: 10\nwarm_start: {policy: round-robin}\n")
