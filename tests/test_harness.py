@@ -365,6 +365,7 @@ def test_warm_start_clones_a_deterministic_heuristic_before_training(tmp_path):
                          hyperparameters={"n_steps": 32, "batch_size": 32, "n_epochs": 1, "learning_rate": 1e-6})
     res = train(recipe, tmp_path / "w", quiet=True)
     assert res["warm_start"]["samples"] > 200 and res["warm_start"]["agreement"] == 1.0
+    assert res["warm_start"]["recall"] == {0: 1.0}
     # the saved policy rejects (action 0) on fresh episodes, as reject-all does
     row = play(Job("blis_gym/Admission-v0", "admission", str(tmp_path / "w" / "model.zip"), "s",
                    {"horizon_s": 2}, 1000))["row"]
@@ -398,6 +399,26 @@ def test_train_cli_reports_how_well_the_clone_copies_its_heuristic(tmp_path):
     r = CliRunner().invoke(main, ["train", "--config", str(recipe), "--out", str(tmp_path / "o")])
     assert r.exit_code == 0, r.output
     assert "warm start: the clone picks the heuristic's action on 100.0% of" in r.stdout
+    assert "(per action 0: 100.0%)" in r.stdout             # reject-all demonstrates one action
+
+
+def test_clone_reports_recall_per_action_so_a_missed_rare_action_shows():
+    """Agreement alone hides a clone that never takes a rare action: 2% of the demonstrated
+    actions are rejections on observations that do not tell them apart."""
+    pytest.importorskip("stable_baselines3")
+    import gymnasium as gym
+    from stable_baselines3 import PPO
+
+    from blis_gym.harness.train import WarmStart
+    from blis_gym.harness.warm_start import Demonstrations, clone
+    env = gym.make("blis_gym/Admission-v0", config={"horizon_s": 1})
+    model = PPO("MlpPolicy", env, seed=0, device="cpu")
+    obs = np.full((1000, env.observation_space.shape[0]), 0.5, dtype=np.float32)
+    actions = np.ones(1000, dtype=np.int64)
+    actions[::50] = 0
+    demo = Demonstrations(obs, actions, np.zeros(1000, dtype=np.float32), None)
+    res = clone(model, demo, WarmStart(policy="probabilistic", epochs=5, batch_size=250), seed=0)
+    assert res["agreement"] == pytest.approx(0.98) and res["recall"] == {0: 0.0, 1: 1.0}
 
 
 def test_warm_start_needs_a_heuristic_of_the_slot(tmp_path):

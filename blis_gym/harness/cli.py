@@ -122,8 +122,10 @@ def train_command(env_id, algo, config, steps, seed, n_envs, out_dir, quiet):
     if not quiet:
         ws = result["warm_start"]
         if ws is not None:
+            per = ", ".join(f"{a}: {r:.1%}" for a, r in sorted(ws["recall"].items()))
             click.echo(f"warm start: the clone picks the heuristic's action on {ws['agreement']:.1%} of "
-                       f"{ws['samples']} decisions, with probability {ws['p_demonstrated']:.3f} on average")
+                       f"{ws['samples']} decisions (per action {per}), with probability "
+                       f"{ws['p_demonstrated']:.3f} on average")
         best = result["best_validation_return"]
         click.echo(f"best validation return: {'-' if best is None else f'{best:.1f}'}")
         click.echo(f"wrote {out_dir}/: {', '.join(result['written'])}")

@@ -85,7 +85,7 @@ def clone(model, demo: Demonstrations, ws, seed: int) -> dict:
     """Fit the model's policy to the demonstrations (cross-entropy on the actions, smoothed by
     `ws.exploration`, plus the value head's MSE on the returns, scaled by their variance so
     neither dominates); returns the final epoch's mean losses, the fraction of demonstrated
-    actions the policy now picks and the mean probability it gives them."""
+    actions the policy now picks (overall and per action) and the mean probability it gives them."""
     import torch
     pol = model.policy
     pol.set_training_mode(True)
@@ -115,10 +115,14 @@ def clone(model, demo: Demonstrations, ws, seed: int) -> dict:
     pol.set_training_mode(False)
     with torch.no_grad():
         dist = pol.get_distribution(obs, **({} if masks is None else {"action_masks": masks}))
-        agree = float((dist.mode() == act).float().mean())
+        hit = dist.mode() == act
+        agree = float(hit.float().mean())
         p_demo = float(dist.log_prob(act).exp().mean())
+    # per demonstrated action: a rare action (a shedder's rejections) can be missed entirely
+    # behind an agreement of 99%
+    recall = {int(a): float(hit[act == a].float().mean()) for a in torch.unique(act)}
     return {"cross_entropy": ce_sum / n, "value_mse": v_sum / n, "agreement": agree,
-            "p_demonstrated": p_demo, "samples": n}
+            "p_demonstrated": p_demo, "samples": n, "recall": recall}
 
 
 def _uniform_ce(pol, obs, mask_kw: dict):
