@@ -140,7 +140,8 @@ def parse_policy(text: str, slot: str) -> Policy:
     if name in heuristic_names(slot):
         return Heuristic(text, slot, name)
     if text.endswith(".zip"):
-        return Checkpoint(text, slot, text, checkpoint_algo(Path(text)), checkpoint_decide_classes(Path(text)))
+        side, recipe = checkpoint_recipe(Path(text))
+        return Checkpoint(text, slot, text, checkpoint_algo(side, recipe), checkpoint_decide_classes(side, recipe))
     if ":" in text:
         _user_function(text)
         return UserFunction(text, slot)
@@ -159,20 +160,19 @@ def checkpoint_recipe(path: Path) -> tuple[Path, dict]:
                       f"recording its algorithm (algo: {' | '.join(ALGOS)})")
 
 
-def checkpoint_algo(path: Path) -> str:
-    side, data = checkpoint_recipe(path)
-    algo = data.get("algo")
+def checkpoint_algo(side: Path, recipe: dict) -> str:
+    """The algorithm the recipe `side` records."""
+    algo = recipe.get("algo")
     if algo not in ALGOS:
         raise ConfigError("--policy", f"{side}: algo must be one of {', '.join(ALGOS)}, got {algo!r}")
     return algo
 
 
-def checkpoint_decide_classes(path: Path) -> tuple[str, ...] | None:
+def checkpoint_decide_classes(side: Path, recipe: dict) -> tuple[str, ...] | None:
     """The SLO classes the checkpoint was trained to decide (its recipe's
     `env_config.decide_classes`; None: every request). Which requests a policy decides is part
     of the policy, so evaluation plays it the same way."""
-    side, data = checkpoint_recipe(path)
-    classes = (data.get("env_config") or {}).get("decide_classes")
+    classes = (recipe.get("env_config") or {}).get("decide_classes")
     if classes is None:
         return None
     if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):

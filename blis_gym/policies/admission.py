@@ -37,7 +37,8 @@ from blis_gym.sim.slots import AdmissionPolicy
 
 from blis_gym.sim.cluster.signals import (  # noqa: F401  (re-exported for policy authors)
     HTTP_INTERNAL, HTTP_OK, HTTP_TOO_MANY, HTTP_UNAVAILABLE, REASON_NO_ENDPOINTS, REASON_PROBABILISTIC,
-    REASON_QUEUE_GUARD, REASON_REJECT_ALL, REASON_SATURATED, REASON_TIER_SHED, REASON_TOKEN_BUCKET, REASON_TTL_EXPIRED, Decision,
+    REASON_QUEUE_GUARD, REASON_REJECT_ALL, REASON_SATURATED, REASON_TIER_SHED, REASON_TOKEN_BUCKET,
+    REASON_TTL_EXPIRED, Decision,
 )
 
 ADMIT = Decision(True)
@@ -276,18 +277,16 @@ _PARAMS: dict[str, dict[str, Callable[[str, Any], Any]]] = {
         "queue_threshold": lambda f, v: _num(f, v, positive=True),
         "kv_threshold": lambda f, v: _num(f, v, positive=True),
     },
-    "probabilistic-queue-guard": {
-        "critical_queue": lambda f, v: _num(f, v, positive=True, integer=True),
-        "critical_kv": lambda f, v: _num(f, v, positive=True),
-        "power": lambda f, v: _num(f, v),
-        "k": lambda f, v: _num(f, v),
-        "queue_threshold": lambda f, v: _num(f, v, positive=True),
-        "kv_threshold": lambda f, v: _num(f, v, positive=True),
-    },
     "tier-shed": {
         "threshold": lambda f, v: _num(f, v),
         "min_priority": _int_any_sign,
     },
+}
+# the queue guard takes its own parameters and probabilistic's (it is probabilistic for sheddable requests)
+_PARAMS["probabilistic-queue-guard"] = {
+    "critical_queue": lambda f, v: _num(f, v, positive=True, integer=True),
+    "critical_kv": lambda f, v: _num(f, v, positive=True),
+    **_PARAMS["probabilistic"],
 }
 
 
