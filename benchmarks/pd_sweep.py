@@ -21,7 +21,7 @@ RATES = {"chat": [2, 6, 10, 16], "codegen": [0.1, 0.2, 0.3, 0.4]}
 
 def run(workload: str, rate: float, decider) -> dict:
     from blis_gym.errors import read_yaml
-    from blis_gym.scenario import build, parse_scenario
+    from blis_gym.schema.scenario import build, parse_scenario
     from blis_gym.sim.simulation import Simulation
 
     data = read_yaml(ROOT / "scenarios" / f"pd-{workload}-edpp.yaml", "scenario")

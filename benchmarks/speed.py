@@ -90,7 +90,7 @@ def merge(base: dict, over: dict) -> dict:
 def run_one(name: str) -> dict:
     import yaml
 
-    from blis_gym.scenario import build, parse_scenario
+    from blis_gym.schema.scenario import build, parse_scenario
     from blis_gym.sim.simulation import Simulation
 
     if name in ENV_WORKLOADS:

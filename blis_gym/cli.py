@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .errors import ConfigError
-from .limits import MAX_SEED
+from .sim.limits import MAX_SEED
 
 err_console = Console(stderr=True)
 
@@ -74,9 +74,9 @@ def run(scenario: str, seed: int | None, out_dir: Path | None, quiet: bool, plot
     """Run SCENARIO (a YAML file, or the name of a bundled scenario: see `blis-gym scenarios`;
     default: `default`), print a summary table and write summary.json, requests.csv and
     timeseries.csv (and decision_trace.csv, trace.csv with the options that ask for them)."""
-    from .outputs import check_out_dir, write_run
+    from .output.files import check_out_dir, write_run
     from .resources import scenario_path
-    from .scenario import build, load_scenario
+    from .schema.scenario import build, load_scenario
     from .sim.simulation import Simulation
 
     ctx = click.get_current_context()
@@ -85,16 +85,16 @@ def run(scenario: str, seed: int | None, out_dir: Path | None, quiet: bool, plot
             _fail(f"--{name.replace('_', '-')}: only with --decision-trace")
     try:
         if plot:
-            from .plots import pyplot
+            from .output.plots import pyplot
             pyplot()                       # a missing matplotlib fails now, not after the run
         path = scenario_path(scenario)
         sc = load_scenario(path, {"seed": seed} if seed is not None else None)
         cfg = build(sc, base_dir=path.parent)
         if decision_trace:
-            from .decision_trace import check_traceable
+            from .output.decision_trace import check_traceable
             check_traceable(cfg)
         if export_trace:
-            from .trace_export import check_exportable
+            from .output.trace_export import check_exportable
             check_exportable(cfg.workload)
         sim = Simulation(cfg, external={"router"} if decision_trace else ())
         out_dir = out_dir or Path("results") / sc.name
@@ -103,11 +103,11 @@ def run(scenario: str, seed: int | None, out_dir: Path | None, quiet: bool, plot
         _fail(str(e))
     log = None
     if export_trace:
-        from .trace_export import RequestLog
+        from .output.trace_export import RequestLog
         log = RequestLog(sim)
     t0 = time.perf_counter()
     if decision_trace:
-        from .decision_trace import Sampling
+        from .output.decision_trace import Sampling
         summary, rows = _run_with_progress(sim, quiet, Sampling(top_k, every, max_decisions, window_ms * 1000))
     else:
         summary, rows = _run_with_progress(sim, quiet), None
@@ -116,10 +116,10 @@ def run(scenario: str, seed: int | None, out_dir: Path | None, quiet: bool, plot
     def extra(folder: Path) -> list[Path]:
         written = []
         if rows is not None:
-            from .decision_trace import write_decision_trace
+            from .output.decision_trace import write_decision_trace
             written.append(write_decision_trace(rows, folder / "decision_trace.csv"))
         if log is not None:
-            from .trace_export import write_trace
+            from .output.trace_export import write_trace
             written.append(write_trace(sim, log, folder / "requests.csv", folder / "trace.csv"))
         return written + (_plot_or_fail(folder) if plot else [])
     try:
@@ -132,7 +132,7 @@ def run(scenario: str, seed: int | None, out_dir: Path | None, quiet: bool, plot
 
 
 def _plot_or_fail(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
-    from .plots import plot_run
+    from .output.plots import plot_run
     try:
         return plot_run(run_dir, out_dir)
     except ConfigError as e:
@@ -186,7 +186,7 @@ def _kpi(summary: dict, key: str):
 def compare(run_dirs: tuple[Path, ...], out: Path | None) -> None:
     """Compare runs of `blis-gym run` (two or more folders): their KPIs side by side, each
     relative to the first run, and (with --out) their latency CDFs overlaid."""
-    from .plots import check_run_dir, load_summary, plot_compare
+    from .output.plots import check_run_dir, load_summary, plot_compare
 
     if len(run_dirs) < 2:
         _fail("RUN_DIRS: give at least two run folders to compare")
@@ -231,7 +231,7 @@ def _run_with_progress(sim, quiet: bool, sampling=None):
     def go(progress=None):
         if sampling is None:
             return sim.run(progress=progress)
-        from .decision_trace import run_traced
+        from .output.decision_trace import run_traced
         return run_traced(sim, sampling, progress=progress)
 
     total = sim.cfg.workload.num_requests or None

@@ -14,8 +14,8 @@ from click.testing import CliRunner
 
 from blis_gym.cli import main
 from blis_gym.errors import ConfigError, read_yaml
-from blis_gym.finite_json import dumps
-from blis_gym.scenario import build, parse_scenario
+from blis_gym.output.finite_json import dumps
+from blis_gym.schema.scenario import build, parse_scenario
 from helpers import with_fields
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,8 +15,8 @@ import yaml
 from click.testing import CliRunner
 
 from blis_gym.cli import main
-from blis_gym.decision_trace import COLUMNS, explain
-from blis_gym.scenario import build, parse_scenario
+from blis_gym.output.decision_trace import COLUMNS, explain
+from blis_gym.schema.scenario import build, parse_scenario
 from blis_gym.sim.simulation import Simulation
 
 ROOT = Path(__file__).resolve().parent.parent

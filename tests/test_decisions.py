@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from blis_gym.scenario import build, load_scenario
+from blis_gym.schema.scenario import build, load_scenario
 from blis_gym.sim.simulation import Simulation
 from test_cli import SCENARIOS
 

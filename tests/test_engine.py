@@ -211,7 +211,7 @@ def test_planned_decode_runs_give_the_same_result_as_stepping_one_by_one(scenari
     output must be byte-identical to stepping one boundary at a time."""
     import json
 
-    from blis_gym.scenario import build, load_scenario
+    from blis_gym.schema.scenario import build, load_scenario
     from blis_gym.sim.engine.instance import Instance
     from blis_gym.sim.simulation import Simulation
     from test_cli import SCENARIOS
@@ -245,7 +245,7 @@ def test_group_prefixes_moved_whole_give_the_same_result_as_block_by_block(scena
     must give exactly what per-block counting gives, evictions and preemptions included."""
     import json
 
-    from blis_gym.scenario import build, load_scenario
+    from blis_gym.schema.scenario import build, load_scenario
     from blis_gym.sim.engine.kv import KVStore
     from blis_gym.sim.simulation import Simulation
     from test_cli import SCENARIOS

@@ -15,7 +15,7 @@ import pytest
 import blis_gym  # noqa: F401  (registers the ids)
 from blis_gym.envs import episode_kpi, replay
 from blis_gym.errors import ConfigError
-from blis_gym.scenario import build, load_scenario
+from blis_gym.schema.scenario import build, load_scenario
 from blis_gym.sim.simulation import Simulation
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"

@@ -105,7 +105,7 @@ def test_soft_reflective_ceiling_protects_critical_ttft_under_overload_without_r
     ({"ordering": "lifo"}, "gateway.flow_control.ordering"),
 ])
 def test_bad_flow_control_policies(fc, field):
-    from blis_gym.scenario import build, parse_scenario
+    from blis_gym.schema.scenario import build, parse_scenario
     from test_pd_autoscale import BASE
     with pytest.raises(ConfigError) as e:
         build(parse_scenario({**BASE, "gateway": {"flow_control": fc}}))

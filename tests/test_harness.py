@@ -89,7 +89,7 @@ def test_a_heuristic_plays_exactly_the_builtin_simulation():
     # round robin through the environment = the scenario run with round robin and no agent
     from blis_gym.envs import episode_kpi
     from blis_gym.envs.config import load_scenario_for, merge_config
-    from blis_gym.scenario import build
+    from blis_gym.schema.scenario import build
     from blis_gym.sim.simulation import Simulation
     row = play(_jobs(["round-robin"], [1000], {"horizon_s": 3})[0])["row"]
     cfg = parse_policy("round-robin", "router").env_config(
@@ -281,7 +281,7 @@ def test_the_per_pod_router_policy_reads_its_layout_through_the_scenario_mix():
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     from blis_gym.harness.train import _make_train_env
-    from blis_gym.policies.learned import pod_policy_kwargs
+    from blis_gym.harness.pod_network import pod_policy_kwargs
     rates = [{"horizon_s": 2, "scenario_overrides": {"workload": {"inference_perf": {"stages": [{"rate": r, "duration_s": 150}]}}}}
              for r in (19, 28)]
     venv = DummyVecEnv([lambda: _make_train_env(ROUTER, rates, 0, 9, reward_scale=0.01)])

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from blis_gym.cli import main
 from blis_gym.resources import scenario_path
-from blis_gym.scenario import build, load_scenario, parse_scenario
+from blis_gym.schema.scenario import build, load_scenario, parse_scenario
 from blis_gym.sim.cluster.gateway import GatewayContext
 from blis_gym.sim.engine import BLOCK_SIZE, State
 from blis_gym.sim.engine.offload import OffloadConfig, OffloadTiers

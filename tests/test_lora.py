@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from blis_gym.cli import main
 from blis_gym.errors import ConfigError
 from blis_gym.policies.routing.scorers import LoraAffinityScorer
-from blis_gym.scenario import build, parse_scenario
+from blis_gym.schema.scenario import build, parse_scenario
 from blis_gym.sim.cluster.signals import PodSignals
 from blis_gym.sim.engine.lora import Adapter, LoraConfig, bytes_per_rank, overhead
 from blis_gym.sim.latency import load_model
@@ -279,7 +279,7 @@ def test_bad_lora_input_gets_one_line_naming_the_field(tmp_path, label, data, fi
 def _source(workload: dict):
     from blis_gym.sim.core import Streams
     from blis_gym.sim.workload import WorkloadSource
-    from blis_gym.workload_spec import build_workload, parse_workload
+    from blis_gym.schema.workload import build_workload, parse_workload
     return WorkloadSource(build_workload(parse_workload(workload)), Streams(7))
 
 

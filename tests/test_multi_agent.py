@@ -17,7 +17,7 @@ from pettingzoo.test import api_test, seed_test  # noqa: E402
 from blis_gym.envs import episode_kpi, multi_agent_env  # noqa: E402
 from blis_gym.envs.multi import MultiAgentEnv, default_scenario, env as pz_env, raw_env  # noqa: E402
 from blis_gym.errors import ConfigError  # noqa: E402
-from blis_gym.scenario import build, parse_scenario  # noqa: E402
+from blis_gym.schema.scenario import build, parse_scenario  # noqa: E402
 from blis_gym.sim.simulation import Simulation  # noqa: E402
 
 SHORT = {"horizon_s": 40}

@@ -66,7 +66,7 @@ def server():
 
 
 def test_sends_the_simulated_requests_and_records_their_latencies(tmp_path, server):
-    from blis_gym.scenario import build, load_scenario
+    from blis_gym.schema.scenario import build, load_scenario
     from blis_gym.sim.engine import State
     from blis_gym.sim.simulation import Simulation
 

@@ -18,8 +18,8 @@ from click.testing import CliRunner
 
 from blis_gym import cli as cli_module
 from blis_gym.errors import ConfigError
-from blis_gym.outputs import RUN_FILES, check_out_dir, write_run
-from blis_gym.scenario import build, load_scenario
+from blis_gym.output.files import RUN_FILES, check_out_dir, write_run
+from blis_gym.schema.scenario import build, load_scenario
 from blis_gym.sim.simulation import Simulation
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,8 +129,8 @@ def test_bad_out_fails_with_one_line_before_simulating(tmp_path, monkeypatch):
 CHILD = """
 import sys
 from pathlib import Path
-from blis_gym.outputs import write_run
-from blis_gym.scenario import build, load_scenario
+from blis_gym.output.files import write_run
+from blis_gym.schema.scenario import build, load_scenario
 from blis_gym.sim.simulation import Simulation
 
 sc = load_scenario(sys.argv[1])

@@ -63,7 +63,7 @@ def _python(code: str) -> subprocess.CompletedProcess:
 
 
 def test_import_and_cli_run_do_not_import_gymnasium():
-    p = _python("import sys, blis_gym, blis_gym.cli, blis_gym.scenario, blis_gym.sim.simulation;"
+    p = _python("import sys, blis_gym, blis_gym.cli, blis_gym.schema.scenario, blis_gym.sim.simulation;"
                 "print(sorted(m for m in sys.modules if m.split('.')[0] in ('gymnasium', 'blis_gym.envs')))")
     assert p.returncode == 0 and p.stdout.strip() == "[]", p.stdout + p.stderr
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from blis_gym.scenario import build, parse_scenario
+from blis_gym.schema.scenario import build, parse_scenario
 from blis_gym.sim.cluster.transfer import Transfers
 from blis_gym.sim.core import EventLoop
 from blis_gym.sim.engine import State

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 
 from blis_gym.errors import ConfigError
-from blis_gym.scenario import build, parse_scenario
+from blis_gym.schema.scenario import build, parse_scenario
 from blis_gym.sim.engine import State
 from blis_gym.sim.simulation import Simulation
 

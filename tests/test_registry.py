@@ -39,7 +39,7 @@ def test_unknown_slot_is_refused():
 
 
 def test_a_registered_decider_runs_in_a_scenario():
-    from blis_gym.scenario import build, parse_scenario
+    from blis_gym.schema.scenario import build, parse_scenario
     from blis_gym.sim.simulation import Simulation
 
     class EveryOther:
@@ -80,7 +80,7 @@ AUTOSCALED = {"name": "autoscaled", "model": "Qwen/Qwen3-14B", "hardware": "H100
 
 
 def test_a_registered_autoscaler_is_named_in_a_scenario():
-    from blis_gym.scenario import build, parse_scenario
+    from blis_gym.schema.scenario import build, parse_scenario
     from blis_gym.sim.simulation import Simulation
 
     class AlwaysThree:
@@ -100,7 +100,7 @@ def test_a_registered_autoscaler_is_named_in_a_scenario():
 
 
 def test_an_unknown_autoscaler_names_the_pool():
-    from blis_gym.scenario import parse_scenario
+    from blis_gym.schema.scenario import parse_scenario
     with pytest.raises(ConfigError) as e:
         parse_scenario(AUTOSCALED)
     assert e.value.field == "pools.0.autoscaler.policy" and "allowed: external, hpa, wva" in str(e.value)

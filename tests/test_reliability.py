@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from blis_gym.scenario import build, parse_scenario
+from blis_gym.schema.scenario import build, parse_scenario
 from blis_gym.sim.simulation import Simulation
 
 from helpers import assert_conserved, group_prefix, request, simulate

@@ -627,7 +627,7 @@ def test_prefix_affinity_filter_with_simple_routers(policy):
 
 
 def test_prefix_affinity_scenario_with_round_robin_runs(tmp_path):
-    from blis_gym.scenario import build, parse_scenario
+    from blis_gym.schema.scenario import build, parse_scenario
     from blis_gym.sim.simulation import Simulation
     sc = parse_scenario({"name": "rr-affinity", "model": "Qwen/Qwen3-14B", "hardware": "H100",
                          "cluster": {"instances": 2},

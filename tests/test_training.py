@@ -39,7 +39,7 @@ def test_pod_policy_is_permutation_equivariant():
     from sb3_contrib import MaskablePPO
 
     import blis_gym  # noqa: F401
-    from blis_gym.policies.learned import PF, PodPolicy, pod_policy_kwargs
+    from blis_gym.harness.pod_network import PF, PodPolicy, pod_policy_kwargs
 
     env = gym.make("blis_gym/Router-v0", config={"horizon_s": 5})
     model = MaskablePPO(PodPolicy, env, policy_kwargs=pod_policy_kwargs(env), n_steps=64, batch_size=64, seed=0,

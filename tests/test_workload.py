@@ -18,7 +18,7 @@ from blis_gym.sim.workload import (Client, ClosedLoop, Constant, ConstantArrival
                                    GammaArrivals, Gaussian, LogNormal, PoissonArrivals, SessionConfig, Spike,
                                    Stages, ThinkTime, TimeVarying, WeibullArrivals, Workload, WorkloadSource,
                                    inference_perf_workload, load_trace, make_arrivals)
-from blis_gym.workload_spec import build_workload, parse_workload
+from blis_gym.schema.workload import build_workload, parse_workload
 
 C100 = Constant(100)
 

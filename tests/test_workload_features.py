@@ -15,7 +15,7 @@ from blis_gym.sim.engine.request import BLOCK_SIZE
 from blis_gym.sim.workload import (Client, Constant, Empirical, GammaArrivals, Multimodal, PoissonArrivals,
                                    SessionConfig, WeibullArrivals, Windows, Workload, WorkloadSource, from_blis_spec)
 from blis_gym.sim.workload.cohorts import US_PER_HOUR, diurnal_windows, drain_windows
-from blis_gym.workload_spec import build_workload, parse_workload
+from blis_gym.schema.workload import build_workload, parse_workload
 
 C10 = Constant(10)
 S = 1_000_000
@@ -297,7 +297,7 @@ def test_a_scenario_with_windows_and_multimodal_runs_and_repeats_itself():
     gives the same summary twice."""
     from pathlib import Path
 
-    from blis_gym.scenario import build, parse_scenario
+    from blis_gym.schema.scenario import build, parse_scenario
     from blis_gym.sim.simulation import Simulation
 
     base = yaml.safe_load((Path(__file__).resolve().parent.parent / "scenarios" / "single-request.yaml").read_text())

@@ -15,7 +15,7 @@ import numpy as np
 from gymnasium import spaces
 
 from ..errors import ConfigError
-from ..scenario import build
+from ..schema.scenario import build
 from .config import check_config, load_scenario_for, load_spec, merge_config
 from .core import Episode, int_action, rng_from_state, rng_state, slot_action_space
 from .observations import Observer

@@ -14,7 +14,7 @@ from typing import Annotated, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import ConfigError, pydantic_error, read_yaml
-from ..limits import MAX_DURATION_S, MAX_INSTANCES, MAX_REQUESTS
+from ..sim.limits import MAX_DURATION_S, MAX_INSTANCES, MAX_REQUESTS
 from ..resources import env_spec_dir, scenario_path
 from ..sim.simulation import SLOTS
 
@@ -265,7 +265,7 @@ def check_config(cfg: dict) -> None:
 def load_scenario_for(cfg: dict):
     """(validated scenario, base folder, a built SimConfig) of an environment config; the
     environments need a gateway (every built scenario has one)."""
-    from ..scenario import build, parse_scenario
+    from ..schema.scenario import build, parse_scenario
     data, base_dir = scenario_data(cfg)
     scenario = parse_scenario(data)
     probe = build(scenario, base_dir=base_dir)

@@ -50,7 +50,7 @@ from pettingzoo.utils import wrappers
 
 from ..errors import ConfigError
 from ..resources import bundled_scenarios
-from ..scenario import build
+from ..schema.scenario import build
 from ..sim.simulation import SLOTS
 from .config import BASE_CONFIG, check_config, load_scenario_for, load_spec, merge_config
 from .core import Episode, int_action, rng_from_state, rng_state, slot_action_space

@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from blis_gym.errors import ConfigError
-from blis_gym.finite_json import dumps as json_dumps
-from blis_gym.limits import MAX_COUNT, MAX_DURATION_S, MAX_RATE, MAX_TOKENS, MAX_USERS, MIN_DURATION_S
+from blis_gym.output.finite_json import dumps as json_dumps
+from blis_gym.sim.limits import MAX_COUNT, MAX_DURATION_S, MAX_RATE, MAX_TOKENS, MAX_USERS, MIN_DURATION_S
 
 from ..sim.latency.calibrated import CalibratedPhysics, load_calibration
 

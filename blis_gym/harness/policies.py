@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,6 +199,9 @@ def load_model(path: str, algo: str):
     """The SB3 model of a checkpoint (cached per process: every episode of a worker reuses it)."""
     import torch
     torch.set_num_threads(1)
+    from . import pod_network
+    # checkpoints saved before the per-pod network moved here name its class by its old module
+    sys.modules.setdefault("blis_gym.policies.learned", pod_network)
     if algo == "maskableppo":
         from sb3_contrib import MaskablePPO as cls
     else:
@@ -220,7 +224,7 @@ def _fitted(path: str, algo: str, obs_space, act_space, label: str):
             and getattr(model.action_space, "n", None) == getattr(act_space, "n", None))
     if same:
         return net
-    from ..policies.learned import PF, PodPolicy
+    from .pod_network import PF, PodPolicy
     if isinstance(net, PodPolicy):
         globs = net.pod_args["n_obs"] - net.pod_args["req0"]
         pods, rest = divmod(int(obs_space.shape[0]) - globs, PF)
@@ -235,7 +239,7 @@ def _fitted(path: str, algo: str, obs_space, act_space, label: str):
 def _pod_policy_for(path: str, algo: str, n_obs: int, n_pods: int):
     from gymnasium import spaces
 
-    from ..policies.learned import PodPolicy
+    from .pod_network import PodPolicy
     net = load_model(path, algo).policy
     args = net._get_constructor_parameters()
     globs = net.pod_args["n_obs"] - net.pod_args["req0"]

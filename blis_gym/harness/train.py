@@ -12,7 +12,7 @@ DIR also gets `progress.csv` (SB3's log), `learning_curve.png`, TensorBoard logs
 tensorboard is installed, and `train.yaml`, from which `blis-gym train --config DIR/train.yaml`
 trains the same model again.
 
-The router under MaskablePPO uses `blis_gym.policies.learned.PodPolicy` (`policy: auto`), the
+The router under MaskablePPO uses `blis_gym.harness.pod_network.PodPolicy` (`policy: auto`), the
 per-pod network that also plays clusters of another size.
 """
 from __future__ import annotations
@@ -282,7 +282,7 @@ def _build(recipe: Recipe, policy: str, venv):
         hp["learning_rate"] = LinearSchedule(hp.get("learning_rate", 3e-4), final, 1.0)
     kwargs = dict(recipe.policy_kwargs)
     if policy == "pod":
-        from ..policies.learned import PodPolicy, pod_policy_kwargs
+        from .pod_network import PodPolicy, pod_policy_kwargs
         kwargs = pod_policy_kwargs(venv, **kwargs)
         policy = PodPolicy
     if recipe.algo == "maskableppo":

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..finite_json import dumps as json_dumps
+from ..output.finite_json import dumps as json_dumps
 
 REQUESTS, META, ITL, METRICS = "observed_requests.csv", "observed_meta.json", "observed_itl.jsonl", "metrics.csv"
 FILES = (REQUESTS, META, ITL, METRICS)

@@ -49,10 +49,10 @@ class ObserveConfig:
 def load_workload(name: str, seed: int | None):
     """(scenario, workload source) of a bundled scenario or scenario file, as `run` builds it."""
     from ..resources import scenario_path
-    from ..scenario import load_scenario
+    from ..schema.scenario import load_scenario
     from ..sim.core import Streams
     from ..sim.workload import WorkloadSource
-    from ..workload_spec import build_workload
+    from ..schema.workload import build_workload
 
     path = scenario_path(name, "--workload")
     sc = load_scenario(path, {"seed": seed} if seed is not None else None)

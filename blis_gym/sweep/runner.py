@@ -32,7 +32,7 @@ def run_point(scenario, overrides: dict | None = None, *, base_dir: str | Path |
     `scenario` is a bundled scenario name, a path to a scenario file, or a mapping. A point that
     cannot be built (weights that do not fit, a context too small for its prompts) is a row
     with a reason; a scenario that is not valid raises ConfigError."""
-    from ..scenario import parse_scenario
+    from ..schema.scenario import parse_scenario
     from .spec import SweepSpec
 
     if isinstance(scenario, dict):
@@ -48,7 +48,7 @@ def run_point(scenario, overrides: dict | None = None, *, base_dir: str | Path |
 
 def simulate_point(job: tuple[dict, str, str]) -> dict:
     """The row of one point (the job a worker runs): key, seed, derived columns, reason, KPIs."""
-    from ..scenario import build, parse_scenario
+    from ..schema.scenario import build, parse_scenario
     from ..sim.simulation import Simulation
 
     data, base_dir, key = job
@@ -65,7 +65,7 @@ def simulate_point(job: tuple[dict, str, str]) -> dict:
 
 def _gpus_and_price(sc) -> dict:
     """GPUs the deployment starts with (TP x instances over its pools) and their price per hour."""
-    from ..scenario import PoolSpec
+    from ..schema.scenario import PoolSpec
     from ..sim.latency import load_hardware
 
     pools = sc.pools or [PoolSpec(name="default", instances=sc.cluster.instances)]

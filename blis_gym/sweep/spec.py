@@ -262,7 +262,7 @@ def _seeds(seeds, data: dict) -> list[int]:
 
 def _validate(data: dict, axes: dict[str, str], what: str, base_error: ConfigError | None = None):
     """The validated scenario; an error names the axis whose value is wrong when it can."""
-    from ..scenario import parse_scenario
+    from ..schema.scenario import parse_scenario
     try:
         return parse_scenario(data)
     except ConfigError as e:

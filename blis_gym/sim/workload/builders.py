@@ -5,7 +5,7 @@ import math
 from pathlib import Path
 
 from ...errors import ConfigError, read_yaml
-from ...limits import (MAX_DURATION_S, MAX_NUMBER, MAX_RATE, MAX_REQUESTS, MAX_TOKENS, MAX_TURNS, MAX_USERS,
+from ..limits import (MAX_DURATION_S, MAX_NUMBER, MAX_RATE, MAX_REQUESTS, MAX_TOKENS, MAX_TURNS, MAX_USERS,
                        MIN_DURATION_S, MIN_RATE)
 from .adapters import AdapterSet
 from .cohorts import diurnal_windows, drain_windows, members

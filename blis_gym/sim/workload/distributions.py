@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ...limits import MAX_DURATION_S
+from ..limits import MAX_DURATION_S
 
 CHUNK = 1024
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import ConfigError
-from ...limits import MAX_DURATION_S, MAX_TOKENS
+from ..limits import MAX_DURATION_S, MAX_TOKENS
 
 FORMATS = ("csv", "azure", "blis-v2")
 

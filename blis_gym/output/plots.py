@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 RUN_FILES = ("summary.json", "requests.csv", "timeseries.csv")
 LATENCIES = (("ttft_ms", "TTFT (ms)"), ("e2e_ms", "E2E latency (ms)"))

@@ -24,9 +24,9 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError
-from .sim.engine import State
-from .sim.metrics.collector import STATE_NAMES
+from ..errors import ConfigError
+from ..sim.engine import State
+from ..sim.metrics.collector import STATE_NAMES
 
 COLUMNS = ("decision", "time_s", "request_id", "pod", "chosen", "rank", "total", "scores", "simulated",
            "state", "ttft_ms", "e2e_ms", "ttft_regret_ms", "e2e_regret_ms",

@@ -28,13 +28,13 @@ from typing import Annotated, Literal, Union
 from pydantic import Field, ValidationError, model_validator
 
 from .bounded import Offset, PositiveSeconds, Rate, RateOrZero, Seconds, Strict, Tokens, TokensOrZero
-from .errors import ConfigError, pydantic_error
-from .limits import MAX_DURATION_S, MAX_REQUESTS, MAX_TURNS, MAX_USERS
-from .sim.workload import distributions as d
-from .sim.workload.adapters import AdapterSet, intern_adapters
-from .sim.workload.builders import inference_perf_client, inference_perf_total
-from .sim.workload.source import PRIORITY, Client, ClosedLoop, SessionConfig, Workload
-from .sim.workload.traces import load_trace
+from ..errors import ConfigError, pydantic_error
+from ..sim.limits import MAX_DURATION_S, MAX_REQUESTS, MAX_TURNS, MAX_USERS
+from ..sim.workload import distributions as d
+from ..sim.workload.adapters import AdapterSet, intern_adapters
+from ..sim.workload.builders import inference_perf_client, inference_perf_total
+from ..sim.workload.source import PRIORITY, Client, ClosedLoop, SessionConfig, Workload
+from ..sim.workload.traces import load_trace
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]

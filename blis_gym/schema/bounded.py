@@ -1,12 +1,12 @@
 """The scenario schema's base model and bounded field types (pydantic), built from the numbers
-in blis_gym.limits."""
+in blis_gym.sim.limits."""
 from __future__ import annotations
 
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from .limits import (MAX_COUNT, MAX_DURATION_S, MAX_INSTANCES, MAX_RATE, MAX_SEED, MAX_TOKENS, MIN_DURATION_S,
+from ..sim.limits import (MAX_COUNT, MAX_DURATION_S, MAX_INSTANCES, MAX_RATE, MAX_SEED, MAX_TOKENS, MIN_DURATION_S,
                      MIN_RATE, MIN_SAMPLE_INTERVAL_S)
 
 

@@ -20,11 +20,11 @@ import shutil
 from pathlib import Path
 
 from . import finite_json
-from .errors import ConfigError
+from ..errors import ConfigError
 
 RUN_FILES = ("summary.json", "requests.csv", "timeseries.csv", "pools.csv", "decisions.csv",
              "decision_trace.csv", "trace.csv",      # run --decision-trace, --export-trace
-             # blis_gym.plots draws these into a run folder (run --plot, plot RUN_DIR)
+             # blis_gym.output.plots draws these into a run folder (run --plot, plot RUN_DIR)
              "latency_cdf.png", "waiting.png", "kv_usage.png", "pools.png")
 
 

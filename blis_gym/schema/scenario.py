@@ -12,9 +12,9 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .bounded import (Count, CountOrZero, Instances, InstancesOrZero, Millis, PositiveMillis, SampleInterval, Seconds,
                       Seed, Strict, Tokens, TokensOrZero)
-from .errors import ConfigError, pydantic_error, read_yaml
-from .limits import MAX_DURATION_S, MAX_INSTANCES, MAX_WINDOW_TICKS, MIN_AUTOSCALER_INTERVAL_S
-from .workload_spec import WorkloadSpec, build_workload
+from ..errors import ConfigError, pydantic_error, read_yaml
+from ..sim.limits import MAX_DURATION_S, MAX_INSTANCES, MAX_WINDOW_TICKS, MIN_AUTOSCALER_INTERVAL_S
+from .workload import WorkloadSpec, build_workload
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 TP = Annotated[int, Field(gt=0, le=64)]      # GPUs of one instance (and of one node)
@@ -130,7 +130,7 @@ class AutoscalerSpec(Strict):
     @field_validator("policy")
     @classmethod
     def _registered(cls, name: str) -> str:
-        from .policies.registry import names
+        from ..policies.registry import names
         if name not in names("autoscaler"):
             raise ValueError(f"unknown autoscaler {name!r}; allowed: {', '.join(names('autoscaler'))}")
         return name
@@ -267,10 +267,10 @@ def load_scenario(path: str | Path, overrides: dict | None = None) -> Scenario:
 def build(sc: Scenario, check_invariants: bool = False, base_dir: Path | str | None = None):
     """Turn a validated scenario into a SimConfig (raises ConfigError for impossible setups).
     Trace paths in the workload are relative to `base_dir` (default: the current folder)."""
-    from .sim.latency import load_model
-    from .sim.simulation import SimConfig
+    from ..sim.latency import load_model
+    from ..sim.simulation import SimConfig
 
-    from .sim.workload.adapters import workload_adapters
+    from ..sim.workload.adapters import workload_adapters
 
     model = load_model(sc.model)
     specs = sc.pools or [PoolSpec(name="default", instances=sc.cluster.instances)]
@@ -295,12 +295,12 @@ def build(sc: Scenario, check_invariants: bool = False, base_dir: Path | str | N
 
 def _pool(sc: Scenario, p: PoolSpec, model, where: str, first_index: int, prefix: str | None, adapters=()):
     """One pool's instance slots (its maximum size) and its sim-side configuration."""
-    from .policies.autoscaling import make_autoscaler
-    from .sim.cluster.pools import PoolConfig
-    from .sim.engine import BLOCK_SIZE, EngineConfig
-    from .sim.latency import kv_blocks_per_instance, load_hardware, make_step_model, validate_tp
-    from .sim.latency.hardware import vllm_batch_defaults
-    from .sim.simulation import InstanceConfig
+    from ..policies.autoscaling import make_autoscaler
+    from ..sim.cluster.pools import PoolConfig
+    from ..sim.engine import BLOCK_SIZE, EngineConfig
+    from ..sim.latency import kv_blocks_per_instance, load_hardware, make_step_model, validate_tp
+    from ..sim.latency.hardware import vllm_batch_defaults
+    from ..sim.simulation import InstanceConfig
 
     def field(name: str) -> str:
         return f"{where}.{name}" if where else name
@@ -365,7 +365,7 @@ def _pool(sc: Scenario, p: PoolSpec, model, where: str, first_index: int, prefix
 def _lora(v: VLLMSpec, model, tp: int, adapters, field):
     """The engine's LoraConfig (None without enable_lora), after checking that the workload's
     adapters can be served: LoRA is on and no adapter's rank exceeds max_lora_rank."""
-    from .sim.engine.lora import LoraConfig, bytes_per_rank
+    from ..sim.engine.lora import LoraConfig, bytes_per_rank
 
     if not v.enable_lora:
         if adapters:
@@ -387,7 +387,7 @@ def _lora(v: VLLMSpec, model, tp: int, adapters, field):
 def _lora_reserve(blocks: int, lora, model, tp: int, field) -> int:
     """KV blocks left once vLLM has reserved GPU memory for max_loras adapters of
     max_lora_rank (its LoRA slots, split over the TP GPUs)."""
-    from .sim.engine import BLOCK_SIZE
+    from ..sim.engine import BLOCK_SIZE
     per_block = model.kv_bytes_per_token(tp) * BLOCK_SIZE
     reserved = -(-lora.max_loras * lora.max_lora_rank * lora.bytes_per_rank // tp)
     left = blocks - int(-(-reserved // per_block))
@@ -401,8 +401,8 @@ def _offload_config(spec: KVOffloadSpec | None, model, tp: int):
     """The tiers of a `kv_offload` section, sized from the model's bytes per block."""
     if spec is None:
         return None
-    from .sim.engine import BLOCK_SIZE
-    from .sim.engine.offload import offload_config
+    from ..sim.engine import BLOCK_SIZE
+    from ..sim.engine.offload import offload_config
     return offload_config(model.kv_bytes_per_token(tp) * BLOCK_SIZE, tp, cpu_blocks=spec.cpu_blocks,
                           cpu_gib=spec.cpu_gib, cpu_bandwidth_gb_s=spec.cpu_bandwidth_gb_s, fs_gib=spec.fs_gib,
                           fs_bandwidth_gb_s=spec.fs_bandwidth_gb_s, prompt_only=spec.mode == "prompt")
@@ -422,9 +422,9 @@ def _delay(spec):
 
 
 def _gateway(sc: Scenario):
-    from .policies.admission import concurrency_saturation, make_admission, role_saturation, utilization_saturation
-    from .policies.routing import make_router
-    from .sim.cluster import FlowControl, GatewayConfig
+    from ..policies.admission import concurrency_saturation, make_admission, role_saturation, utilization_saturation
+    from ..policies.routing import make_router
+    from ..sim.cluster import FlowControl, GatewayConfig
 
     fc = None
     saturation = None
@@ -441,7 +441,7 @@ def _gateway(sc: Scenario):
             def detect(pods, now):
                 return role_saturation(pods, lambda ps: concurrency_saturation(ps, d.max_concurrency))
         saturation = detect
-    from .policies.pd import make_decider
+    from ..policies.pd import make_decider
     t = sc.pd.transfer
     return GatewayConfig(admission=make_admission(sc.gateway.admission, field="gateway.admission"),
                          router=make_router(sc.router, field="router"), flow_control=fc,

@@ -1,5 +1,5 @@
 """The bounds of every input (documented in docs/scenarios.md): plain numbers, shared by the
-scenario schema (blis_gym.bounded), the trace and workload-spec readers and the CLI.
+scenario schema (blis_gym.schema.bounded), the trace and workload-spec readers and the CLI.
 
 The simulator keeps time in whole microseconds, so a duration is either 0 (where 0 has a
 meaning: no timeout, oracle signals, no delay) or between 1 µs and MAX_DURATION_S; anything

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 WORKLOAD_COLUMNS = ("arrival_s", "input_tokens", "output_tokens", "prefix_group", "prefix_tokens", "session",
                     "slo_class", "tenant")
