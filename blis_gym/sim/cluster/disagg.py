@@ -13,14 +13,34 @@ TRANSFER from the decision until it is dispatched to the decode pod.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ..engine import BLOCK_SIZE, Request, State
 from .signals import Pending, int_action
 from .transfer import Transfers
 
 if TYPE_CHECKING:
-    from .gateway import Gateway, GatewayConfig
+    from ..core import EventLoop
+    from ..engine import Instance
+    from ..slots import Router, RouterContext
+    from .config import GatewayConfig
+    from .host import ClusterHost
+    from .signals import PodSignals
+
+
+class GatewaySide(Protocol):
+    """What the P/D path uses of the gateway that owns it (`gateway.Gateway`): the decode
+    profile's router and context, the pods, and sending a request to its decode pod."""
+    sim: ClusterHost
+    loop: EventLoop
+    pods: list[PodSignals]
+    instances: list[Instance]
+    router: Router
+    ctx: RouterContext
+
+    def send(self, r: Request, i: int, now: int) -> None: ...
+
+    def record_choice(self, i: int) -> None: ...
 
 
 class PDState:
@@ -39,7 +59,7 @@ class PDState:
 class Disaggregation:
     """The P/D path of one gateway: decisions, prefill legs, KV transfers, and their counts."""
 
-    def __init__(self, gateway: Gateway, cfg: GatewayConfig):
+    def __init__(self, gateway: GatewaySide, cfg: GatewayConfig):
         self.gw = gateway
         self.sim = gateway.sim
         self.loop = gateway.loop

@@ -7,35 +7,13 @@ except the precise prefix scorer, which in llm-d reads the instances' KV events.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable
-
 from ..core import P_ROUTE, P_TICK
 from ..engine import Request, State
-from ..slots import AdmissionPolicy, PDDecider, Router
-from .flow_control import FlowControl
+from .config import GatewayConfig
 from .host import ClusterHost
 from .disagg import Disaggregation
 from .signals import (HTTP_TOO_MANY, HTTP_UNAVAILABLE, REASON_NO_ENDPOINTS, REASON_TTL_EXPIRED, Pending, PodSignals,
                       int_action)
-
-
-@dataclass
-class GatewayConfig:
-    admission: AdmissionPolicy
-    router: Router
-    flow_control: FlowControl | None = None  # None: llm-d's default (off)
-    scrape_interval_us: int = 50_000        # 0 = oracle signals (read at every decision)
-    dispatch_tick_us: int = 1_000           # flow-control dispatch cycle
-    saturation: Callable[[list, int], float] | None = None   # (pods, now) -> saturation, for flow-control dispatch
-    trace_decisions: bool = False
-    # P/D disaggregation (used when some pods have role "prefill")
-    prefill_router: Router | None = None    # the prefill profile's router
-    decider: PDDecider | None = None
-    transfer_bandwidth_gb_s: float = 25.0   # per-GPU NIC (NIXL RDMA)
-    transfer_base_latency_us: int = 50
-    transfer_contention: bool = True
-    extra: dict = field(default_factory=dict)
 
 
 class GatewayContext:

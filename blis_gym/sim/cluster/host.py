@@ -11,9 +11,14 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from ..core import EventLoop, Streams
     from ..engine import Instance, Request, State
-    from .gateway import Gateway
-    from .pools import Pool
-    from .signals import Pending
+    from .signals import Pending, PodSignals
+
+
+class GatewayView(Protocol):
+    """What a pool reads of the gateway (`gateway.Gateway`): its pods and its queue."""
+    pods: list[PodSignals]
+
+    def queued(self) -> int: ...
 
 
 class ClusterHost(Protocol):
@@ -22,8 +27,8 @@ class ClusterHost(Protocol):
     streams: Streams
     instances: list[Instance]
     external: frozenset[str]          # the decision slots bound to an agent
-    gateway: Gateway | None
-    zero_pools: list[Pool]            # pools that may scale to zero
+    gateway: GatewayView | None
+    zero_pools: list                  # pools (`pools.Pool`) that may scale to zero
     last_arrival: int                 # µs of the latest arrival
 
     def active(self) -> bool:
@@ -39,7 +44,8 @@ class ClusterHost(Protocol):
     # decision points bound to an agent
     def hand_over(self, pending: Pending) -> None: ...
 
-    def autoscaler_decision(self, pool: Pool, now: int) -> None: ...
+    def autoscaler_decision(self, pool, now: int) -> None:
+        """Hand `pool` (a `pools.Pool`) to the agent bound to the autoscaler slot."""
 
     # pods and pools
     def pod_idle(self, i: int, now: int) -> None:

@@ -5,7 +5,7 @@ the requests still in the system, reasons, cost per pool, and the P/D counts.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -14,7 +14,29 @@ from .summary import goodput, jain, latency_block
 
 if TYPE_CHECKING:
     from ..cluster.disagg import Disaggregation
-    from ..simulation import Simulation
+    from ..cluster.gateway import Gateway
+    from ..engine import Instance
+    from .collector import Metrics
+
+
+class FinishedRun(Protocol):
+    """What summary.json reads of a simulation (`Simulation` satisfies it): the report sits below
+    the simulation that calls it, so it names the view it needs instead of importing it."""
+    cfg: object                        # the SimConfig: its name, seed and workload's SLO targets
+    metrics: Metrics
+    instances: list[Instance]
+    gateway: Gateway | None
+    pools: list                        # cluster.pools.Pool, read by cost_summary
+    counts: dict[State, int]           # requests per final state
+    drop_reasons: dict[str, int]
+    injected: int
+    in_transit: int
+
+    def end_time_us(self) -> int: ...
+
+    def in_instances(self) -> tuple[int, int]: ...
+
+    def in_gateway(self) -> int: ...
 
 
 def cost_summary(pools: list, end_us: int, output_tokens: int) -> dict:
@@ -90,7 +112,7 @@ def offload_summary(instances: list) -> dict | None:
             "reload_time_ms_mean": round(load_us / loads / 1000, 6) if loads else None}
 
 
-def run_summary(sim: Simulation) -> dict:
+def run_summary(sim: FinishedRun) -> dict:
     """summary.json of a simulation (after run() or close())."""
     a = sim.metrics.arrays()
     names = sim.metrics.strings.names

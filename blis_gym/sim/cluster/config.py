@@ -1,0 +1,26 @@
+"""The gateway's settings: admission, routing, flow control, signals and the P/D path."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..slots import AdmissionPolicy, PDDecider, Router
+from .flow_control import FlowControl
+
+
+@dataclass
+class GatewayConfig:
+    admission: AdmissionPolicy
+    router: Router
+    flow_control: FlowControl | None = None  # None: llm-d's default (off)
+    scrape_interval_us: int = 50_000        # 0 = oracle signals (read at every decision)
+    dispatch_tick_us: int = 1_000           # flow-control dispatch cycle
+    saturation: Callable[[list, int], float] | None = None   # (pods, now) -> saturation, for flow-control dispatch
+    trace_decisions: bool = False
+    # P/D disaggregation (used when some pods have role "prefill")
+    prefill_router: Router | None = None    # the prefill profile's router
+    decider: PDDecider | None = None
+    transfer_bandwidth_gb_s: float = 25.0   # per-GPU NIC (NIXL RDMA)
+    transfer_base_latency_us: int = 50
+    transfer_contention: bool = True
+    extra: dict = field(default_factory=dict)
