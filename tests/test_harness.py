@@ -127,7 +127,12 @@ def test_results_are_identical_whatever_the_worker_count(tmp_path):
     assert set(d) >= {"diff_mean", "ci95", "win_rate"} and 0 <= d["win_rate"] <= 1
     assert "llm-d-default" not in s["paired"]
     assert len(list((tmp_path / "1").glob("*.png"))) >= 2
-    assert "## Scenario `short`" in (tmp_path / "1" / "report.md").read_text()
+    report = (tmp_path / "1" / "report.md").read_text()
+    assert "## Scenario `short`" in report
+    # three seeds: a warning in the report and no firm verdict
+    assert "fewer than 10: every verdict is `too few seeds`" in report
+    assert s["verdict"]["round-robin"]["verdict"] == "too few seeds"
+    assert s["truncated"] == {"llm-d-default": {"short": 0}, "round-robin": {"short": 0}}
 
 
 # ---- statistics ----------------------------------------------------------------------------------
@@ -321,13 +326,15 @@ def test_training_scenarios_must_share_their_spaces():
 # ---- claims: the primary KPI pooled over scenarios --------------------------------------------------
 def _table(rows):
     import pandas as pd
-    return pd.DataFrame(rows, columns=["policy", "scenario", "seed", "goodput_rps", "rejection_rate", "return"])
+    t = pd.DataFrame(rows, columns=["policy", "scenario", "seed", "goodput_rps", "rejection_rate", "return"])
+    t["end_reason"] = "drained"
+    return t
 
 
 def test_pooled_kpi_is_the_per_seed_mean_over_scenarios_and_the_verdict_follows_its_interval():
     from blis_gym.harness.claims import KpiSpec, pooled
     rows = []
-    for seed in range(6):
+    for seed in range(10):
         rows += [("base", "a", seed, 10 + seed, 0.2, 0), ("base", "b", seed, 20 + seed, 0.2, 0),
                  ("good", "a", seed, 11 + seed, 0.2, 0), ("good", "b", seed, 22 + seed, 0.2, 0),   # +1.5 pooled
                  ("greedy", "a", seed, 13 + seed, 0.5, 0), ("greedy", "b", seed, 23 + seed, 0.5, 0),
@@ -337,7 +344,7 @@ def test_pooled_kpi_is_the_per_seed_mean_over_scenarios_and_the_verdict_follows_
     kpis = KpiSpec(primary="goodput_rps", guards=["rejection_rate"])
     out = pooled(_table(rows), policies=["base", "good", "greedy", "bad", "noisy"], baseline="base",
                  scenarios=["a", "b"], kpis=kpis)
-    assert out["pooled"]["base"]["goodput_rps"]["mean"] == pytest.approx(17.5)     # mean of 15 + seed
+    assert out["pooled"]["base"]["goodput_rps"]["mean"] == pytest.approx(19.5)     # mean of 15 + seed
     assert out["pooled_paired"]["good"]["goodput_rps"]["diff_mean"] == pytest.approx(1.5)
     v = {p: out["verdict"][p]["verdict"] for p in out["verdict"]}
     assert v == {"good": "wins", "greedy": "ties", "bad": "loses", "noisy": "ties"}

@@ -31,6 +31,7 @@ class Episode:
             sim.final_hooks.append(rw.on_final)
         self.max_requests = max_requests
         self.max_backlog = max_backlog
+        self.planned_horizon_us = sim.cfg.horizon_us     # before a cut moves it (0: none)
         self.terminated = False
         self.truncated = False
         self.end_reason = ""

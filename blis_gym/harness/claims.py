@@ -9,13 +9,23 @@ An env spec names its KPIs (`kpi:` in `envs/*.yaml`):
       guards: [sheddable.rejection_rate]   # must be no worse than the baseline's
 
 Pooling: per seed, the mean of the KPI over the evaluated scenarios (each scenario counts
-equally), so a seed is one paired observation across every held-out workload. The verdict
-against the baseline is
+equally), so a seed is one paired observation across every held-out workload. The verdict of a
+policy against the baseline is, in this order:
 
-- `wins`: the paired 95% interval of the primary KPI lies entirely on the better side of 0 and
-  no guard's mean difference is on its worse side;
+- `too few seeds`: fewer than 10 seeds (`MIN_SEEDS`): no firm claim either way;
+- `collapses`: on some scenario the policy is worse than the baseline on the primary KPI by
+  more than 10% of the baseline's mean (`COLLAPSE_FRACTION`), with the paired 95% interval of
+  the difference clear of 0: a policy that wins on the pool but falls apart on one held-out
+  workload is not better;
+- `wins`: the paired 95% interval of the pooled primary KPI lies entirely on the better side of
+  0, no guard's mean difference is on its worse side, and the policy's episodes were cut (by
+  the backlog limit) no more often than the baseline's;
 - `loses`: the interval lies entirely on the worse side of 0;
-- `ties` otherwise (a win on the primary KPI that breaks a guard is a tie, with the guard named).
+- `ties` otherwise (a win on the primary KPI that breaks a guard, or with more cut episodes, is
+  a tie, with the reason named).
+
+`per_scenario` keeps, per policy and scenario, the primary KPI's means, the paired difference
+and whether it collapses there; `truncated` the number of cut episodes per policy and scenario.
 """
 from __future__ import annotations
 
@@ -69,34 +79,84 @@ def pooled_values(table, policy: str, scenarios: list[str], kpi: str) -> list[Op
     return [None if r.isna().any() else float(r.mean()) for _, r in wide.iterrows()]
 
 
-def pooled(table, *, policies: list[str], baseline: str, scenarios: list[str], kpis: KpiSpec) -> dict:
+MIN_SEEDS = 10
+COLLAPSE_FRACTION = 0.10
+TOO_FEW = "too few seeds"
+
+
+def truncated_counts(table, policies: list[str], scenarios: list[str]) -> dict:
+    """{policy: {scenario: episodes cut short}} (`harness.scoring.CUT_REASONS`)."""
+    from .scoring import CUT_REASONS
+    cut = table.end_reason.isin(CUT_REASONS)
+    return {p: {s: int((cut & (table.policy == p) & (table.scenario == s)).sum()) for s in scenarios}
+            for p in policies}
+
+
+def pooled(table, *, policies: list[str], baseline: str, scenarios: list[str], kpis: KpiSpec,
+           n_seeds: int | None = None) -> dict:
     """summary.json's `kpi`, `pooled` ({policy: {kpi: mean_ci}}), `pooled_paired` ({policy: {kpi:
-    paired}}) and `verdict` ({policy: {verdict, primary, broken_guards}}) entries."""
-    from .evaluate import higher_is_better
-    out: dict = {"kpi": kpis.model_dump(), "pooled": {}, "pooled_paired": {}, "verdict": {}}
+    paired}}), `per_scenario`, `truncated` and `verdict` ({policy: {verdict, ...}}) entries."""
+    from .evaluate import has_range, higher_is_better
+    n_seeds = n_seeds if n_seeds is not None else table.seed.nunique()
+    out: dict = {"kpi": kpis.model_dump(), "pooled": {}, "pooled_paired": {}, "per_scenario": {},
+                 "truncated": truncated_counts(table, policies, scenarios), "verdict": {}}
     names = [k for k in kpis.names if k in table.columns]
     base = {k: pooled_values(table, baseline, scenarios, k) for k in names}
     for p in policies:
         mine = {k: pooled_values(table, p, scenarios, k) for k in names}
-        out["pooled"][p] = {k: stats.mean_ci(v) for k, v in mine.items()}
+        out["pooled"][p] = {k: stats.mean_ci(v, bounded=has_range(k)) for k, v in mine.items()}
         if p == baseline:
             continue
         pair = {k: stats.paired(mine[k], base[k], higher_is_better(k)) for k in names}
         out["pooled_paired"][p] = pair
-        out["verdict"][p] = verdict(pair, kpis)
+        if kpis.primary in table.columns:
+            out["per_scenario"][p] = {s: scenario_check(table, p, baseline, s, kpis.primary) for s in scenarios}
+        cuts = (sum(out["truncated"][p].values()), sum(out["truncated"][baseline].values()))
+        out["verdict"][p] = verdict(pair, kpis, n_seeds=n_seeds, per_scenario=out["per_scenario"].get(p, {}),
+                                    truncated=cuts)
     return out
 
 
-def verdict(pair: dict, kpis: KpiSpec) -> dict:
-    """wins / ties / loses on the primary KPI (see the module doc)."""
+def scenario_check(table, policy: str, baseline: str, scenario: str, kpi: str) -> dict:
+    """The primary KPI on one scenario: both means, the paired difference and whether the
+    policy collapses there (worse by more than COLLAPSE_FRACTION of the baseline's mean, the
+    interval clear of 0)."""
+    from .evaluate import higher_is_better
+    def values(p):
+        rows = table[(table.policy == p) & (table.scenario == scenario)].sort_values("seed")
+        return [None if v is None or v != v else float(v) for v in rows[kpi]]
+    mine, base = values(policy), values(baseline)
+    d = stats.paired(mine, base, higher_is_better(kpi))
+    b = stats.mean_ci(base)["mean"]
+    worse = _side(d) < 0 and b is not None and abs(d["diff_mean"]) > COLLAPSE_FRACTION * abs(b)
+    return {"mean": stats.mean_ci(mine)["mean"], "baseline_mean": b, "diff_mean": d["diff_mean"],
+            "ci95": d["ci95"], "n": d["n"], "collapses": bool(worse)}
+
+
+def verdict(pair: dict, kpis: KpiSpec, *, n_seeds: int = MIN_SEEDS, per_scenario: dict | None = None,
+            truncated: tuple[int, int] = (0, 0)) -> dict:
+    """The verdict on the primary KPI (see the module doc), with what decided it."""
+    collapsed = [s for s, c in (per_scenario or {}).items() if c["collapses"]]
+    out = {"verdict": None, "kpi": kpis.primary, "broken_guards": [], "collapses_on": collapsed,
+           "truncated": truncated[0], "baseline_truncated": truncated[1]}
     d = pair.get(kpis.primary)
     if d is None:
-        return {"verdict": None, "kpi": kpis.primary, "broken_guards": [],
-                "note": "the primary KPI is undefined on these scenarios"}
+        return {**out, "note": "the primary KPI is undefined on these scenarios"}
     broken = [g for g in kpis.guards if _side(pair.get(g), mean=True) < 0]
     side = _side(d)
-    word = "wins" if side > 0 and not broken else "loses" if side < 0 else "ties"
-    return {"verdict": word, "kpi": kpis.primary, "broken_guards": broken}
+    more_cuts = truncated[0] > truncated[1]
+    if n_seeds < MIN_SEEDS:
+        word = TOO_FEW
+    elif collapsed:
+        word = "collapses"
+    elif side > 0 and not broken and not more_cuts:
+        word = "wins"
+    else:
+        word = "loses" if side < 0 else "ties"
+    out.update(verdict=word, broken_guards=broken)
+    if word == "ties" and side > 0 and more_cuts:
+        out["note"] = "cut by the backlog limit more often than the baseline"
+    return out
 
 
 def _side(d: Optional[dict], mean: bool = False) -> int:

@@ -48,6 +48,7 @@ def eval_command(env_id, policies, baseline, seeds, scenarios, workers, backend,
                               f"got {baseline!r}")
         seed_list = parse_seeds(seeds) if seeds is not None else None
         jobs, labels, seed_list = plan(env_id, policies, seed_list, list(scenarios) or None)
+        _warn_few_seeds(len(seed_list))
         kpis = spec_kpis(env_id)
         results = evaluate(jobs, workers=workers, backend=backend, address=address, quiet=quiet)
         written = write_all(out_dir, results, env_id=env_id, policies=policies, baseline=baseline,
@@ -59,6 +60,13 @@ def eval_command(env_id, policies, baseline, seeds, scenarios, workers, backend,
     if not quiet:
         _print_table(out_dir, policies, baseline, labels)
         click.echo(f"wrote {out_dir}/: {', '.join(written)}")
+
+
+def _warn_few_seeds(n: int) -> None:
+    from .claims import MIN_SEEDS, TOO_FEW
+    if n < MIN_SEEDS:
+        click.echo(f"warning: {n} seed{'s' * (n != 1)}, fewer than {MIN_SEEDS}: every verdict will be "
+                   f"'{TOO_FEW}' (use --seeds with at least {MIN_SEEDS}, 20 is better)", err=True)
 
 
 def _print_table(out_dir: Path, policies, baseline, labels) -> None:
@@ -84,11 +92,9 @@ def _print_table(out_dir: Path, policies, baseline, labels) -> None:
     for sc in labels:
         for p in policies:
             row(sc, p, s["policies"][p][sc].get(kpi), s["paired"].get(p, {}).get(sc, {}).get(kpi))
+    from .report import _verdict_text
     for p in policies:
-        v = s["verdict"].get(p) or {}
-        word = (v.get("verdict") or "") + (f" (breaks {', '.join(v['broken_guards'])})" if v.get("broken_guards") else "")
-        row("pooled", p, s["pooled"][p].get(kpi), s["pooled_paired"].get(p, {}).get(kpi),
-            "baseline" if p == baseline else word)
+        row("pooled", p, s["pooled"][p].get(kpi), s["pooled_paired"].get(p, {}).get(kpi), _verdict_text(s, p))
     Console().print(t)
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .policies import parse_policy
+from .scoring import CUT_REASONS, Unserved, unserved
 from .split import SplitScenario, spec_name, spec_split
 
 # KPI columns of results.csv (besides the per-class ones): name -> higher is better
@@ -31,6 +32,12 @@ CLASS_KPIS = ("goodput_rps", "slo_attainment", "ttft_p90_ms", "rejection_rate")
 
 def higher_is_better(kpi: str) -> bool:
     return KPIS[kpi.rsplit(".", 1)[-1]]
+
+
+def has_range(kpi: str) -> bool:
+    """A fraction or a latency (percentile): its interval must stay in range (bootstrap)."""
+    base = kpi.rsplit(".", 1)[-1]
+    return base.endswith("_ms") or base in ("slo_attainment", "rejection_rate")
 
 
 @dataclass(frozen=True)
@@ -116,8 +123,9 @@ def play(job: Job) -> dict:
         if terminated or truncated:
             break
     u = env.unwrapped
+    cut = unserved(u.episode) if info["end_reason"] in CUT_REASONS else None
     row = {"policy": job.policy, "scenario": job.scenario, "seed": job.seed, "steps": steps,
-           "end_reason": info["end_reason"], **kpis(info["summary"], ret, u.sim, u.config["reward"])}
+           "end_reason": info["end_reason"], **kpis(info["summary"], ret, u.sim, u.config["reward"], cut)}
     a = u.sim.metrics.arrays()
     env.close()
     done = a["e2e"] >= 0
@@ -127,25 +135,30 @@ def play(job: Job) -> dict:
             "e2e_ms": (a["e2e"][done] / 1000.0).astype(np.float32), "arrivals": digest.hexdigest()}
 
 
-def kpis(summary: dict, episode_return: float, sim, reward_cfg: dict) -> dict:
+def kpis(summary: dict, episode_return: float, sim, reward_cfg: dict, cut: Unserved | None = None) -> dict:
     """The KPI columns of one episode (None where undefined). Goodput and SLO attainment use
     the environment's targets (its reward's: the same SLO the return counts), overall and per
-    class; the rest comes from the run's summary."""
+    class; the rest comes from the run's summary. A cut episode (`cut`) is scored to its
+    horizon: its unserved requests count as missed and its cost runs on (`harness.scoring`)."""
     from ..envs.rewards import within_targets
     cost = summary.get("cost") or {}
-    dur = summary["duration_s"]
+    dur = summary["duration_s"] if cut is None else cut.end_us / 1e6
+    missed = cut.requests if cut is not None else {}
     per_class = within_targets(sim, reward_cfg)
     n_good = sum(int(g.sum()) for _, g in per_class.values())
-    n_all = sum(int(m.sum()) for m, _ in per_class.values())
+    n_all = sum(int(m.sum()) for m, _ in per_class.values()) + sum(missed.values())
     out = {"return": episode_return, "goodput_rps": round(n_good / dur, 6) if dur else None,
            "slo_attainment": round(n_good / n_all, 6) if n_all else None}
     for k in KPIS:
         if k not in out:
             out[k] = cost.get(k, 0.0) if k in ("gpu_hours", "dollars") else summary.get(k)
+    if cut is not None:
+        out["gpu_hours"] = round(out["gpu_hours"] + cut.gpu_hours, 6)
+        out["dollars"] = round(out["dollars"] + cut.dollars, 6)
     out["rejection_rate"] = round(summary["rejected_requests"] / n_all, 6) if n_all else None
     for cls, (m, g) in per_class.items():
         block = (summary.get("per_class") or {}).get(cls) or {}
-        n = int(m.sum())
+        n = int(m.sum()) + missed.get(cls, 0)
         out[f"{cls}.goodput_rps"] = round(int(g.sum()) / dur, 6) if dur else None
         out[f"{cls}.slo_attainment"] = round(int(g.sum()) / n, 6) if n else None
         out[f"{cls}.ttft_p90_ms"] = block.get("ttft_p90_ms")

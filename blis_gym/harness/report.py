@@ -5,7 +5,9 @@
   baseline, `paired.<policy>.<scenario>.<kpi>` = {diff_mean, ci95, win_rate, n, better}
   (methods in `blis_gym.harness.stats`); the env's KPI contract (`kpi`), the KPIs pooled over
   the scenarios per seed (`pooled`, `pooled_paired`) and each policy's `verdict` against the
-  baseline on the primary KPI (`blis_gym.harness.claims`);
+  baseline on the primary KPI (`blis_gym.harness.claims`), the primary KPI per scenario
+  (`per_scenario`, with where a policy collapses) and the cut episodes per policy and scenario
+  (`truncated`);
 - `report.md`: the same as tables;
 - `kpis.png` (headline KPIs per policy with their 95% intervals), `cdf_ttft.png` and
   `cdf_e2e.png` (per policy, all seeds' completed requests), `paired_return.png` (the paired
@@ -18,7 +20,7 @@ import math
 from pathlib import Path
 
 from . import claims, stats
-from .evaluate import higher_is_better
+from .evaluate import has_range, higher_is_better
 
 HEADLINE = ("return", "goodput_rps", "slo_attainment", "ttft_p90_ms", "e2e_p90_ms", "dollars")
 
@@ -33,7 +35,7 @@ def write_all(out: Path, results: list[dict], *, env_id: str, policies: list[str
     summary = summarize(table, env_id=env_id, policies=policies, baseline=baseline, scenarios=scenarios,
                         seeds=seeds)
     summary.update(claims.pooled(table, policies=policies, baseline=baseline, scenarios=scenarios,
-                                 kpis=kpis or claims.KpiSpec()))
+                                 kpis=kpis or claims.KpiSpec(), n_seeds=len(seeds)))
     summary["same_arrivals"] = _same_arrivals(results)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "report.md").write_text(markdown(summary))
@@ -49,7 +51,8 @@ def summarize(table, *, env_id, policies, baseline, scenarios, seeds) -> dict:
     cols = kpi_columns(table)
     out: dict = {"env_id": env_id, "baseline": baseline, "seeds": [seeds[0], seeds[-1]], "n_seeds": len(seeds),
                  "scenarios": scenarios, "policies_order": policies,
-                 "method": {"ci95": "Student t over seeds", "paired": "per-seed difference policy - baseline, "
+                 "method": {"ci95": "Student t over seeds; percentile bootstrap of the mean for fractions and "
+                            "latencies (it stays in their range)", "paired": "per-seed difference policy - baseline, "
                             f"percentile bootstrap of its mean ({stats.BOOTSTRAP_SAMPLES} resamples, generator "
                             f"seed {stats.BOOTSTRAP_SEED}); win_rate: seeds where the policy is better, ties 1/2"},
                  "policies": {}, "paired": {}}
@@ -57,7 +60,7 @@ def summarize(table, *, env_id, policies, baseline, scenarios, seeds) -> dict:
         out["policies"][p] = {}
         for s in scenarios:
             rows = table[(table.policy == p) & (table.scenario == s)].sort_values("seed")
-            out["policies"][p][s] = {c: stats.mean_ci(_values(rows[c])) for c in cols}
+            out["policies"][p][s] = {c: stats.mean_ci(_values(rows[c]), bounded=has_range(c)) for c in cols}
             if p == baseline:
                 continue
             base = table[(table.policy == baseline) & (table.scenario == s)].sort_values("seed")
@@ -98,17 +101,20 @@ def markdown(summary: dict) -> str:
                   "when the workload has multi-turn sessions (a follow-up turn arrives a think time after "
                   "the previous answer, so it depends on the policy) or when episodes are cut at different "
                   "moments; the random draws themselves are common to every policy.", ""]
-    lines += _claim_lines(summary)
+    if summary["n_seeds"] < claims.MIN_SEEDS:
+        lines += [f"**Warning: {summary['n_seeds']} seeds, fewer than {claims.MIN_SEEDS}: every verdict is "
+                  f"`{claims.TOO_FEW}`.**", ""]
+    lines += _claim_lines(summary) + _scenario_lines(summary)
     for s in summary["scenarios"]:
-        lines += [f"## Scenario `{s}`", "", "| policy | " + " | ".join(HEADLINE) + " |",
-                  "|---|" + "---|" * len(HEADLINE)]
+        lines += [f"## Scenario `{s}`", "", "| policy | " + " | ".join(HEADLINE) + " | cut |",
+                  "|---|" + "---|" * (len(HEADLINE) + 1)]
         for p in summary["policies_order"]:
             cells = []
             for k in HEADLINE:
                 m = summary["policies"][p][s].get(k)
                 cells.append("–" if m is None or m["mean"] is None else
                              f"{_fmt(m['mean'])} [{_fmt(m['ci95'][0])}, {_fmt(m['ci95'][1])}]")
-            lines.append(f"| `{p}` | " + " | ".join(cells) + " |")
+            lines.append(f"| `{p}` | " + " | ".join(cells) + f" | {summary['truncated'][p][s]} |")
         lines += ["", f"Paired against `{base}` (difference of means [95% CI], win rate):", "",
                   "| policy | " + " | ".join(HEADLINE) + " |", "|---|" + "---|" * len(HEADLINE)]
         for p in summary["policies_order"]:
@@ -135,7 +141,7 @@ def _claim_lines(summary: dict) -> list[str]:
              f"Primary KPI `{kpi['primary']}`" + (f"; guards (no worse than `{base}`): "
                                                   + ", ".join(f"`{g}`" for g in kpi["guards"]) if kpi["guards"] else "")
              + ". Per seed, each KPI is averaged over the scenarios; the difference is paired by seed.", "",
-             "| policy | " + " | ".join(names) + " | verdict |", "|---|" + "---|" * (len(names) + 1)]
+             "| policy | " + " | ".join(names) + " | cut | verdict |", "|---|" + "---|" * (len(names) + 2)]
     for p in summary["policies_order"]:
         cells = []
         for k in names:
@@ -145,10 +151,42 @@ def _claim_lines(summary: dict) -> list[str]:
             if d and d["diff_mean"] is not None:
                 cell += f"; Δ {_fmt(d['diff_mean'])} [{_fmt(d['ci95'][0])}, {_fmt(d['ci95'][1])}], {d['win_rate']:.0%}"
             cells.append(cell)
-        v = summary["verdict"].get(p)
-        word = "baseline" if p == base else (v["verdict"] or "–") + (
-            f" (breaks {', '.join(v['broken_guards'])})" if v["broken_guards"] else "")
-        lines.append(f"| `{p}` | " + " | ".join(cells) + f" | {word} |")
+        lines.append(f"| `{p}` | " + " | ".join(cells) + f" | {sum(summary['truncated'][p].values())} | "
+                     f"{_verdict_text(summary, p)} |")
+    return lines + ["", "`cut`: episodes cut by the backlog limit, scored to their horizon (their unserved "
+                    "requests missed, their cost running on).", ""]
+
+
+def _verdict_text(summary: dict, p: str) -> str:
+    if p == summary["baseline"]:
+        return "baseline"
+    v = summary["verdict"][p]
+    why = [f"breaks {', '.join(v['broken_guards'])}"] if v["broken_guards"] else []
+    why += [f"on {', '.join(v['collapses_on'])}"] if v.get("collapses_on") else []
+    why += [v["note"]] if v.get("note") else []
+    return (v["verdict"] or "–") + (f" ({'; '.join(why)})" if why else "")
+
+
+def _scenario_lines(summary: dict) -> list[str]:
+    """The primary KPI per held-out scenario: the robustness half of the verdict."""
+    kpi, base = summary["kpi"]["primary"], summary["baseline"]
+    others = [p for p in summary["policies_order"] if p in summary.get("per_scenario", {})]
+    if not others:
+        return []
+    lines = [f"## `{kpi}` per scenario", "",
+             f"Difference against `{base}` [95% CI]; **collapses** where it is worse by more than "
+             f"{claims.COLLAPSE_FRACTION:.0%} of `{base}`'s mean with the interval clear of 0.", "",
+             f"| scenario | `{base}` | " + " | ".join(f"`{p}`" for p in others) + " |",
+             "|---|---|" + "---|" * len(others)]
+    for s in summary["scenarios"]:
+        cells = []
+        for p in others:
+            c = summary["per_scenario"][p][s]
+            cell = "–" if c["diff_mean"] is None else (
+                f"{_fmt(c['mean'])}; Δ {_fmt(c['diff_mean'])} [{_fmt(c['ci95'][0])}, {_fmt(c['ci95'][1])}]")
+            cells.append(cell + (" **collapses**" if c["collapses"] else ""))
+        b = next(iter(summary["per_scenario"].values()))[s]["baseline_mean"]
+        lines.append(f"| `{s}` | {_fmt(b)} | " + " | ".join(cells) + " |")
     return lines + [""]
 
 

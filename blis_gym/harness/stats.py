@@ -1,7 +1,11 @@
 """Confidence intervals over evaluation seeds.
 
-- Per policy and scenario, each KPI's mean over seeds with a 95% Student-t interval
-  (mean ± t(0.975, n−1) · s / √n).
+- Per policy and scenario, each KPI's mean over seeds with a 95% interval: Student t
+  (mean ± t(0.975, n−1) · s / √n) for unbounded KPIs; for KPIs with a range (fractions such as
+  SLO attainment, latencies and their percentiles, which cannot be negative) the percentile
+  bootstrap of the mean (same resamples and generator seed as below), which always stays
+  within the values seen and so within the KPI's range: a skewed latency (one seed at 23 s, the
+  rest near 0.1 s) gets a wide interval above 0, not a negative lower bound.
 - Per policy against the baseline, paired by seed (both played the same arrivals): the mean of
   the per-seed differences (policy − baseline), a 95% percentile-bootstrap interval of that mean
   (10,000 resamples of the seeds, from a fixed generator seed, so the interval is
@@ -37,8 +41,9 @@ def _clean(x) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
-def mean_ci(values) -> dict:
-    """{"mean", "ci95": [lo, hi], "n"} of the finite values (None where undefined)."""
+def mean_ci(values, bounded: bool = False) -> dict:
+    """{"mean", "ci95": [lo, hi], "n"} of the finite values (None where undefined); `bounded`:
+    the bootstrap interval (within the values' range) instead of Student t."""
     v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=float)
     n = len(v)
     if n == 0:
@@ -46,8 +51,19 @@ def mean_ci(values) -> dict:
     m = float(v.mean())
     if n == 1:
         return {"mean": m, "ci95": [m, m], "n": 1}
+    if bounded:
+        lo, hi = _bootstrap_mean(v)
+        return {"mean": m, "ci95": [lo, hi], "n": n}
     half = t975(n - 1) * float(v.std(ddof=1)) / math.sqrt(n)
     return {"mean": m, "ci95": [m - half, m + half], "n": n}
+
+
+def _bootstrap_mean(v: np.ndarray) -> tuple[float, float]:
+    """The 2.5 and 97.5 percentiles of the mean of `v` over the bootstrap resamples."""
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    means = v[rng.integers(0, len(v), size=(BOOTSTRAP_SAMPLES, len(v)))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return float(lo), float(hi)
 
 
 def paired(policy_values, baseline_values, higher_is_better: bool) -> dict:
@@ -58,10 +74,8 @@ def paired(policy_values, baseline_values, higher_is_better: bool) -> dict:
         return {"diff_mean": None, "ci95": [None, None], "win_rate": None, "n": 0,
                 "better": "higher" if higher_is_better else "lower"}
     d = np.array([a - b for a, b in pairs], dtype=float)
-    rng = np.random.default_rng(BOOTSTRAP_SEED)
-    means = d[rng.integers(0, len(d), size=(BOOTSTRAP_SAMPLES, len(d)))].mean(axis=1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
+    lo, hi = _bootstrap_mean(d)
     signed = d if higher_is_better else -d
     wins = float(np.sum(signed > 0) + 0.5 * np.sum(signed == 0)) / len(d)
-    return {"diff_mean": float(d.mean()), "ci95": [float(lo), float(hi)], "win_rate": wins, "n": len(d),
+    return {"diff_mean": float(d.mean()), "ci95": [lo, hi], "win_rate": wins, "n": len(d),
             "better": "higher" if higher_is_better else "lower"}
