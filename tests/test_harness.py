@@ -356,7 +356,8 @@ def test_every_spec_names_its_claim_and_a_bad_kpi_is_one_line():
     from blis_gym.harness.claims import KpiSpec, spec_kpis
     primaries = {env_id: spec_kpis(env_id).primary for env_id in SLOTS}
     assert primaries == {"blis_gym/Router-v0": "goodput_rps", "blis_gym/Admission-v0": "critical.goodput_rps",
-                         "blis_gym/PDDecider-v0": "ttft_mean_ms", "blis_gym/Autoscaler-v0": "dollars"}
+                         "blis_gym/PDDecider-v0": "goodput_rps",
+                         "blis_gym/Autoscaler-v0": "dollars_per_good_request"}
     from pydantic import ValidationError
     with pytest.raises(ValidationError, match="unknown KPI 'critical.dollars'"):
         KpiSpec(primary="critical.dollars")

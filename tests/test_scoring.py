@@ -2,9 +2,12 @@
 their KPI's range, too few seeds, and the robustness verdict (`collapses`)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import gymnasium as gym
 import pandas as pd
 import pytest
+import yaml
 
 import blis_gym  # noqa: F401
 from blis_gym.harness import stats
@@ -13,6 +16,7 @@ from blis_gym.harness.evaluate import Job, kpis, play
 from blis_gym.harness.scoring import unserved
 
 ROUTER = "blis_gym/Router-v0"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _run(env, action):
@@ -132,3 +136,28 @@ def test_eval_warns_about_few_seeds(capsys):
     assert "warning: 9 seeds, fewer than 10" in capsys.readouterr().err
     _warn_few_seeds(10)
     assert capsys.readouterr().err == ""
+
+
+# ---- the KPIs the claims are made on ---------------------------------------------------------------
+def test_pd_claim_is_goodput_under_both_slos_and_its_recipe_return_counts_exactly_those_requests():
+    from blis_gym.harness.claims import spec_kpis
+    k = spec_kpis("blis_gym/PDDecider-v0")
+    assert k.primary == "goodput_rps" and "itl_p99_ms" in k.guards
+    recipe = yaml.safe_load((ROOT / "agents" / "pd.yaml").read_text())
+    cfg = {**recipe["env_config"], "horizon_s": 20}
+    env = gym.make("blis_gym/PDDecider-v0", config=cfg).unwrapped
+    targets = env.config["reward"]["targets"]["standard"]
+    assert set(targets) == {"ttft_ms", "itl_ms"}                 # both SLOs
+    info = _run(env, lambda e: 1)                                # always disaggregate
+    row = kpis(info["summary"], env.episode_return, env.sim, env.config["reward"])
+    assert info["summary"]["rejected_requests"] == 0
+    assert env.episode_return == pytest.approx(row["goodput_rps"] * info["summary"]["duration_s"], abs=1e-3)
+
+
+def test_autoscaler_claim_prices_money_per_request_served_within_slo():
+    job = Job("blis_gym/Autoscaler-v0", "autoscaler", "hpa", "short", {"horizon_s": 300}, 1000)
+    row = play(job)["row"]
+    good = round(row["goodput_rps"] * 300)
+    assert good > 0 and row["dollars_per_good_request"] == pytest.approx(row["dollars"] / good, abs=1e-8)
+    router = play(Job(ROUTER, "router", "round-robin", "short", {"horizon_s": 2}, 1000))["row"]
+    assert "dollars_per_good_request" not in router              # other slots keep their columns

@@ -47,12 +47,13 @@ class KpiSpec(BaseModel):
     @field_validator("primary", "secondary", "guards")
     @classmethod
     def _known(cls, v):
-        from .evaluate import CLASS_KPIS, KPIS
+        from .evaluate import CLASS_KPIS, KPIS, OPTIONAL_KPIS
         for name in [v] if isinstance(v, str) else v:
             base = name.rsplit(".", 1)[-1]
-            if not (base in KPIS and ("." not in name or base in CLASS_KPIS)):
-                raise ValueError(f"unknown KPI {name!r}; allowed: {', '.join(KPIS)}, or <class>.<kpi> for "
-                                 f"{', '.join(CLASS_KPIS)}")
+            if not (base in KPIS and ("." not in name or base in CLASS_KPIS)
+                    or name in OPTIONAL_KPIS):
+                raise ValueError(f"unknown KPI {name!r}; allowed: {', '.join([*KPIS, *OPTIONAL_KPIS])}, or "
+                                 f"<class>.<kpi> for {', '.join(CLASS_KPIS)}")
         return v
 
     @property

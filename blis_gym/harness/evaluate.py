@@ -28,10 +28,15 @@ KPIS: dict[str, bool] = {
 }
 # per SLO class: `<class>.<kpi>`
 CLASS_KPIS = ("goodput_rps", "slo_attainment", "ttft_p90_ms", "rejection_rate")
+# written only for an env whose claim (`kpi:` in its spec) names them, so the other slots'
+# results.csv keep their columns. dollars_per_good_request: the GPU bill per request served
+# within its SLO (with none served, the whole bill), money and SLO in one figure.
+OPTIONAL_KPIS: dict[str, bool] = {"dollars_per_good_request": False}
 
 
 def higher_is_better(kpi: str) -> bool:
-    return KPIS[kpi.rsplit(".", 1)[-1]]
+    base = kpi.rsplit(".", 1)[-1]
+    return KPIS[base] if base in KPIS else OPTIONAL_KPIS[base]
 
 
 def has_range(kpi: str) -> bool:
@@ -110,6 +115,7 @@ def play(job: Job) -> dict:
 
     import blis_gym  # noqa: F401  (registers the ids in a fresh worker)
     from ..envs.config import load_spec, merge_config
+    from .claims import spec_kpis
     policy = parse_policy(job.policy, job.slot)
     spec = load_spec(spec_name(job.env_id))
     env = gym.make(job.env_id, config=policy.env_config(merge_config(spec["config"], job.config)))
@@ -125,7 +131,8 @@ def play(job: Job) -> dict:
     u = env.unwrapped
     cut = unserved(u.episode) if info["end_reason"] in CUT_REASONS else None
     row = {"policy": job.policy, "scenario": job.scenario, "seed": job.seed, "steps": steps,
-           "end_reason": info["end_reason"], **kpis(info["summary"], ret, u.sim, u.config["reward"], cut)}
+           "end_reason": info["end_reason"], **kpis(info["summary"], ret, u.sim, u.config["reward"], cut,
+                                                        optional=spec_kpis(job.env_id).names)}
     a = u.sim.metrics.arrays()
     env.close()
     done = a["e2e"] >= 0
@@ -135,10 +142,12 @@ def play(job: Job) -> dict:
             "e2e_ms": (a["e2e"][done] / 1000.0).astype(np.float32), "arrivals": digest.hexdigest()}
 
 
-def kpis(summary: dict, episode_return: float, sim, reward_cfg: dict, cut: Unserved | None = None) -> dict:
+def kpis(summary: dict, episode_return: float, sim, reward_cfg: dict, cut: Unserved | None = None,
+         optional=()) -> dict:
     """The KPI columns of one episode (None where undefined). Goodput and SLO attainment use
     the environment's targets (its reward's: the same SLO the return counts), overall and per
-    class; the rest comes from the run's summary. A cut episode (`cut`) is scored to its
+    class; the rest comes from the run's summary; the `optional` KPIs of OPTIONAL_KPIS named
+    are added at the end. A cut episode (`cut`) is scored to its
     horizon: its unserved requests count as missed and its cost runs on (`harness.scoring`)."""
     from ..envs.rewards import within_targets
     cost = summary.get("cost") or {}
@@ -163,6 +172,8 @@ def kpis(summary: dict, episode_return: float, sim, reward_cfg: dict, cut: Unser
         out[f"{cls}.slo_attainment"] = round(int(g.sum()) / n, 6) if n else None
         out[f"{cls}.ttft_p90_ms"] = block.get("ttft_p90_ms")
         out[f"{cls}.rejection_rate"] = round(block.get("rejected_requests", 0) / n, 6) if n else None
+    if "dollars_per_good_request" in optional:
+        out["dollars_per_good_request"] = round(out["dollars"] / max(n_good, 1), 9)
     return out
 
 
