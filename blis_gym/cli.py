@@ -373,6 +373,10 @@ def validate(file: Path, out_dir: Path, calibration: Path | None, stage_cap_s: f
                 summary = validate_file(file, out_dir, progress=_progress_cb(bar, task), **kw)
     except ConfigError as e:
         _fail(str(e))
+    from .fidelity.outcome import nothing_scored
+    why = nothing_scored(summary)
+    if why:                  # summary.json (with every reason) is written; the run still failed
+        _fail(why)
     if quiet:
         return
     console = Console()

@@ -349,13 +349,13 @@ def test_bad_measured_trace_gets_one_line(tmp_path, label, text, options, needle
     assert needle in line, line
 
 
-def test_a_trace_where_nothing_completes_gives_nulls_not_nan(tmp_path):
+def test_a_trace_where_nothing_completes_says_why_and_fails(tmp_path):
     # 2 KV blocks hold 16 tokens: no prompt of the trace fits, so nothing completes
     r = _validate(tmp_path, "\n".join([TRACE_HEADER, *GOOD_ROWS]) + "\n", "--kv-blocks", "2")
-    assert r.exit_code == 0, r.output
+    line = one_line(r)
+    assert "no experiment could be scored" in line and "4 dropped (prompt of 200 tokens >= max_model_len 16)" in line
     s = _strict_json(tmp_path / "out" / "summary.json")
-    assert s["completed"] == 0 and s["per_request_mape"] == {"ttft": None, "e2e": None}
-    assert s["median_ape"]["e2e_mean"] is None
+    assert s["completed"] == 0 and "max_model_len 16" in s["skipped"][0]["reason"]
 
 
 AGG_HEADER = ("exp_id,model,hardware,tp,max_num_batched_tokens,max_num_seqs,total_kv_blocks,stage_index,"

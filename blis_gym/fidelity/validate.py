@@ -29,9 +29,12 @@ import numpy as np
 
 from blis_gym.errors import ConfigError
 from blis_gym.output.finite_json import dumps as json_dumps
+from blis_gym.schema.trace_meta import parse_trace_meta
 from blis_gym.sim.limits import MAX_COUNT, MAX_DURATION_S, MAX_RATE, MAX_TOKENS, MAX_USERS, MIN_DURATION_S
 
 from ..sim.latency.calibrated import CalibratedPhysics, load_calibration
+from .fit_record import fit_record, split_of
+from .outcome import unserved
 
 __all__ = [
     "METRICS",
@@ -421,6 +424,7 @@ def run_experiment(e: Experiment, params: Mapping[str, float] | None = None,
         out[i] = _stats(ttft[sel], e2e[sel], e.output_len)
     out["_completed"] = int(ok.sum())
     out["_injected"] = len(a["state"])
+    out["_unserved"] = unserved(sim)
     return out
 
 
@@ -504,13 +508,14 @@ def validate_aggregates(path: str | Path, out_dir: str | Path | None = None, *,
     (`latency_model="all"`, on the same experiments); writes validation.csv, summary.json and a
     plot to out_dir (if given) and returns the summary."""
     kinds = _latency_models(latency_model)
+    stage_cap_s = check_stage_cap(stage_cap_s)
     exps = load_experiments(path)
     if only:
         exps = [e for e in exps if e.exp_id in only]
         if not exps:
             raise ConfigError("--only", f"no experiment with id in {only}")
     params, inter = load_calibration(calibration)
-    holdout = set(_holdout(calibration)) if "calibrated" in kinds else set()
+    fits = {k: fit_record(k, calibration) for k in kinds}
     mc = str(model_config) if model_config else None
     rows: list[dict] = []
     skipped: list[dict] = []
@@ -527,7 +532,7 @@ def validate_aggregates(path: str | Path, out_dir: str | Path | None = None, *,
     total = sum(e.num_requests(stage_cap_s) for e in todo) * len(kinds)
     done = 0
     for kind in kinds:
-        for e in todo:
+        for e in list(todo):
             label = f"{kind} {e.exp_id}" if len(kinds) > 1 else e.exp_id
             cb = (lambda n, _t, base=done, lab=label: progress(base + n, total, lab)) if progress else None
             pred = run_experiment(e, params, inter, stage_cap_s=stage_cap_s, progress=cb, latency_model=kind,
@@ -535,11 +540,18 @@ def validate_aggregates(path: str | Path, out_dir: str | Path | None = None, *,
             done += e.num_requests(stage_cap_s)
             if progress:
                 progress(done, total, label)
-            split = "holdout" if e.exp_id in holdout else "train"
+            if not pred["_completed"]:       # the engine can serve none of its requests
+                skipped.append({"exp_id": e.exp_id, "reason": pred["_unserved"]})
+                todo.remove(e)
+                continue
+            split = split_of(fits[kind], Path(path).name, e.exp_id)
             rows += [{**r, "latency_model": kind} for r in compare_rows(e, pred, split)]
             per_exp.setdefault(e.exp_id, {"model": e.model, "workload": e.workload, "tp": e.tp, "dp": e.dp,
-                                          "split": split, "completed": {}, "injected": pred["_injected"]})
+                                          "split": {}, "completed": {}, "injected": pred["_injected"]})
             per_exp[e.exp_id]["completed"][kind] = pred["_completed"]
+            per_exp[e.exp_id]["split"][kind] = split
+            if pred["_unserved"]:
+                per_exp[e.exp_id]["unserved"] = pred["_unserved"]
     summary = {
         "input": path.name if isinstance(path, Path) else Path(path).name, "kind": "aggregates",
         "calibration": str(calibration or "bundled calibrated.yaml"),
@@ -563,13 +575,15 @@ def validate_aggregates(path: str | Path, out_dir: str | Path | None = None, *,
     return summary
 
 
-def _holdout(calibration) -> list[str]:
-    from ..sim.latency.calibrated import _load_yaml
-    try:
-        data = _load_yaml(None if calibration is None else str(calibration))
-    except ConfigError:
-        return []
-    return [str(x) for x in (data.get("fit") or {}).get("holdout", [])]
+def check_stage_cap(stage_cap_s):
+    """None (full-length stages) or a stage length in seconds, checked."""
+    if stage_cap_s is None:
+        return None
+    ok = isinstance(stage_cap_s, (int, float)) and not isinstance(stage_cap_s, bool)
+    if not ok or not MIN_DURATION_S <= stage_cap_s <= MAX_DURATION_S:   # NaN fails both comparisons
+        raise ConfigError("--stage-cap", f"must be a number of seconds in [{MIN_DURATION_S:g}, {MAX_DURATION_S:g}] "
+                                         f"(got {stage_cap_s!r})")
+    return float(stage_cap_s)
 
 
 def write_outputs(out: Path, rows: list[dict], summary: dict, plot: bool = True) -> list[str]:
@@ -606,17 +620,17 @@ def _meta_for(path: Path) -> dict:
             m = path.with_name(name[: -len(suffix)] + "_meta.json")
             if m.is_file():
                 try:
-                    return json.loads(m.read_text())
-                except json.JSONDecodeError:
+                    data = json.loads(m.read_text(encoding="utf-8"))
+                except (json.JSONDecodeError, UnicodeDecodeError):
                     raise ConfigError("file", f"{m}: not valid JSON") from None
-    return {}
+                return parse_trace_meta(data, m.name)
+    return parse_trace_meta({}, "")
 
 
 def _trace_settings(path: Path, overrides: Mapping) -> dict:
     meta = _meta_for(path)
-    kw = meta.get("engine_kwargs", {}) or {}
-    kv = meta.get("kv_cache", {}) or {}
-    dev = str((meta.get("hardware", {}) or {}).get("device_name") or "")
+    kw, kv = meta["engine_kwargs"], meta["kv_cache"]
+    dev = str(meta["hardware"].get("device_name") or "")
     hw = next((v for k, v in _GPU_NAMES if k.lower() in dev.lower()), dev or None)
     if not hw:                      # no device in the meta file: try the file name's first token
         from blis_gym.sim.latency import load_hardware
@@ -625,7 +639,7 @@ def _trace_settings(path: Path, overrides: Mapping) -> dict:
         except ConfigError:
             hw = None
     s = {"model": meta.get("model") or kw.get("model"), "hardware": hw,
-         "tp": kw.get("tensor_parallel_size", 1), "max_num_seqs": kw.get("max_num_seqs"),
+         "tp": kw.get("tensor_parallel_size") or 1, "max_num_seqs": kw.get("max_num_seqs"),
          "max_num_batched_tokens": kw.get("max_num_batched_tokens"), "total_kv_blocks": kv.get("num_gpu_blocks"),
          "cpu_kv_blocks": kv.get("num_cpu_blocks") or 0,
          "gpu_mem_util": kv.get("gpu_memory_utilization") or 0.9, "max_model_len": kw.get("max_model_len"),
@@ -739,6 +753,16 @@ def validate_trace(path: str | Path, out_dir: str | Path | None = None, *, calib
     lines = case.lines
     params, inter = load_calibration(calibration)
     results = {k: case.replay(params, inter, k, mc, progress) for k in kinds}
+    for k, res in results.items():        # whether the model's coefficients were fitted on this trace
+        split = split_of(fit_record(k, calibration), path.name, path.stem, trace=True)
+        res["rows"] = [{**r, "split": split} for r in res["rows"]]
+    never = next((res["unserved"] for res in results.values() if not res["completed"]), "")
+    if never:                            # the engine can serve none of its requests
+        summary = {"input": path.name, "kind": "per_request", "settings": dict(st), "requests": len(case.lines),
+                   "completed": 0, "skipped": [{"exp_id": name, "reason": never}]}
+        if out_dir is not None:
+            write_outputs(Path(out_dir), [], summary, plot=False)
+        return summary
     common = {"input": path.name, "kind": "per_request", "settings": {k: v for k, v in st.items()},
               "calibration": str(calibration or "bundled calibrated.yaml"), "requests": len(lines), "skipped": [],
               "note": "APE of the aggregate statistics in percent; per_request_mape = mean over requests of "
@@ -819,7 +843,7 @@ def _replay_trace(path: Path, st: Mapping, cols: dict, lines: np.ndarray, t_col:
         return round(float(np.mean(np.abs(sim_ms[good] - real_ms[good]) / real_ms[good]) * 100), 3) \
             if good.any() else None
 
-    return {"rows": out_rows, "completed": int(good.sum()),
+    return {"rows": out_rows, "completed": int(good.sum()), "unserved": unserved(sim),
             "pearson_r": {"ttft": pearson(ttft_sim, ttft_real), "e2e": pearson(e2e_sim, e2e_real)},
             "per_request_mape": {"ttft": mape(ttft_sim, ttft_real), "e2e": mape(e2e_sim, e2e_real)},
             "per_request": {"ttft_sim": ttft_sim, "ttft_real": ttft_real, "e2e_sim": e2e_sim, "e2e_real": e2e_real}}
@@ -845,6 +869,7 @@ def validate_file(path: str | Path, out_dir=None, **kw) -> dict:
     """Aggregates CSV or per-request trace, detected from the header (a bare file name of a
     shipped measurements file is found in the package)."""
     path = resolve_measurements(path)
+    check_stage_cap(kw.get("stage_cap_s"))
     header = _read_header(path)
     if "exp_id" in header or "stage_index" in header:
         kw.pop("overrides", None)
@@ -862,7 +887,7 @@ def write_svg_plot(path: Path, rows: list[dict]) -> None:
     """Predicted against measured on log-log axes, one panel per metric family."""
     panels = (("E2E (ms)", ("e2e_mean", "e2e_p90", "e2e_p99")), ("TTFT (ms)", ("ttft_mean", "ttft_p90", "ttft_p99")),
               ("ITL (ms)", ("itl_mean",)))
-    colours = {"train": "#1f77b4", "holdout": "#d62728", "trace": "#2ca02c"}
+    colours = {"train": "#1f77b4", "holdout": "#d62728", "trace": "#2ca02c", "unseen": "#9467bd"}
     markers = {"mean": "circle", "p90": "square", "p99": "diamond"}
     W, H, pad = 330, 330, 48
     parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{W * 3}" height="{H + 40}" '
@@ -915,6 +940,7 @@ def write_svg_plot(path: Path, rows: list[dict]) -> None:
                 parts.append(f'<path d="M{x:.1f},{y - 4:.1f} L{x + 4:.1f},{y:.1f} L{x:.1f},{y + 4:.1f} '
                              f'L{x - 4:.1f},{y:.1f} Z" fill="none" stroke="{c}">{tip}</path>')
     parts.append(f'<text x="8" y="{H + 36}">filled circle = mean, square = p90, diamond = p99; blue = fitted '
-                 f'experiments, red = held out, green = per-request trace; dashed = exact, grey = ±10%</text>')
+                 f'experiments, red = held out, purple = not seen by the fit, green = per-request trace; dashed = exact, '
+                 f'grey = ±10%</text>')
     parts.append("</svg>")
     path.write_text("\n".join(parts) + "\n")
