@@ -49,6 +49,13 @@ BASE_CONFIG: dict = {
         "turn_scale": 4.0,
         "max_input_tokens": 32768,    # log1p(input) / log1p(max_input_tokens), clipped to 1
         "time_scale_s": 600.0,        # elapsed time t / (t + scale) when there is no horizon
+        # the extended layout (blis_gym.envs.load_features): per pod hardware and observed latency,
+        # the arrival rate and the daily phase; false keeps the first layout (shipped checkpoints)
+        "extended": False,
+        "latency_ema": 0.2,           # weight of each completion in a pod's latency averages
+        "ttft_per_token_scale_us": 50.0,
+        "tpot_scale_us": 30000.0,
+        "rate_scale": 32.0,           # arrivals per second: r / (r + scale)
     },
     # reward (see blis_gym.envs.rewards)
     "reward": {
@@ -238,6 +245,11 @@ class ObservationConfig(_Section):
     turn_scale: Scale = 4.0
     max_input_tokens: Scale = 32768
     time_scale_s: Scale = 600.0
+    extended: bool = Field(False, strict=True)
+    latency_ema: _num(0, 1, lo_open=True) = 0.2
+    ttft_per_token_scale_us: Scale = 50.0
+    tpot_scale_us: Scale = 30000.0
+    rate_scale: Scale = 32.0
 
 
 class EnvConfig(_Section):

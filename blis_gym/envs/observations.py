@@ -29,6 +29,10 @@ Layout (`Observer.feature_names()` lists every entry):
 4. slot extras: P/D: target_cached (cached fraction of the prompt on the chosen decode pod, by
    the decider's own estimate) and uncached (log-scaled uncached prompt tokens); autoscaler: one
    flag per pool, then replicas, active, starting, draining, min (each / the pool's max).
+5. with `observation.extended: true` only: five more features per pod row (accelerator compute,
+   bandwidth, TP, moving averages of TTFT per prompt token and TPOT) and a load block at the end
+   (arrival rates over three windows, their trend, the daily phase): `blis_gym.envs.load_features`.
+   The default keeps the first layout, so every shipped checkpoint still loads.
 """
 from __future__ import annotations
 
@@ -40,6 +44,7 @@ from gymnasium import spaces
 from ..errors import ConfigError
 from ..sim.cluster.pools import ACTIVE, DRAINING, STARTING
 from ..sim.engine import BLOCK_SIZE
+from .load_features import LOAD_FEATURES, POD_EXTRA, LoadFeatures
 
 POD_FEATURES = ("presence", "available", "prefill", "decode", "waiting", "running", "kv", "in_flight",
                 "in_flight_tokens", "cached_prefix", "target")
@@ -58,6 +63,8 @@ class Observer:
         self.max_pods = cfg["max_pods"] or n_pods
         if self.max_pods < n_pods:
             raise ConfigError("config.max_pods", f"{self.max_pods} is fewer than the scenario's {n_pods} pods")
+        self.extended = bool(o["extended"])
+        self.load = LoadFeatures(o) if self.extended else None
         self.classes = list(o["classes"])
         self.class_index = {c: i for i, c in enumerate(self.classes)}
         self.pool_names = list(pool_names)
@@ -70,8 +77,9 @@ class Observer:
         self.s_turn = float(o["turn_scale"])
         self.log_max_in = math.log1p(float(o["max_input_tokens"]))
         self.s_time = float(o["time_scale_s"]) * 1e6
-        self.pods_end = self.n * PF
-        self.req0 = self.max_pods * PF
+        self.pf = PF + len(POD_EXTRA) if self.extended else PF
+        self.pods_end = self.n * self.pf
+        self.req0 = self.max_pods * self.pf
         self.n_req = 5 + len(self.classes) + 1
         self.cl0 = self.req0 + self.n_req
         self.ex0 = self.cl0 + len(CLUSTER_FEATURES)
@@ -81,12 +89,14 @@ class Observer:
             self.n_extra = len(self.pool_names) + 5
         else:
             self.n_extra = 0
-        self.size = self.ex0 + self.n_extra
+        self.ld0 = self.ex0 + self.n_extra                # the load block (extended only)
+        self.size = self.ld0 + (len(LOAD_FEATURES) if self.extended else 0)
         self.space = spaces.Box(0.0, 1.0, shape=(self.size,), dtype=np.float32)
         self.sim = None
 
     def feature_names(self) -> list[str]:
-        names = [f"pod{i}.{f}" for i in range(self.max_pods) for f in POD_FEATURES]
+        per_pod = POD_FEATURES + (POD_EXTRA if self.extended else ())
+        names = [f"pod{i}.{f}" for i in range(self.max_pods) for f in per_pod]
         names += ["request.has_request", "request.input", "request.priority"]
         names += [f"request.class.{c}" for c in self.classes] + ["request.class.other"]
         names += ["request.turn", "request.follow_up"]
@@ -96,6 +106,8 @@ class Observer:
         elif self.slot == "autoscaler":
             names += [f"pool.{p}" for p in self.pool_names]
             names += ["pool.replicas", "pool.active", "pool.starting", "pool.draining", "pool.min"]
+        if self.extended:
+            names += [f"load.{f}" for f in LOAD_FEATURES]
         return names
 
     def attach(self, sim) -> None:
@@ -112,16 +124,18 @@ class Observer:
         # changed (a new snapshot, availability); every decision gets a copy.
         t = np.zeros(self.size, dtype=np.float32)
         end = self.pods_end
-        t[0:end:PF] = 1.0
-        t[2:end:PF] = [p.role == "prefill" for p in self.pods]
-        t[3:end:PF] = [p.role == "decode" for p in self.pods]
+        t[0:end:self.pf] = 1.0
+        t[2:end:self.pf] = [p.role == "prefill" for p in self.pods]
+        t[3:end:self.pf] = [p.role == "decode" for p in self.pods]
         self.state = t
-        self.state_pods = t[:end].reshape(self.n, PF)     # a view: one row per pod
+        self.state_pods = t[:end].reshape(self.n, self.pf)     # a view: one row per pod
         self._stamp = None          # scraped_at of the snapshot in `state`
         self._avail = None          # availability flags in `state`
         self._kv: list[float] = []
         self._cached = False        # the cached_prefix column holds a request's values
         self._targets: list[int] = []
+        if self.load is not None:
+            self.load.attach(sim)
 
     def _refresh_pods(self, obs) -> None:
         """Scraped and availability columns (and the cluster features made of them), when the
@@ -142,7 +156,7 @@ class Observer:
         avail = [p.available for p in pods]
         if avail != self._avail:
             self._avail = avail
-            obs[_AVAIL:end:PF] = np.array(avail, dtype=np.float32)
+            obs[_AVAIL:end:self.pf] = np.array(avail, dtype=np.float32)
             fresh = True
         if fresh:
             n_av = sum(avail)                    # the cluster's available fraction and mean KV use
@@ -164,7 +178,7 @@ class Observer:
             flat += (f / (f + si), t / (t + st))
         self.state_pods[:, _IFL:_IFT + 1] = np.array(flat, dtype=np.float32).reshape(self.n, 2)
         if self._cached:
-            obs[_CACHED:end:PF] = 0.0
+            obs[_CACHED:end:self.pf] = 0.0
             self._cached = False
         k = self.req0
         obs[k:self.cl0] = 0.0
@@ -188,14 +202,17 @@ class Observer:
             obs[c + 4] = min(1.0, (now - pods[0].scraped_at) / (2.0 * self.interval))
         if self.n_extra:
             for i in self._targets:
-                obs[i * PF + _TARGET] = 0.0
+                obs[i * self.pf + _TARGET] = 0.0
             self._targets = []
-            obs[self.ex0:] = 0.0
+            obs[self.ex0:self.ld0] = 0.0
             if pending is not None:
                 if self.slot == "pd":
                     self._pd(obs, pending)
                 else:
                     self._autoscaler(obs, pending)
+        if self.load is not None:
+            self.state_pods[:, PF:] = self.load.pod_columns()
+            obs[self.ld0:] = self.load.load_block(now)
         return obs.copy()
 
     def _cached_prefix(self, obs, req) -> bool:
@@ -215,12 +232,12 @@ class Observer:
                 return False
             cb = self.gw.ctx.cached_blocks
             ms = [cb(req, i) for i in range(self.n)]
-        obs[_CACHED:self.pods_end:PF] = np.array([(m if m < total else total) / total for m in ms], dtype=np.float32)
+        obs[_CACHED:self.pods_end:self.pf] = np.array([(m if m < total else total) / total for m in ms], dtype=np.float32)
         return True
 
     def _pd(self, obs, pending) -> None:
         i = pending.pool                         # the decode pod the router chose
-        obs[i * PF + _TARGET] = 1.0
+        obs[i * self.pf + _TARGET] = 1.0
         self._targets.append(i)
         req = pending.request
         cached = self.gw.pd.cached_tokens(req, i)
@@ -230,7 +247,7 @@ class Observer:
     def _autoscaler(self, obs, pending) -> None:
         pool = pending.pool
         for i in pool.cfg.slots:
-            obs[i * PF + _TARGET] = 1.0
+            obs[i * self.pf + _TARGET] = 1.0
         self._targets.extend(pool.cfg.slots)
         e = self.ex0
         k = self.pool_names.index(pool.cfg.name)

@@ -92,10 +92,10 @@ def plan(env_id: str, policies: list[str], seeds: list[int] | None = None,
     jobs = []
     for entry in entries:
         cfg = merge_config(spec["config"], entry.env_config(spec["config"]))
-        env = gym.make(env_id, config=cfg)          # validates the scenario, gives the spaces
         for p in parsed:
+            env = gym.make(env_id, config=p.env_config(cfg))   # validates the scenario, gives the spaces
             p.check(env)
-        env.close()
+            env.close()
     for p in parsed:
         for entry in entries:
             cfg = entry.env_config(spec["config"])

@@ -44,7 +44,7 @@ def pod_policy_kwargs(env, hidden: int = 64, drop: tuple[str, ...] = ("cluster.t
     names = observer.feature_names()
     n_obs = len(names)
     drop_idx = [names.index(d) for d in drop if d in names]
-    return {"max_pods": int(observer.max_pods), "pf": PF, "req0": int(observer.req0), "n_obs": n_obs,
+    return {"max_pods": int(observer.max_pods), "pf": int(observer.pf), "req0": int(observer.req0), "n_obs": n_obs,
             "drop": drop_idx, "hidden": hidden}
 
 

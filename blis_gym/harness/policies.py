@@ -109,9 +109,14 @@ class Checkpoint(Policy):
     path: str = ""
     algo: str = ""
     decide_classes: tuple[str, ...] | None = None
+    extended: bool = False              # trained on the extended observation (its recipe says)
 
     def env_config(self, cfg: dict) -> dict:
-        return cfg if self.decide_classes is None else {**cfg, "decide_classes": list(self.decide_classes)}
+        if self.decide_classes is not None:
+            cfg = {**cfg, "decide_classes": list(self.decide_classes)}
+        if self.extended:
+            cfg = {**cfg, "observation": {**cfg["observation"], "extended": True}}
+        return cfg
 
     def check(self, env) -> None:
         _fitted(self.path, self.algo, env.observation_space, env.action_space, self.text)
@@ -142,7 +147,8 @@ def parse_policy(text: str, slot: str) -> Policy:
         return Heuristic(text, slot, name)
     if text.endswith(".zip"):
         side, recipe = checkpoint_recipe(Path(text))
-        return Checkpoint(text, slot, text, checkpoint_algo(side, recipe), checkpoint_decide_classes(side, recipe))
+        return Checkpoint(text, slot, text, checkpoint_algo(side, recipe), checkpoint_decide_classes(side, recipe),
+                          checkpoint_extended(recipe))
     if ":" in text:
         _user_function(text)
         return UserFunction(text, slot)
@@ -180,6 +186,13 @@ def checkpoint_decide_classes(side: Path, recipe: dict) -> tuple[str, ...] | Non
         raise ConfigError("--policy", f"{side}: env_config.decide_classes must be a list of SLO class names, "
                           f"got {classes!r}")
     return tuple(classes)
+
+
+def checkpoint_extended(recipe: dict) -> bool:
+    """Whether the checkpoint was trained on the extended observation (`env_config.observation.
+    extended` in its recipe): it is played on that layout, the others on the first one."""
+    obs = (recipe.get("env_config") or {}).get("observation") or {}
+    return obs.get("extended") is True
 
 
 def _user_function(text: str):
@@ -224,10 +237,10 @@ def _fitted(path: str, algo: str, obs_space, act_space, label: str):
             and getattr(model.action_space, "n", None) == getattr(act_space, "n", None))
     if same:
         return net
-    from .pod_network import PF, PodPolicy
+    from .pod_network import PodPolicy
     if isinstance(net, PodPolicy):
         globs = net.pod_args["n_obs"] - net.pod_args["req0"]
-        pods, rest = divmod(int(obs_space.shape[0]) - globs, PF)
+        pods, rest = divmod(int(obs_space.shape[0]) - globs, net.pod_args["pf"])
         if rest == 0 and pods == act_space.n:
             return _pod_policy_for(path, algo, int(obs_space.shape[0]), int(act_space.n))
     raise ConfigError("--policy", f"{label}: the checkpoint expects observations of shape "

@@ -2,7 +2,7 @@
 
     split:
       train:      {seeds: [0, 999], scenarios: [{name: base}]}
-      validation: {seeds: [5000, 5004]}              # model selection during training
+      validation: {seeds: [5000, 5004]}              # model selection (optional `scenarios`)
       eval:
         seeds: [1000, 1019]
         scenarios:
@@ -14,7 +14,8 @@ A scenario entry is `name` (its label in results), optionally `scenario` (a bund
 YAML file; default: the spec's), `overrides` (scenario fields merged over the spec's
 `scenario_overrides`) and `config` (other environment settings, e.g. `horizon_s` or `max_pods`). Seed ranges are inclusive `[first, last]`. Training
 draws its episodes' seeds from `train.seeds`, keeps the checkpoint that does best on
-`validation.seeds`, and `blis-gym eval` without `--scenario` plays `eval`: seeds and scenarios
+`validation.seeds` (on `validation.scenarios`, its own variants of the training families, or
+else on every training scenario), and `blis-gym eval` without `--scenario` plays `eval`: seeds and scenarios
 that training never saw.
 """
 from __future__ import annotations
@@ -78,9 +79,14 @@ class Part(SeedRange):
         return self
 
 
+class Validation(SeedRange):
+    # its own variants of the training families (None: every training scenario)
+    scenarios: Optional[list[SplitScenario]] = Field(default=None, min_length=1)
+
+
 class Split(_Strict):
     train: Part
-    validation: SeedRange
+    validation: Validation
     eval: Part
 
     @model_validator(mode="after")

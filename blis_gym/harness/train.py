@@ -5,7 +5,7 @@ ran as `DIR/train.yaml`) names the environment, the algorithm, its hyperparamete
 seeds. Training episodes reset with seeds drawn from the spec's `split.train.seeds`, each on
 one of `split.train.scenarios` drawn at random (a mix of workloads the eval scenarios do not
 contain: domain randomisation, so the policy cannot learn one load by heart); every
-`eval_freq` steps the policy plays the `split.validation.seeds` on every training scenario (full
+`eval_freq` steps the policy plays the `split.validation.seeds` on the validation scenarios (full
 episodes, deterministic) and the best checkpoint so far is kept as `DIR/model.zip`
 (`DIR/last.zip` is the final one).
 DIR also gets `progress.csv` (SB3's log), `learning_curve.png`, TensorBoard logs when
@@ -192,6 +192,14 @@ def train_configs(recipe: Recipe, spec: dict, split) -> list[dict]:
     return configs or [recipe.env_config]
 
 
+def validation_configs(recipe: Recipe, spec: dict, split, train: list[dict]) -> list[dict]:
+    """The env configs validation plays: the split's validation scenarios with the recipe's
+    `env_config` over them, else the training ones."""
+    from ..envs.config import merge_data
+    entries = (split.validation.scenarios or []) if split is not None else []
+    return [merge_data(e.env_config(spec["config"]), recipe.env_config) for e in entries] or train
+
+
 def _make_validation_env(env_id: str, configs: list[dict], seeds: list[int]):
     import blis_gym  # noqa: F401
     from stable_baselines3.common.monitor import Monitor
@@ -253,7 +261,8 @@ def train(recipe: Recipe, out: Path, *, quiet: bool = False) -> dict:
         cloned = clone(model, demo, recipe.warm_start, seed=recipe.seed)
     tb = _has_tensorboard()
     model.set_logger(configure(str(out), ["csv", "tensorboard"] if tb else ["csv"]))
-    callbacks = [_validation_callback(recipe, configs, val_seeds, out)] if recipe.eval_freq else []
+    val_configs = validation_configs(recipe, spec, split, configs)
+    callbacks = [_validation_callback(recipe, val_configs, val_seeds, out)] if recipe.eval_freq else []
     # validation runs one env in this process whatever the training vector env: SB3 warns of it
     warnings.filterwarnings("ignore", message="Training and eval env are not of the same type")
     try:
@@ -297,7 +306,7 @@ def _build(recipe: Recipe, policy: str, venv):
 
 
 def _validation_callback(recipe: Recipe, configs: list[dict], seeds: list[int], out: Path):
-    """Every `eval_freq` steps: the validation seeds on every training scenario, full episodes
+    """Every `eval_freq` steps: the validation seeds on every validation scenario, full episodes
     (the training configs without their episode cut); the best mean return's model is kept."""
     from stable_baselines3.common.vec_env import DummyVecEnv
     full = [{k: v for k, v in c.items() if k not in ("horizon_s", "max_requests")} for c in configs]
