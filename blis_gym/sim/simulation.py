@@ -101,6 +101,8 @@ class Simulation:
         inst.role = ic.role
         inst.pool = ic.pool
         inst.kv_bytes_per_token = ic.kv_bytes_per_token
+        if ic.engine.speculative is not None:
+            inst.enable_speculative(self.streams.get(f"speculative/{ic.name}"))
         return inst
 
     # ---- request path -----------------------------------------------------------------

@@ -21,6 +21,7 @@ from .kv import KVStore
 from .lora import LoraConfig, LoraState
 from .offload import CPU_TIER_WEIGHT, OffloadConfig, OffloadTiers
 from .request import BLOCK_MASK, BLOCK_SIZE, Content, Request, State, output_key
+from .speculative import SpecConfig, SpecState, lookahead_blocks
 
 if TYPE_CHECKING:
     from ..slots import StepTimeModel
@@ -37,6 +38,9 @@ class EngineConfig:
     prefix_caching: bool = True                # False: vLLM's --no-enable-prefix-caching
     offload: OffloadConfig | None = None       # KV offload tiers below the GPU (None: off)
     lora: LoraConfig | None = None             # --enable-lora (None: off)
+    speculative: SpecConfig | None = None      # --speculative-config (None: off)
+    reserve_full_prompt: bool = False          # admit only when the whole prompt's blocks are free
+    watermark_blocks: int = 0                  # free blocks an admission must leave
 
 
 def _chunk(remaining: int, thr: int, budget: int) -> int:
@@ -175,6 +179,12 @@ class Instance:
         self.step_log: list | None = None    # set to [] to record (start, duration, chunks, decoders)
         self.alpha_out = step_model.output_token_us
         self.lora = LoraState(cfg.lora) if cfg.lora is not None else None
+        self.spec: SpecState | None = None   # speculative decoding (enable_speculative)
+        self.admit_reserve = cfg.reserve_full_prompt or cfg.watermark_blocks > 0
+
+    def enable_speculative(self, rng) -> None:
+        """Turn on the engine's speculative decoding, drawing acceptances from `rng`."""
+        self.spec = SpecState(self.cfg.speculative, rng)
 
     # ---- queries (what a metrics scrape reads) -----------------------------------------
     def scrape(self) -> tuple[int, int, float]:
@@ -230,6 +240,13 @@ class Instance:
         if r in self.prefilling:
             return r.computed + r.chunk
         t = r.base + self.tick
+        sp = self.spec
+        if sp is not None:
+            if r not in sp.new:
+                t += sp.k                    # its lookahead slots
+            if self.step_open and r not in self.starved:
+                t += sp.s
+            return t
         if self.step_open and r not in self.starved:
             t += 1
         return t
@@ -322,6 +339,8 @@ class Instance:
             e += dt
             busy += dt
         m = i - self.plan_pos
+        if self.spec is not None:
+            return self._advance_spec(t, m, busy, start, e, i, n)
         self.tick = tick
         if blocks:
             self.kv._take_free(blocks)
@@ -336,6 +355,34 @@ class Instance:
         else:
             self.plan_pos = i
 
+    def _advance_spec(self, t: int, m: int, busy: int, start: int, e: int, i: int, n: int) -> None:
+        """_advance's bookkeeping with speculative decoding: the counter moves by each step's
+        advance, the KV top-up follows it, and each step emits advance tokens per decoder."""
+        sp = self.spec
+        phase, hist, a, nd, k = self.phase, self.itl_hist, self.alpha_out, self.n_dec, sp.k
+        tick, s, blocks, tokens = self.tick, sp.s, 0, 0
+        for j in range(self.plan_pos, i):
+            tick += s                        # the step in flight ends
+            s = sp.plan_s[j]                 # the next planned one starts
+            blocks += lookahead_blocks(phase, tick, s, k)
+            tokens += nd * s
+            if s > 1:
+                hist[a] = hist.get(a, 0) + nd * (s - 1)
+        self.tick, sp.s = tick, s
+        if blocks:
+            self.kv._take_free(blocks)
+        self.decode_tokens += tokens
+        self.steps += m
+        self.busy_us += busy
+        self.step_started = start
+        self.step_end = e
+        if i >= n:
+            self.plan = []
+            sp.plan_s = []
+            self.plan_pos = 0
+        else:
+            self.plan_pos = i
+
     def busy_until(self, t: int) -> int:
         """Time spent in steps up to time t (a step in flight at t counts up to t only)."""
         return self.busy_us - max(0, self.step_end - t)
@@ -345,6 +392,9 @@ class Instance:
         that have started, drop the rest, and put the boundary at the end of the current one."""
         if self.plan_pos < len(self.plan):
             self.sync()
+            if self.spec is not None:        # the dropped steps' draws are drawn again later
+                self.spec.draws.give_back(len(self.plan) - self.plan_pos)
+                self.spec.plan_s = []
             self.plan = []
             self.plan_pos = 0
             self._boundary_at(self.step_end)
@@ -355,6 +405,11 @@ class Instance:
             k = dt + self.alpha_out
             self.itl_hist[k] = self.itl_hist.get(k, 0) + n_dec
             self.decode_tokens += n_dec
+            if self.spec is not None and self.spec.s > 1:
+                # the accepted drafts arrive with the step's first token: ITL per emitted token
+                extra = n_dec * (self.spec.s - 1)
+                self.itl_hist[self.alpha_out] = self.itl_hist.get(self.alpha_out, 0) + extra
+                self.decode_tokens += extra
         if self.step_log is not None:
             self.step_log.append((start, dt, [(r.id, r.chunk) for r in chunks], n_dec))
         self.steps += 1
@@ -367,20 +422,25 @@ class Instance:
         self.step_open = False
         sink = self.sink
         tick = self.tick
-        self.tick = tick + 1
+        sp = self.spec
+        adv = sp.s if sp is not None else 1  # tokens each decoder advanced in the step
+        self.tick = tick + adv
         if self.starved:
             phase = self.phase
             for r in self.starved:           # they got no token: hold their place
                 phase[r.base & BLOCK_MASK] -= 1
-                r.base -= 1
+                r.base -= adv
                 phase[r.base & BLOCK_MASK] += 1
-                self.sum_base -= 1
+                self.sum_base -= adv
                 heapq.heappush(self.finish_heap, (self._finish_tick(r), r.id, r.gen, r))
             self.starved = {}
         fh = self.finish_heap
-        while fh and fh[0][0] <= tick:
-            _, _, gen, r = heapq.heappop(fh)
+        last = tick + adv - 1
+        while fh and fh[0][0] <= last:
+            key, _, gen, r = heapq.heappop(fh)
             if r.gen == gen and r.state is State.RUNNING and r not in self.prefilling:
+                if adv > 1 and key < last:   # it needed fewer tokens than the step accepted
+                    self._unemit(last - key)
                 r.generated = r.output_len
                 self._leave(r, now)
                 sink.completed(r, now)
@@ -401,10 +461,20 @@ class Instance:
                     del self.prefilling[r]
                     r.base = r.computed - self.tick
                     self._dec_add(r)
+                    if sp is not None:
+                        sp.joined(r, r.computed)  # its lookahead slots come with its first decode step
                     if r.seq > self.dec_max_seq:
                         self.dec_max_seq = r.seq
                     heapq.heappush(fh, (self._finish_tick(r), r.id, r.gen, r))
         self.step_chunks = []
+
+    def _unemit(self, n: int) -> None:
+        """Take back n tokens booked for a finishing request that did not need them."""
+        a = self.alpha_out
+        self.itl_hist[a] -= n
+        if not self.itl_hist[a]:
+            del self.itl_hist[a]
+        self.decode_tokens -= n
 
     def _finish_tick(self, r: Request) -> int:
         # Tick of the step that emits the last token: KV then holds input + output - 1 tokens.
@@ -429,9 +499,11 @@ class Instance:
         if r in self.prefilling:
             del self.prefilling[r]
         else:
-            r.generated = max(r.generated, r.base + self.tick - r.input_len + 1)
+            r.generated = max(r.generated, min(r.output_len, r.base + self.tick - r.input_len + 1))
             self._dec_remove(r)
             self.starved.pop(r, None)
+            if self.spec is not None:
+                self.spec.settled(r)
         r.gen += 1
         if r.adapter is not None and self.lora is not None:
             self.lora.left(r.adapter)
@@ -494,16 +566,24 @@ class Instance:
         chunks: list[Request] = []
         preempted = False
         n_dec = self.n_dec
-        dec_blocks = self.phase[(-self.tick) & BLOCK_MASK] if n_dec else 0
+        sp = self.spec
+        if sp is None:
+            dec_blocks = self.phase[(-self.tick) & BLOCK_MASK] if n_dec else 0
+            dec_tokens = n_dec
+        else:
+            # the step's advance, drawn now; each decoder verifies K + 1 tokens and tops up its KV
+            sp.s = sp.draws.take() if n_dec else 1
+            dec_blocks = lookahead_blocks(self.phase, self.tick, sp.s, sp.k) + sp.owed if n_dec else 0
+            dec_tokens = n_dec * sp.width
 
         # Phase 1, fast path: every decoder precedes every prefilling request in batch order,
         # and budget and KV serve all of them, so order does not matter.
-        fast = n_dec <= budget and dec_blocks <= kv.free_count
+        fast = dec_tokens <= budget and dec_blocks <= kv.free_count
         if fast and self.prefilling:
             first = next(iter(self.prefilling))
             fast = first.seq > self.dec_max_seq
         if fast:
-            b = budget - n_dec
+            b = budget - dec_tokens
             blocks = dec_blocks
             for r in self.prefilling:
                 if b <= 0:
@@ -521,6 +601,8 @@ class Instance:
             if blocks <= kv.free_count:
                 if dec_blocks:
                     kv._take_free(dec_blocks)
+                if sp is not None and sp.new:
+                    sp.settle_all()
                 for r in chunks:
                     kv.extend_prefill(r, r.chunk)
                 budget = b
@@ -586,6 +668,8 @@ class Instance:
                                 break             # no room for the blocks to load
                             continue              # vLLM skips it until its load is done
                     n = _chunk(r.target - start, thr, budget)
+                    if self.admit_reserve and not self._reserve_ok(r, hit, n):
+                        break
                     if not kv.admit(r, hit, n):
                         break
             waiting.pop()
@@ -626,8 +710,16 @@ class Instance:
         self.step_chunks = chunks
         end = now + dt
         if self.multi_step and not chunks and not self.prefilling and not self.starved and not self.waiting.n:
-            end += self._plan_run(n_dec, ctx)
+            end += self._plan_run(n_dec, ctx) if sp is None else self._plan_run_spec(n_dec, ctx)
         self._boundary_at(end)
+
+    def _reserve_ok(self, r: Request, hit: int, n: int) -> bool:
+        """vLLM's admission reserve: with reserve_full_prompt the blocks of the whole prompt (not
+        only of its first chunk) must be free, and an admission must leave watermark_blocks free."""
+        kv = self.kv
+        upto = r.target if self.cfg.reserve_full_prompt else hit * BLOCK_SIZE + n
+        need = -(-upto // BLOCK_SIZE) - hit
+        return kv.free_count - kv.lookup_claims() - need >= self.cfg.watermark_blocks
 
     def _start_load(self, r: Request, hit: int, now: int) -> int:
         """As vLLM's offloading connector: when the head request's prompt continues, after its
@@ -719,12 +811,51 @@ class Instance:
         self.plan_pos = 0
         return sum(plan)
 
+    def _plan_run_spec(self, n_dec: int, ctx: int) -> int:
+        """_plan_run with speculative decoding: the planned steps' advances are drawn now (in
+        step order, given back if the run is cut); the run ends with the step in which the next
+        request completes, or before the first step whose KV top-up the free blocks cannot cover."""
+        fh = self.finish_heap
+        while fh and (fh[0][2] != fh[0][3].gen or fh[0][3].state is not State.RUNNING):
+            heapq.heappop(fh)
+        sp = self.spec
+        if not fh or n_dec <= 0:
+            return 0
+        key = fh[0][0]
+        tick = self.tick + sp.s              # where the step in flight leaves the counter
+        if tick - 1 >= key:
+            return 0                         # the step in flight completes it
+        free, phase, k = self.kv.free_count, self.phase, sp.k
+        plan, advances = [], []
+        model = self.model
+        lora = self.lora
+        while len(plan) < self.MAX_RUN:
+            s = sp.draws.take()
+            free -= lookahead_blocks(phase, tick, s, k)
+            if free < 0:
+                sp.draws.give_back(1)
+                break
+            ctx += n_dec * advances[-1] if advances else n_dec * sp.s
+            dt = model.decode_step_us(n_dec, ctx)
+            plan.append(lora.step_us(dt) if lora is not None and lora.factor != 1.0 else dt)
+            advances.append(s)
+            tick += s
+            if tick - 1 >= key:
+                break
+        if not plan:
+            return 0
+        self.plan = plan
+        sp.plan_s = advances
+        self.plan_pos = 0
+        return sum(plan)
+
     def _walk_running(self, now: int, budget: int, chunks: list[Request]):
         """Phase 1 the exact way: running requests in batch order, each a prefill chunk or one
         decode token, preempting the newest (or least urgent) request when KV runs out."""
         kv = self.kv
         thr = self.cfg.long_prefill_token_threshold
         tick = self.tick
+        sp = self.spec
         granted: set[Request] = set()
         preempted = False
         for r in list(self.running):
@@ -744,6 +875,21 @@ class Instance:
                 r.chunk = n
                 chunks.append(r)
                 budget -= n
+            elif sp is not None:
+                if budget < sp.width:
+                    continue                      # no budget for its drafts: it waits this step
+                t = r.base + tick
+                held = 0 if r in sp.new else sp.k
+                need = -(-(t + sp.s + sp.k) // BLOCK_SIZE) - (-(-(t + held) // BLOCK_SIZE))
+                if need:
+                    budget, preempted = self._room(r, lambda: kv.free_count >= need, now, granted, budget,
+                                                   preempted)
+                    if r.state is not State.RUNNING:
+                        break
+                    kv._take_free(need)
+                sp.settled(r)
+                granted.add(r)
+                budget -= sp.width
             else:
                 if (r.base + tick) % BLOCK_SIZE == 0:
                     budget, preempted = self._room(r, lambda: kv.free_count >= 1, now, granted, budget, preempted)
@@ -777,6 +923,14 @@ class Instance:
         if r in self.prefilling:
             returned = r.chunk
             tokens = r.computed + r.chunk
+        elif self.spec is not None:
+            sp = self.spec
+            step = r in granted
+            returned = sp.width if step else 0
+            tokens = r.base + self.tick + (0 if r in sp.new else sp.k) + (sp.s if step else 0)
+            granted.discard(r)
+            sp.settled(r)
+            r.generated = r.base + self.tick - r.input_len + 1
         else:
             returned = 1 if r in granted else 0
             tokens = r.base + self.tick + returned

@@ -296,9 +296,10 @@ class KVStore:
             if content is None or not self.caching:
                 self._give_free(n_private)
             else:
-                full = tokens_in_kv // BLOCK_SIZE
+                # blocks beyond the content (speculative lookahead slots) are never full
+                full = min(tokens_in_kv, content.length) // BLOCK_SIZE
                 if full < total:
-                    self._give_free(1)
+                    self._give_free(total - full)
                 for i in range(full - 1, n_shared - 1, -1):
                     h = content.block_hash(i)
                     self.used -= 1

@@ -37,6 +37,7 @@ from pathlib import Path
 import yaml
 
 from blis_gym.errors import ConfigError, read_yaml
+from .deployment import Deployment, spans_nodes
 from .hardware import load_hardware
 from .kv_capacity import validate_tp
 from .model_config import load_model
@@ -104,9 +105,10 @@ class CalibratedPhysics:
     kind = "calibrated"
 
     def __init__(self, model, hw, tp: int = 1, params: Mapping[str, float] | None = None,
-                 interconnect: Mapping[str, float] | None = None, dp: int = 1):
-        if dp != 1:
-            raise ConfigError("dp", f"only dp=1 is supported, got {dp!r}")
+                 interconnect: Mapping[str, float] | None = None, dp: int = 1,
+                 deployment: Deployment | None = None):
+        from .step_time import check_deployment
+        dep = deployment or Deployment(dp=dp)
         if params is None or interconnect is None:
             p0, i0 = load_calibration()
             params = params if params is not None else p0
@@ -114,7 +116,9 @@ class CalibratedPhysics:
         m = load_model(model)
         hw = load_hardware(hw)
         tp = validate_tp(m, tp)
-        self.model, self.hw, self.tp, self.dp = m, hw, tp, dp
+        check_deployment(m, dep)
+        dp = dep.dp
+        self.model, self.hw, self.tp, self.dp, self.deployment = m, hw, tp, dp, dep
         self.params = {k: float(params[k]) for k in PARAM_NAMES}
         p = self.params
         link = interconnect.get(hw.name)
@@ -148,6 +152,8 @@ class CalibratedPhysics:
         self._w_fixed = (L * attn_params + n_dense * dense_mlp + n_moe * shared) * wb / tp \
             + m.vocab * d * bpp / tp                            # LM head kept in 16-bit
         self._w_expert = n_moe * expert * wb / tp               # per distinct expert touched
+        if dp > 1:
+            self._w_expert /= dp                                # the experts are spread over dp x tp GPUs
         self._N, self._k = N, k
         self._neff: dict[int, float] = {}
 
@@ -157,13 +163,32 @@ class CalibratedPhysics:
         self._P, self._Pa, self._W = P, Pa, W
         self._Wkv = hw.hbm_tb_s * 1e6 * p["eta_kv"]
         self._att_ctx = 4 * L * (H / tp) * hd                    # FLOPs per (query token x context token)
-        self._kv_tok = m.kv_bytes_per_token(tp)                  # KV bytes per token per GPU
+        if m.is_hybrid:
+            self._att_ctx = 4 * m.attention_layers * (H / tp) * hd  # linear-attention layers read no context
+        self._kv_tok = m.kv_bytes_per_token(tp, dep.kv_cache_bytes)  # KV bytes per token per GPU
+        eta_link = max(p["eta_link"], 1e-6)
         if tp > 1:
-            bw = link * 1e3 * max(p["eta_link"], 1e-6)           # bytes per µs
-            self._ar_fixed = 2 * L * p["ar_latency_us"]
+            ar_lat = p["ar_latency_us"]
+            if spans_nodes(tp, dep, hw):                          # the ring leaves the node
+                link, ar_lat = hw.internode_gb_s, ar_lat + hw.internode_latency_us
+            bw = link * 1e3 * eta_link                           # bytes per µs
+            self._ar_fixed = 2 * L * ar_lat
             self._ar_tok = 2 * L * 2 * (tp - 1) / tp * d * bpp / bw
         else:
             self._ar_fixed = self._ar_tok = 0.0
+        self._a2a_tok = 0.0
+        if m.is_moe and dp > 1:
+            # dispatch + combine per MoE layer: each token to the GPUs of its top-k experts (expert
+            # parallelism) or all-gathered / reduce-scattered over the DP group (without); a rank's
+            # tokens leave through its tp GPUs' links
+            G = tp * dp
+            fan = k if dep.expert_parallel else 1
+            a2a_link, a2a_lat = interconnect.get(hw.name, link), p["ar_latency_us"]
+            if spans_nodes(G, dep, hw):
+                a2a_link, a2a_lat = hw.internode_gb_s, a2a_lat + hw.internode_latency_us
+            self._ar_fixed += 2 * n_moe * a2a_lat
+            self._a2a_tok = 2 * n_moe * fan * (G - 1) / G * d * bpp / tp / (a2a_link * 1e3 * eta_link)
+        self._w = dep.verify_tokens                              # tokens verified per decoding sequence
         self._over = p["step_us"] + p["layer_us"] * L + p["moe_layer_us"] * n_moe + self._ar_fixed
         self._seq_us = p["seq_us"]
         self._pf_seq_us = p["prefill_seq_us"]
@@ -197,6 +222,9 @@ class CalibratedPhysics:
         return self._w_fixed + self._w_expert * ne
 
     def _time(self, T: int, B: int, n_pf: int, att_flops: float, ctx_read: float) -> int:
+        dp = self.dp
+        if dp > 1:
+            return self._rank_time(T, B, n_pf, att_flops, ctx_read)
         comp = (self._flops_tok * T + self._flops_seq * B) / self._P
         mem = self._weights(T) / self._W
         gemm = max(mem, comp)
@@ -207,9 +235,23 @@ class CalibratedPhysics:
         self._last_step = s
         return s
 
+    def _rank_time(self, T: int, B: int, n_pf: int, att_flops: float, ctx_read: float) -> int:
+        """A DP group's lockstep step: one rank's share (1/dp of the group's batch) of the compute,
+        the KV reads and the overheads; the expert weights every token of the group touches (the
+        experts live spread over the group); the dispatch/combine all-to-all."""
+        dp = self.dp
+        t, b = T / dp, B / dp
+        comp = (self._flops_tok * t + self._flops_seq * b) / self._P
+        gemm = max(self._weights(T) / self._W, comp)
+        step = (gemm + att_flops / dp / self._Pa + self._kv_tok * ctx_read / dp / self._Wkv
+                + (self._ar_tok + self._a2a_tok) * t + self._over + self._seq_us * b + self._pf_seq_us * n_pf / dp)
+        s = max(1, int(step))
+        self._last_step = s
+        return s
+
     def step_time_us(self, prefill: Iterable[Sequence[int]] = (), num_decode: int = 0,
                      decode_context: int = 0) -> int:
-        T = num_decode
+        T = num_decode * self._w
         n_pf = 0
         att = 0.0
         ctx = float(decode_context)
@@ -227,4 +269,4 @@ class CalibratedPhysics:
     def decode_step_us(self, num_decode: int, decode_context: int) -> int:
         if num_decode <= 0:
             return 1
-        return self._time(num_decode, num_decode, 0, 0.0, float(decode_context))
+        return self._time(num_decode * self._w, num_decode, 0, 0.0, float(decode_context))

@@ -24,6 +24,10 @@ class Hardware:
     memory_gib: float
     source: str = ""
     price_per_gpu_hour: float = 0.0     # US$ per GPU-hour (see price_source in hardware.json)
+    gpus_per_node: int = 8              # GPUs one node holds (NVLink domain)
+    intranode_gb_s: float = 32.0        # GPU-to-GPU link inside a node, per GPU and direction, GB/s
+    internode_gb_s: float = 25.0        # scale-out network per GPU and direction, GB/s (InfiniBand / RoCE)
+    internode_latency_us: float = 10.0  # start-up latency of one collective over that network
 
     def peak_tflops(self, weight_bytes: float) -> float:
         """FLOP rate for a model: the FP8 rate iff weights are 1 byte and the GPU has FP8 units."""
@@ -55,6 +59,10 @@ def _table() -> tuple[dict[str, Hardware], dict[str, str]]:
             memory_gib=float(f["memory_gib"]),
             source=str(f.get("source", "")),
             price_per_gpu_hour=float(f.get("price_per_gpu_hour", 0.0)),
+            gpus_per_node=int(f.get("gpus_per_node", 8)),
+            intranode_gb_s=float(f.get("intranode_gb_s", 32.0)),
+            internode_gb_s=float(f.get("internode_gb_s", 25.0)),
+            internode_latency_us=float(f.get("internode_latency_us", 10.0)),
         )
         index[_norm(name)] = name
         for alias in f.get("aliases", []):

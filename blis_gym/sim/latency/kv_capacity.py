@@ -49,8 +49,13 @@ def kv_blocks_per_instance(
     tp: int,
     gpu_memory_utilization: float = 0.9,
     block_size: int = 16,
+    dp: int = 1,
+    kv_cache_bytes: int = 0,
 ) -> int:
-    """KV blocks (of ``block_size`` tokens) available to one instance of ``tp`` GPUs."""
+    """KV blocks (of ``block_size`` tokens) available to one instance of ``tp`` GPUs; with
+    ``dp`` > 1 (a MoE model's data-parallel ranks run as one engine) the whole group's blocks:
+    each rank holds its own KV cache, sized after its share of the experts (they are spread over
+    dp x tp GPUs). ``kv_cache_bytes``: bytes per KV element (1 = fp8; 0 = the model's dtype)."""
     model = load_model(model)
     hw = load_hardware(hw)
     tp = validate_tp(model, tp)
@@ -59,10 +64,11 @@ def kv_blocks_per_instance(
         raise ConfigError("gpu_memory_utilization", f"must be in (0, 1], got {u!r}")
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
         raise ConfigError("block_size", f"must be a positive integer, got {block_size!r}")
-    per_block = int(model.kv_bytes_per_token(tp) * block_size)
+    per_block = int(model.kv_bytes_per_token(tp, kv_cache_bytes) * block_size)
     activation = ACTIVATION_GIB_MOE if model.is_moe else ACTIVATION_GIB_DENSE
-    non_torch = NON_TORCH_GIB_TP1 if tp == 1 else NON_TORCH_GIB_TPN
-    free_gib = hw.memory_gib * u - model.weight_gib() / tp - activation - non_torch
+    non_torch = NON_TORCH_GIB_TP1 if tp == 1 and dp == 1 else NON_TORCH_GIB_TPN
+    weights = model.weight_gib() / tp if dp == 1 else model.weight_gib_per_gpu(tp, dp)
+    free_gib = hw.memory_gib * u - weights - activation - non_torch
     blocks = int(free_gib * GIB) // per_block if free_gib > 0 else 0
     if blocks <= 0:
         raise ConfigError(
@@ -71,4 +77,4 @@ def kv_blocks_per_instance(
             f"try a larger tp (weights {model.weight_gib():.1f} GiB in total, "
             f"{hw.memory_gib * u:.1f} GiB usable per GPU)",
         )
-    return blocks
+    return blocks * dp

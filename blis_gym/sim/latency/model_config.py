@@ -59,6 +59,26 @@ class ModelConfig:
     max_model_len: int
     hidden_act: str = "silu"
     model_type: str = ""
+    # hybrid attention (config `layer_types`, or `full_attention_interval`): layers that keep no
+    # per-token KV (linear attention: a fixed-size state) or only a window of it (sliding window)
+    linear_layers: int = 0
+    sliding_layers: int = 0
+    sliding_window: int = 0
+
+    @property
+    def kv_layers(self) -> int:
+        """Layers holding KV for every token of the context (full attention)."""
+        return self.num_layers - self.linear_layers - self.sliding_layers
+
+    @property
+    def attention_layers(self) -> int:
+        """Layers whose attention reads the context (full and sliding window; a sliding-window
+        layer is priced as full attention, an upper bound once contexts exceed its window)."""
+        return self.num_layers - self.linear_layers
+
+    @property
+    def is_hybrid(self) -> bool:
+        return self.kv_layers != self.num_layers
 
     @property
     def is_moe(self) -> bool:
@@ -80,17 +100,22 @@ class ModelConfig:
             return n_moe, L - n_moe
         return L, 0
 
-    def kv_bytes_per_token(self, tp: int = 1) -> float:
-        """KV-cache bytes per token held by ONE GPU of a TP group.
+    def kv_bytes_per_token(self, tp: int = 1, kv_bytes: int = 0) -> float:
+        """KV-cache bytes per token held by ONE GPU of a TP group (kv_bytes: bytes per element,
+        1 for an fp8 KV cache; 0 = the model's dtype).
 
         Standard attention: 2 (K and V) x layers x kv_heads x head_dim x dtype bytes, sharded over TP
         (KV heads are replicated when tp > num_kv_heads, as vLLM does). MLA (kv_lora_rank > 0): the
         latent (kv_lora_rank + qk_rope_head_dim) per layer, replicated on every GPU (not divided by TP).
+        Hybrid models count their full-attention layers only: a linear-attention layer keeps a
+        fixed-size state per sequence and a sliding-window layer at most its window (vLLM's hybrid
+        KV cache manager frees the blocks that leave the window); neither grows with the context.
         """
+        b = kv_bytes or self.dtype_bytes
         if self.is_mla:
-            return float(self.num_layers * (self.kv_lora_rank + self.qk_rope_head_dim) * self.dtype_bytes)
+            return float(self.kv_layers * (self.kv_lora_rank + self.qk_rope_head_dim) * b)
         heads_per_gpu = max(self.num_kv_heads / tp, 1.0)
-        return self.num_layers * 2 * self.head_dim * heads_per_gpu * self.dtype_bytes
+        return self.kv_layers * 2 * self.head_dim * heads_per_gpu * b
 
     def param_count(self) -> float:
         """Parameter count by the llm-d capacity-planner formula BLIS uses (``sim/latency/kv_capacity.go``)."""
@@ -113,6 +138,24 @@ class ModelConfig:
     def weight_gib(self) -> float:
         """Total weight memory (all GPUs together) in GiB."""
         return self.param_count() * self.weight_bytes / GIB
+
+    def routed_expert_gib(self) -> float:
+        """Weight memory of the routed experts alone (what expert parallelism shards over
+        dp x tp GPUs; the rest is sharded over tp and replicated on every DP rank)."""
+        if not self.is_moe:
+            return 0.0
+        n_moe_layers = self.num_layers - self.first_k_dense_replace
+        i_exp = self.moe_intermediate or self.intermediate
+        return n_moe_layers * 3 * self.hidden * i_exp * self.num_experts * self.weight_bytes / GIB
+
+    def weight_gib_per_gpu(self, tp: int, dp: int = 1) -> float:
+        """Weights one GPU holds: everything sharded over tp, except that the routed experts of a
+        MoE model with dp ranks are sharded over dp x tp (vLLM's fused MoE spreads them over the
+        whole DP group, with or without expert parallelism)."""
+        if dp <= 1 or not self.is_moe:
+            return self.weight_gib() / tp
+        experts = self.routed_expert_gib()
+        return (self.weight_gib() - experts) / tp + experts / (tp * dp)
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,7 +251,10 @@ def model_from_dict(cfg: Mapping[str, Any], name: str = "custom", source: str = 
         head_dim: float = _whole(name, "head_dim", hd_cfg)
     else:
         head_dim = d // H if d % H == 0 else d / H
-    inter_base = need("intermediate_size", "ffn_hidden_size")
+    if _first(cfg, "intermediate_size", "ffn_hidden_size") is None and cfg.get("moe_intermediate_size"):
+        inter_base = _whole(name, "moe_intermediate_size", cfg["moe_intermediate_size"])   # MoE in every layer
+    else:
+        inter_base = need("intermediate_size", "ffn_hidden_size")
     intermediate = count("intermediate_size_mlp", default=inter_base)
     n_exp = count("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
     if n_exp < 2:
@@ -241,6 +287,7 @@ def model_from_dict(cfg: Mapping[str, Any], name: str = "custom", source: str = 
                        ("num_key_value_heads", Hkv), ("intermediate_size", intermediate), ("vocab_size", vocab)):
         if val <= 0:
             raise ConfigError("model", f"{name}: {field} must be positive, got {val}")
+    linear, sliding, window = _layer_kinds(cfg, L, name)
     return ModelConfig(
         name=name,
         num_layers=L,
@@ -264,7 +311,37 @@ def model_from_dict(cfg: Mapping[str, Any], name: str = "custom", source: str = 
         max_model_len=_max_model_len(cfg, model_type, name),
         hidden_act=act,
         model_type=model_type,
+        linear_layers=linear,
+        sliding_layers=sliding,
+        sliding_window=window,
     )
+
+
+_LINEAR_KINDS = ("linear_attention", "mamba", "gated_deltanet", "kimi_delta_attention")
+_SLIDING_KINDS = ("sliding_attention", "sliding_window", "local_attention", "chunked_attention")
+
+
+def _layer_kinds(cfg: Mapping[str, Any], L: int, name: str) -> tuple[int, int, int]:
+    """(linear-attention layers, sliding-window layers, window) from `layer_types` (one entry per
+    layer) or `full_attention_interval` k (every k-th layer full, the others linear, as Qwen3-Next
+    and Qwen3.5 configs say). A plain transformer gives (0, 0, 0)."""
+    kinds = cfg.get("layer_types")
+    if isinstance(kinds, list) and kinds:
+        if len(kinds) != L:
+            raise ConfigError("model", f"{name}: layer_types has {len(kinds)} entries for {L} layers")
+        kinds = [str(k).lower() for k in kinds]
+        linear = sum(k in _LINEAR_KINDS for k in kinds)
+        sliding = sum(k in _SLIDING_KINDS for k in kinds)
+    elif cfg.get("full_attention_interval"):
+        k = _whole(name, "full_attention_interval", cfg["full_attention_interval"])
+        linear = L - L // k if k else 0
+        sliding = 0
+    else:
+        return 0, 0, 0
+    window = _whole(name, "sliding_window", cfg.get("sliding_window") or 0) if sliding else 0
+    if linear + sliding >= L:
+        raise ConfigError("model", f"{name}: no full-attention layer in layer_types")
+    return linear, sliding, window
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import yaml
 
 from blis_gym.errors import ConfigError
 
+from .deployment import DEFAULT, Deployment, refuse, spans_nodes
 from .hardware import Hardware, load_hardware
 from .kv_capacity import validate_tp
 from .model_config import ModelConfig, load_model
@@ -53,13 +54,25 @@ def _check_alpha(alpha) -> tuple[float, float, float]:
     return a  # type: ignore[return-value]
 
 
-def _common(model, hw, tp, dp):
+def _common(model, hw, tp, dp, deployment):
     model = load_model(model)
     hw = load_hardware(hw)
     tp = validate_tp(model, tp)
-    if dp != 1:
-        raise ConfigError("dp", f"only dp=1 is supported, got {dp!r}")
-    return model, hw, tp
+    dep = deployment or (Deployment(dp=dp) if dp != 1 else DEFAULT)
+    check_deployment(model, dep)
+    return model, hw, tp, dep
+
+
+def check_deployment(model: ModelConfig, dep: Deployment) -> None:
+    """What every model refuses: data-parallel ranks or expert parallelism without a MoE model
+    (a dense model's DP ranks are independent engines: more instances)."""
+    if isinstance(dep.dp, bool) or not isinstance(dep.dp, int) or not 1 <= dep.dp <= 64:
+        raise ConfigError("dp", f"must be an integer in [1, 64], got {dep.dp!r}")
+    if dep.dp > 1 and not model.is_moe:
+        raise ConfigError("dp", f"{model.name} is not a MoE model: its data-parallel ranks are independent "
+                                "engines (give more instances instead of dp)")
+    if dep.expert_parallel and not model.is_moe:
+        raise ConfigError("vllm.enable_expert_parallel", f"{model.name} has no experts to distribute")
 
 
 class _StepModelBase:
@@ -92,9 +105,10 @@ class TrainedPhysics(_StepModelBase):
 
     def __init__(self, model: "ModelConfig | str", hw: "Hardware | str", tp: int = 1,
                  alpha: "Sequence[float] | None" = None, beta: "Sequence[float] | None" = None,
-                 dp: int = 1):
-        model, hw, tp = _common(model, hw, tp, dp)
-        self.model, self.hw, self.tp, self.dp = model, hw, tp, dp
+                 dp: int = 1, deployment: Deployment | None = None):
+        model, hw, tp, dep = _common(model, hw, tp, dp, deployment)
+        dp = dep.dp
+        self.model, self.hw, self.tp, self.dp, self.deployment = model, hw, tp, dp, dep
         a_def, b_def = _coefficients()
         self.alpha = _check_alpha(a_def if alpha is None else alpha)
         try:
@@ -140,22 +154,54 @@ class TrainedPhysics(_StepModelBase):
             ffn += n_moe * (k / G) * 6 * d * I_m + n_moe * 6 * d * I_s / tpdp
         self._ffn_tok = ffn
         self._kv_tok = L * 2 * (d_kv / tpdp) * 2 / W          # KV bytes-time per token (write or read)
+        La = L
+        if m.is_hybrid or dep.kv_cache_bytes:
+            # only full-attention layers hold per-token KV; an fp8 cache moves half the bytes
+            kvb = dep.kv_cache_bytes or 2
+            self._kv_tok = m.kv_layers * 2 * (d_kv / tpdp) * kvb / W
+            La = m.attention_layers
+        self._La = La                                         # layers whose attention reads the context
         w = L * d * (2 * d + 2 * d_kv) * wbpp / tp + n_dense * 3 * d * I_d * wbpp / tp
         if m.is_moe:
             w += n_moe * (N / G) * 3 * d * I_m * wbpp + n_moe * 3 * d * I_s * wbpp / tp
         self._t_weight = w / W
         u = L + n_dense + (n_moe if (m.is_moe and dp == 1 and tp > 1) else 0)
         self._tp_tok = u * d * bpp * 2 * (tp - 1) / tp / W / dp  # all-reduce time per token in step
+        self._net_us = 0.0                                        # collective start-up latency per step
+        if spans_nodes(tp, dep, hw):
+            # the ring all-reduce runs at the scale-out link's speed, not NVLink's
+            self._tp_tok *= hw.intranode_gb_s / hw.internode_gb_s
+            self._net_us = 2 * L * hw.internode_latency_us
+        self._disp_tok = 0.0
+        if m.is_moe and dp > 1:
+            # expert dispatch + combine per MoE layer (BLIS T_disp): all-to-all to the top-k experts'
+            # GPUs with expert parallelism, all-gather / reduce-scatter without
+            fan = k if dep.expert_parallel else 1
+            self._disp_tok = n_moe * fan * (G - 1) / G * 2 * d * bpp / W / dp
+            if spans_nodes(G, dep, hw):
+                self._disp_tok *= hw.intranode_gb_s / hw.internode_gb_s
+                self._net_us += 2 * n_moe * hw.internode_latency_us
+        self._w = dep.verify_tokens
         interleaved = m.is_moe and m.interleave_moe_layer_step > 0
         self._const = self._b3 * self._t_weight + self._b5 * L + self._b7 + (
             self._b8 * n_moe if interleaved else 0.0)
+        if self._net_us:
+            self._const += self._net_us
 
         # decode-only fast path: step = c0 + c_req * num_decode + c_ctx * decode_context
+        w = self._w                   # tokens each decoding sequence verifies (1 + draft tokens)
         dc_comp_req = (self._proj_tok + self._ffn_tok) / P
-        dc_comp_ctx = L * 4 * hP * d_h / dp / P
+        dc_comp_ctx = La * 4 * hP * d_h / dp / P
+        if w > 1:
+            dc_comp_req *= w          # every verified token goes through the projections and FFN
+            dc_comp_ctx *= w          # and attends to the whole context
         if self._dc_split:
-            self._dc_req = (self._b2a * dc_comp_req + self._b2b * self._kv_tok
-                            + self._b4 * self._tp_tok + self._b6)
+            if w == 1 and not self._disp_tok:
+                self._dc_req = (self._b2a * dc_comp_req + self._b2b * self._kv_tok
+                                + self._b4 * self._tp_tok + self._b6)
+            else:
+                self._dc_req = (self._b2a * dc_comp_req + (self._b2b * self._kv_tok + self._b4 * self._tp_tok
+                                                           + self._bep * self._disp_tok) * w + self._b6)
             self._dc_ctx = self._b2a * dc_comp_ctx + self._b2b * self._kv_tok
         self._dc_comp_req, self._dc_comp_ctx = dc_comp_req, dc_comp_ctx
 
@@ -171,16 +217,19 @@ class TrainedPhysics(_StepModelBase):
             T_p += t
             n_pf += 1
             att += 4 * self._hP * t * (prompt_len + t / 2) * self._d_h
-        T_d = num_decode
+        w = self._w
+        T_d = num_decode * w if w > 1 else num_decode      # decode tokens verified in the step
         C = decode_context
-        B = n_pf + T_d
+        B = n_pf + num_decode
         if B == 0:
             return 1
-        L, P = self._L, self._P
-        pf_comp = (self._proj_tok * T_p + L * att / self._dp + self._ffn_tok * T_p) / P
+        L, P, La = self._L, self._P, self._La
+        pf_comp = (self._proj_tok * T_p + La * att / self._dp + self._ffn_tok * T_p) / P
         pf_kv = self._kv_tok * T_p
-        dc_comp = (self._proj_tok * T_d + L * 4 * self._hP * C * self._d_h / self._dp
-                   + self._ffn_tok * T_d) / P
+        dc_att = La * 4 * self._hP * C * self._d_h / self._dp
+        if w > 1:
+            dc_att *= w
+        dc_comp = (self._proj_tok * T_d + dc_att + self._ffn_tok * T_d) / P
         dc_kv = self._kv_tok * (C + T_d)
         if self._pf_split:
             pf = self._b1a * pf_comp + self._b1b * pf_kv
@@ -192,6 +241,8 @@ class TrainedPhysics(_StepModelBase):
             dc = self._b2a * max(dc_comp, dc_kv)
         step = (pf + dc + self._b3 * self._t_weight + self._b4 * self._tp_tok * (T_p + T_d)
                 + self._b5 * L + self._b6 * B + self._b7)
+        if self._disp_tok or self._net_us:
+            step += self._bep * self._disp_tok * (T_p + T_d) + self._net_us
         if self._b8 and self.model.is_moe and self.model.interleave_moe_layer_step > 0:
             step += self._b8 * self.model.moe_layer_split[0]
         s = int(step)
@@ -203,10 +254,15 @@ class TrainedPhysics(_StepModelBase):
         if self._dc_split:
             step = self._const + self._dc_req * num_decode + self._dc_ctx * decode_context
         else:
+            w = self._w
             comp = self._dc_comp_req * num_decode + self._dc_comp_ctx * decode_context
-            kv = self._kv_tok * (decode_context + num_decode)
-            step = (self._const + self._b2a * max(comp, kv)
-                    + (self._b4 * self._tp_tok + self._b6) * num_decode)
+            kv = self._kv_tok * (decode_context + num_decode * w)
+            if w == 1 and not self._disp_tok:
+                step = (self._const + self._b2a * max(comp, kv)
+                        + (self._b4 * self._tp_tok + self._b6) * num_decode)
+            else:
+                step = (self._const + self._b2a * max(comp, kv) + self._b6 * num_decode
+                        + (self._b4 * self._tp_tok + self._bep * self._disp_tok) * num_decode * w)
         s = int(step)
         return s if s > 1 else 1
 
@@ -228,9 +284,10 @@ class Roofline(_StepModelBase):
     kind = "roofline"
 
     def __init__(self, model: "ModelConfig | str", hw: "Hardware | str", tp: int = 1,
-                 alpha: Sequence[float] = (0.0, 0.0, 0.0), dp: int = 1):
-        model, hw, tp = _common(model, hw, tp, dp)
-        self.model, self.hw, self.tp, self.dp = model, hw, tp, dp
+                 alpha: Sequence[float] = (0.0, 0.0, 0.0), dp: int = 1, deployment: Deployment | None = None):
+        model, hw, tp, dep = _common(model, hw, tp, dp, deployment)
+        refuse(self.kind, dep, tp, hw, dp=False, multinode=False)
+        self.model, self.hw, self.tp, self.dp, self.deployment = model, hw, tp, dep.dp, dep
         self.alpha = _check_alpha(alpha)
         # BLIS roofline semantics: queueing = a0 + a1 * input_len, per-output-token = a2, no post-decode.
         self.queueing_us = int(self.alpha[0])
@@ -257,6 +314,11 @@ class Roofline(_StepModelBase):
                            + L * 2 * d)
         self._ctx_flops = L * 4 * H * d_h + L * 5 * H     # per (token x context) pair
         kv_tok_bytes = 2 * L * Hkv * d_h * bpp
+        if m.is_hybrid or dep.kv_cache_bytes:
+            La = m.attention_layers                       # linear-attention layers read no context
+            self._ctx_flops = La * 4 * H * d_h + La * 5 * H
+            kv_tok_bytes = 2 * m.kv_layers * Hkv * d_h * (dep.kv_cache_bytes or bpp)
+        self._w = dep.verify_tokens
         self._dyn_new = (kv_tok_bytes + L * d * bpp) / tp  # per new token (KV write + activations)
         self._dyn_ctx = kv_tok_bytes / tp                  # per context token read
         self._w_fixed = (L * (d * (d + 2 * d_kv) + d * d) + n_dense * 2 * d * I_d) * wbpp / tp
@@ -296,9 +358,10 @@ class Roofline(_StepModelBase):
             compute += flops / tp / self._pf_rate
             dyn += self._dyn_new * t + self._dyn_ctx * s
         if num_decode > 0:
-            T += num_decode
-            compute += self._dc_comp_req * num_decode + self._dc_comp_ctx * decode_context
-            dyn += self._dyn_new * num_decode + self._dyn_ctx * decode_context
+            w = self._w                                   # verified tokens per decoding sequence
+            T += num_decode * w
+            compute += (self._dc_comp_req * num_decode + self._dc_comp_ctx * decode_context) * (w if w > 1 else 1)
+            dyn += self._dyn_new * num_decode * w + self._dyn_ctx * decode_context
         if T == 0:
             return 1
         memory = (self._weights(T) + dyn) / self._bw
@@ -308,6 +371,8 @@ class Roofline(_StepModelBase):
     def decode_step_us(self, num_decode: int, decode_context: int) -> int:
         if num_decode <= 0:
             return 1
+        if self._w > 1:
+            return self.step_time_us((), num_decode, decode_context)
         compute = self._dc_comp_req * num_decode + self._dc_comp_ctx * decode_context
         memory = (self._weights(num_decode) + self._dyn_new * num_decode
                   + self._dyn_ctx * decode_context) / self._bw

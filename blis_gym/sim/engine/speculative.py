@@ -1,0 +1,155 @@
+"""Speculative decoding (vLLM's `--speculative-config`: MTP, EAGLE, n-gram drafts).
+
+Each decode step a sequence puts K draft tokens plus its current one through the model (the
+step-time model prices K + 1 verified tokens on the decode terms) and advances by 1 + the number
+of drafts accepted, the accepted ones being a prefix of the K. The acceptance profile gives, per
+draft position j = 1..K, the probability alpha_j that position j is accepted (vLLM's per-position
+acceptance rates; non-increasing, since a position is accepted only after the ones before it);
+so P(advance 1 + a) = alpha_a - alpha_{a+1} (alpha_0 = 1, alpha_{K+1} = 0) and the mean advance is
+1 + sum(alpha). A single rate alpha (vLLM's draft acceptance rate: accepted / drafted tokens)
+stands for the profile q, q^2, ..., q^K whose mean acceptance is alpha K, the geometric decay of a
+draft whose every token is accepted with the same probability q given the ones before it.
+
+The advance is drawn once per step and shared by the batch's decoding sequences, from the
+instance's own random stream. That keeps the engine's fast path: decoding requests stay in
+aggregate (KV tokens = base + a counter that now grows by the step's advance), so a step costs
+O(changes), and runs of decode steps are still laid out at once, with the same draws as stepping
+one by one (draws are consumed in step order and a cut plan gives its unused draws back). Each
+sequence's own advance has the profile's distribution; what this leaves out is the spread of
+acceptance between the sequences of one step.
+
+KV: a decoding sequence holds room for its tokens plus K lookahead slots (vLLM allocates
+num_lookahead_tokens ahead), taken when it starts decoding (at the next step it joins) and topped
+up each step by what the step's advance crosses.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .request import BLOCK_SIZE
+
+__all__ = ["SpecConfig", "SpecDraws", "acceptance_profile", "lookahead_blocks", "METHODS"]
+
+METHODS = ("mtp", "eagle", "eagle3", "ngram", "draft_model")
+
+
+@dataclass(frozen=True)
+class SpecConfig:
+    method: str
+    num_tokens: int                      # K draft tokens per step
+    acceptance: tuple[float, ...]        # alpha_j, j = 1..K: P(draft position j is accepted)
+
+    @property
+    def mean_advance(self) -> float:
+        """Expected tokens a sequence advances per decode step: 1 + sum of the profile."""
+        return 1.0 + sum(self.acceptance)
+
+    def advance_pmf(self) -> list[float]:
+        """P(advance = 1 + a), a = 0..K."""
+        a = (1.0, *self.acceptance, 0.0)
+        return [a[i] - a[i + 1] for i in range(self.num_tokens + 1)]
+
+
+def acceptance_profile(acceptance, k: int) -> tuple[float, ...]:
+    """The per-position profile from a rate alpha (mean acceptance alpha K, geometric decay) or a
+    list of K non-increasing probabilities. Raises ValueError with what is allowed."""
+    if isinstance(acceptance, (list, tuple)):
+        prof = tuple(float(x) for x in acceptance)
+        if len(prof) != k:
+            raise ValueError(f"acceptance lists one probability per draft position: {k} values, got {len(prof)}")
+        if any(not 0.0 <= x <= 1.0 for x in prof):
+            raise ValueError("acceptance probabilities must lie in [0, 1]")
+        if any(b > a for a, b in zip(prof, prof[1:])):
+            raise ValueError("acceptance must not increase with the position (a draft token is accepted "
+                             "only after the ones before it)")
+        return prof
+    alpha = float(acceptance)
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"acceptance rate must lie in [0, 1], got {alpha}")
+    target = alpha * k
+    lo, hi = 0.0, 1.0
+    for _ in range(60):                  # bisection: sum_j q^j = alpha K
+        q = (lo + hi) / 2
+        if sum(q ** j for j in range(1, k + 1)) < target:
+            lo = q
+        else:
+            hi = q
+    q = (lo + hi) / 2
+    return tuple(q ** j for j in range(1, k + 1))
+
+
+class SpecDraws:
+    """The instance's advances, one per decode step, in step order. `take` consumes the next;
+    `give_back(n)` returns the last n taken (a planned run that was cut)."""
+
+    CHUNK = 4096
+
+    def __init__(self, cfg: SpecConfig, rng: np.random.Generator):
+        self.cdf = np.cumsum(cfg.advance_pmf())
+        self.cdf[-1] = 1.0
+        self.rng = rng
+        self.buf: list[int] = []
+        self.pos = 0
+
+    def take(self) -> int:
+        if self.pos >= len(self.buf):
+            u = self.rng.random(self.CHUNK)
+            fresh = (np.searchsorted(self.cdf, u, side="right") + 1).tolist()
+            self.buf = self.buf[self.pos:] + fresh
+            self.pos = 0
+        s = self.buf[self.pos]
+        self.pos += 1
+        return s
+
+    def give_back(self, n: int) -> None:
+        self.pos -= n
+
+
+def lookahead_blocks(phase: list[int], tick: int, s: int, k: int) -> int:
+    """New KV blocks the decoders need when the counter moves from tick to tick + s while each
+    keeps k lookahead slots: decoders whose base is b (mod 16) hold ceil((b + tick + k) / 16)
+    blocks and need ceil((b + tick + s + k) / 16)."""
+    lo = tick + k
+    hi = lo + s
+    n = 0
+    for b in range(BLOCK_SIZE):
+        c = phase[b]
+        if c:
+            n += c * ((b + hi + BLOCK_SIZE - 1) // BLOCK_SIZE - (b + lo + BLOCK_SIZE - 1) // BLOCK_SIZE)
+    return n
+
+
+def join_blocks(tokens: int, k: int) -> int:
+    """Lookahead blocks a sequence holding `tokens` takes when it starts decoding."""
+    return -(-(tokens + k) // BLOCK_SIZE) - (-(-tokens // BLOCK_SIZE))
+
+
+class SpecState:
+    """An instance's speculative-decoding state: its draws, the advance of the step in flight,
+    and the decoders that joined since the last step and hold no lookahead slots yet."""
+
+    def __init__(self, cfg: SpecConfig, rng: np.random.Generator):
+        self.k = cfg.num_tokens
+        self.width = cfg.num_tokens + 1      # tokens a decoding sequence takes from the budget
+        self.draws = SpecDraws(cfg, rng)
+        self.s = 1                           # advance of the step in flight
+        self.new: dict = {}                  # joined decoders without their lookahead (request -> blocks owed)
+        self.owed = 0
+        self.plan_s: list[int] = []          # advances of the planned steps
+
+    def joined(self, r, tokens: int) -> None:
+        n = join_blocks(tokens, self.k)
+        self.new[r] = n
+        self.owed += n
+
+    def settled(self, r) -> None:
+        """r got its lookahead (or left)."""
+        n = self.new.pop(r, None)
+        if n is not None:
+            self.owed -= n
+
+    def settle_all(self) -> None:
+        self.new.clear()
+        self.owed = 0
