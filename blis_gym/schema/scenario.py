@@ -36,6 +36,20 @@ class KVOffloadSpec(Strict):
         return self
 
 
+class SpeculativeSpec(Strict):
+    """vLLM's --speculative-config: K draft tokens per step and how many of them are accepted."""
+    method: Literal["mtp", "eagle", "eagle3", "ngram", "draft_model"]
+    num_tokens: Annotated[int, Field(ge=1, le=16)]                   # num_speculative_tokens (K)
+    # the draft acceptance rate (accepted / drafted tokens), or one probability per position
+    acceptance: Union[Annotated[float, Field(ge=0, le=1)], Annotated[list[float], Field(min_length=1, max_length=16)]]
+
+    @model_validator(mode="after")
+    def _profile(self):
+        from ..sim.engine.speculative import acceptance_profile
+        acceptance_profile(self.acceptance, self.num_tokens)        # ValueError: what is allowed
+        return self
+
+
 class VLLMSpec(Strict):
     max_num_seqs: Optional[Count] = None                  # None: vLLM's default for the GPU
     max_num_batched_tokens: Optional[Tokens] = None
@@ -56,6 +70,12 @@ class VLLMSpec(Strict):
     lora_load_base_ms: Annotated[float, Field(ge=0, le=60_000)] = 1.5
     lora_load_bandwidth_gb_s: Annotated[float, Field(ge=1e-3, le=1e4)] = 2.0
     lora_step_overhead: Optional[Annotated[float, Field(ge=0, le=10)]] = None  # None: by rank (BLIS tiers)
+    # the 2026 engine (docs/scenarios.md#the-2026-engine); each off by default
+    speculative: Optional[SpeculativeSpec] = None          # --speculative-config (None: no drafts)
+    enable_expert_parallel: bool = False                   # --enable-expert-parallel (MoE, dp x tp GPUs)
+    kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"] = "auto"   # --kv-cache-dtype
+    reserve_full_prompt: bool = False                      # admit only when the whole prompt's KV fits
+    kv_watermark: Annotated[float, Field(ge=0, lt=1)] = 0.0    # share of KV blocks an admission must leave free
 
     @model_validator(mode="after")
     def _lora(self):
@@ -151,6 +171,7 @@ class PoolSpec(Strict):
     instances: InstancesOrZero = 1                        # at the start
     hardware: Optional[str] = None                         # default: the scenario's
     tp: Optional[TP] = None
+    dp: Optional[TP] = None                                # data-parallel ranks of a MoE engine
     latency_model: Optional[Literal["trained-physics", "roofline", "calibrated"]] = None
     vllm: dict = Field(default_factory=dict)               # overrides of the scenario's vllm fields
     min_instances: Optional[InstancesOrZero] = None
@@ -195,6 +216,7 @@ class Scenario(Strict):
     model: str
     hardware: str = "H100"
     tp: TP = 1
+    dp: TP = 1                   # data-parallel ranks of a MoE model stepping as one engine (vLLM DP)
     latency_model: Literal["trained-physics", "roofline", "calibrated"] = "trained-physics"
     vllm: VLLMSpec = VLLMSpec()
     workload: WorkloadSpec
@@ -299,6 +321,7 @@ def _pool(sc: Scenario, p: PoolSpec, model, where: str, first_index: int, prefix
     from ..sim.cluster.pools import PoolConfig
     from ..sim.engine import BLOCK_SIZE, EngineConfig
     from ..sim.latency import kv_blocks_per_instance, load_hardware, make_step_model, validate_tp
+    from ..sim.latency.deployment import DEFAULT
     from ..sim.latency.hardware import vllm_batch_defaults
     from ..sim.simulation import InstanceConfig
 
@@ -310,6 +333,7 @@ def _pool(sc: Scenario, p: PoolSpec, model, where: str, first_index: int, prefix
     except ConfigError as e:
         raise ConfigError(field("hardware"), e.message) from None
     tp = p.tp or sc.tp
+    dp = p.dp or sc.dp
     try:
         validate_tp(model, tp)
         merged = {**sc.vllm.model_dump(exclude_unset=True), **p.vllm}
@@ -318,7 +342,10 @@ def _pool(sc: Scenario, p: PoolSpec, model, where: str, first_index: int, prefix
         except ValidationError as e:
             err = _first_error(e)
             raise ConfigError(field(f"vllm.{err.field}"), err.message) from None
-        blocks = v.total_kv_blocks or kv_blocks_per_instance(model, hw, tp, v.gpu_memory_utilization)
+        gpn = p.gpus_per_node or (tp * dp if tp * dp <= hw.gpus_per_node else hw.gpus_per_node)
+        dep = deployment(v, tp, dp, gpn, hw)
+        blocks = v.total_kv_blocks or kv_blocks_per_instance(model, hw, tp, v.gpu_memory_utilization, dp=dp,
+                                                             kv_cache_bytes=dep.kv_cache_bytes)
         lora = _lora(v, model, tp, adapters, field)
         if lora is not None and not v.total_kv_blocks:
             blocks = _lora_reserve(blocks, lora, model, tp, field)
@@ -327,6 +354,7 @@ def _pool(sc: Scenario, p: PoolSpec, model, where: str, first_index: int, prefix
             raise
         raise ConfigError(field(e.field), e.message) from None
     seqs_default, tokens_default = vllm_batch_defaults(hw)
+    seqs_default, tokens_default = seqs_default * dp, tokens_default * dp   # a DP group: every rank's batch
     capacity = (blocks - 1) * BLOCK_SIZE
     if v.max_model_len and v.max_model_len > capacity:
         raise ConfigError(field("vllm.max_model_len"), f"{v.max_model_len} tokens do not fit in the KV cache "
@@ -337,7 +365,9 @@ def _pool(sc: Scenario, p: PoolSpec, model, where: str, first_index: int, prefix
                           long_prefill_token_threshold=v.long_prefill_token_threshold, max_model_len=mml,
                           scheduler=v.scheduling_policy, preemption=v.preemption_policy,
                           prefix_caching=v.enable_prefix_caching,
-                          offload=_offload_config(v.kv_offload, model, tp), lora=lora)
+                          offload=_offload_config(v.kv_offload, model, tp), lora=lora,
+                          speculative=_speculative(v.speculative), reserve_full_prompt=v.reserve_full_prompt,
+                          watermark_blocks=int(v.kv_watermark * blocks))
     kind = p.latency_model or sc.latency_model
     lo = p.min_instances if p.min_instances is not None else min(p.instances, 1)
     hi = p.max_instances if p.max_instances is not None else max(p.instances, 1)
@@ -346,20 +376,46 @@ def _pool(sc: Scenario, p: PoolSpec, model, where: str, first_index: int, prefix
     n_slots = hi
     prefix = prefix or p.name
     # one step model per instance: the calibrated model keeps per-instance state (its last step)
-    instances = [InstanceConfig(name=f"{prefix}-{j}", engine=engine, step_model=make_step_model(kind, model, hw, tp),
-                                total_kv_blocks=blocks,
-                                role=p.role, pool=p.name, kv_bytes_per_token=model.kv_bytes_per_token(tp))
+    try:
+        models = [make_step_model(kind, model, hw, tp, **({"deployment": dep} if dep != DEFAULT else {}))
+                  for _ in range(n_slots)]
+    except ConfigError as e:
+        raise ConfigError(field(e.field), e.message) from None
+    instances = [InstanceConfig(name=f"{prefix}-{j}", engine=engine, step_model=models[j],
+                                total_kv_blocks=blocks, role=p.role, pool=p.name,
+                                kv_bytes_per_token=model.kv_bytes_per_token(tp, dep.kv_cache_bytes))
                  for j in range(n_slots)]
-    gpn = p.gpus_per_node or tp
-    if gpn < tp or gpn % tp:
-        raise ConfigError(field("gpus_per_node"), f"must be a multiple of tp={tp} (an instance lives on one node)")
+    gpus = tp * dp                             # one engine's GPUs
+    if gpn % gpus and gpus % gpn:
+        raise ConfigError(field("gpus_per_node"), f"must be a multiple or a divisor of tp x dp = {gpus} (an engine "
+                                                  "fills whole nodes or shares one)")
+    gpn = max(gpn, gpus)                       # an engine larger than a node is billed as its nodes together
     price = p.price_per_gpu_hour if p.price_per_gpu_hour is not None else hw.price_per_gpu_hour
     cfg = PoolConfig(name=p.name, role=p.role, slots=list(range(first_index, first_index + n_slots)),
-                     initial=p.instances, min=lo, max=hi, tp=tp, gpus_per_node=gpn, price_per_gpu_hour=price,
+                     initial=p.instances, min=lo, max=hi, tp=gpus, gpus_per_node=gpn, price_per_gpu_hour=price,
                      provisioning_delay=_delay(p.provisioning_delay_s), load_time=_delay(p.load_time_s),
                      autoscaler=make_autoscaler(p.autoscaler, field("autoscaler")),
                      external=p.autoscaler is not None and p.autoscaler.policy == "external")
     return cfg, instances, mml
+
+
+def deployment(v: VLLMSpec, tp: int, dp: int, gpus_per_node: int, hw):
+    """The step models' Deployment of an engine (DEFAULT when no 2026 setting is on and the
+    engine fits in one node)."""
+    from ..sim.latency.deployment import DEFAULT, Deployment
+    spec = v.speculative
+    dep = Deployment(dp=dp, expert_parallel=v.enable_expert_parallel, gpus_per_node=gpus_per_node,
+                     kv_cache_bytes=1 if v.kv_cache_dtype.startswith("fp8") else 0,
+                     verify_tokens=1 + (spec.num_tokens if spec is not None else 0))
+    plain = Deployment(gpus_per_node=gpus_per_node)
+    return DEFAULT if dep == plain and tp * dp <= hw.gpus_per_node else dep
+
+
+def _speculative(spec):
+    if spec is None:
+        return None
+    from ..sim.engine.speculative import SpecConfig, acceptance_profile
+    return SpecConfig(spec.method, spec.num_tokens, acceptance_profile(spec.acceptance, spec.num_tokens))
 
 
 def _lora(v: VLLMSpec, model, tp: int, adapters, field):

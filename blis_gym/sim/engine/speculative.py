@@ -85,6 +85,7 @@ class SpecDraws:
     `give_back(n)` returns the last n taken (a planned run that was cut)."""
 
     CHUNK = 4096
+    KEEP = 1024          # draws kept behind the cursor: more than a planned run gives back
 
     def __init__(self, cfg: SpecConfig, rng: np.random.Generator):
         self.cdf = np.cumsum(cfg.advance_pmf())
@@ -97,8 +98,9 @@ class SpecDraws:
         if self.pos >= len(self.buf):
             u = self.rng.random(self.CHUNK)
             fresh = (np.searchsorted(self.cdf, u, side="right") + 1).tolist()
-            self.buf = self.buf[self.pos:] + fresh
-            self.pos = 0
+            keep = min(self.pos, self.KEEP)
+            self.buf = self.buf[self.pos - keep:] + fresh
+            self.pos = keep
         s = self.buf[self.pos]
         self.pos += 1
         return s
