@@ -113,7 +113,7 @@ BAD = [
      "workload.input.mu"),
     # messages that named a pydantic union member instead of the field
     ("unknown field in a pool", scenario(pools=[{"name": "p", "bogus": 1}]),
-     "pools.0.bogus: unknown field; allowed: autoscaler, gpus_per_node"),
+     "pools.0.bogus: unknown field; allowed: autoscaler, dp, gpus_per_node"),
     ("unknown field in a client", scenario(workload__clients=[{"name": "a", "bogus": 1}]),
      "workload.clients.0.bogus: unknown field; allowed: adapter, adapters, arrival, closed_loop"),
     ("delay with a negative mean", scenario(pools=[{"name": "p", "provisioning_delay_s": {"mean": -1}}]),

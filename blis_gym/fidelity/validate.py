@@ -268,19 +268,23 @@ def _check_known(model: str, hardware: str, model_config: str | None = None) -> 
     return ""
 
 
-def _unsupported_trace(settings: Mapping) -> str:
-    return EP_MISSING if settings.get("expert_parallel") else ""
+def _unsupported_trace(settings: Mapping, model_config: str | None = None) -> str:
+    return _ep_reason(settings.get("model"), bool(settings.get("expert_parallel")), model_config)
 
 
-EP_MISSING = ("expert parallelism is not simulated: the step-time models have no all-to-all "
-              "(expert dispatch) term; run it with expert_parallel false or leave it out")
-
-
-def _unsupported(e: Experiment) -> str:
-    """'' if the experiment's parallelism is simulated, else what is missing."""
-    if e.expert_parallel:
-        return EP_MISSING
+def _ep_reason(model: str, expert_parallel: bool, model_config: str | None = None) -> str:
+    """'' if the run's parallelism is simulated, else why not (expert parallelism needs experts)."""
+    if not expert_parallel:
+        return ""
+    from blis_gym.sim.latency import load_model
+    if not load_model(_model_source(model, model_config)).is_moe:
+        return f"expert parallelism on {model}, which has no experts"
     return ""
+
+
+def _unsupported(e: Experiment, model_config: str | None = None) -> str:
+    """'' if the experiment's parallelism is simulated, else what is missing."""
+    return _ep_reason(e.model, e.expert_parallel, model_config)
 
 
 def experiment_scenario(e: Experiment, stage_cap_s: float | None = None,
@@ -328,23 +332,26 @@ def _setting(name: str, v, lo: float, hi: float = MAX_COUNT, int_: bool = True):
 LATENCY_MODELS = ("calibrated", "trained-physics", "roofline")
 
 
-def step_model(kind: str, m, hw, tp: int, params=None, interconnect=None):
+def step_model(kind: str, m, hw, tp: int, params=None, interconnect=None, deployment=None):
     """A fresh step-time model of `kind` (one per instance: the calibrated model keeps state)."""
+    extra = {"deployment": deployment} if deployment is not None else {}
     if kind == "calibrated":
-        return CalibratedPhysics(m, hw, tp, params=params, interconnect=interconnect)
+        return CalibratedPhysics(m, hw, tp, params=params, interconnect=interconnect, **extra)
     from blis_gym.sim.latency import make_step_model
-    return make_step_model(kind, m, hw, tp)
+    return make_step_model(kind, m, hw, tp, **extra)
 
 
 def sim_config(model: str, hardware: str, tp: int, workload, params, interconnect, *, max_num_seqs=None,
                max_num_batched_tokens=None, total_kv_blocks=None, gpu_mem_util=None, max_model_len=None,
                name: str = "validate", dp: int = 1, vllm_version: str = "", latency_model: str = "calibrated",
-               cpu_kv_blocks: int = 0):
+               cpu_kv_blocks: int = 0, expert_parallel: bool = False):
     """A SimConfig of `dp` identical vLLM instances (data-parallel replicas, requests dealt
     round-robin) with the given step model; settings left None take vLLM's defaults for the
     GPU and version (the same settings a scenario's `vllm:` section gives; built directly so
     validation does not depend on the scenario layer). cpu_kv_blocks > 0: vLLM's CPU offloading
-    connector with that many blocks (the defaults of a scenario's `kv_offload`)."""
+    connector with that many blocks (the defaults of a scenario's `kv_offload`). With
+    expert_parallel (a MoE model) the dp ranks are one engine stepping in lockstep, its experts
+    spread over the dp x tp GPUs, as a scenario's `dp` and `enable_expert_parallel` build it."""
     from blis_gym.sim.engine import BLOCK_SIZE, EngineConfig
     from blis_gym.sim.latency import kv_blocks_per_instance, load_hardware, load_model
     from blis_gym.sim.latency.hardware import vllm_batch_defaults
@@ -357,7 +364,10 @@ def sim_config(model: str, hardware: str, tp: int, workload, params, interconnec
         _setting("gpu_mem_util", gpu_mem_util, 0.01, 1, int_=False), _setting("dp", dp, 1, 64))
     m = load_model(model)
     hw = load_hardware(hardware)
-    # vLLM's default gpu_memory_utilization is 0.9 in every version
+    if expert_parallel and (dp or 1) > 1:
+        return _dp_group_config(m, hw, tp, dp, workload, params, interconnect, max_num_seqs, max_num_batched_tokens,
+                                total_kv_blocks, gpu_mem_util, max_model_len, name, vllm_version, latency_model)
+    # vLLM's default gpu_memory_utilization: 0.9 up to the versions measured here (0.15, 0.19); later 0.92
     blocks = int(total_kv_blocks) if total_kv_blocks else kv_blocks_per_instance(m, hw, tp, gpu_mem_util or 0.9)
     seqs_default, tokens_default = vllm_batch_defaults(hw, vllm_version)
     mml = min(int(max_model_len or m.max_model_len), (blocks - 1) * BLOCK_SIZE)
@@ -373,6 +383,28 @@ def sim_config(model: str, hardware: str, tp: int, workload, params, interconnec
                                 step_model=step_model(latency_model, m, hw, tp, params, interconnect))
                  for j in range(dp or 1)]
     return SimConfig(instances=instances, workload=workload, seed=42, sample_interval_us=0, name=name)
+
+
+def _dp_group_config(m, hw, tp, dp, workload, params, interconnect, max_num_seqs, max_num_batched_tokens,
+                     total_kv_blocks, gpu_mem_util, max_model_len, name, vllm_version, latency_model):
+    """The DP + EP engine: one instance holding every rank's KV blocks (vLLM logs them per rank)
+    and batch limits, with a step model that prices one rank's lockstep step and the all-to-all."""
+    from blis_gym.sim.engine import BLOCK_SIZE, EngineConfig
+    from blis_gym.sim.latency import kv_blocks_per_instance
+    from blis_gym.sim.latency.deployment import Deployment
+    from blis_gym.sim.latency.hardware import vllm_batch_defaults
+    from blis_gym.sim.simulation import InstanceConfig, SimConfig
+
+    dep = Deployment(dp=dp, expert_parallel=True)
+    blocks = int(total_kv_blocks) * dp if total_kv_blocks else kv_blocks_per_instance(m, hw, tp, gpu_mem_util or 0.9,
+                                                                                      dp=dp)
+    seqs_default, tokens_default = vllm_batch_defaults(hw, vllm_version)
+    mml = min(int(max_model_len or m.max_model_len), (blocks // dp - 1) * BLOCK_SIZE)
+    engine = EngineConfig(max_num_seqs=int(max_num_seqs or seqs_default) * dp,
+                          max_num_batched_tokens=int(max_num_batched_tokens or tokens_default) * dp, max_model_len=mml)
+    inst = InstanceConfig(name="instance-0", engine=engine, total_kv_blocks=blocks,
+                          step_model=step_model(latency_model, m, hw, tp, params, interconnect, dep))
+    return SimConfig(instances=[inst], workload=workload, seed=42, sample_interval_us=0, name=name)
 
 
 def _stats(ttft_us: np.ndarray, e2e_us: np.ndarray, out_len: float) -> dict:
@@ -410,7 +442,7 @@ def run_experiment(e: Experiment, params: Mapping[str, float] | None = None,
                      max_num_seqs=e.max_num_seqs, max_num_batched_tokens=e.max_num_batched_tokens,
                      total_kv_blocks=e.total_kv_blocks, gpu_mem_util=e.gpu_mem_util, name=f"validate-{e.exp_id}",
                      dp=e.dp, vllm_version=e.vllm_version, latency_model=latency_model,
-                     cpu_kv_blocks=e.cpu_kv_blocks)
+                     cpu_kv_blocks=e.cpu_kv_blocks, expert_parallel=e.expert_parallel)
     sim = Simulation(cfg)
     sim.run(progress=progress)
     a = sim.metrics.arrays()
@@ -522,7 +554,7 @@ def validate_aggregates(path: str | Path, out_dir: str | Path | None = None, *,
     per_exp: dict = {}
     todo = []
     for e in exps:
-        reason = _check_known(e.model, e.hardware, mc) or _unsupported(e)
+        reason = _check_known(e.model, e.hardware, mc) or _unsupported(e, mc)
         if not reason and e.overloaded:
             reason = "overloaded run: " + e.notes
         if reason:
@@ -744,7 +776,7 @@ def validate_trace(path: str | Path, out_dir: str | Path | None = None, *, calib
     st = case.settings
     mc = str(model_config) if model_config else None
     name = f"{path.stem}"
-    reason = _check_known(st["model"], st["hardware"], mc) or _unsupported_trace(st)
+    reason = _check_known(st["model"], st["hardware"], mc) or _unsupported_trace(st, mc)
     if reason:
         summary = {"input": path.name, "kind": "per_request", "skipped": [{"exp_id": name, "reason": reason}]}
         if out_dir is not None:
@@ -812,7 +844,7 @@ def _replay_trace(path: Path, st: Mapping, cols: dict, lines: np.ndarray, t_col:
                      max_num_seqs=st.get("max_num_seqs"), max_num_batched_tokens=st.get("max_num_batched_tokens"),
                      total_kv_blocks=st.get("total_kv_blocks"), gpu_mem_util=st.get("gpu_mem_util"),
                      max_model_len=st.get("max_model_len"), name=name, latency_model=kind, dp=st.get("dp", 1),
-                     cpu_kv_blocks=st.get("cpu_kv_blocks") or 0)
+                     cpu_kv_blocks=st.get("cpu_kv_blocks") or 0, expert_parallel=bool(st.get("expert_parallel")))
     sim = Simulation(cfg)
     sim.run(progress=(lambda k, _t: progress(k, n, name)) if progress else None)
     a = sim.metrics.arrays()

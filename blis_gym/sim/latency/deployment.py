@@ -23,9 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from blis_gym.errors import ConfigError
 
-__all__ = ["Deployment", "DEFAULT", "refuse", "group_gpus", "spans_nodes"]
+__all__ = ["Deployment", "DEFAULT", "spans_nodes"]
 
 
 @dataclass(frozen=True)
@@ -43,27 +42,7 @@ class Deployment:
 DEFAULT = Deployment()
 
 
-def group_gpus(tp: int, dep: Deployment) -> int:
-    """GPUs one engine (a TP group, or the dp x tp GPUs of a DP group) occupies."""
-    return tp * dep.dp
-
-
 def spans_nodes(gpus: int, dep: Deployment, hw) -> bool:
     """Whether a collective over `gpus` GPUs leaves the node (then it runs over the scale-out
     network)."""
     return gpus > dep.node_size(hw)
-
-
-def refuse(kind: str, dep: Deployment, tp: int, hw, *, dp: bool = True, multinode: bool = True,
-           speculative: bool = True) -> None:
-    """One ConfigError naming the first setting a step-time model of `kind` cannot price."""
-    if not dp and (dep.dp > 1 or dep.expert_parallel):
-        field = "dp" if dep.dp > 1 else "vllm.enable_expert_parallel"
-        raise ConfigError(field, f"the {kind} latency model has no communication terms to price data-parallel "
-                                 "MoE ranks or expert parallelism; use latency_model trained-physics or calibrated")
-    if not multinode and spans_nodes(tp, dep, hw):
-        raise ConfigError("tp", f"the {kind} latency model has no all-reduce term to price a TP group of {tp} "
-                                f"GPUs across nodes of {dep.node_size(hw)}; use latency_model trained-physics "
-                                "or calibrated")
-    if not speculative and dep.verify_tokens > 1:
-        raise ConfigError("vllm.speculative", f"the {kind} latency model cannot price speculative decoding")

@@ -22,7 +22,7 @@ import yaml
 
 from blis_gym.errors import ConfigError
 
-from .deployment import DEFAULT, Deployment, refuse, spans_nodes
+from .deployment import DEFAULT, Deployment, spans_nodes
 from .hardware import Hardware, load_hardware
 from .kv_capacity import validate_tp
 from .model_config import ModelConfig, load_model
@@ -286,7 +286,8 @@ class Roofline(_StepModelBase):
     def __init__(self, model: "ModelConfig | str", hw: "Hardware | str", tp: int = 1,
                  alpha: Sequence[float] = (0.0, 0.0, 0.0), dp: int = 1, deployment: Deployment | None = None):
         model, hw, tp, dep = _common(model, hw, tp, dp, deployment)
-        refuse(self.kind, dep, tp, hw, dp=False, multinode=False)
+        # a roofline has no communication terms: TP all-reduces, expert all-to-alls and
+        # inter-node links are not in it; data-parallel ranks share the batch and the experts
         self.model, self.hw, self.tp, self.dp, self.deployment = model, hw, tp, dep.dp, dep
         self.alpha = _check_alpha(alpha)
         # BLIS roofline semantics: queueing = a0 + a1 * input_len, per-output-token = a2, no post-decode.
@@ -364,14 +365,25 @@ class Roofline(_StepModelBase):
             dyn += self._dyn_new * num_decode * w + self._dyn_ctx * decode_context
         if T == 0:
             return 1
+        if self.dp > 1:
+            return self._rank_us(T, compute, dyn)
         memory = (self._weights(T) + dyn) / self._bw
         s_us = int(max(compute, memory) * 1e6)
+        return s_us if s_us > 1 else 1
+
+    def _rank_us(self, T: int, compute: float, dyn: float) -> int:
+        """One DP rank's lockstep step: its share of the group's compute and per-token bytes, the
+        shared weights, and its share of the experts the group's tokens touch."""
+        dp = self.dp
+        weights = self._w_fixed + (self._weights(T) - self._w_fixed) / dp
+        memory = (weights + dyn / dp) / self._bw
+        s_us = int(max(compute / dp, memory) * 1e6)
         return s_us if s_us > 1 else 1
 
     def decode_step_us(self, num_decode: int, decode_context: int) -> int:
         if num_decode <= 0:
             return 1
-        if self._w > 1:
+        if self._w > 1 or self.dp > 1:
             return self.step_time_us((), num_decode, decode_context)
         compute = self._dc_comp_req * num_decode + self._dc_comp_ctx * decode_context
         memory = (self._weights(num_decode) + self._dyn_new * num_decode
