@@ -178,3 +178,87 @@ def test_a_checkpoint_trained_extended_is_played_extended(tmp_path):
                                                      "env_config": {"observation": {"extended": True}}}))
     p = parse_policy(str(zip_), "router")
     assert p.env_config(gym.make(ROUTER).unwrapped.config)["observation"]["extended"] is True
+
+
+# ---- residual: choose between the heuristic's decision and the alternatives ----------------------
+PL = {"router": {"policy": "predicted-latency", "scorers": None, "picker": None}}
+
+
+def _episode(env, act, seed=1000):
+    obs, info = env.reset(seed=seed)
+    done, n = False, 0
+    while not done:
+        obs, _, term, trunc, info = env.step(act(env, obs, info))
+        done, n = term or trunc, n + 1
+    return info["summary"], n
+
+
+@pytest.mark.parametrize("env_id,over", [(ROUTER, PL), ("blis_gym/Admission-v0", {}),
+                                         ("blis_gym/PDDecider-v0", {}), ("blis_gym/Autoscaler-v0", {})])
+def test_residual_action_0_plays_exactly_the_heuristic(env_id, over):
+    short = {ROUTER: {"horizon_s": 20}, "blis_gym/Admission-v0": {"horizon_s": 10},
+             "blis_gym/PDDecider-v0": {"horizon_s": 30}, "blis_gym/Autoscaler-v0": {"horizon_s": 300}}[env_id]
+    base = {**short, "scenario_overrides": over}
+    plain = gym.make(env_id, config=base).unwrapped
+    res = gym.make(env_id, config={**base, "residual": True}).unwrapped
+    assert res.action_space.n == plain.action_space.n + 1
+    want = _episode(plain, lambda e, o, i: e._from_sim(e.pending.default()))
+    assert _episode(res, lambda e, o, i: 0) == want
+
+
+def test_residual_router_marks_the_heuristics_pod_and_action_k_is_pod_k_minus_1():
+    cfg = {"horizon_s": 20, "scenario_overrides": PL}
+    res = gym.make(ROUTER, config={**cfg, "residual": True}).unwrapped
+    obs, info = res.reset(seed=1000)
+    names = res.observer.feature_names()
+    targets = [obs[names.index(f"pod{i}.target")] for i in range(4)]
+    assert targets == [float(i == info["heuristic_action"]) for i in range(4)] and info["default_action"] == 0
+    assert res.action_masks().tolist() == [True] * 5
+    # overriding: 1 + i routes to pod i, as the plain env's action i
+    plain = gym.make(ROUTER, config=cfg).unwrapped
+    assert _episode(res, lambda e, o, i: 1 + (e.sim.injected % 4)) == \
+        _episode(plain, lambda e, o, i: e.sim.injected % 4)
+    res.reset(seed=1000)
+    with pytest.raises(ValueError, match="out of range"):
+        res.step(5)
+
+
+def test_a_residual_checkpoint_plays_with_the_builtin_its_recipe_set(tmp_path):
+    import shutil
+
+    import yaml
+    from blis_gym.harness.policies import parse_policy
+    zip_ = tmp_path / "r.zip"
+    shutil.copy(ROOT / "agents" / "router_maskableppo.zip", zip_)
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump({"algo": "maskableppo", "env_config": {
+        "residual": True, "scenario_overrides": PL}}))
+    p = parse_policy(str(zip_), "router")
+    base = gym.make(ROUTER).unwrapped.config
+    cfg = p.env_config({**base, "scenario_overrides": {"workload": {"inference_perf": {"num_groups": 96}}}})
+    assert cfg["residual"] is True
+    assert cfg["scenario_overrides"] == {"workload": {"inference_perf": {"num_groups": 96}}, **PL}
+
+
+def test_the_per_pod_network_has_a_follow_logit_for_a_residual_router_and_replays_on_more_pods(tmp_path):
+    pytest.importorskip("sb3_contrib")
+    import yaml
+    from sb3_contrib import MaskablePPO
+
+    from blis_gym.harness.pod_network import PodPolicy, pod_policy_kwargs
+    from blis_gym.harness.policies import parse_policy
+    cfg = {"horizon_s": 5, "residual": True, "scenario_overrides": PL, "observation": {"extended": True}}
+    env = gym.make(ROUTER, config=cfg)
+    kw = pod_policy_kwargs(env)
+    assert kw["residual"] is True
+    model = MaskablePPO(PodPolicy, env, policy_kwargs=kw, n_steps=32, batch_size=32, n_epochs=1, seed=0)
+    obs, _ = env.reset(seed=1000)
+    logits = model.policy.get_distribution(model.policy.obs_to_tensor(obs)[0]).distribution.logits
+    assert logits.shape == (1, 5)                     # follow + 4 pods
+    model.save(tmp_path / "r.zip")
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump({"algo": "maskableppo", "env_config": cfg}))
+    p = parse_policy(str(tmp_path / "r.zip"), "router")
+    six = {**cfg, "scenario_overrides": {**PL, "cluster": {"instances": 6}}}
+    big = gym.make(ROUTER, config=p.env_config({**gym.make(ROUTER).unwrapped.config, **six}))
+    act = p.actor(big, 1000)
+    obs, info = big.reset(seed=1000)
+    assert big.action_space.n == 7 and 0 <= act(obs, info) < 7

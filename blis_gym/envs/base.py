@@ -62,10 +62,36 @@ class BlisEnv(gym.Env):
         self.sim_seed: int | None = None
         self.episode_return = 0.0
         self.recent: deque = deque(maxlen=self.config["render_recent"])
+        self.residual = bool(self.config["residual"])
+        self._n_base = int(self.action_space.n)           # the slot's own actions
+        if self.residual:
+            self.action_space = spaces.Discrete(self._n_base + 1)
         self._n_actions = int(self.action_space.n)
+        self._memo = (None, None)                          # (pending, the built-in policy's action)
 
     def _action_space(self) -> spaces.Discrete:
         return slot_action_space(self.SLOT, self.max_pods, self.flow_control, self.config["scale_step"])
+
+    # ---- residual: action 0 follows the built-in policy (the scenario's heuristic) ------------
+    def heuristic_action(self, p) -> int:
+        """The env action (of the slot's own actions) the scenario's built-in policy takes at
+        `p`, asked once per decision (its random draws are consumed once)."""
+        if self._memo[0] is not p:
+            self._memo = (p, self._from_sim(p.default()))
+        return self._memo[1]
+
+    def _slot_action(self, a: int, p) -> int:
+        """The slot's action for env action a: with `residual`, 0 is the built-in's choice and
+        k the slot's action k − 1."""
+        if not self.residual:
+            return a
+        return self.heuristic_action(p) if a == 0 else a - 1
+
+    def _observe(self, p):
+        obs = self.observer.build(p)
+        if self.residual and p is not None:
+            self.observer.mark_choice(obs, self.heuristic_action(p))
+        return obs
 
     def _to_sim(self, a: int):
         """The simulator's action for env action a (identity but for the autoscaler)."""
@@ -87,8 +113,14 @@ class BlisEnv(gym.Env):
         return self.episode.sim if self.episode is not None else None
 
     def action_masks(self) -> np.ndarray:
-        """Valid actions now (sb3-contrib MaskablePPO calls this): a bool array of action_space.n."""
-        return np.ones(self._n_actions, dtype=bool)
+        """Valid actions now (sb3-contrib MaskablePPO calls this): a bool array of action_space.n
+        (with `residual`, action 0, following the built-in policy, is always valid)."""
+        m = self._slot_masks()
+        return np.concatenate(([True], m)) if self.residual else m
+
+    def _slot_masks(self) -> np.ndarray:
+        """Valid actions of the slot's own action space."""
+        return np.ones(self._n_base, dtype=bool)
 
     # ---- Gymnasium API --------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -97,7 +129,7 @@ class BlisEnv(gym.Env):
             raise ConfigError("reset.options", f"unknown option {sorted(options)[0]!r}; reset takes none")
         sim_seed = seed if seed is not None else int(self.np_random.integers(0, 2**31 - 1))
         self._start(int(sim_seed))
-        return self.observer.build(self.episode.pending), self._info()
+        return self._observe(self.episode.pending), self._info()
 
     def _start(self, sim_seed: int) -> None:
         sc = self._scenario.model_copy(update={"seed": sim_seed})
@@ -138,9 +170,10 @@ class BlisEnv(gym.Env):
         if p is None:
             raise RuntimeError(f"{self.env_id}: the episode is over (terminated or truncated); call reset()")
         a = self._action(action)
-        self._check_valid(a, p)
+        slot_a = self._slot_action(a, p)
+        self._check_valid(slot_a, p)
         try:
-            ep.decide(self._to_sim(a))
+            ep.decide(self._to_sim(slot_a))
         except ValueError as e:
             raise ValueError(f"{self.env_id}: {e}") from None
         self._decide_others()
@@ -148,7 +181,7 @@ class BlisEnv(gym.Env):
         self.recent.append((p.time_us, p.request.id if p.request is not None else -1, a))
         reward = ep.take_reward(AGENT)
         self.episode_return += reward
-        obs = self.observer.build(ep.pending)
+        obs = self._observe(ep.pending)
         return obs, reward, ep.terminated, ep.truncated, self._info()
 
     def _check_valid(self, a: int, p) -> None:
@@ -160,7 +193,10 @@ class BlisEnv(gym.Env):
         if p is not None:
             info = {"time_s": p.time_us / 1e6, "request_id": p.request.id if p.request is not None else -1}
             self._info_extra(info, p)
-            if self.config["info_default_action"]:
+            if self.residual:
+                info["default_action"] = 0                 # follow the built-in policy
+                info["heuristic_action"] = self.heuristic_action(p)
+            elif self.config["info_default_action"]:
                 info["default_action"] = self._from_sim(p.default())
             return info
         sim = ep.sim

@@ -73,6 +73,9 @@ BASE_CONFIG: dict = {
     # per-request slots: the agent decides only requests of these SLO classes; the others get the
     # scenario's built-in policy without a step (null: the agent decides every request)
     "decide_classes": None,
+    # residual: action 0 follows the scenario's built-in policy (set it to the strongest heuristic
+    # in scenario_overrides), action k is the slot's action k - 1 (blis_gym.envs.base)
+    "residual": False,
     "info_default_action": False,    # put the built-in policy's choice in info (consumes its random draws)
     "render_recent": 8,              # decisions listed by render()
 }
@@ -263,6 +266,7 @@ class EnvConfig(_Section):
     scale_step: _count(1000) = 1
     decide_classes: Optional[list[Annotated[str, Field(strict=True)]]] = Field(None, min_length=1)
     info_default_action: bool = Field(False, strict=True)
+    residual: bool = Field(False, strict=True)
     render_recent: _count(10_000, lo=0) = 8
 
 

@@ -215,6 +215,12 @@ class Observer:
             obs[self.ld0:] = self.load.load_block(now)
         return obs.copy()
 
+    def mark_choice(self, obs, action: int) -> None:
+        """Residual router: flag the pod the built-in policy picks in its `target` column (unused
+        by the router otherwise); other slots' choices are not per pod and are not marked."""
+        if self.slot == "router" and 0 <= action < self.n:
+            obs[action * self.pf + _TARGET] = 1.0
+
     def _cached_prefix(self, obs, req) -> bool:
         """Fill the cached_prefix column for req; True if any value is non-zero."""
         prefix = self.prefix

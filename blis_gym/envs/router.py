@@ -80,12 +80,12 @@ class RouterEnv(BlisEnv):
 
     _mask_pods = None
 
-    def action_masks(self) -> np.ndarray:
+    def _slot_masks(self) -> np.ndarray:
         p = self.pending
         pods = p.mask if p is not None else [True] * self.n_pods
         if pods != self._mask_pods:               # availability rarely changes: reuse the array
             self._mask_pods = pods
-            self._mask = np.zeros(self._n_actions, dtype=bool)
+            self._mask = np.zeros(self._n_base, dtype=bool)
             self._mask[:self.n_pods] = pods
         return self._mask.copy()
 

@@ -44,16 +44,18 @@ def pod_policy_kwargs(env, hidden: int = 64, drop: tuple[str, ...] = ("cluster.t
     names = observer.feature_names()
     n_obs = len(names)
     drop_idx = [names.index(d) for d in drop if d in names]
+    residual = int(env.action_space.n) == observer.max_pods + 1      # action 0: follow the built-in
     return {"max_pods": int(observer.max_pods), "pf": int(observer.pf), "req0": int(observer.req0), "n_obs": n_obs,
-            "drop": drop_idx, "hidden": hidden}
+            "drop": drop_idx, "hidden": hidden, **({"residual": True} if residual else {})}
 
 
 class PodNet(nn.Module):
     """The mlp_extractor: (flat obs) -> (per-pod logits, value latent)."""
 
     def __init__(self, max_pods: int, pf: int, req0: int, n_obs: int, drop: list[int], hidden: int,
-                 activation_fn: type[nn.Module] = nn.Tanh):
+                 activation_fn: type[nn.Module] = nn.Tanh, residual: bool = False):
         super().__init__()
+        self.residual = residual
         self.max_pods, self.pf, self.req0 = max_pods, pf, req0
         n_glob = n_obs - req0
         keep = th.ones(n_glob)
@@ -66,7 +68,10 @@ class PodNet(nn.Module):
         self.score = nn.Linear(hidden, 1)
         self.critic_pod = nn.Sequential(nn.Linear(n_in, hidden), activation_fn())
         self.critic = nn.Sequential(nn.Linear(2 * hidden + n_glob, hidden), activation_fn())
-        self.latent_dim_pi = max_pods
+        # residual (the env's action 0 follows the built-in policy): one more logit, from the actor's
+        # embeddings pooled over the present pods, before the per-pod scores
+        self.follow = nn.Linear(hidden, 1) if residual else None
+        self.latent_dim_pi = max_pods + residual
         self.latent_dim_vf = hidden
 
     def _inputs(self, obs: th.Tensor):
@@ -79,8 +84,13 @@ class PodNet(nn.Module):
         x = th.cat([pods, (pods - mean) * present, glob.unsqueeze(1).expand(b, self.max_pods, -1)], dim=-1)
         return x, present, glob
 
-    def _actor(self, x):
-        return self.score(self.actor(x)).squeeze(-1)                       # (B, M)
+    def _actor(self, x, present):
+        h = self.actor(x)
+        scores = self.score(h).squeeze(-1)                                   # (B, M)
+        if self.follow is None:
+            return scores
+        pooled = (h * present).sum(dim=1) / present.sum(dim=1).clamp(min=1.0)
+        return th.cat([self.follow(pooled), scores], dim=-1)                 # (B, 1 + M)
 
     def _critic(self, x, present, glob):
         h = self.critic_pod(x)                                               # (B, M, H)
@@ -91,10 +101,11 @@ class PodNet(nn.Module):
 
     def forward(self, features: th.Tensor):
         x, present, glob = self._inputs(features)
-        return self._actor(x), self._critic(x, present, glob)
+        return self._actor(x, present), self._critic(x, present, glob)
 
     def forward_actor(self, features: th.Tensor) -> th.Tensor:
-        return self._actor(self._inputs(features)[0])
+        x, present, _ = self._inputs(features)
+        return self._actor(x, present)
 
     def forward_critic(self, features: th.Tensor) -> th.Tensor:
         return self._critic(*self._inputs(features))
@@ -104,11 +115,11 @@ class PodPolicy(MaskableActorCriticPolicy):
     """MaskableActorCriticPolicy whose logits are per-pod scores of a shared MLP (see module doc)."""
 
     def __init__(self, observation_space, action_space, lr_schedule, max_pods: int, req0: int, n_obs: int,
-                 pf: int = PF, drop: list[int] | None = None, hidden: int = 64, **kwargs):
+                 pf: int = PF, drop: list[int] | None = None, hidden: int = 64, residual: bool = False, **kwargs):
         self.pod_args = {"max_pods": max_pods, "pf": pf, "req0": req0, "n_obs": n_obs,
-                         "drop": list(drop or []), "hidden": hidden}
-        if int(np.prod(observation_space.shape)) != n_obs or action_space.n != max_pods:
-            raise ValueError(f"PodPolicy: observation of {n_obs} features and {max_pods} actions expected, got "
+                         "drop": list(drop or []), "hidden": hidden, **({"residual": True} if residual else {})}
+        if int(np.prod(observation_space.shape)) != n_obs or action_space.n != max_pods + residual:
+            raise ValueError(f"PodPolicy: observation of {n_obs} features and {max_pods + residual} actions expected, got "
                              f"{observation_space.shape} and {action_space.n}")
         kwargs.setdefault("activation_fn", nn.Tanh)
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)

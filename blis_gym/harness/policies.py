@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -110,12 +111,18 @@ class Checkpoint(Policy):
     algo: str = ""
     decide_classes: tuple[str, ...] | None = None
     extended: bool = False              # trained on the extended observation (its recipe says)
+    residual_overrides: str | None = None   # residual: its recipe's scenario_overrides (JSON)
 
     def env_config(self, cfg: dict) -> dict:
         if self.decide_classes is not None:
             cfg = {**cfg, "decide_classes": list(self.decide_classes)}
         if self.extended:
             cfg = {**cfg, "observation": {**cfg["observation"], "extended": True}}
+        if self.residual_overrides is not None:
+            # the built-in policy it follows (action 0) is part of the policy: the recipe's
+            from ..envs.config import merge_data
+            over = merge_data(cfg.get("scenario_overrides") or {}, json.loads(self.residual_overrides))
+            cfg = {**cfg, "residual": True, "scenario_overrides": over}
         return cfg
 
     def check(self, env) -> None:
@@ -148,7 +155,7 @@ def parse_policy(text: str, slot: str) -> Policy:
     if text.endswith(".zip"):
         side, recipe = checkpoint_recipe(Path(text))
         return Checkpoint(text, slot, text, checkpoint_algo(side, recipe), checkpoint_decide_classes(side, recipe),
-                          checkpoint_extended(recipe))
+                          checkpoint_extended(recipe), checkpoint_residual(recipe))
     if ":" in text:
         _user_function(text)
         return UserFunction(text, slot)
@@ -193,6 +200,15 @@ def checkpoint_extended(recipe: dict) -> bool:
     extended` in its recipe): it is played on that layout, the others on the first one."""
     obs = (recipe.get("env_config") or {}).get("observation") or {}
     return obs.get("extended") is True
+
+
+def checkpoint_residual(recipe: dict) -> str | None:
+    """A residual checkpoint (`env_config.residual: true`): the scenario_overrides of its recipe,
+    which set the built-in policy its action 0 follows (JSON); None otherwise."""
+    cfg = recipe.get("env_config") or {}
+    if cfg.get("residual") is not True:
+        return None
+    return json.dumps(cfg.get("scenario_overrides") or {}, sort_keys=True)
 
 
 def _user_function(text: str):
@@ -241,8 +257,9 @@ def _fitted(path: str, algo: str, obs_space, act_space, label: str):
     if isinstance(net, PodPolicy):
         globs = net.pod_args["n_obs"] - net.pod_args["req0"]
         pods, rest = divmod(int(obs_space.shape[0]) - globs, net.pod_args["pf"])
-        if rest == 0 and pods == act_space.n:
-            return _pod_policy_for(path, algo, int(obs_space.shape[0]), int(act_space.n))
+        extra = int(net.pod_args.get("residual", False))     # a residual router's "follow" action
+        if rest == 0 and pods + extra == act_space.n:
+            return _pod_policy_for(path, algo, int(obs_space.shape[0]), pods)
     raise ConfigError("--policy", f"{label}: the checkpoint expects observations of shape "
                       f"{model.observation_space.shape} and {model.action_space}, the environment gives "
                       f"{obs_space.shape} and {act_space} (a checkpoint for another environment?)")
@@ -257,7 +274,8 @@ def _pod_policy_for(path: str, algo: str, n_obs: int, n_pods: int):
     args = net._get_constructor_parameters()
     globs = net.pod_args["n_obs"] - net.pod_args["req0"]
     obs_space = spaces.Box(0.0, 1.0, (n_obs,), np.float32)
-    args.update(observation_space=obs_space, action_space=spaces.Discrete(n_pods), max_pods=n_pods,
+    extra = int(net.pod_args.get("residual", False))
+    args.update(observation_space=obs_space, action_space=spaces.Discrete(n_pods + extra), max_pods=n_pods,
                 n_obs=n_obs, req0=n_obs - globs, drop=[])        # `drop` lives in the loaded `keep` buffer
     args["lr_schedule"] = lambda _: 0.0                          # never trained: no optimizer steps
     new = PodPolicy(**args)
