@@ -21,7 +21,7 @@ from .kv import KVStore
 from .lora import LoraConfig, LoraState
 from .offload import CPU_TIER_WEIGHT, OffloadConfig, OffloadTiers
 from .request import BLOCK_MASK, BLOCK_SIZE, Content, Request, State, output_key
-from .speculative import SpecConfig, SpecState, lookahead_blocks
+from .speculative import SpecConfig, SpecState, advance_planned, lookahead_blocks, plan_run
 
 if TYPE_CHECKING:
     from ..slots import StepTimeModel
@@ -340,7 +340,7 @@ class Instance:
             busy += dt
         m = i - self.plan_pos
         if self.spec is not None:
-            return self._advance_spec(t, m, busy, start, e, i, n)
+            return advance_planned(self, m, busy, start, e, i, n)
         self.tick = tick
         if blocks:
             self.kv._take_free(blocks)
@@ -351,34 +351,6 @@ class Instance:
         self.step_end = e
         if i >= n:
             self.plan = []
-            self.plan_pos = 0
-        else:
-            self.plan_pos = i
-
-    def _advance_spec(self, t: int, m: int, busy: int, start: int, e: int, i: int, n: int) -> None:
-        """_advance's bookkeeping with speculative decoding: the counter moves by each step's
-        advance, the KV top-up follows it, and each step emits advance tokens per decoder."""
-        sp = self.spec
-        phase, hist, a, nd, k = self.phase, self.itl_hist, self.alpha_out, self.n_dec, sp.k
-        tick, s, blocks, tokens = self.tick, sp.s, 0, 0
-        for j in range(self.plan_pos, i):
-            tick += s                        # the step in flight ends
-            s = sp.plan_s[j]                 # the next planned one starts
-            blocks += lookahead_blocks(phase, tick, s, k)
-            tokens += nd * s
-            if s > 1:
-                hist[a] = hist.get(a, 0) + nd * (s - 1)
-        self.tick, sp.s = tick, s
-        if blocks:
-            self.kv._take_free(blocks)
-        self.decode_tokens += tokens
-        self.steps += m
-        self.busy_us += busy
-        self.step_started = start
-        self.step_end = e
-        if i >= n:
-            self.plan = []
-            sp.plan_s = []
             self.plan_pos = 0
         else:
             self.plan_pos = i
@@ -710,7 +682,7 @@ class Instance:
         self.step_chunks = chunks
         end = now + dt
         if self.multi_step and not chunks and not self.prefilling and not self.starved and not self.waiting.n:
-            end += self._plan_run(n_dec, ctx) if sp is None else self._plan_run_spec(n_dec, ctx)
+            end += self._plan_run(n_dec, ctx) if sp is None else plan_run(self, n_dec, ctx)
         self._boundary_at(end)
 
     def _reserve_ok(self, r: Request, hit: int, n: int) -> bool:
@@ -781,15 +753,20 @@ class Instance:
             self.busy = True
             self._wake(now)
 
-    def _plan_run(self, n_dec: int, ctx: int) -> int:
-        """Lay out the decode steps that follow the one just formed, up to the one in which the
-        next request completes, while the free KV blocks cover every step. Returns their total."""
+    def next_finish(self) -> int | None:
+        """The finish key (tick) of the decoder that completes next, None if none does."""
         fh = self.finish_heap
         while fh and (fh[0][2] != fh[0][3].gen or fh[0][3].state is not State.RUNNING):
             heapq.heappop(fh)                # stale entries (preempted or left)
-        if not fh:
+        return fh[0][0] if fh else None
+
+    def _plan_run(self, n_dec: int, ctx: int) -> int:
+        """Lay out the decode steps that follow the one just formed, up to the one in which the
+        next request completes, while the free KV blocks cover every step. Returns their total."""
+        key = self.next_finish()
+        if key is None:
             return 0
-        extra = min(fh[0][0] - self.tick, self.MAX_RUN)
+        extra = min(key - self.tick, self.MAX_RUN)
         steps = extra
         free = self.kv.free_count
         if free < n_dec * -(-extra // BLOCK_SIZE):  # each decoder needs a block every 16 steps
@@ -808,44 +785,6 @@ class Instance:
         if lora is not None and lora.factor != 1.0:
             plan = [lora.step_us(dt) for dt in plan]
         self.plan = plan
-        self.plan_pos = 0
-        return sum(plan)
-
-    def _plan_run_spec(self, n_dec: int, ctx: int) -> int:
-        """_plan_run with speculative decoding: the planned steps' advances are drawn now (in
-        step order, given back if the run is cut); the run ends with the step in which the next
-        request completes, or before the first step whose KV top-up the free blocks cannot cover."""
-        fh = self.finish_heap
-        while fh and (fh[0][2] != fh[0][3].gen or fh[0][3].state is not State.RUNNING):
-            heapq.heappop(fh)
-        sp = self.spec
-        if not fh or n_dec <= 0:
-            return 0
-        key = fh[0][0]
-        tick = self.tick + sp.s              # where the step in flight leaves the counter
-        if tick - 1 >= key:
-            return 0                         # the step in flight completes it
-        free, phase, k = self.kv.free_count, self.phase, sp.k
-        plan, advances = [], []
-        model = self.model
-        lora = self.lora
-        while len(plan) < self.MAX_RUN:
-            s = sp.draws.take()
-            free -= lookahead_blocks(phase, tick, s, k)
-            if free < 0:
-                sp.draws.give_back(1)
-                break
-            ctx += n_dec * advances[-1] if advances else n_dec * sp.s
-            dt = model.decode_step_us(n_dec, ctx)
-            plan.append(lora.step_us(dt) if lora is not None and lora.factor != 1.0 else dt)
-            advances.append(s)
-            tick += s
-            if tick - 1 >= key:
-                break
-        if not plan:
-            return 0
-        self.plan = plan
-        sp.plan_s = advances
         self.plan_pos = 0
         return sum(plan)
 

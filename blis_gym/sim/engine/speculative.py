@@ -30,7 +30,8 @@ import numpy as np
 
 from .request import BLOCK_SIZE
 
-__all__ = ["SpecConfig", "SpecDraws", "acceptance_profile", "lookahead_blocks", "METHODS"]
+__all__ = ["SpecConfig", "SpecDraws", "SpecState", "acceptance_profile", "lookahead_blocks", "advance_planned",
+           "plan_run", "METHODS"]
 
 METHODS = ("mtp", "eagle", "eagle3", "ngram", "draft_model")
 
@@ -155,3 +156,72 @@ class SpecState:
     def settle_all(self) -> None:
         self.new.clear()
         self.owed = 0
+
+
+# ---- planned runs of decode steps (Instance._plan_run and _advance with speculation) -------------
+def plan_run(inst, n_dec: int, ctx: int) -> int:
+    """Lay out the decode steps after the one just formed: their advances are drawn now (in step
+    order, given back if the run is cut), the run ends with the step in which the next request
+    completes, or before the first step whose KV top-up the free blocks cannot cover. Returns
+    the run's total duration (µs)."""
+    key = inst.next_finish()
+    sp = inst.spec
+    if key is None or n_dec <= 0:
+        return 0
+    tick = inst.tick + sp.s              # where the step in flight leaves the counter
+    if tick - 1 >= key:
+        return 0                         # the step in flight completes it
+    free, phase, k = inst.kv.free_count, inst.phase, sp.k
+    plan, advances = [], []
+    model, lora = inst.model, inst.lora
+    prev = sp.s
+    while len(plan) < inst.MAX_RUN:
+        s = sp.draws.take()
+        free -= lookahead_blocks(phase, tick, s, k)
+        if free < 0:
+            sp.draws.give_back(1)
+            break
+        ctx += n_dec * prev              # the previous step's tokens are context now
+        dt = model.decode_step_us(n_dec, ctx)
+        plan.append(lora.step_us(dt) if lora is not None and lora.factor != 1.0 else dt)
+        advances.append(s)
+        prev = s
+        tick += s
+        if tick - 1 >= key:
+            break
+    if not plan:
+        return 0
+    inst.plan = plan
+    sp.plan_s = advances
+    inst.plan_pos = 0
+    return sum(plan)
+
+
+def advance_planned(inst, m: int, busy: int, start: int, e: int, i: int, n: int) -> None:
+    """Instance._advance's bookkeeping for planned steps plan_pos..i-1 with speculation: the
+    counter moves by each step's advance, the KV top-up follows it, each step emits its advance
+    in tokens per decoder (the accepted ones with no gap)."""
+    sp = inst.spec
+    phase, hist, a, nd, k = inst.phase, inst.itl_hist, inst.alpha_out, inst.n_dec, sp.k
+    tick, s, blocks, tokens = inst.tick, sp.s, 0, 0
+    for j in range(inst.plan_pos, i):
+        tick += s                        # the step in flight ends
+        s = sp.plan_s[j]                 # the next planned one starts
+        blocks += lookahead_blocks(phase, tick, s, k)
+        tokens += nd * s
+        if s > 1:
+            hist[a] = hist.get(a, 0) + nd * (s - 1)
+    inst.tick, sp.s = tick, s
+    if blocks:
+        inst.kv._take_free(blocks)
+    inst.decode_tokens += tokens
+    inst.steps += m
+    inst.busy_us += busy
+    inst.step_started = start
+    inst.step_end = e
+    if i >= n:
+        inst.plan = []
+        sp.plan_s = []
+        inst.plan_pos = 0
+    else:
+        inst.plan_pos = i
