@@ -37,7 +37,7 @@ from pathlib import Path
 import yaml
 
 from blis_gym.errors import ConfigError, read_yaml
-from .deployment import Deployment, spans_nodes
+from .deployment import Deployment, all_reduce_factor, all_to_all_factor, spans_nodes
 from .hardware import load_hardware
 from .kv_capacity import validate_tp
 from .model_config import load_model
@@ -168,12 +168,12 @@ class CalibratedPhysics:
         self._kv_tok = m.kv_bytes_per_token(tp, dep.kv_cache_bytes)  # KV bytes per token per GPU
         eta_link = max(p["eta_link"], 1e-6)
         if tp > 1:
-            ar_lat = p["ar_latency_us"]
-            if spans_nodes(tp, dep, hw):                          # the ring leaves the node
-                link, ar_lat = hw.internode_gb_s, ar_lat + hw.internode_latency_us
             bw = link * 1e3 * eta_link                           # bytes per µs
-            self._ar_fixed = 2 * L * ar_lat
+            self._ar_fixed = 2 * L * p["ar_latency_us"]
             self._ar_tok = 2 * L * 2 * (tp - 1) / tp * d * bpp / bw
+            if spans_nodes(tp, dep, hw):      # hierarchical: a share crosses the nodes' network
+                self._ar_fixed += 2 * L * hw.internode_latency_us
+                self._ar_tok = 2 * L * all_reduce_factor(tp, dep, hw) * d * bpp / bw
         else:
             self._ar_fixed = self._ar_tok = 0.0
         self._a2a_tok = 0.0
@@ -183,11 +183,9 @@ class CalibratedPhysics:
             # tokens leave through its tp GPUs' links
             G = tp * dp
             fan = k if dep.expert_parallel else 1
-            a2a_link, a2a_lat = interconnect.get(hw.name, link), p["ar_latency_us"]
-            if spans_nodes(G, dep, hw):
-                a2a_link, a2a_lat = hw.internode_gb_s, a2a_lat + hw.internode_latency_us
+            a2a_lat = p["ar_latency_us"] + (hw.internode_latency_us if spans_nodes(G, dep, hw) else 0.0)
             self._ar_fixed += 2 * n_moe * a2a_lat
-            self._a2a_tok = 2 * n_moe * fan * (G - 1) / G * d * bpp / tp / (a2a_link * 1e3 * eta_link)
+            self._a2a_tok = 2 * n_moe * fan * all_to_all_factor(G, dep, hw) * d * bpp / tp / (link * 1e3 * eta_link)
         self._w = dep.verify_tokens                              # tokens verified per decoding sequence
         self._over = p["step_us"] + p["layer_us"] * L + p["moe_layer_us"] * n_moe + self._ar_fixed
         self._seq_us = p["seq_us"]

@@ -46,3 +46,26 @@ def spans_nodes(gpus: int, dep: Deployment, hw) -> bool:
     """Whether a collective over `gpus` GPUs leaves the node (then it runs over the scale-out
     network)."""
     return gpus > dep.node_size(hw)
+
+
+def all_reduce_factor(tp: int, dep: Deployment, hw) -> float:
+    """Time of an all-reduce of S bytes over tp GPUs, in units of S / (the NVLink bandwidth per
+    GPU). Within a node a ring: 2(tp-1)/tp. Across N nodes of g GPUs, hierarchical (as NCCL runs
+    it): reduce-scatter and all-gather inside each node over NVLink, 2(g-1)/g, and between them an
+    all-reduce of each GPU's 1/g share across the nodes over its own NIC, 2(N-1)/N / g, slower by
+    NVLink / network bandwidth."""
+    g = min(tp, dep.node_size(hw))
+    n = -(-tp // g)
+    if n <= 1:
+        return 2 * (tp - 1) / tp
+    return 2 * (g - 1) / g + 2 * (n - 1) / n / g * hw.intranode_gb_s / hw.internode_gb_s
+
+
+def all_to_all_factor(gpus: int, dep: Deployment, hw) -> float:
+    """Share of a token's expert traffic that leaves its GPU, in units of NVLink time: (G-1)/G
+    within a node; across nodes of g GPUs, (g-1)/G over NVLink plus (G-g)/G over the network,
+    slower by NVLink / network bandwidth."""
+    g = min(gpus, dep.node_size(hw))
+    if gpus <= g:
+        return (gpus - 1) / gpus
+    return (g - 1) / gpus + (gpus - g) / gpus * hw.intranode_gb_s / hw.internode_gb_s

@@ -22,7 +22,7 @@ import yaml
 
 from blis_gym.errors import ConfigError
 
-from .deployment import DEFAULT, Deployment, spans_nodes
+from .deployment import DEFAULT, Deployment, all_reduce_factor, all_to_all_factor, spans_nodes
 from .hardware import Hardware, load_hardware
 from .kv_capacity import validate_tp
 from .model_config import ModelConfig, load_model
@@ -169,8 +169,8 @@ class TrainedPhysics(_StepModelBase):
         self._tp_tok = u * d * bpp * 2 * (tp - 1) / tp / W / dp  # all-reduce time per token in step
         self._net_us = 0.0                                        # collective start-up latency per step
         if spans_nodes(tp, dep, hw):
-            # the ring all-reduce runs at the scale-out link's speed, not NVLink's
-            self._tp_tok *= hw.intranode_gb_s / hw.internode_gb_s
+            # hierarchical all-reduce: part of it crosses the nodes at the network's speed
+            self._tp_tok = u * d * bpp * all_reduce_factor(tp, dep, hw) / W / dp
             self._net_us = 2 * L * hw.internode_latency_us
         self._disp_tok = 0.0
         if m.is_moe and dp > 1:
@@ -178,8 +178,8 @@ class TrainedPhysics(_StepModelBase):
             # GPUs with expert parallelism, all-gather / reduce-scatter without
             fan = k if dep.expert_parallel else 1
             self._disp_tok = n_moe * fan * (G - 1) / G * 2 * d * bpp / W / dp
-            if spans_nodes(G, dep, hw):
-                self._disp_tok *= hw.intranode_gb_s / hw.internode_gb_s
+            if spans_nodes(G, dep, hw):          # the tokens for other nodes' experts cross the network
+                self._disp_tok = n_moe * fan * all_to_all_factor(G, dep, hw) * 2 * d * bpp / W / dp
                 self._net_us += 2 * n_moe * hw.internode_latency_us
         self._w = dep.verify_tokens
         interleaved = m.is_moe and m.interleave_moe_layer_step > 0
