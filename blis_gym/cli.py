@@ -28,18 +28,26 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
-class _OneLineErrors(click.Command):
-    """A bad option or argument gets one line and exit status 2 (not click's usage block)."""
+_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())     # `blis-gym` alone prints the help
+
+
+class _Group(click.Group):
+    """A bad option or argument of any command (wherever it is defined), or of the group itself,
+    gets one line and exit status 2, not click's usage block."""
 
     def make_context(self, info_name, args, parent=None, **extra):
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
         except click.UsageError as e:
+            if isinstance(e, _HELP):
+                raise
             _fail(e.format_message())
 
-
-class _Group(click.Group):
-    command_class = _OneLineErrors
+    def invoke(self, ctx):
+        try:                            # parses the command's arguments, then runs it
+            return super().invoke(ctx)
+        except click.UsageError as e:
+            _fail(e.format_message())
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -402,3 +402,18 @@ def test_bad_calibration_file_gets_one_line(tmp_path, content, needle):
     cal.write_text(content)
     r = _validate(tmp_path, "\n".join([TRACE_HEADER, *GOOD_ROWS]) + "\n", "--calibration", cal)
     assert needle in one_line(r)
+
+
+@pytest.mark.parametrize("args", [
+    ("sweep", "capacity", "--out", "FILE"), ("sweep", "FOLDER"),
+    ("eval", "blis_gym/Router-v0", "--policy", "round-robin", "--out", "FILE"),
+    ("train", "--config", "agents/router.yaml", "--out", "FILE"),
+    ("run", "default", "--out", "FILE"), ("nosuch-command",), ("--nosuch-option",)])
+def test_usage_errors_of_every_command_get_one_line(tmp_path, args):
+    # click's own checks (a file where a folder belongs, an unknown command or option) give the
+    # one-line error of every other bad input, whichever module defines the command
+    (tmp_path / "FILE").write_text("x")
+    (tmp_path / "FOLDER").mkdir()
+    args = [str(tmp_path / a) if a in ("FILE", "FOLDER") else a for a in args]
+    line = one_line(run_cli(*args))
+    assert line.startswith("error: ") and "Usage" not in line
