@@ -197,3 +197,59 @@ def test_csv_trace_rows_of_one_group_with_different_prefix_tokens(tmp_path):
     s = sim.run()
     assert_conserved(sim, s)
     assert s["completed_requests"] == 60 and s["prefix_cache_hit_rate"] > 0
+
+
+# ---- issue 30: cost follows activity, not simulated idle time -----------------------------------
+def _closed_loop(think_s: float, n: int, users: int = 1) -> dict:
+    return {"workload": {"num_requests": n, "clients": [{"name": "u", "closed_loop": {"users": users, "think_time_s": think_s},
+                                                         "input": {**CONST, "value": 100},
+                                                         "output": {**CONST, "value": 10}}]}}
+
+
+def test_a_long_idle_stretch_costs_neither_events_nor_rows(tmp_path):
+    # one user thinking 10,000 s between 20 requests: 190,000 s simulated; before, 3.8M scrapes
+    # and 190,000 rows per file (4.8 s, 15 MB); now a minute of rows per stretch and its last
+    from blis_gym.output.files import write_run
+    from blis_gym.sim.observers import IDLE_ROWS
+    sim, s = _run(_closed_loop(10_000, 20))
+    assert s["completed_requests"] == 20 and sim.loop.now > 190_000 * 10**6
+    assert sim.loop.events < 20 * (4 * IDLE_ROWS + 100)
+    write_run(sim, s, tmp_path)
+    rows = (tmp_path / "timeseries.csv").read_text().splitlines()[1:]
+    assert len(rows) <= 20 * (IDLE_ROWS + 3)
+    assert sum(f.stat().st_size for f in tmp_path.iterdir()) < 200_000
+    times = [float(r.split(",")[0]) for r in rows]
+    assert times == sorted(times) and all(t == int(t) for t in times)      # on the 1 s grid
+    # each stretch ends with the row of the last second before the next arrival
+    arrivals = sorted(float(r.split(",")[7]) for r in (tmp_path / "requests.csv").read_text().splitlines()[1:])
+    for a in arrivals[1:]:
+        assert float(int(a) if a != int(a) else a - 1) in times
+
+
+def test_pausing_the_scrape_leaves_what_the_router_sees_unchanged(monkeypatch):
+    # the scrape paused over idle stretches catches up before anything reads it: each arrival
+    # sees the same snapshots (values and their time) as when scraping through, the same run
+    import json
+
+    from blis_gym.sim.cluster.gateway import Gateway
+    from blis_gym.sim.observers import PausingObserver
+    seen, arrive = [], Gateway.arrive
+
+    def recording(self, r, now):
+        seen.append([(p.scraped_at, p.waiting, p.running, p.kv_usage) for p in self.pods])
+        arrive(self, r, now)
+    monkeypatch.setattr(Gateway, "arrive", recording)
+    data = {**_closed_loop(0.4, 60, users=3), "cluster": {"instances": 3, "scrape_interval_ms": 50},
+            "router": {"policy": "default"}}
+    _, paused = _run(data)
+    paused_seen, seen[:] = list(seen), []
+    monkeypatch.setattr(PausingObserver, "_tick", _never_pausing_tick)
+    sim, ticking = _run(data)
+    assert sim.paused == [] and paused_seen == seen and len(seen) == 60
+    assert json.dumps(paused, sort_keys=True) == json.dumps(ticking, sort_keys=True)
+
+
+def _never_pausing_tick(self, _arg, now):
+    self.observe(now)
+    if self.more():
+        self.loop.at(now + self.interval, self.priority, self._tick)

@@ -16,6 +16,7 @@ from .deadlines import Deadlines
 from .engine import BLOCK_SIZE, EngineConfig, Instance, Request, State
 from .metrics import Metrics
 from .metrics.report import run_summary
+from .observers import IDLE_ROWS, PausingObserver
 from .slots import StepTimeModel
 from .workload import Workload, WorkloadSource
 
@@ -63,6 +64,7 @@ class Simulation:
         self.last_arrival = 0
         self.scheduled_arrivals = 0              # arrival events on the heap, not yet injected
         self.final_hooks: list = []             # callables(r, state, now) on every final state
+        self.paused: list[PausingObserver] = []  # periodic observers waiting for activity (wake)
         self.loop = EventLoop()
         self.deadlines = Deadlines(self.loop, self._timeout)
         self.streams = Streams(cfg.seed)
@@ -94,7 +96,8 @@ class Simulation:
         self._closed = False
         self._next_arrival()
         if cfg.sample_interval_us > 0:
-            self.loop.at(0, P_SAMPLE, self._sample)
+            PausingObserver(self.loop, cfg.sample_interval_us, P_SAMPLE, self._sample, self.busy, self.active,
+                            self.paused, patience=IDLE_ROWS)
 
     def _instance(self, ic: InstanceConfig) -> Instance:
         inst = Instance(ic.name, self.loop, ic.engine, ic.step_model, ic.total_kv_blocks, self)
@@ -122,6 +125,8 @@ class Simulation:
         self._inject(r, now)
 
     def _inject(self, r: Request, now: int) -> None:
+        if self.paused:
+            self.wake(now)
         self.scheduled_arrivals -= 1
         self.injected += 1
         self.last_arrival = now
@@ -133,6 +138,17 @@ class Simulation:
         else:
             self.dispatch(r, self.instances[self._rr % len(self.instances)], now)
             self._rr += 1
+
+    def busy(self) -> bool:
+        """Requests are in the system."""
+        return self.injected > self.finished
+
+    def wake(self, now: int) -> None:
+        """Something may change at `now` (a request arrives, a pool acts): the periodic
+        observers paused while the system was empty catch up and resume."""
+        paused, self.paused[:] = list(self.paused), []
+        for observer in paused:
+            observer.wake(now)
 
     def active(self) -> bool:
         """Requests remain in the system or are still to come."""
@@ -257,7 +273,7 @@ class Simulation:
             self.check(now)
 
     # ---- time series ------------------------------------------------------------------
-    def _sample(self, _arg, now: int) -> None:
+    def _sample(self, now: int) -> None:
         for i, inst in enumerate(self.instances):
             pool = self.slot_pool.get(i)
             if pool is not None and pool.state[i] == "off":
@@ -266,8 +282,6 @@ class Simulation:
         for pool in self.pools:
             self.metrics.sample_pool(now, pool.cfg.name, pool.count("active"), pool.count("starting"),
                                      pool.count("draining"), pool.gpus(), pool.gpu_hours(now), pool.dollars(now))
-        if self.active():
-            self.loop.at(now + self.cfg.sample_interval_us, P_SAMPLE, self._sample)
 
     # ---- decision points ----------------------------------------------------------------
     def hand_over(self, pending: Pending) -> None:
@@ -322,6 +336,8 @@ class Simulation:
             p.request.state = State.GATEWAY
             self.held = 1
         end = self.cfg.horizon_us or self.loop.now
+        for observer in self.paused:        # the rows an idle stretch up to the end would have repeated
+            observer.catch_up(end)
         for inst in self.instances:
             inst._advance(end)
         for r in self.live.values():

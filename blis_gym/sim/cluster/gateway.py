@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ..core import P_ROUTE, P_TICK
 from ..engine import Request, State
+from ..observers import PausingObserver
 from .config import GatewayConfig
 from .host import ClusterHost
 from .disagg import Disaggregation
@@ -58,14 +59,10 @@ class Gateway:
         self._ttl_at = -1
         self.oracle = cfg.scrape_interval_us <= 0
         if not self.oracle:
-            self.loop.at(0, P_TICK, self._scrape)
+            PausingObserver(self.loop, cfg.scrape_interval_us, P_TICK, self._refresh, sim.busy, sim.active,
+                            sim.paused)
 
     # ---- signals ----------------------------------------------------------------------
-    def _scrape(self, _arg, now: int) -> None:
-        self._refresh(now)
-        if self.sim.active():
-            self.loop.at(now + self.cfg.scrape_interval_us, P_TICK, self._scrape)
-
     def _refresh(self, now: int) -> None:
         for p, inst in zip(self.pods, self.instances):
             p.waiting, p.running, p.kv_usage = inst.scrape()

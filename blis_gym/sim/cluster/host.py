@@ -30,9 +30,16 @@ class ClusterHost(Protocol):
     gateway: GatewayView | None
     zero_pools: list                  # pools (`pools.Pool`) that may scale to zero
     last_arrival: int                 # µs of the latest arrival
+    paused: list                      # periodic observers paused while the system is empty
 
     def active(self) -> bool:
         """Requests remain in the system or are still to come (periodic events keep going)."""
+
+    def busy(self) -> bool:
+        """Requests are in the system."""
+
+    def wake(self, now: int) -> None:
+        """Something may change at `now`: paused periodic observers catch up and resume."""
 
     # the request lifecycle
     def dispatch(self, r: Request, inst: Instance, now: int) -> None: ...

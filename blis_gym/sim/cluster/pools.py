@@ -113,6 +113,8 @@ class Pool:
 
     # ---- scaling ------------------------------------------------------------------------
     def _tick(self, _arg, now: int) -> None:
+        if self.sim.paused:             # the scaling decision reads fresh scrapes and may change the pool
+            self.sim.wake(now)
         auto = self.cfg.autoscaler
         if self.cfg.external or "autoscaler" in self.sim.external:
             self.sim.autoscaler_decision(self, now)
@@ -173,6 +175,8 @@ class Pool:
         i, t0 = arg
         if self.state[i] != STARTING or self.started_at.get(i) != t0:
             return
+        if self.sim.paused:
+            self.sim.wake(now)
         self.state[i] = ACTIVE
         self.sim.instance_started(i, now)
         self._set_available()
