@@ -253,3 +253,20 @@ def _never_pausing_tick(self, _arg, now):
     self.observe(now)
     if self.more():
         self.loop.at(now + self.interval, self.priority, self._tick)
+
+
+def test_cached_tokens_never_exceed_the_prompt_after_recompute_preemption(tmp_path):
+    # 1-token prompts generating 400 tokens in 64 KV blocks: preempted requests re-admit and
+    # hit their own generated tokens' blocks (208 tokens): those are no prompt cache hits
+    from blis_gym.output.files import write_run
+    sim, s = _run({"vllm": {"total_kv_blocks": 64},
+                   "workload": {"rate": 100, "num_requests": 4, "input": {**CONST, "value": 1},
+                                "output": {**CONST, "value": 400}}})
+    assert s["preemption_count"] > 0 and s["completed_requests"] == 4
+    write_run(sim, s, tmp_path)
+    rows = (tmp_path / "requests.csv").read_text().splitlines()
+    col = rows[0].split(",")
+    for row in rows[1:]:
+        r = dict(zip(col, row.split(",")))
+        assert 0 <= int(r["cached_tokens"]) <= int(r["input_tokens"])
+    assert s["prefix_cache_hit_rate"] > 0        # the re-admission's hits still count there, as vLLM's

@@ -96,7 +96,9 @@ class Metrics:
         c["arrival"].append(r.arrival)
         c["inp"].append(r.input_len)
         c["out"].append(r.generated)
-        c["cached"].append(r.hit_blocks * BLOCK_SIZE)
+        # prompt tokens only: a re-admission after a recompute preemption looks up prompt and
+        # generated tokens, and hits on the generated ones are no prompt cache hits
+        c["cached"].append(min(r.hit_blocks * BLOCK_SIZE, r.input_len))
         c["ttft"].append(r.first_token - r.arrival if r.first_token >= 0 else -1)
         c["e2e"].append(e2e_us)
         c["decode"].append(decode_us)
