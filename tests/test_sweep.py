@@ -98,6 +98,12 @@ def test_random_samples_are_reproducible_and_in_range():
     assert all(1 <= p.params["workload.rate"] <= 3 and p.params["vllm.max_num_seqs"] in (4, 5, 6) for p in a.points)
 
 
+def test_randint_reaches_the_int64_ends():
+    sw = parse_sweep(tiny(grid={}, random={"samples": 3, "axes": {"seed": {"randint": [2**63 - 1, 2**63 - 1]}}}),
+                     ROOT)
+    assert [p.params["seed"] for p in sw.points] == [2**63 - 1]      # the same point three times runs once
+
+
 def test_base_by_bundled_name_and_list_items_by_index():
     sw = parse_sweep({"base": "pd-chat-never", "grid": {"pools.1.instances": [2, 3]}}, ROOT)
     assert [p.data["pools"][1]["instances"] for p in sw.points] == [2, 3]
@@ -115,6 +121,23 @@ def test_base_by_bundled_name_and_list_items_by_index():
     ({"gird": {"tp": [1]}}, "gird: unknown field"),
     ({"seeds": 0}, "seeds: "),
     ({"seeds": []}, "seeds: empty list"),
+    # issue 30: random axes with infinite, NaN or out-of-range ends; sizes bounded before anything is built
+    ({"random": {"samples": 2, "axes": {"workload.rate": {"uniform": [1, float("inf")]}}}},
+     "random.axes.workload.rate.1: input should be a finite number"),
+    ({"random": {"samples": 2, "axes": {"workload.rate": {"loguniform": [float("nan"), 3]}}}},
+     "random.axes.workload.rate.loguniform.0: input should be a finite number"),
+    ({"random": {"samples": 2, "axes": {"workload.rate": {"uniform": [-1e308, 1e308]}}}},
+     "high - low must be a finite number"),
+    ({"random": {"samples": 2, "axes": {"cluster.instances": {"randint": [0, 2**70]}}}},
+     "random.axes.cluster.instances.randint.1: input should be less than or equal to 9223372036854775807"),
+    ({"seeds": 10**9}, "seeds: must be a count from 1 to 100,000"),
+    ({"seeds": [-1]}, "seeds.0: input should be greater than or equal to 0"),
+    ({"random": {"samples": 10**9, "axes": {"workload.rate": {"uniform": [1, 2]}}}},
+     "random.samples: input should be less than or equal to 100000"),
+    ({"grid": {f"a{i}": list(range(10)) for i in range(8)}}, "sweep: 100,000,000 (grid) = 100,000,000 points; "
+                                                            "at most 100,000"),
+    ({"seeds": 1000, "random": {"samples": 1000, "axes": {"workload.rate": {"uniform": [1, 2]}}}},
+     "sweep: 4 (grid) x 1,000 (random.samples) x 1,000 (seeds) = 4,000,000 points"),
 ])
 def test_bad_sweep_files_fail_before_any_point_runs(tmp_path, change, named):
     out = tmp_path / "out"

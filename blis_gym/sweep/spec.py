@@ -13,11 +13,18 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Annotated, Any, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError, model_validator
 
 from ..errors import ConfigError, pydantic_error, read_yaml
+from ..sim.limits import MAX_SEED
+
+# Every point is validated (and its scenario kept) before anything runs, so the number of
+# points is bounded before any is built: about a minute of validation and 1 GB at most.
+MAX_POINTS = 100_000
+Int64 = Annotated[int, Field(ge=-(1 << 63), le=(1 << 63) - 1)]     # what numpy draws integers in
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -25,9 +32,9 @@ class _Strict(BaseModel):
 
 class RandomAxis(_Strict):
     """One randomly sampled axis: exactly one of the four."""
-    uniform: Optional[tuple[float, float]] = None
-    loguniform: Optional[tuple[float, float]] = None
-    randint: Optional[tuple[int, int]] = None              # both ends included
+    uniform: Optional[tuple[FiniteFloat, FiniteFloat]] = None
+    loguniform: Optional[tuple[FiniteFloat, FiniteFloat]] = None
+    randint: Optional[tuple[Int64, Int64]] = None          # both ends included
     choice: Optional[list[Any]] = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
@@ -41,6 +48,8 @@ class RandomAxis(_Strict):
             raise ValueError(f"{given[0]}: the low end exceeds the high end")
         if self.loguniform is not None and self.loguniform[0] <= 0:
             raise ValueError("loguniform: both ends must be > 0")
+        if self.uniform is not None and not math.isfinite(self.uniform[1] - self.uniform[0]):
+            raise ValueError("uniform: the range high - low must be a finite number")
         return self
 
     def sample(self, rng):
@@ -50,12 +59,12 @@ class RandomAxis(_Strict):
             lo, hi = self.loguniform
             return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
         if self.randint is not None:
-            return int(rng.integers(self.randint[0], self.randint[1] + 1))
+            return int(rng.integers(self.randint[0], self.randint[1], endpoint=True))
         return self.choice[int(rng.integers(len(self.choice)))]
 
 
 class RandomSpec(_Strict):
-    samples: int = Field(gt=0)
+    samples: int = Field(gt=0, le=MAX_POINTS)
     seed: int = 0
     axes: dict[str, RandomAxis] = Field(min_length=1)
 
@@ -89,7 +98,7 @@ class SweepSpec(_Strict):
     grid: dict[str, list[Any]] = Field(default_factory=dict)  # every combination
     points: list[dict[str, Any]] = Field(default_factory=list)  # explicit points (x the grid)
     random: Optional[RandomSpec] = None         # random samples (x the grid and the points)
-    seeds: Union[list[int], int, None] = None   # a list, or a count from the scenario's seed on
+    seeds: Union[list[Seed], int, None] = None   # a list, or a count from the scenario's seed on
     pareto: Optional[ParetoSpec] = ParetoSpec()   # null: no frontier, no plot
     charts: list[ChartSpec] = Field(default_factory=list)
 
@@ -202,10 +211,11 @@ def parse_sweep(raw: dict, where: Path) -> Sweep:
     for axis, values in spec.grid.items():
         if not values:
             raise ConfigError(f"grid.{axis}", "empty axis; give at least one value")
-    if isinstance(spec.seeds, int) and spec.seeds < 1:
-        raise ConfigError("seeds", f"must be a count >= 1 or a list of seeds, not {spec.seeds}")
+    if isinstance(spec.seeds, int) and not 1 <= spec.seeds <= MAX_POINTS:
+        raise ConfigError("seeds", f"must be a count from 1 to {MAX_POINTS:,} or a list of seeds, not {spec.seeds}")
     if isinstance(spec.seeds, list) and not spec.seeds:
         raise ConfigError("seeds", "empty list; give at least one seed")
+    _check_size(spec)
     base, base_dir = resolve_base(spec, where)
     for path, value in spec.set.items():
         set_path(base, path, value, f"set.{path}")
@@ -233,6 +243,17 @@ def parse_sweep(raw: dict, where: Path) -> Sweep:
     points = [Point({c: p.params[c] if c in p.params else _scalar(_get_path(defaults, c)) for c in columns},
                     p.data, p.key) for p in points]
     return Sweep(spec=spec, points=points, columns=columns, base_dir=str(base_dir))
+
+
+def _check_size(spec: SweepSpec) -> None:
+    """At most MAX_POINTS points, counted before any is built."""
+    sizes = {"grid": math.prod(len(v) for v in spec.grid.values()), "points": len(spec.points) or 1,
+             "random.samples": spec.random.samples if spec.random else 1,
+             "seeds": len(spec.seeds) if isinstance(spec.seeds, list) else spec.seeds or 1}
+    total = math.prod(sizes.values())
+    if total > MAX_POINTS:
+        parts = " x ".join(f"{n:,} ({name})" for name, n in sizes.items() if n > 1)
+        raise ConfigError("sweep", f"{parts} = {total:,} points; at most {MAX_POINTS:,} per sweep (split it)")
 
 
 def _combinations(spec: SweepSpec):
