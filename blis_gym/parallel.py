@@ -9,7 +9,8 @@ outputs whatever the worker count or backend.
 
 - `workers=1` runs the jobs one after another in this process (easy to debug and profile);
 - `backend="process"` (the default) uses a pool of fresh interpreters (`spawn`: safe after
-  torch or numpy started their own threads);
+  torch or numpy started their own threads) that exit when this process dies, even by SIGKILL
+  (`exit_with_parent`), so none outlives it holding its stdout and stderr open;
 - `backend="ray"` submits the jobs as Ray tasks to `address` (or a local Ray instance); it needs
   the `ray` extra.
 
@@ -19,6 +20,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
+import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any
@@ -60,9 +64,51 @@ def run_jobs(fn: Callable[[Any], Any], jobs: Sequence[Any], *, workers: int | No
             yield item
 
 
+def exit_with_parent(parent_pid: int) -> None:
+    """Make this pool worker exit as soon as `parent_pid`, the process that started it, dies. A
+    parent killed by SIGKILL cannot shut its pool down: its workers would run on (adopted by
+    init), keep its output pipes open and keep the resource tracker alive. Linux delivers
+    SIGKILL to the worker when its parent dies (prctl PR_SET_PDEATHSIG); elsewhere a daemon
+    thread watches the parent's pid."""
+    if not _kill_me_with_parent():
+        threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True, name="exit-with-parent").start()
+    if os.getppid() != parent_pid:              # it died before the watch was set
+        os._exit(1)
+
+
+def _kill_me_with_parent() -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+        PR_SET_PDEATHSIG = 1
+        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_parent(parent_pid: int) -> None:
+    import time
+    while os.getppid() == parent_pid:
+        time.sleep(0.5)
+    os._exit(1)
+
+
+def worker_pool(workers: int, initializer: Callable | None = None, initargs: tuple = ()) -> ProcessPoolExecutor:
+    """A pool of `workers` spawned interpreters that exit with this process, each running
+    `initializer(*initargs)` first."""
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_worker, initargs=(os.getpid(), initializer, initargs))
+
+
+def _init_worker(parent_pid: int, initializer: Callable | None, initargs: tuple) -> None:
+    exit_with_parent(parent_pid)
+    if initializer is not None:
+        initializer(*initargs)
+
+
 def _pool(fn, jobs, workers: int) -> Iterator[tuple[int, Any]]:
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    with worker_pool(workers) as pool:
         pending = {pool.submit(fn, job): i for i, job in enumerate(jobs)}
         try:
             while pending:

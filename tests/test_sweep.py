@@ -216,6 +216,44 @@ def test_sigkill_halfway_then_rerun_equals_an_uninterrupted_sweep(tmp_path):
     assert "0 points to run" in done.stderr
 
 
+def _processes_in_group(pgid: int) -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[2]) == pgid:       # field 5: the process group
+            found.append(int(pid))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_sigkill_of_the_sweep_alone_leaves_no_worker_behind(tmp_path):
+    # kill -9 of the sweep process only (not its group): its pool workers and the resource
+    # tracker must go too, closing its stdout and stderr (a caller reading them then sees EOF)
+    busy = {**BASE, "workload": {**BASE["workload"], "num_requests": 3000, "rate": 50}}
+    path = write(tmp_path, {"scenario": busy, "grid": {"cluster.instances": [1, 2, 3, 4]}})
+    proc = subprocess.Popen([sys.executable, "-m", "blis_gym.cli", "sweep", str(path), "--out", str(tmp_path / "out"),
+                             "--workers", "2", "--no-plot", "--quiet"], cwd=ROOT, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while len(_processes_in_group(proc.pid)) < 4 and time.monotonic() < deadline:   # the sweep, 2 workers,
+            time.sleep(0.05)                                                             # the resource tracker
+        assert len(_processes_in_group(proc.pid)) >= 3 and proc.poll() is None
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 5
+        while _processes_in_group(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _processes_in_group(proc.pid) == []
+        proc.stdout.read(), proc.stderr.read()      # EOF at once: nobody else holds them open
+    finally:
+        for pid in _processes_in_group(proc.pid):
+            os.kill(pid, signal.SIGKILL)
+
+
 def test_the_plot_and_frontier_are_written_and_redrawn_with_another_slo(tmp_path):
     out = tmp_path / "out"
     chart = {"x": "workload.rate", "y": "ttft_mean_ms", "by": "cluster.instances"}
