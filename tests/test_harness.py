@@ -39,6 +39,15 @@ def test_seed_ranges():
             parse_seeds(bad)
 
 
+def test_seed_ranges_are_bounded_before_any_list_is_built():
+    from blis_gym.harness.evaluate import MAX_EVAL_SEEDS
+    assert len(parse_seeds(f"5-{4 + MAX_EVAL_SEEDS}")) == MAX_EVAL_SEEDS
+    with pytest.raises(ConfigError, match=r"--seeds: 1,000,000,001 seeds; at most 10,000"):
+        parse_seeds("0-1000000000")
+    with pytest.raises(ConfigError, match=r"--seeds: must be a range .* <= 9223372036854775807"):
+        parse_seeds("3-99999999999999999999")
+
+
 def test_policy_names_per_slot_and_unknown_names_list_them():
     assert {"random", "default", "llm-d-default", "round-robin", "least-loaded"} <= set(policy_names("router"))
     assert {"probabilistic", "gaie-legacy", "always-admit"} <= set(policy_names("admission"))
@@ -174,7 +183,12 @@ def _cli(*args):
     (["blis_gym/Router-v9", "--policy", "random"], "unknown environment 'blis_gym/Router-v9'"),
     ([ROUTER, "--policy", "fastest"], "unknown policy 'fastest' for the router slot; allowed: random, default, least-loaded"),
     ([ROUTER, "--policy", "random", "--seeds", "10-1"], "--seeds"),
-    (["blis_gym/Admission-v0", "--policy", "probabilistic", "--policy", str(SHIPPED)], "(a checkpoint for another"),
+    (["blis_gym/Admission-v0", "--policy", "probabilistic", "--policy", str(SHIPPED)],
+     "router_maskableppo.zip: trained on blis_gym/Router-v0 (its recipe's env_id), not on blis_gym/Admission-v0"),
+    ([ROUTER, "--policy", "random", "--seeds", "3-99999999999999999999"], "--seeds: must be a range"),
+    ([ROUTER, "--policy", "random", "--seeds", "0-1000000000"], "--seeds: 1,000,000,001 seeds"),
+    ([ROUTER, "--policy", "math:sqrt"], "--policy: 'math:sqrt' takes (x, /); expected f(obs, info, env) -> action"),
+    ([ROUTER, "--policy", "tests.test_harness:two_arguments"], "takes (obs, info); expected f(obs, info, env)"),
 ])
 def test_eval_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     code, err = _cli("eval", *args, "--out", str(tmp_path), "--quiet")
@@ -242,6 +256,38 @@ def least_waiting(obs, info, env):
     u = env.unwrapped
     waiting = np.where(u.action_masks(), obs[4:11 * u.max_pods:11], np.inf)
     return int(np.argmin(waiting))
+
+
+def two_arguments(obs, info):
+    return 0
+
+
+def not_an_action(obs, info, env):
+    return "pod-0"
+
+
+def raises(obs, info, env):
+    return {}["missing"]
+
+
+@pytest.mark.parametrize("fn, message", [("not_an_action", "returned 'pod-0'; expected an action: an integer from 0"),
+                                         ("raises", "raised KeyError: 'missing'")])
+def test_a_users_function_that_misbehaves_mid_run_is_one_line(fn, message):
+    with pytest.raises(ConfigError, match="--policy: tests.test_harness:" + fn) as e:
+        play(_jobs([f"tests.test_harness:{fn}"], [1000], {"horizon_s": 2})[0])
+    assert message in e.value.message
+
+
+def test_a_checkpoint_trained_on_another_environment_is_refused_whatever_the_shapes():
+    # a recipe naming Router-v0 beside an Admission-v0 evaluation: refused before any episode,
+    # even where the observation and action shapes would match (2 pods)
+    from blis_gym.harness.policies import Checkpoint
+    import gymnasium as gym
+    cp = Checkpoint("cp.zip", "admission", "cp.zip", "ppo", env_id=ROUTER)
+    env = gym.make("blis_gym/Admission-v0")
+    with pytest.raises(ConfigError, match="cp.zip: trained on blis_gym/Router-v0 .*not on blis_gym/Admission-v0"):
+        cp.check(env)
+    env.close()
 
 
 def test_a_users_module_function_plays():

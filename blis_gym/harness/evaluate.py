@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ConfigError
+from ..sim.limits import MAX_SEED
 from .policies import parse_policy
 from .scoring import CUT_REASONS, Unserved, unserved
 from .split import SplitScenario, spec_name, spec_split
@@ -26,6 +27,7 @@ KPIS: dict[str, bool] = {
     "rejected_requests": False, "timed_out_requests": False, "dropped_requests": False,
     "gpu_hours": False, "dollars": False, "rejection_rate": False,
 }
+MAX_EVAL_SEEDS = 10_000     # episodes per policy and scenario: ample for the paired intervals
 # per SLO class: `<class>.<kpi>`
 CLASS_KPIS = ("goodput_rps", "slo_attainment", "ttft_p90_ms", "rejection_rate")
 # written only for an env whose claim (`kpi:` in its spec) names them, so the other slots'
@@ -63,8 +65,10 @@ def parse_seeds(text: str) -> list[int]:
     except ValueError:
         raise ConfigError("--seeds", f"must be a range FIRST-LAST of non-negative integers (e.g. 1000-1019) "
                           f"or one seed, got {text!r}") from None
-    if lo < 0 or hi < lo:
-        raise ConfigError("--seeds", f"must be a range FIRST-LAST with 0 <= FIRST <= LAST, got {text!r}")
+    if not 0 <= lo <= hi <= MAX_SEED:
+        raise ConfigError("--seeds", f"must be a range FIRST-LAST with 0 <= FIRST <= LAST <= {MAX_SEED}, got {text!r}")
+    if hi - lo + 1 > MAX_EVAL_SEEDS:
+        raise ConfigError("--seeds", f"{hi - lo + 1:,} seeds; at most {MAX_EVAL_SEEDS:,} per evaluation, got {text!r}")
     return list(range(lo, hi + 1))
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 import json
 import sys
 from collections.abc import Callable
@@ -112,6 +113,7 @@ class Checkpoint(Policy):
     decide_classes: tuple[str, ...] | None = None
     extended: bool = False              # trained on the extended observation (its recipe says)
     residual_overrides: str | None = None   # residual: its recipe's scenario_overrides (JSON)
+    env_id: str | None = None           # the environment its recipe trained it on
 
     def env_config(self, cfg: dict) -> dict:
         if self.decide_classes is not None:
@@ -126,6 +128,12 @@ class Checkpoint(Policy):
         return cfg
 
     def check(self, env) -> None:
+        # shapes can match across environments (a 2-pod Router-v0 and Admission-v0): the
+        # recipe says which one the checkpoint's actions mean something in
+        here = env.spec.id if env.spec is not None else None
+        if self.env_id is not None and here is not None and self.env_id != here:
+            raise ConfigError("--policy", f"{self.text}: trained on {self.env_id} (its recipe's env_id), "
+                                          f"not on {here}")
         _fitted(self.path, self.algo, env.observation_space, env.action_space, self.text)
 
     def actor(self, env, seed: int) -> Actor:
@@ -140,7 +148,18 @@ class Checkpoint(Policy):
 class UserFunction(Policy):
     def actor(self, env, seed: int) -> Actor:
         fn = _user_function(self.text)
-        return lambda obs, info: fn(obs, info, env)
+        n = env.action_space.n
+
+        def act(obs, info):
+            try:
+                a = fn(obs, info, env)
+            except Exception as e:     # the user's code: one line naming it, not a traceback
+                raise ConfigError("--policy", f"{self.text} raised {type(e).__name__}: {e}") from None
+            if isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, np.integer)) or not 0 <= a < n:
+                raise ConfigError("--policy", f"{self.text} returned {a!r}; expected an action: an integer "
+                                              f"from 0 to {n - 1}")
+            return int(a)
+        return act
 
 
 def parse_policy(text: str, slot: str) -> Policy:
@@ -154,8 +173,11 @@ def parse_policy(text: str, slot: str) -> Policy:
         return Heuristic(text, slot, name)
     if text.endswith(".zip"):
         side, recipe = checkpoint_recipe(Path(text))
+        env_id = recipe.get("env_id")
+        if env_id is not None and not isinstance(env_id, str):
+            raise ConfigError("--policy", f"{side}: env_id must be an environment id, got {env_id!r}")
         return Checkpoint(text, slot, text, checkpoint_algo(side, recipe), checkpoint_decide_classes(side, recipe),
-                          checkpoint_extended(recipe), checkpoint_residual(recipe))
+                          checkpoint_extended(recipe), checkpoint_residual(recipe), env_id)
     if ":" in text:
         _user_function(text)
         return UserFunction(text, slot)
@@ -220,6 +242,13 @@ def _user_function(text: str):
                           f"on the Python path") from None
     if not callable(fn):
         raise ConfigError("--policy", f"{text!r} is not callable; expected f(obs, info, env) -> action")
+    try:
+        inspect.signature(fn).bind(None, None, None)
+    except TypeError:
+        raise ConfigError("--policy", f"{text!r} takes {inspect.signature(fn)}; expected f(obs, info, env) -> action") \
+            from None
+    except ValueError:              # no signature to read (some builtins): its first call tells
+        pass
     return fn
 
 
