@@ -5,6 +5,12 @@ prompt's tokens as its whitespace-separated words (as the synthetic prompts are 
     with FakeOpenAI(first_token_s=0.05, token_s=0.01) as srv:
         srv.url        # http://127.0.0.1:<free port>
         srv.bodies     # the JSON bodies received
+
+It can misbehave on demand: `usage` replaces fields of the usage object by raw JSON text
+({"completion_tokens": '"3"'}, '-1', 'NaN', '1e400'); `cut_after` ends each stream after that many
+tokens, with `cut` "clean" (the body ends properly, without [DONE]) or "abrupt" (the connection
+closes mid-chunk); `models_raw` and `metrics_raw` are whole raw HTTP answers to /v1/models and
+/metrics (bad framing, say).
 """
 from __future__ import annotations
 
@@ -16,9 +22,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 class FakeOpenAI:
     def __init__(self, first_token_s: float = 0.05, token_s: float = 0.01, model: str = "test-model",
-                 refuse_extra: bool = False, metrics: bool = True):
+                 refuse_extra: bool = False, metrics: bool = True, usage: dict[str, str] | None = None,
+                 cut_after: int | None = None, cut: str = "clean", models_raw: bytes | None = None,
+                 metrics_raw: bytes | None = None):
         self.first_token_s, self.token_s, self.model = first_token_s, token_s, model
         self.refuse_extra, self.metrics = refuse_extra, metrics
+        self.usage, self.cut_after, self.cut = usage or {}, cut_after, cut
+        self.models_raw, self.metrics_raw = models_raw, metrics_raw
         self.bodies: list[dict] = []
         self.headers: list[dict] = []
         self.lock = threading.Lock()
@@ -41,8 +51,17 @@ class FakeOpenAI:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def _raw(self, data: bytes) -> None:
+                self.wfile.write(data)
+                self.wfile.flush()
+                self.close_connection = True
+
             def do_GET(self):
-                if self.path == "/v1/models":
+                if self.path == "/v1/models" and fake.models_raw is not None:
+                    self._raw(fake.models_raw)
+                elif self.path == "/metrics" and fake.metrics_raw is not None:
+                    self._raw(fake.metrics_raw)
+                elif self.path == "/v1/models":
                     self._json(200, {"object": "list", "data": [{"id": fake.model, "object": "model"}]})
                 elif self.path == "/metrics" and fake.metrics:
                     text = ("# HELP vllm:num_requests_running Running requests\n"
@@ -86,11 +105,20 @@ class FakeOpenAI:
                     for i in range(n_out):
                         if i:
                             time.sleep(fake.token_s)
+                        if fake.cut_after is not None and i == fake.cut_after:
+                            if fake.cut == "abrupt":            # a chunk announced, never sent whole
+                                self.wfile.write(b"40\r\ndata: {")
+                            else:
+                                self._chunk(b"")
+                            self.wfile.flush()
+                            return
                         piece = f" w{i}"
                         choice = {"index": 0, "delta": {"content": piece}} if chat else {"index": 0, "text": piece}
                         self._chunk(b"data: " + json.dumps({"choices": [choice]}).encode() + b"\n\n")
-                    usage = {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out}
-                    self._chunk(b"data: " + json.dumps({"choices": [], "usage": usage}).encode() + b"\n\n")
+                    usage = {"prompt_tokens": str(n_in), "completion_tokens": str(n_out),
+                             "total_tokens": str(n_in + n_out), **fake.usage}
+                    text = ", ".join(f'"{k}": {v}' for k, v in usage.items())
+                    self._chunk(b'data: {"choices": [], "usage": {' + text.encode() + b"}}\n\n")
                     self._chunk(b"data: [DONE]\n\n")
                     self._chunk(b"")
                 except (BrokenPipeError, ConnectionResetError):

@@ -274,3 +274,61 @@ def test_help_does_not_import_the_observer():
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert p.stdout.strip() == "False", p.stderr
+
+
+# ---- a server that answers badly (issue 30): every request sent gets its row -----------------------
+BAD_MODELS = {
+    "chunk size": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+    "Content-Length": b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\nConnection: close\r\n\r\n{}",
+    "cut short": b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{\"data\": [",
+}
+
+
+@pytest.mark.parametrize("label", list(BAD_MODELS))
+def test_a_malformed_models_answer_is_one_line(tmp_path, label):
+    with FakeOpenAI(models_raw=BAD_MODELS[label]) as srv:
+        code, err = cli_in_process("observe", "--url", srv.url, "--workload", scenario(tmp_path), "--out",
+                                   tmp_path / "rec")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "--url: " in err and "gave a malformed HTTP answer" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("usage, reason", [
+    ({"completion_tokens": '"3"'}, "usage.completion_tokens is '3', not a token count"),
+    ({"completion_tokens": "[3]"}, "usage.completion_tokens is [3], not a token count"),
+    ({"completion_tokens": "-1"}, "usage.completion_tokens is -1"),
+    ({"prompt_tokens": "NaN"}, "usage.prompt_tokens is nan"),
+    ({"prompt_tokens": "Infinity"}, "usage.prompt_tokens is inf"),
+    ({"completion_tokens": "1e400"}, "usage.completion_tokens is inf"),
+    ({"completion_tokens": "1" + "0" * 400}, "usage.completion_tokens is 1000000000000000000000000000000000000..."),
+    ({"completion_tokens": "2.5"}, "usage.completion_tokens is 2.5"),
+])
+def test_bad_usage_values_are_recorded_as_errors_with_the_reason(tmp_path, usage, reason):
+    with FakeOpenAI(first_token_s=0.0, token_s=0.0, usage=usage) as srv:
+        meta = observe(ObserveConfig(url=srv.url, workload=str(scenario(tmp_path, num_requests=4)),
+                                     out_dir=tmp_path / "rec"))
+    got = rows(tmp_path / "rec")
+    assert meta["requests_sent"] == 4 and len(got) == 4 and meta["requests_by_status"] == {"error": 4}
+    assert all(r["status"] == "error" and r["error"].startswith(reason) for r in got), got[0]["error"]
+
+
+@pytest.mark.parametrize("cut, reason", [("clean", "the stream ended before [DONE], after 1 tokens"),
+                                         ("abrupt", "ProtocolError: the connection closed in the middle of a chunk")])
+def test_a_stream_cut_before_done_is_an_error_not_ok(tmp_path, cut, reason):
+    with FakeOpenAI(first_token_s=0.0, token_s=0.0, cut_after=1, cut=cut) as srv:
+        meta = observe(ObserveConfig(url=srv.url, workload=str(scenario(tmp_path, num_requests=4)),
+                                     out_dir=tmp_path / "rec"))
+    got = rows(tmp_path / "rec")
+    assert meta["requests_sent"] == len(got) == 4
+    assert all(r["status"] == "error" and r["error"] == reason and r["e2e_ms"] == "" for r in got), got
+
+
+def test_a_malformed_metrics_body_warns_once_and_the_requests_are_recorded(tmp_path):
+    logs = []
+    bad = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nxyz\r\nvllm:x 1\r\n0\r\n\r\n"
+    with FakeOpenAI(first_token_s=0.0, token_s=0.0, metrics_raw=bad) as srv:
+        meta = observe(ObserveConfig(url=srv.url, workload=str(scenario(tmp_path, num_requests=4)),
+                                     out_dir=tmp_path / "rec", metrics_interval_s=0.1), logs.append)
+    assert meta["requests_by_status"] == {"ok": 4}
+    warnings = [m for m in logs if m.startswith("warning: cannot scrape")]
+    assert len(warnings) == 1 and "bad chunk size b'xyz'" in warnings[0]

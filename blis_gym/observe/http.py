@@ -20,6 +20,11 @@ MAX_HEADER_BYTES = 64 * 1024
 MAX_ERROR_BODY = 4096
 
 
+class ProtocolError(OSError):
+    """The server's answer breaks HTTP framing: a bad chunk size or Content-Length, a body
+    cut short by the connection closing."""
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """Where a server listens: scheme, host, port and the path prefix before /v1."""
@@ -60,24 +65,29 @@ class Response:
         self._writer = writer
 
     async def chunks(self) -> AsyncIterator[bytes]:
+        """The body's pieces as they arrive; ProtocolError if its framing is broken or the
+        connection closes before the body's end."""
         r = self._reader
         if "chunked" in self.headers.get("transfer-encoding", "").lower():
             while True:
-                line = await r.readline()
-                if not line:
-                    return                                   # connection closed early
-                size = int(line.split(b";")[0].strip() or b"0", 16)
+                size = _chunk_size(await r.readline())
                 if size == 0:
                     return
-                data = await r.readexactly(size)
-                await r.readexactly(2)                        # the chunk's CRLF
+                try:
+                    data = await r.readexactly(size)
+                    await r.readexactly(2)                    # the chunk's CRLF
+                except asyncio.IncompleteReadError:
+                    raise ProtocolError("the connection closed in the middle of a chunk") from None
                 yield data
         elif "content-length" in self.headers:
-            left = int(self.headers["content-length"])
+            text = self.headers["content-length"]
+            if not text.isdigit():
+                raise ProtocolError(f"bad Content-Length {text[:40]!r}")
+            left = int(text)
             while left > 0:
                 data = await r.read(min(left, 65536))
                 if not data:
-                    return
+                    raise ProtocolError(f"the connection closed {left} bytes before the end of the body")
                 left -= len(data)
                 yield data
         else:
@@ -114,6 +124,19 @@ class Response:
 
     def close(self) -> None:
         self._writer.close()
+
+
+def _chunk_size(line: bytes) -> int:
+    if not line:
+        raise ProtocolError("the connection closed before the last chunk")
+    text = line.split(b";")[0].strip()
+    try:
+        size = int(text, 16)
+    except ValueError:
+        size = -1
+    if size < 0:
+        raise ProtocolError(f"bad chunk size {text[:40]!r}")
+    return size
 
 
 async def request(ep: Endpoint, method: str, path: str, body: dict | None = None,

@@ -140,6 +140,8 @@ class _Run:
         be reached is a ConfigError (an error before anything is recorded)."""
         try:
             status, body = await http.get_text(self.ep, "/v1/models", PROBE_TIMEOUT_S)
+        except http.ProtocolError as e:
+            raise ConfigError("--url", f"{self.ep.url('/v1/models')} gave a malformed HTTP answer: {e}") from None
         except (OSError, asyncio.TimeoutError) as e:
             reason = "no answer within 10 s" if isinstance(e, asyncio.TimeoutError) else (e.strerror or str(e))
             raise ConfigError("--url", f"cannot reach {self.ep.url('/v1/models')}: {reason}") from None
@@ -289,7 +291,9 @@ class _Run:
             res.status, res.error = "timeout", f"no complete answer within {timeout:g} s"
         except asyncio.CancelledError:
             res.status, res.error = "cancelled", "cancelled at shutdown"
-        except (OSError, asyncio.IncompleteReadError, ValueError) as e:
+        except BadAnswer as e:
+            res.status, res.error = "error", str(e)
+        except Exception as e:          # whatever the server did, the request sent gets its row
             res.status, res.error = "error", f"{type(e).__name__}: {e}"
 
     def _record(self, req, res: _Result, row: dict, send: float, end: float) -> None:
@@ -345,11 +349,15 @@ class _Run:
                 res.status = f"http_{resp.status}"
                 res.error = http.error_message(await resp.read(http.MAX_ERROR_BODY))
                 return
-            parts = []
+            parts, done = [], False
             async for data in resp.events():
                 if data.strip() == "[DONE]":
+                    done = True
                     break
-                obj = json.loads(data)
+                try:
+                    obj = json.loads(data)
+                except ValueError:
+                    raise BadAnswer(f"a stream event that is not JSON: {data[:60]!r}") from None
                 if not isinstance(obj, dict):
                     continue
                 if obj.get("error"):
@@ -357,13 +365,15 @@ class _Run:
                     return
                 usage = obj.get("usage")
                 if isinstance(usage, dict):
-                    res.prompt_tokens = usage.get("prompt_tokens", res.prompt_tokens)
-                    res.completion_tokens = usage.get("completion_tokens", res.completion_tokens)
+                    res.prompt_tokens = _token_count(usage, "prompt_tokens", res.prompt_tokens)
+                    res.completion_tokens = _token_count(usage, "completion_tokens", res.completion_tokens)
                 piece = _piece(obj.get("choices"))
                 if piece:
                     res.times.append(self.loop.time())
                     res.chunks += 1
                     parts.append(piece)
+            if not done:
+                raise BadAnswer(f"the stream ended before [DONE], after {res.chunks} tokens")
             res.text = "".join(parts)
             res.status = "ok"
         finally:
@@ -381,7 +391,7 @@ class _Run:
                     raise OSError(f"HTTP {status}")
                 self.rec.metrics(t, parse_prometheus(body))
                 self.scrapes += 1
-            except (OSError, asyncio.TimeoutError, UnicodeError) as e:
+            except (OSError, asyncio.TimeoutError, UnicodeError, ValueError) as e:
                 if not warned:
                     reason = "no answer" if isinstance(e, asyncio.TimeoutError) else (e.strerror or str(e))
                     self.log(f"warning: cannot scrape {self.metrics_ep.url('/metrics')} ({reason}); "
@@ -421,6 +431,24 @@ class _Run:
         }
         write_json_atomic(self.out / META, meta)
         return meta
+
+
+class BadAnswer(Exception):
+    """The server's answer to a request is not a valid completion stream (the request is
+    recorded with status `error` and this reason)."""
+
+
+def _token_count(usage: dict, key: str, before: int | None) -> int | None:
+    """usage[key] as a token count (an integer from 0 to MAX_TOKENS); BadAnswer otherwise."""
+    from ..sim.limits import MAX_TOKENS
+    v = usage.get(key, before)
+    if v is None or v is before:
+        return v
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (isinstance(v, int) or v.is_integer()) \
+            or not 0 <= v <= MAX_TOKENS:
+        shown = repr(v) if len(repr(v)) <= 40 else repr(v)[:37] + "..."
+        raise BadAnswer(f"usage.{key} is {shown}, not a token count (an integer from 0 to {MAX_TOKENS})")
+    return int(v)
 
 
 class _Result:
