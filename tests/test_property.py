@@ -1,11 +1,14 @@
-"""Property-based tests (hypothesis): generated scenarios and random action sequences.
+"""Property-based tests (hypothesis): generated scenarios and random action sequences; sweep
+files, eval's arguments and the answers of a misbehaving OpenAI-compatible server.
 
 Whatever the input, a run ends with no traceback (it runs, or it is refused with one
 ConfigError: the CLI's exit status 2), every injected request is in exactly one state,
 latencies are finite and non-negative with TTFT <= E2E, observations lie inside their spaces,
-and one seed gives one result.
+and one seed gives one result. A sweep expands within its bounds or is refused; eval's seed
+ranges and user functions are bounded, played or refused; observe records every request it
+sent, `ok` only for whole answers with sane token counts.
 
-The full run (`pytest -m slow -k property`) draws about 1,100 examples; CI runs a sample with
+The full run (`pytest -m slow -k property`) draws about 1,800 examples; CI runs a sample with
 HYPOTHESIS_PROFILE=ci (about 5% of them, derandomised, so it is reproducible).
 """
 from __future__ import annotations
@@ -301,3 +304,152 @@ def test_property_multi_agent_action_sequences(config, seed, draws):
         return trace
 
     assert play() == play()
+
+
+# ---- the newer commands' inputs (issue 30): sweep files, eval arguments, a misbehaving server -------
+# Whatever the input, the command either accepts it within its documented bounds or refuses it
+# with one ConfigError (the CLI's one line and exit status 2); nothing else escapes.
+ENDS = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-2**80, 2**80),
+                 st.sampled_from([0, 1, -1, 2**63 - 1, 2**63, -2**63, 1e308, -1e308]))
+SWEEP_BASE = {"model": "Qwen/Qwen3-14B", "hardware": "H100", "sample_interval_s": 0,
+              "workload": {"rate": 5, "num_requests": 5, "input": {"dist": "constant", "value": 16},
+                           "output": {"dist": "constant", "value": 4}}}
+
+
+def random_axes():
+    pair = st.tuples(ENDS, ENDS).map(list)
+    axis = st.one_of(st.builds(lambda p: {"uniform": p}, pair), st.builds(lambda p: {"loguniform": p}, pair),
+                     st.builds(lambda p: {"randint": p}, pair),
+                     st.builds(lambda v: {"choice": v}, st.lists(st.integers(1, 4), max_size=3)))
+    return st.dictionaries(st.sampled_from(["cluster.instances", "workload.rate", "vllm.max_num_seqs", "seed"]),
+                           axis, min_size=1, max_size=2)
+
+
+def sweep_files():
+    small_or_huge = st.one_of(st.integers(-2, 4), st.integers(10**5 - 1, 10**12))
+    seeds = st.one_of(st.none(), small_or_huge, st.lists(st.integers(-2**70, 2**70), min_size=0, max_size=3))
+    grid = st.dictionaries(st.sampled_from(["cluster.instances", "vllm.max_num_seqs", "tp"]),
+                           st.one_of(st.lists(st.integers(-1, 5), max_size=3), st.just(list(range(400)))),
+                           max_size=3)
+    return st.fixed_dictionaries(
+        {"scenario": st.just(SWEEP_BASE), "grid": grid, "pareto": st.none()},
+        optional={"seeds": seeds,
+                  "random": st.fixed_dictionaries({"samples": small_or_huge, "axes": random_axes()},
+                                                  optional={"seed": st.integers(-2**65, 2**65)})})
+
+
+@settings(max_examples=examples(300), **COMMON)
+@given(sweep_files())
+def test_property_sweep_files_expand_within_bounds_or_are_refused(raw):
+    from pathlib import Path
+
+    from blis_gym.sweep import parse_sweep
+    from blis_gym.sweep.spec import MAX_POINTS
+    try:
+        sw = parse_sweep(raw, Path("."))
+    except ConfigError as e:
+        event(f"refused: {e.field.split('.')[0]}")
+        assert "\n" not in str(e)
+        return
+    event("expanded")
+    assert 1 <= len(sw.points) <= MAX_POINTS
+    for p in sw.points:
+        assert 0 <= p.data["seed"] < 2**63
+        for v in p.params.values():
+            assert not isinstance(v, float) or math.isfinite(v)
+
+
+SEED_TEXT = st.one_of(st.text(alphabet="0123456789-+ .ex_", max_size=30),
+                      st.builds(lambda a, b: f"{a}-{b}", st.integers(-5, 2**70), st.integers(-5, 2**70)),
+                      st.builds(lambda a, n: f"{a}-{a + n}", st.integers(0, 2**64), st.integers(-2, 20_000)))
+USER_FUNCTIONS = ["math:sqrt", "builtins:print", "builtins:max", "json:dumps", "os:getcwd", "operator:add",
+                  "tests.test_harness:least_waiting", "tests.test_harness:two_arguments",
+                  "tests.test_harness:not_an_action", "tests.test_harness:raises", "no.such.module:f", "math:pi",
+                  ":", "math:", "builtins:int", "builtins:len"]
+
+
+@settings(max_examples=examples(300), **COMMON)
+@given(SEED_TEXT)
+def test_property_eval_seed_ranges_are_bounded_or_refused(text):
+    from blis_gym.harness.evaluate import MAX_EVAL_SEEDS, parse_seeds
+    try:
+        seeds = parse_seeds(text)
+    except ConfigError as e:
+        assert e.field == "--seeds"
+        return
+    assert 1 <= len(seeds) <= MAX_EVAL_SEEDS and 0 <= seeds[0] <= seeds[-1] < 2**63
+
+
+@settings(max_examples=examples(40), **COMMON)
+@given(st.sampled_from(USER_FUNCTIONS))
+def test_property_eval_user_functions_play_or_are_one_line(text):
+    from blis_gym.harness.evaluate import Job, play
+    from blis_gym.harness.policies import parse_policy
+    try:
+        parse_policy(text, "router")
+        row = play(Job("blis_gym/Router-v0", "router", text, "short", {"horizon_s": 1}, 1000))["row"]
+    except ConfigError as e:
+        event(f"refused: {text}")
+        assert e.field == "--policy" and "\n" not in e.message
+        return
+    event(f"played: {text}")
+    assert row["steps"] > 0
+
+
+USAGE_VALUES = st.one_of(st.sampled_from(['"3"', "[3]", "-1", "NaN", "Infinity", "-Infinity", "1e400", "2.5", "null",
+                                          "true", "{}", "3", "0", "1073741824", "1073741825", "1" + "0" * 400]),
+                         st.integers(-10, 2**40).map(str), st.floats(allow_nan=False).map(repr))
+FRAMES = st.sampled_from([
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\nConnection: close\r\n\r\n{}",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{\"data\": [",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n-5\r\n",
+    b"garbage\r\n\r\n", b"", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 33\r\nConnection: close\r\n\r\nvllm:x{a=\"1\"} nan\nvllm:y 1e999\n{}"])
+
+
+@settings(max_examples=examples(60), **COMMON)
+@given(st.dictionaries(st.sampled_from(["prompt_tokens", "completion_tokens", "total_tokens"]), USAGE_VALUES,
+                       max_size=2),
+       st.one_of(st.none(), st.integers(0, 3)), st.sampled_from(["clean", "abrupt"]),
+       st.one_of(st.none(), FRAMES), st.one_of(st.none(), FRAMES))
+def test_property_observe_records_every_request_sent_whatever_the_server_answers(usage, cut_after, cut, models,
+                                                                                  metrics):
+    import csv
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    import yaml
+
+    from blis_gym.observe import ObserveConfig, observe
+    from blis_gym.sim.limits import MAX_TOKENS
+    sys.path.insert(0, str(Path(__file__).parent))
+    from fake_openai import FakeOpenAI
+
+    with tempfile.TemporaryDirectory() as d, \
+            FakeOpenAI(first_token_s=0.0, token_s=0.0, usage=usage, cut_after=cut_after, cut=cut,
+                       models_raw=models, metrics_raw=metrics) as srv:
+        sc = Path(d) / "s.yaml"
+        sc.write_text(yaml.safe_dump({"name": "s", "seed": 1, "model": "Qwen/Qwen3-14B", "hardware": "H100",
+                                      "workload": {"rate": 100, "num_requests": 3,
+                                                   "input": {"dist": "constant", "value": 8},
+                                                   "output": {"dist": "constant", "value": 3}}}))
+        try:
+            meta = observe(ObserveConfig(url=srv.url, workload=str(sc), out_dir=Path(d) / "rec",
+                                         model="m" if models is not None and cut_after == 0 else None,
+                                         metrics_interval_s=0.1))
+        except ConfigError as e:
+            assert e.field in ("--url", "--model") and "\n" not in e.message
+            event("refused")
+            return
+        with open(Path(d) / "rec" / "observed_requests.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+    assert len(rows) == meta["requests_sent"] == 3
+    for r in rows:
+        event(r["status"])
+        if r["status"] == "ok":
+            assert 0 <= int(r["input_tokens"]) <= MAX_TOKENS and 0 <= int(r["output_tokens"]) <= MAX_TOKENS
+            assert float(r["e2e_ms"]) >= float(r["ttft_ms"]) >= 0
+        else:
+            assert r["status"] == "error" and r["error"] and r["e2e_ms"] == ""

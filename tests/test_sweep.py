@@ -132,6 +132,8 @@ def test_base_by_bundled_name_and_list_items_by_index():
      "random.axes.cluster.instances.randint.1: input should be less than or equal to 9223372036854775807"),
     ({"seeds": 10**9}, "seeds: must be a count from 1 to 100,000"),
     ({"seeds": [-1]}, "seeds.0: input should be greater than or equal to 0"),
+    ({"random": {"samples": 1, "seed": -1, "axes": {"workload.rate": {"uniform": [1, 2]}}}},
+     "random.seed: input should be greater than or equal to 0"),
     ({"random": {"samples": 10**9, "axes": {"workload.rate": {"uniform": [1, 2]}}}},
      "random.samples: input should be less than or equal to 100000"),
     ({"grid": {f"a{i}": list(range(10)) for i in range(8)}}, "sweep: 100,000,000 (grid) = 100,000,000 points; "

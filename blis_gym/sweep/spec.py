@@ -65,7 +65,7 @@ class RandomAxis(_Strict):
 
 class RandomSpec(_Strict):
     samples: int = Field(gt=0, le=MAX_POINTS)
-    seed: int = 0
+    seed: Seed = 0
     axes: dict[str, RandomAxis] = Field(min_length=1)
 
 
