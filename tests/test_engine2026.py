@@ -228,3 +228,11 @@ def test_bad_2026_settings_get_one_line_naming_the_field():
     with pytest.raises(ConfigError) as e:
         parse_scenario(_scenario("spec-decode", vllm__kv_cache_dtype="fp4"))
     assert e.value.field == "vllm.kv_cache_dtype"
+
+
+@pytest.mark.parametrize("kind", ("trained-physics", "calibrated"))
+def test_expert_parallelism_inside_one_tp_group_is_priced(kind):
+    """dp 1, tp 4, --enable-expert-parallel: the MoE layers dispatch to the experts' GPUs."""
+    tp_only = make_step_model(kind, "Qwen/Qwen3-30B-A3B", "H100", 4)
+    ep = make_step_model(kind, "Qwen/Qwen3-30B-A3B", "H100", 4, deployment=Deployment(expert_parallel=True))
+    assert ep.step_time_us([(4096, 0, 4096)]) != tp_only.step_time_us([(4096, 0, 4096)])

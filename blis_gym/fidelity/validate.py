@@ -379,8 +379,10 @@ def sim_config(model: str, hardware: str, tp: int, workload, params, interconnec
     engine = EngineConfig(max_num_seqs=int(max_num_seqs or seqs_default),
                           max_num_batched_tokens=int(max_num_batched_tokens or tokens_default),
                           max_model_len=mml, offload=offload)
+    from blis_gym.sim.latency.deployment import Deployment
+    dep = Deployment(expert_parallel=True) if expert_parallel else None     # experts over the TP group
     instances = [InstanceConfig(name=f"instance-{j}", engine=engine, total_kv_blocks=blocks,
-                                step_model=step_model(latency_model, m, hw, tp, params, interconnect))
+                                step_model=step_model(latency_model, m, hw, tp, params, interconnect, dep))
                  for j in range(dp or 1)]
     return SimConfig(instances=instances, workload=workload, seed=42, sample_interval_us=0, name=name)
 

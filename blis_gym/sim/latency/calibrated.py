@@ -177,15 +177,20 @@ class CalibratedPhysics:
         else:
             self._ar_fixed = self._ar_tok = 0.0
         self._a2a_tok = 0.0
-        if m.is_moe and dp > 1:
-            # dispatch + combine per MoE layer: each token to the GPUs of its top-k experts (expert
-            # parallelism) or all-gathered / reduce-scattered over the DP group (without); a rank's
-            # tokens leave through its tp GPUs' links
+        if m.is_moe and (dp > 1 or (dep.expert_parallel and tp > 1)):
+            # dispatch + combine per MoE layer. With expert parallelism a token goes once to each
+            # other GPU holding one of its top-k experts, on average (G-1)(1 - (1 - 1/G)^k) GPUs
+            # (experts spread evenly); without, it is all-gathered and reduce-scattered over the
+            # group ((G-1)/G of it per GPU). A rank's tokens leave through its tp GPUs' links.
             G = tp * dp
-            fan = k if dep.expert_parallel else 1
+            reach = G * (1 - (1 - 1 / G) ** k) if dep.expert_parallel else 1.0
+            if dp == 1:                        # the MoE layers all-to-all instead of all-reducing
+                self._ar_tok *= (2 * L - n_moe) / (2 * L)
+                self._ar_fixed *= (2 * L - n_moe) / (2 * L)
             a2a_lat = p["ar_latency_us"] + (hw.internode_latency_us if spans_nodes(G, dep, hw) else 0.0)
             self._ar_fixed += 2 * n_moe * a2a_lat
-            self._a2a_tok = 2 * n_moe * fan * all_to_all_factor(G, dep, hw) * d * bpp / tp / (link * 1e3 * eta_link)
+            self._a2a_tok = (2 * n_moe * reach * all_to_all_factor(G, dep, hw) * d * bpp / tp
+                             / (link * 1e3 * eta_link))
         self._w = dep.verify_tokens                              # tokens verified per decoding sequence
         self._over = p["step_us"] + p["layer_us"] * L + p["moe_layer_us"] * n_moe + self._ar_fixed
         self._seq_us = p["seq_us"]
@@ -228,6 +233,8 @@ class CalibratedPhysics:
         gemm = max(mem, comp)
         step = (gemm + att_flops / self._Pa + self._kv_tok * ctx_read / self._Wkv + self._ar_tok * T
                 + self._over + self._seq_us * B + self._pf_seq_us * n_pf)
+        if self._a2a_tok:                     # expert parallelism inside the TP group
+            step += self._a2a_tok * T
         s = int(step)
         s = max(1, s)
         self._last_step = s

@@ -165,7 +165,9 @@ class TrainedPhysics(_StepModelBase):
         if m.is_moe:
             w += n_moe * (N / G) * 3 * d * I_m * wbpp + n_moe * 3 * d * I_s * wbpp / tp
         self._t_weight = w / W
-        u = L + n_dense + (n_moe if (m.is_moe and dp == 1 and tp > 1) else 0)
+        # expert parallelism inside one TP group (dp 1): the MoE layers all-to-all instead of all-reducing
+        ep_tp = m.is_moe and dep.expert_parallel and dp == 1 and tp > 1
+        u = L + n_dense + (n_moe if (m.is_moe and dp == 1 and tp > 1 and not ep_tp) else 0)
         self._tp_tok = u * d * bpp * 2 * (tp - 1) / tp / W / dp  # all-reduce time per token in step
         self._net_us = 0.0                                        # collective start-up latency per step
         if spans_nodes(tp, dep, hw):
@@ -173,7 +175,7 @@ class TrainedPhysics(_StepModelBase):
             self._tp_tok = u * d * bpp * all_reduce_factor(tp, dep, hw) / W / dp
             self._net_us = 2 * L * hw.internode_latency_us
         self._disp_tok = 0.0
-        if m.is_moe and dp > 1:
+        if m.is_moe and (dp > 1 or ep_tp):
             # expert dispatch + combine per MoE layer (BLIS T_disp): all-to-all to the top-k experts'
             # GPUs with expert parallelism, all-gather / reduce-scatter without
             fan = k if dep.expert_parallel else 1
