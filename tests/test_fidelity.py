@@ -116,6 +116,13 @@ def test_fit_is_deterministic(small_csv):
     assert l1 <= start                                     # the search never goes uphill
 
 
+def test_fit_on_a_worker_pool_gives_the_same_fit(small_csv):
+    # the pool is blis_gym.parallel's (spawned workers that exit with their parent)
+    exps = [e for e in load_experiments(small_csv) if e.exp_id == "a1"]
+    kw = {"free": ("api_us", "eta_mem"), "max_evals": 5, "stage_cap_s": None}
+    assert fit(exps, workers=2, **kw) == fit(exps, workers=1, **kw)
+
+
 def test_calibrate_refuses_an_out_that_is_a_file(tmp_path):
     f = tmp_path / "calibrated.yaml"
     f.write_text("x")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
@@ -31,6 +30,7 @@ import yaml
 
 from blis_gym.errors import ConfigError
 
+from ..parallel import worker_pool
 from ..sim.latency.calibrated import DEFAULT_INTERCONNECT, PARAM_NAMES
 from .validate import (Experiment, TraceCase, ape, is_trace, load_experiments, load_trace, resolve_measurements,
                        run_experiment)
@@ -177,7 +177,7 @@ def fit(exps: Sequence[Experiment], start: Mapping[str, float] | None = None,
     if bad:
         raise ConfigError("free", f"unknown parameter(s) {', '.join(bad)}; allowed: {', '.join(PARAM_NAMES)}")
     exps = list(exps)
-    pool = ProcessPoolExecutor(workers, initializer=_init, initargs=(exps, stage_cap_s, inter, procedure)) if workers > 1 else None
+    pool = worker_pool(workers, _init, (exps, stage_cap_s, inter, procedure)) if workers > 1 else None
     if pool is None:
         _init(exps, stage_cap_s, inter, procedure)
 
