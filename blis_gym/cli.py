@@ -287,6 +287,8 @@ def _summary_rows(s: dict, wall: float) -> list[tuple[str, str]]:
             ("still in flight at the end", ", ".join(f"{n} {k}" for k, n in still.items() if n) or "0"),
             ("timed out / dropped / rejected",
              f"{s['timed_out_requests']} / {s['dropped_requests']} / {s['rejected_requests']}")]
+    if "evicted_requests" in s:
+        rows.append(("evicted in flight (sheddable)", str(s["evicted_requests"])))
     for kind in ("rejection", "drop", "timeout"):
         for reason, n in (s.get(f"{kind}_reasons") or {}).items():
             rows.append((f"  {kind}: {reason}", str(n)))

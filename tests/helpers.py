@@ -64,6 +64,7 @@ def assert_conserved(sim, summary) -> None:
     """Every injected request is in exactly one state: the summary's counts are non-negative and
     add up to the injected requests, and each request has exactly one record."""
     counts = {k: summary[k] for k in SUMMARY_STATES}
+    counts["evicted_requests"] = summary.get("evicted_requests", 0)     # only with in-flight eviction on
     assert all(v >= 0 for v in counts.values()), counts
     assert sum(counts.values()) == summary["injected_requests"], (summary["injected_requests"], counts)
     ids = sim.metrics.arrays()["id"]

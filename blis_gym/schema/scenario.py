@@ -96,6 +96,12 @@ class SaturationSpec(Strict):
     max_concurrency: Count = 100
 
 
+class EvictionSpec(Strict):
+    """In-flight eviction of sheddable requests (llm-d-router's enableEviction; off when absent)."""
+    max_per_decision: Annotated[int, Field(ge=1, le=1000)] = 2
+    interval_ms: Millis = 100.0
+
+
 class FlowControlSpec(Strict):
     per_band_capacity: CountOrZero = 5000
     max_queue: CountOrZero = 0
@@ -105,6 +111,7 @@ class FlowControlSpec(Strict):
     usage_limits: Optional[dict] = None
     saturation: SaturationSpec = SaturationSpec()
     dispatch_tick_ms: PositiveMillis = 1.0
+    eviction: Optional[EvictionSpec] = None
 
 
 class GatewaySpec(Strict):
@@ -112,10 +119,19 @@ class GatewaySpec(Strict):
     flow_control: Optional[FlowControlSpec] = None
 
 
+class PeerPullSpec(Strict):
+    """KV pulled from the peer pod with the longest cached prefix (llm-d's P2P KV sharing)."""
+    min_tokens: Annotated[int, Field(ge=1, le=1 << 24)] = 16   # llm-d's minCachedTokenDelta (block granularity)
+    bandwidth_gb_s: Annotated[float, Field(ge=1e-6, le=1e6)] = 25.0   # per GPU, as P/D transfers
+    base_latency_ms: Millis = 0.05
+    contention: bool = True                                # pulls from one source share its NIC
+
+
 class ClusterSpec(Strict):
     instances: Instances = 1
     scrape_interval_ms: Millis = 50.0                     # 0 = oracle signals
     trace_decisions: bool = False
+    peer_pull: Optional[PeerPullSpec] = None              # None: off (llm-d's default)
 
 
 class DelaySpec(Strict):
@@ -481,9 +497,11 @@ def _gateway(sc: Scenario):
     from ..policies.admission import concurrency_saturation, make_admission, role_saturation, utilization_saturation
     from ..policies.routing import make_router
     from ..sim.cluster import FlowControl, GatewayConfig
+    from ..sim.cluster.eviction import EvictionConfig
 
     fc = None
     saturation = None
+    eviction = None
     f = sc.gateway.flow_control
     if f is not None:
         fc = FlowControl(per_band_capacity=f.per_band_capacity, max_queue=f.max_queue, ttl_us=int(f.ttl_s * 1e6),
@@ -497,17 +515,30 @@ def _gateway(sc: Scenario):
             def detect(pods, now):
                 return role_saturation(pods, lambda ps: concurrency_saturation(ps, d.max_concurrency))
         saturation = detect
+        if f.eviction is not None:
+            eviction = EvictionConfig(max_per_decision=f.eviction.max_per_decision,
+                                      interval_us=int(f.eviction.interval_ms * 1000))
     from ..policies.pd import make_decider
     t = sc.pd.transfer
     return GatewayConfig(admission=make_admission(sc.gateway.admission, field="gateway.admission"),
                          router=make_router(sc.router, field="router"), flow_control=fc,
+                         eviction=eviction,
                          prefill_router=make_router(sc.pd.prefill_router, field="pd.prefill_router"),
                          decider=make_decider(sc.pd.decider, field="pd.decider"),
                          transfer_bandwidth_gb_s=t.bandwidth_gb_s,
                          transfer_base_latency_us=int(t.base_latency_ms * 1000), transfer_contention=t.contention,
                          scrape_interval_us=int(sc.cluster.scrape_interval_ms * 1000),
                          dispatch_tick_us=int(f.dispatch_tick_ms * 1000) if f else 1000,
-                         saturation=saturation, trace_decisions=sc.cluster.trace_decisions)
+                         saturation=saturation, trace_decisions=sc.cluster.trace_decisions,
+                         peer_pull=_peer_pull(sc.cluster.peer_pull))
+
+
+def _peer_pull(spec: PeerPullSpec | None):
+    if spec is None:
+        return None
+    from ..sim.cluster.peer_pull import PeerPullConfig
+    return PeerPullConfig(min_tokens=spec.min_tokens, bandwidth_gb_s=spec.bandwidth_gb_s,
+                          base_latency_us=int(spec.base_latency_ms * 1000), contention=spec.contention)
 
 
 def _check_prompts_fit(workload, mml: int) -> None:

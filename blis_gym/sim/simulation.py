@@ -77,7 +77,7 @@ class Simulation:
         self.finished = 0
         self.in_transit = 0
         self.held = 0                            # a request left awaiting an agent's decision by a cut run
-        self.counts = {s: 0 for s in (State.COMPLETED, State.TIMED_OUT, State.DROPPED, State.REJECTED)}
+        self.counts = {s: 0 for s in (State.COMPLETED, State.TIMED_OUT, State.DROPPED, State.REJECTED, State.EVICTED)}
         self.drop_reasons: dict[str, int] = {}
         self._rr = 0
         self._last_time = 0
@@ -175,6 +175,19 @@ class Simulation:
 
     def _timeout(self, r: Request, now: int) -> None:
         """r (still in the system) reached its client deadline."""
+        self._withdraw(r, now)
+        r.reason = "client deadline"
+        self._final(r, State.TIMED_OUT, now)
+
+    def evict(self, r: Request, now: int) -> None:
+        """Flow control revoked r, dispatched and not finished: aborted where it is, counted
+        as evicted (its own final state)."""
+        self._withdraw(r, now)
+        r.reason = "evicted"
+        self._final(r, State.EVICTED, now)
+
+    def _withdraw(self, r: Request, now: int) -> None:
+        """Take r out of wherever it is (a pod's queue or batch, the gateway, a P/D leg)."""
         if r.state in (State.QUEUED, State.RUNNING):
             r.instance.abort(r, now)
         elif r.state is State.GATEWAY:
@@ -183,8 +196,6 @@ class Simulation:
             self.gateway.pd.cancel(r, now)
         elif r.instance is not None:            # dispatched, in the queueing overhead α0
             self.in_transit -= 1
-        r.reason = "client deadline"
-        self._final(r, State.TIMED_OUT, now)
 
     # ---- ClusterHost: called by the gateway, the P/D state machine and the pools ---------
     def instance_started(self, i: int, now: int) -> None:
@@ -240,6 +251,9 @@ class Simulation:
         decode = e2e - (r.first_token - r.arrival) - m.post_decode_us
         r.finished = done
         self._final(r, State.COMPLETED, now, e2e, decode)
+
+    def start_pull(self, r: Request, inst: Instance, source: int, tokens: int, now: int) -> None:
+        self.gateway.peer_pull.start(r, inst, source, tokens, now)
 
     def fail(self, r: Request, now: int, state: State) -> None:
         self._final(r, state, now)

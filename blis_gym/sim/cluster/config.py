@@ -5,7 +5,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..slots import AdmissionPolicy, PDDecider, Router
+from .eviction import EvictionConfig
 from .flow_control import FlowControl
+from .peer_pull import PeerPullConfig
 
 
 @dataclass
@@ -13,6 +15,7 @@ class GatewayConfig:
     admission: AdmissionPolicy
     router: Router
     flow_control: FlowControl | None = None  # None: llm-d's default (off)
+    eviction: EvictionConfig | None = None  # in-flight eviction of sheddable requests (needs flow control)
     scrape_interval_us: int = 50_000        # 0 = oracle signals (read at every decision)
     dispatch_tick_us: int = 1_000           # flow-control dispatch cycle
     saturation: Callable[[list, int], float] | None = None   # (pods, now) -> saturation, for flow-control dispatch
@@ -23,4 +26,5 @@ class GatewayConfig:
     transfer_bandwidth_gb_s: float = 25.0   # per-GPU NIC (NIXL RDMA)
     transfer_base_latency_us: int = 50
     transfer_contention: bool = True
+    peer_pull: PeerPullConfig | None = None   # KV pulled from a peer pod (None: off, as llm-d's default)
     extra: dict = field(default_factory=dict)

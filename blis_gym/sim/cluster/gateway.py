@@ -13,6 +13,8 @@ from ..observers import PausingObserver
 from .config import GatewayConfig
 from .host import ClusterHost
 from .disagg import Disaggregation
+from .eviction import Eviction
+from .peer_pull import PeerPull
 from .signals import (HTTP_TOO_MANY, HTTP_UNAVAILABLE, REASON_NO_ENDPOINTS, REASON_TTL_EXPIRED, Pending, PodSignals,
                       int_action)
 
@@ -53,6 +55,11 @@ class Gateway:
         self.ctx = GatewayContext(sim.streams.get("router"), self.instances)
         self.index = {inst: i for i, inst in enumerate(self.instances)}
         self.pd = Disaggregation(self, cfg)
+        self.peer_pull = PeerPull(cfg.peer_pull, self.loop, self.pods, self.instances) if cfg.peer_pull else None
+        self.eviction = None
+        if cfg.eviction is not None and self.fc is not None:
+            self.eviction = Eviction(cfg.eviction, sim.evict)
+            sim.final_hooks.append(lambda r, state, now: self.eviction.ended(r))
         self.rejections: dict[str, int] = {}
         self.decisions: list[tuple] = [] if cfg.trace_decisions else None
         self._tick_pending = False
@@ -201,6 +208,8 @@ class Gateway:
         p = self.pods[i]
         p.in_flight += 1
         p.in_flight_tokens += r.input_len
+        if self.peer_pull is not None:
+            self.peer_pull.choose(r, i)
         self.sim.dispatch(r, self.instances[i], now)
 
     def reject(self, r: Request, now: int, status: int, reason: str) -> None:
@@ -245,13 +254,24 @@ class Gateway:
             sat = self.cfg.saturation([p for p in self.signals(now) if p.available], now)
             r = fc.dispatch(sat, now)
             if r is None:
+                if self.eviction is not None:
+                    self._revoke(now)
                 return
             r.state = State.CREATED
             self.loop.at(now, P_ROUTE, self._route_event, r)
             return      # one request per cycle
 
+    def _revoke(self, now: int) -> None:
+        """Dispatch is blocked: in-flight eviction may make room for the highest waiting band."""
+        for prio, n in self.fc.band_sizes().items():     # highest priority first
+            if n:
+                self.eviction.blocked(prio, n, now)
+                return
+
     def _route_event(self, r: Request, now: int) -> None:
         if r.state is State.CREATED:
+            if self.eviction is not None:
+                self.eviction.dispatched(r)
             self.route(r, now)
 
     def _arm(self, now: int) -> None:

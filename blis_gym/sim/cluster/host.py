@@ -31,6 +31,7 @@ class ClusterHost(Protocol):
     zero_pools: list                  # pools (`pools.Pool`) that may scale to zero
     last_arrival: int                 # µs of the latest arrival
     paused: list                      # periodic observers paused while the system is empty
+    final_hooks: list                 # callables(r, state, now) run on every final state
 
     def active(self) -> bool:
         """Requests remain in the system or are still to come (periodic events keep going)."""
@@ -47,6 +48,9 @@ class ClusterHost(Protocol):
     def reject(self, r: Request, now: int) -> None: ...
 
     def fail(self, r: Request, now: int, state: State) -> None: ...
+
+    def evict(self, r: Request, now: int) -> None:
+        """Abort r (dispatched, not finished) wherever it is; it ends EVICTED."""
 
     # decision points bound to an agent
     def hand_over(self, pending: Pending) -> None: ...

@@ -125,6 +125,10 @@ class EngineSink(Protocol):
     def dropped(self, r: Request, now: int, reason: str) -> None:
         """r can never be served (e.g. it does not fit the KV cache)."""
 
+    def start_pull(self, r: Request, inst: Instance, source: int, tokens: int, now: int) -> None:
+        """Move the KV of r's prompt tokens [computed - tokens, computed) from pod `source` to
+        `inst`; call `inst.kv_arrived(r, t)` when they are there."""
+
 
 class Instance:
     """A vLLM engine. `sink` receives first tokens, completions and drops."""
@@ -633,6 +637,12 @@ class Instance:
                     r.remote = False
                     start, n = r.target - 1, 1
                 else:
+                    if r.pull is not None:
+                        pulling = self._start_pull(r, hit)
+                        if pulling:
+                            if pulling < 0:
+                                break             # no room for the blocks to pull
+                            continue              # it waits for its KV, as for a load
                     if may_load:
                         loading = self._start_load(r, hit, now)
                         if loading:
@@ -737,6 +747,35 @@ class Instance:
                 ready = end
         self.loop.at(ready, P_ENQUEUE, self._loaded, r)
         return 1
+
+    def _start_pull(self, r: Request, hit: int) -> int:
+        """llm-d's P2P KV sharing: a peer holds more of r's prompt than the `hit` blocks cached
+        here (r.pull, set by the gateway), so the blocks between are pulled over the network
+        instead of recomputed: allocated now, r out of the queue until they arrive (as vLLM's
+        connector does with a load), then back at the front. Returns 1 (pulling), 0 (nothing to
+        pull) or -1 (no room for the blocks)."""
+        source, held = r.pull
+        k = min(held, (r.target - 1) // BLOCK_SIZE) - hit     # the last prompt token is computed here
+        if k <= 0:
+            r.pull = None
+            return 0
+        kv = self.kv
+        if k + kv.lookup_claims() > kv.free_count or not kv.admit(r, hit, 0):
+            return -1
+        r.pull = None
+        self.waiting.pop()
+        r.computed = hit * BLOCK_SIZE
+        kv.extend_prefill(r, k * BLOCK_SIZE)      # room checked above
+        r.computed = (hit + k) * BLOCK_SIZE
+        r.chunk = 0
+        self.reloading[r] = False
+        self.n_loading += 1
+        self.sink.start_pull(r, self, source, k * BLOCK_SIZE, self.loop.now)
+        return 1
+
+    def kv_arrived(self, r: Request, now: int) -> None:
+        """The blocks r pulled from a peer are here (ignored if r left meanwhile)."""
+        self._loaded(r, now)
 
     def _loaded(self, r: Request, now: int) -> None:
         """The blocks r waited for are on the GPU: it rejoins the queue at the front."""

@@ -35,9 +35,10 @@ class State(IntEnum):
     REJECTED = 6      # by gateway admission
     GATEWAY = 7       # held in the gateway's flow-control queue
     TRANSFER = 8      # P/D: waiting for its KV to arrive
+    EVICTED = 9       # dispatched, then aborted by flow control's in-flight eviction
 
 
-FINAL_STATES = (State.COMPLETED, State.TIMED_OUT, State.DROPPED, State.REJECTED)
+FINAL_STATES = (State.COMPLETED, State.TIMED_OUT, State.DROPPED, State.REJECTED, State.EVICTED)
 
 
 class Content:
@@ -172,6 +173,7 @@ class Request:
         # engine bookkeeping
         "instance", "computed", "chunk", "target", "generated", "base", "gen", "seq",
         "shared_blocks", "shared_run", "rehash", "hit_blocks", "kv_content", "parent", "remote", "pd",
+        "pull",
         # timestamps and counters for metrics
         "enqueued", "scheduled", "first_token", "finished", "preemptions",
     )
@@ -204,6 +206,7 @@ class Request:
         self.parent = None                # P/D: the request this prefill leg works for
         self.remote = False               # P/D: its prompt's KV arrives from a prefill pod
         self.pd = None                    # P/D: bookkeeping of a disaggregated request
+        self.pull = None                  # KV peer pull: (source pod, prompt blocks it holds), else None
         self.base = 0                     # decoding: tokens in KV = base + instance tick
         self.gen = 0                      # bumped on preemption/finish: invalidates stale events
         self.shared_blocks: list[int] = []  # hashes of referenced published blocks (a prefix of its blocks)

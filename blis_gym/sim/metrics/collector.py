@@ -14,7 +14,8 @@ from ..engine.request import BLOCK_SIZE, Request, State
 
 STATE_NAMES = {State.COMPLETED: "completed", State.TIMED_OUT: "timed_out", State.DROPPED: "dropped",
                State.REJECTED: "rejected", State.QUEUED: "still_queued", State.RUNNING: "still_running",
-               State.CREATED: "in_transit", State.GATEWAY: "still_in_gateway", State.TRANSFER: "in_transfer"}
+               State.CREATED: "in_transit", State.GATEWAY: "still_in_gateway", State.TRANSFER: "in_transfer",
+               State.EVICTED: "evicted"}
 PCTS = (50, 90, 95, 99)
 
 

@@ -112,6 +112,21 @@ def offload_summary(instances: list) -> dict | None:
             "reload_time_ms_mean": round(load_us / loads / 1000, 6) if loads else None}
 
 
+def eviction_summary(sim: FinishedRun, a: dict, out: dict) -> dict:
+    """In-flight eviction (only with it on): requests evicted and decisions, and where every
+    injected request ended (arrived = completed + rejected + evicted + dropped + timed out +
+    unfinished, the last still in the system at the end)."""
+    ev = sim.gateway.eviction
+    evicted = sim.counts[State.EVICTED]
+    unfinished = (out["still_queued"] + out["still_running"] + out["still_in_transit"] + out["still_in_gateway"]
+                  + out["still_in_pd_transfer"])
+    return {"evicted_requests": evicted, "decisions": ev.decisions, "max_per_decision": ev.cfg.max_per_decision,
+            "accounting": {"arrived": sim.injected, "completed": sim.counts[State.COMPLETED],
+                           "rejected": sim.counts[State.REJECTED], "evicted": evicted,
+                           "dropped": sim.counts[State.DROPPED], "timed_out": sim.counts[State.TIMED_OUT],
+                           "unfinished": unfinished}}
+
+
 def run_summary(sim: FinishedRun) -> dict:
     """summary.json of a simulation (after run() or close())."""
     a = sim.metrics.arrays()
@@ -169,6 +184,12 @@ def run_summary(sim: FinishedRun) -> dict:
         served.append(block["output_tokens"])
         out["per_tenant"][t] = block            # as given: requests without a tenant under ""
     out["tenant_fairness_jain"] = round(jain(served), 6)
+    if sim.gateway is not None and sim.gateway.eviction is not None:
+        evicted = a["state"] == State.EVICTED
+        out["evicted_requests"] = int(evicted.sum())
+        for c, block in out["per_class"].items():
+            block["evicted_requests"] = int((evicted & (a["cls"] == sim.metrics.strings(c))).sum())
+        out["eviction"] = eviction_summary(sim, a, out)
     if sim.pools:
         out["cost"] = cost_summary(sim.pools, dur_us, out["output_tokens"])
     if sim.gateway is not None and sim.gateway.pd_mode:
@@ -176,6 +197,8 @@ def run_summary(sim: FinishedRun) -> dict:
     lora = [i.lora for i in sim.instances if i.lora is not None]
     if lora:
         out["lora"] = lora_summary(a, names, sim.metrics.strings, lora, dur_s)
+    if sim.gateway is not None and sim.gateway.peer_pull is not None:
+        out["kv_peer_pull"] = sim.gateway.peer_pull.summary()
     offload = offload_summary(sim.instances)
     if offload is not None:
         out["kv_offload"] = offload
