@@ -48,7 +48,7 @@ WHAT = {"step_time": "latency model", "admission": "admission policy", "router":
         "pd": "P/D decider", "autoscaler": "autoscaler", "scorer": "scorer"}
 # Modules whose import registers the built-ins.
 _BUILTIN_MODULES = ("blis_gym.policies.admission", "blis_gym.policies.routing", "blis_gym.policies.pd",
-                    "blis_gym.policies.autoscaling", "blis_gym.policies.step_time")
+                    "blis_gym.policies.autoscaling", "blis_gym.policies.wva_v2", "blis_gym.policies.step_time")
 
 _TABLES: dict[str, dict[str, Any]] = {slot: {} for slot in SLOTS}
 _loaded = False

@@ -162,6 +162,15 @@ class AutoscalerSpec(Strict):
     spare_kv: Annotated[float, Field(ge=0, le=1)] = 0.1
     spare_queue: Annotated[float, Field(ge=0)] = 3.0
     scale_to_zero_after_s: Seconds = 600.0
+    # wva-tokens, wva-throughput, wva-v2 (WVA's 2026 analyzers; docs/pd-and-autoscaling.md)
+    up_threshold: Annotated[float, Field(gt=0, le=1)] = 0.85
+    down_threshold: Annotated[float, Field(gt=0, le=1)] = 0.70
+    kv_fraction: Annotated[float, Field(gt=0, le=1)] = 0.8
+    compute_tokens: Optional[Tokens] = None                # a replica's compute bound in tokens (None: KV only)
+    window_s: Annotated[float, Field(gt=0, le=MAX_DURATION_S)] = 60.0
+    replica_rps: Optional[PositiveFloat] = None            # a replica's supply before one is observed
+    analyzers: Annotated[list[Literal["saturation", "tokens", "throughput"]], Field(min_length=1)] = Field(
+        default_factory=lambda: ["saturation", "tokens", "throughput"])
 
     @field_validator("policy")
     @classmethod
@@ -178,6 +187,9 @@ class AutoscalerSpec(Strict):
             if getattr(self, name) > MAX_WINDOW_TICKS * self.interval_s:
                 raise ValueError(f"{name} must be at most {MAX_WINDOW_TICKS} intervals "
                                  f"({MAX_WINDOW_TICKS * self.interval_s:g} s at interval_s {self.interval_s:g})")
+        if self.down_threshold >= self.up_threshold:
+            raise ValueError(f"down_threshold ({self.down_threshold:g}) must be below up_threshold "
+                             f"({self.up_threshold:g})")
         return self
 
 

@@ -215,6 +215,9 @@ class Simulation:
         if pool is not None and pool.state[i] == DRAINING:
             pool.drained(i, now)
 
+    def completed_requests(self) -> int:
+        return self.counts[State.COMPLETED]
+
     def scale_from_zero(self, now: int) -> None:
         for pool in self.zero_pools:
             pool.ensure_one(now)

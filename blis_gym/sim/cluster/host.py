@@ -32,6 +32,7 @@ class ClusterHost(Protocol):
     last_arrival: int                 # µs of the latest arrival
     paused: list                      # periodic observers paused while the system is empty
     final_hooks: list                 # callables(r, state, now) run on every final state
+    injected: int                     # requests that arrived so far
 
     def active(self) -> bool:
         """Requests remain in the system or are still to come (periodic events keep going)."""
@@ -63,6 +64,8 @@ class ClusterHost(Protocol):
         """Pod i has nothing in flight (a draining pod may stop)."""
 
     def scale_from_zero(self, now: int) -> None: ...
+
+    def completed_requests(self) -> int: ...
 
     def instance_started(self, i: int, now: int) -> None: ...
 

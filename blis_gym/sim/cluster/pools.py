@@ -58,6 +58,8 @@ class PoolView:
     gateway_queue: int                   # requests waiting in the gateway for this pool
     now: int
     idle_since: int                      # µs since which the pool had no request in flight (-1: busy)
+    arrivals: int = 0                    # requests that arrived at the gateway so far (all pools)
+    completions: int = 0                 # requests completed so far (all pools)
 
 
 class Pool:
@@ -99,7 +101,8 @@ class Pool:
             # idle since the later of: the first idle tick, the latest arrival at the gateway
             self.idle_since = max(now if self.idle_since < 0 else self.idle_since, self.sim.last_arrival)
         return PoolView(self.cfg.name, self.replicas(), self.count(ACTIVE), self.count(STARTING),
-                        self.count(DRAINING), self.cfg.min, self.cfg.max, pods, gw.queued(), now, self.idle_since)
+                        self.count(DRAINING), self.cfg.min, self.cfg.max, pods, gw.queued(), now, self.idle_since,
+                        self.sim.injected, self.sim.completed_requests())
 
     def gpus(self) -> int:
         return sum(self.cfg.gpus_per_node for n in self.nodes if n.released < 0)
