@@ -13,6 +13,7 @@ setup(
         "blis_gym.data": ["*.json", "*.yaml", "*.md", "BLIS-LICENSE", "models/*/config.json", "models/*.yaml",
                           "measurements/*"],
         **{name: ["*.yaml"] for name in BUNDLED},
-        "blis_gym.data.scenarios": ["*.yaml", "studies/*.yaml"],     # studies: sweep files
+        "blis_gym.data.scenarios": ["*.yaml", "studies/*.yaml",      # studies: sweep files
+                                    "traces/*.jsonl"],                # traces the scenarios replay
     },
 )

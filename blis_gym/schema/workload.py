@@ -11,7 +11,7 @@ Forms (they combine: a trace or inference_perf plus extra `clients`):
 - `arrival: {process: poisson|constant|gamma|weibull, cv, stages | diurnal | spike}`: at workload
   level a profile gives the aggregate rate over time (split by fractions); in a client it gives
   that client's own rates;
-- `trace: {path, format: csv|azure|blis-v2}` (path relative to the scenario's folder);
+- `trace: {path, format: csv|azure|blis-v2|mooncake}` (path relative to the scenario's folder);
 - `inference_perf: {num_groups, prompts_per_group, system_prompt_len, question_len, output_len,
   stages: [{rate, duration_s}], load_type: constant | poisson}`;
 - `slo_targets: {class: {ttft_ms, itl_ms, e2e_ms}}` and `priorities: {class: int}` overrides;
@@ -29,12 +29,13 @@ from pydantic import Field, ValidationError, model_validator
 
 from .bounded import Offset, PositiveSeconds, Rate, RateOrZero, Seconds, Strict, Tokens, TokensOrZero
 from ..errors import ConfigError, pydantic_error
-from ..sim.limits import MAX_DURATION_S, MAX_REQUESTS, MAX_TURNS, MAX_USERS
+from ..sim.limits import MAX_DURATION_S, MAX_REQUESTS, MAX_USERS
 from ..sim.workload import distributions as d
 from ..sim.workload.adapters import AdapterSet, intern_adapters
 from ..sim.workload.builders import inference_perf_client, inference_perf_total
-from ..sim.workload.source import PRIORITY, Client, ClosedLoop, SessionConfig, Workload
+from ..sim.workload.source import PRIORITY, Client, ClosedLoop, Workload
 from ..sim.workload.traces import load_trace
+from .sessions import TurnsSpec, session_config
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
@@ -254,7 +255,8 @@ class ArrivalSpec(Strict):
 
 # ---- sessions, closed loops, traces, inference-perf --------------------------------------------
 class SessionSpec(Strict):
-    turns: Annotated[int, Field(gt=0, le=MAX_TURNS)]
+    turns: TurnsSpec              # a number, or a distribution per session (agent sessions)
+    new_input: LengthSpec | None = None   # new tokens of turns 2.. (a tool result); default: input
     think_time_s: ThinkSpec = 0.0
     accumulate: bool = True
     single: bool = False          # only the client's first arrival starts a session
@@ -268,7 +270,7 @@ class ClosedLoopSpec(Strict):
 
 class TraceSpec(Strict):
     path: str
-    format: Literal["csv", "azure", "blis-v2"] = "csv"
+    format: Literal["csv", "azure", "blis-v2", "mooncake"] = "csv"
 
 
 class InferencePerfSpec(Strict):
@@ -511,8 +513,7 @@ def _client(spec: WorkloadSpec, c: ClientSpec, where: str) -> Client:
         rate_fraction=c.rate_fraction, slo_class=c.slo_class or spec.slo_class,
         tenant=spec.tenant if c.tenant is None else c.tenant,
         prefix_group=group, prefix_tokens=c.prefix_tokens, timeout_us=int(round(timeout * 1e6)),
-        session=SessionConfig(sess.turns, think(sess.think_time_s), sess.accumulate, sess.single, sess.open_loop)
-        if sess else None,
+        session=session_config(sess, think, length) if sess else None,
         closed_loop=ClosedLoop(cl.users, think(cl.think_time_s)) if cl else None,
         windows=d.Windows([(round(w.start_s * 1e6), round(w.end_s * 1e6)) for w in c.windows]) if c.windows else None)
 

@@ -43,6 +43,8 @@ class SessionConfig:
     accumulate: bool = True
     single: bool = False
     open_loop: bool = False
+    turns_dist: object = None          # per-session turns in [1, turns] (session_turns.py); None: `turns`
+    new_input: object = None           # length distribution of turns 2.. (tool results); None: the input's
 
 
 @dataclass(frozen=True)
@@ -232,6 +234,8 @@ class _OpenStream(_Stream):
         if sc is not None:
             self.rng_ses = st.get(f"sessions/{c.name}")
             self.think = ThinkTime.of(sc.think_time)
+            if sc.turns_dist is not None:
+                self.rng_turns = st.get(f"sessions/{c.name}/turns")
         if c.cycle:
             self.cyc = [(src.group_prefix(g, c.prefix_tokens), ten) for g, ten in c.cycle]
             self.qkeys: list = [None] * len(c.cycle)
@@ -248,7 +252,7 @@ class _OpenStream(_Stream):
             sc = c.session
             if sc is not None and sc.turns > 1:
                 k = sc.turns - 1
-                fi = c.input.sample(self.rng_ses, CHUNK * k).reshape(CHUNK, k)[:m]
+                fi = (sc.new_input or c.input).sample(self.rng_ses, CHUNK * k).reshape(CHUNK, k)[:m]
                 fo = c.output.sample(self.rng_ses, CHUNK * k).reshape(CHUNK, k)[:m]
                 th = self.think.sample_us(self.rng_ses, CHUNK * k).reshape(CHUNK, k)[:m]
             keep = slice(0, m)
@@ -263,6 +267,8 @@ class _OpenStream(_Stream):
                 self._fi = np.maximum(1, fi[keep]).tolist()
                 self._fo = np.maximum(1, fo[keep]).tolist()
                 self._th = th[keep].tolist()
+                if sc.turns_dist is not None:
+                    self._nt = sc.turns_dist.sample(self.rng_turns, CHUNK)[:m][keep].tolist()
             self.ended = self.ended or self.clock.done
             if self._t or self.ended:
                 break
@@ -290,9 +296,11 @@ class _OpenStream(_Stream):
             content = Content(prefix, ((prompt_key(rid), n_in),))
         sess = None
         sc = c.session
+        turns = 0
         if sc is not None:
-            if sc.turns > 1:
-                sess = Session(src.new_session_id(), c.name, sc.turns, self._fi[i], self._fo[i], self._th[i],
+            turns = sc.turns if sc.turns_dist is None or sc.turns == 1 else self._nt[i]
+            if turns > 1:
+                sess = Session(src.new_session_id(), c.name, turns, self._fi[i], self._fo[i], self._th[i],
                                sc.accumulate, prefix, tenant, sc.open_loop)
             else:
                 sess = Session(src.new_session_id(), c.name, 1, (), (), (), sc.accumulate, prefix, tenant)
@@ -301,7 +309,7 @@ class _OpenStream(_Stream):
                       deadline=t + c.timeout_us if c.timeout_us else 0)
         req.adapter = adapter
         if sess is not None:
-            req.rehash = sc.turns > 1 and sc.accumulate
+            req.rehash = turns > 1 and sc.accumulate
             if sess.open_loop:
                 src.schedule_round(req)
             else:
@@ -483,8 +491,8 @@ class WorkloadSource:
         self._rounds: list = []       # (arrival, session id, previous turn) of open-loop sessions' next turns
         self._heap: list = []
         for i, (c, a) in enumerate(zip(workload.clients, workload.arrivals())):
-            if c.kind == "trace":
-                s = _TraceStream(self, c)
+            if c.kind == "trace":       # a trace of requests, or one that streams itself (agent sessions)
+                s = c.trace.stream(self, c) if hasattr(c.trace, "stream") else _TraceStream(self, c)
             elif c.kind == "closed-loop":
                 s = _ClosedStream(self, c)
             else:

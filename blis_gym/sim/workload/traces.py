@@ -11,6 +11,9 @@ Formats (`load_trace(path, format)`):
 - `azure`: the public Azure LLM inference trace: `TIMESTAMP` (e.g. `2023-11-16 18:15:46.6805900`,
   taken relative to the first row), `ContextTokens`, `GeneratedTokens`.
 - `blis-v2`: a BLIS workload-spec v2 YAML file (see builders.from_blis_spec): a whole workload.
+- `mooncake`: recorded agent sessions, one JSON object per model call (Mooncake's input_length,
+  output_length, hash_ids, timestamp, with session_id and delay), replayed closed-loop
+  (`agentic_trace.py`).
 
 A malformed trace raises ConfigError("trace", "<file>:<line>: <problem>").
 """
@@ -26,7 +29,7 @@ import numpy as np
 from ...errors import ConfigError
 from ..limits import MAX_DURATION_S, MAX_TOKENS
 
-FORMATS = ("csv", "azure", "blis-v2")
+FORMATS = ("csv", "azure", "blis-v2", "mooncake")
 
 
 @dataclass
@@ -236,5 +239,9 @@ def load_trace(path: str | Path, format: str = "csv", name: str = "trace", **cli
     if format == "blis-v2":
         from .builders import load_blis_spec
         return load_blis_spec(path)
-    data = read_trace(path, format)
+    if format == "mooncake":
+        from .agentic_trace import read_agentic_trace
+        data = read_agentic_trace(path)
+    else:
+        data = read_trace(path, format)
     return Workload(clients=[Client(name, trace=data, **client_fields)])
