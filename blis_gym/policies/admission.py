@@ -9,6 +9,9 @@ https://github.com/kubernetes-sigs/gateway-api-inference-extension) and what BLI
   saturation detector is the gradient `utilization-detector`: the unweighted mean over endpoints
   of max(waiting/QD, kv/KV), where an endpoint with missing or stale (> 200 ms) metrics scores
   1.0 (fail closed), an empty pool scores 1.0, and the mean is not capped at 1.
+* With P/D (llm-d-router v0.10), the saturation is stage-aware: max(S_prefill, S_decode), each
+  stage's detector over its own pods, so a saturated prefill pool is not hidden by idle decode
+  pods; `stage_aware: true` on gaie-legacy and probabilistic (off by default: the pool mean).
 * The optional `probabilistic-admitter` plugin rejects a sheddable request with probability
   min(sat^power * k, 1); it does not check staleness. Its denials surface as HTTP 500 because
   the EPP wraps an admitter's denial in an Internal error.
@@ -143,14 +146,20 @@ class GaieLegacy:
     name = "gaie-legacy"
 
     def __init__(self, queue_threshold: float = 5, kv_threshold: float = 0.8, staleness_ms: float = 200,
-                 detector: str = "utilization", max_concurrency: int = 100):
+                 detector: str = "utilization", max_concurrency: int = 100, stage_aware: bool = False):
         self.queue_threshold = queue_threshold
         self.kv_threshold = kv_threshold
         self.staleness_us = int(round(staleness_ms * 1000))
         self.detector = detector
         self.max_concurrency = max_concurrency
+        self.stage_aware = stage_aware
 
     def saturation(self, pods, now) -> float:
+        if self.stage_aware:
+            return role_saturation(pods, lambda ps: self._detect(ps, now))
+        return self._detect(pods, now)
+
+    def _detect(self, pods, now) -> float:
         if self.detector == "concurrency":
             return concurrency_saturation(pods, self.max_concurrency)
         return utilization_saturation(pods, now, self.queue_threshold, self.kv_threshold, self.staleness_us, True)
@@ -171,11 +180,21 @@ class Probabilistic:
     staleness check. Exactly one rng.random() is drawn per sheddable decision."""
     name = "probabilistic"
 
-    def __init__(self, power: float = 5, k: float = 300, queue_threshold: float = 5, kv_threshold: float = 0.8):
+    def __init__(self, power: float = 5, k: float = 300, queue_threshold: float = 5, kv_threshold: float = 0.8,
+                 stage_aware: bool = False):
         self.power = power
         self.k = k
         self.queue_threshold = queue_threshold
         self.kv_threshold = kv_threshold
+        self.stage_aware = stage_aware
+
+    def saturation(self, pods, now) -> float:
+        if self.stage_aware:
+            return role_saturation(pods, lambda ps: self._detect(ps, now))
+        return self._detect(pods, now)
+
+    def _detect(self, pods, now) -> float:
+        return utilization_saturation(pods, now, self.queue_threshold, self.kv_threshold, None, True)
 
     def probability(self, sat: float) -> float:
         try:
@@ -189,7 +208,7 @@ class Probabilistic:
             return NO_ENDPOINTS
         if req.priority >= 0:
             return ADMIT
-        sat = utilization_saturation(pods, now, self.queue_threshold, self.kv_threshold, None, True)
+        sat = self.saturation(pods, now)
         u = rng.random()                     # always drawn: stream use independent of sat
         if u < self.probability(sat):
             return Decision(False, HTTP_INTERNAL, REASON_PROBABILISTIC)
@@ -270,12 +289,14 @@ _PARAMS: dict[str, dict[str, Callable[[str, Any], Any]]] = {
         "staleness_ms": lambda f, v: _num(f, v),
         "detector": lambda f, v: _choice(f, v, ("utilization", "concurrency")),
         "max_concurrency": lambda f, v: _num(f, v, positive=True, integer=True),
+        "stage_aware": lambda f, v: _flag(f, v),
     },
     "probabilistic": {
         "power": lambda f, v: _num(f, v),
         "k": lambda f, v: _num(f, v),
         "queue_threshold": lambda f, v: _num(f, v, positive=True),
         "kv_threshold": lambda f, v: _num(f, v, positive=True),
+        "stage_aware": lambda f, v: _flag(f, v),
     },
     "tier-shed": {
         "threshold": lambda f, v: _num(f, v),
@@ -288,6 +309,12 @@ _PARAMS["probabilistic-queue-guard"] = {
     "critical_kv": lambda f, v: _num(f, v, positive=True),
     **_PARAMS["probabilistic"],
 }
+
+
+def _flag(field: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(field, f"must be true or false, got {value!r}")
+    return value
 
 
 def _choice(field: str, value: Any, allowed: tuple[str, ...]) -> str:

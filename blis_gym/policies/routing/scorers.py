@@ -282,28 +282,33 @@ class NoHitLRUScorer(Scorer):
 
 @register("scorer", "session-affinity")
 class SessionAffinityScorer(Scorer):
-    """1 for the pod the request's session was last sent to, 0 for the others."""
+    """1 for the pod the request's session was last sent to, 0 for the others. With `ttl_s`
+    (llm-d-router's `session_id` strategy: 300 s), a binding not renewed by a request of its
+    session within ttl_s lapses (the session is routed afresh); without it, bindings last."""
     name = "session-affinity"
     bounded = True
+    PARAMS = {"ttl_s": None}
 
     def __init__(self, params=None, field="scorer"):
         super().__init__(params, field)
-        self._pin: dict = {}                         # session id -> pod index
+        ttl = self.params["ttl_s"]
+        self.ttl_us = None if ttl is None else int(number(f"{field}.ttl_s", ttl, lo=0, lo_open=True) * 1e6)
+        self._pin: dict = {}                         # session id -> (pod index, expiry µs or None)
 
     def score(self, req, cands, ctx):
         sid = getattr(req.session, "id", None)
-        pod = self._pin.get(sid) if sid is not None else None
-        if pod is None:
+        pin = self._pin.get(sid) if sid is not None else None
+        if pin is None or (pin[1] is not None and ctx.now >= pin[1]):
             return [0.0] * len(cands)
-        return [1.0 if p.index == pod else 0.0 for p in cands]
+        return [1.0 if p.index == pin[0] else 0.0 for p in cands]
 
     def observe(self, req, pod_index, ctx):
         sid = getattr(req.session, "id", None)
         if sid is not None:
-            self._pin[sid] = pod_index
+            self._pin[sid] = (pod_index, None if self.ttl_us is None else ctx.now + self.ttl_us)
 
     def forget(self, pod_index):
-        for sid in [s for s, p in self._pin.items() if p == pod_index]:
+        for sid in [s for s, p in self._pin.items() if p[0] == pod_index]:
             del self._pin[sid]
 
 
