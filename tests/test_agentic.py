@@ -54,11 +54,13 @@ def test_default_profile_keeps_agent_context_cached_and_ttft_low_against_round_r
 
 
 def test_recorded_sessions_replay_closed_loop_with_their_delays(tmp_path):
-    res = CliRunner().invoke(main, ["run", str(ROOT / "scenarios" / "agentic-trace-replay.yaml"),
-                                    "--out", str(tmp_path)])
+    scenario = {"model": "Qwen/Qwen3-14B", "cluster": {"instances": 2},
+                "workload": {"trace": {"path": str(SAMPLE), "format": "mooncake"}}}
+    (tmp_path / "replay.yaml").write_text(yaml.safe_dump(scenario))
+    res = CliRunner().invoke(main, ["run", str(tmp_path / "replay.yaml"), "--out", str(tmp_path / "out")])
     assert res.exit_code == 0, res.output
     calls = [json.loads(line) for line in SAMPLE.read_text().splitlines()]
-    rows = list(csv.DictReader((tmp_path / "requests.csv").open()))
+    rows = list(csv.DictReader((tmp_path / "out" / "requests.csv").open()))
     assert len(rows) == len(calls) and all(r["state"] == "completed" for r in rows)
     # every recorded call's context length is replayed as is
     assert sorted(int(r["input_tokens"]) for r in rows) == sorted(c["input_length"] for c in calls)

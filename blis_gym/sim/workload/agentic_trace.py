@@ -1,4 +1,4 @@
-"""Replay of recorded agent sessions: the Mooncake trace format with its multi-turn fields.
+"""Replay of recorded agent sessions: the Mooncake trace format with session fields.
 
 One JSON object per line (JSONL), one line per model call:
 

@@ -12,7 +12,7 @@ Formats (`load_trace(path, format)`):
   taken relative to the first row), `ContextTokens`, `GeneratedTokens`.
 - `blis-v2`: a BLIS workload-spec v2 YAML file (see builders.from_blis_spec): a whole workload.
 - `mooncake`: recorded agent sessions, one JSON object per model call (Mooncake's input_length,
-  output_length, hash_ids, timestamp, with session_id and delay), replayed closed-loop
+  output_length, hash_ids, timestamp, plus session_id and delay), replayed closed-loop
   (`agentic_trace.py`).
 
 A malformed trace raises ConfigError("trace", "<file>:<line>: <problem>").
