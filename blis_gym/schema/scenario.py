@@ -235,6 +235,14 @@ class PDSpec(Strict):
     decider: Union[str, dict] = "never"
     prefill_router: dict = Field(default_factory=lambda: {"policy": "default"})
     transfer: TransferSpec = TransferSpec()
+    stage_order: Literal["decode-first", "prefill-first"] = "decode-first"   # llm-d's stageOrder
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.stage_order == "prefill-first" and "decider" in self.model_fields_set:
+            raise ValueError("stage_order prefill-first takes no decider: the prefill profile runs for every "
+                             "request, as llm-d's disagg-profile-handler (remove pd.decider)")
+        return self
 
 
 class Scenario(Strict):
@@ -536,7 +544,7 @@ def _gateway(sc: Scenario):
                          router=make_router(sc.router, field="router"), flow_control=fc,
                          eviction=eviction,
                          prefill_router=make_router(sc.pd.prefill_router, field="pd.prefill_router"),
-                         decider=make_decider(sc.pd.decider, field="pd.decider"),
+                         decider=make_decider(sc.pd.decider, field="pd.decider"), pd_stage_order=sc.pd.stage_order,
                          transfer_bandwidth_gb_s=t.bandwidth_gb_s,
                          transfer_base_latency_us=int(t.base_latency_ms * 1000), transfer_contention=t.contention,
                          scrape_interval_us=int(sc.cluster.scrape_interval_ms * 1000),

@@ -23,6 +23,7 @@ class GatewayConfig:
     # P/D disaggregation (used when some pods have role "prefill")
     prefill_router: Router | None = None    # the prefill profile's router
     decider: PDDecider | None = None
+    pd_stage_order: str = "decode-first"     # or prefill-first: the prefill profile picks first, always
     transfer_bandwidth_gb_s: float = 25.0   # per-GPU NIC (NIXL RDMA)
     transfer_base_latency_us: int = 50
     transfer_contention: bool = True

@@ -2,7 +2,8 @@
 
 llm-d's `disagg-profile-handler`: the decode profile picks a decode pod, the decider (or an agent
 bound to the `pd` slot) says whether to prefill elsewhere; if so, the prefill profile picks a
-prefill pod and the request goes
+prefill pod. With `stageOrder: prefill-first` the prefill profile picks first, for every request
+(no decider), then the decode profile. The request goes
 
     decided -> prefill leg (a copy with max_tokens = 1 on the prefill pod)
             -> KV transfer (prefill pod's NIC -> decode pod; `transfer.Transfers`)
@@ -73,6 +74,8 @@ class Disaggregation:
         self._on_pods = getattr(cfg.decider, "disaggregate_on", None)
         self.first_token_hook = getattr(cfg.decider, "first_token", None)
         self.finished_hook = getattr(cfg.decider, "finished", None)
+        self.prefill_first = cfg.pd_stage_order == "prefill-first"
+        self.first_picks: dict[int, int] = {}    # prefill-first: request id -> its prefill pod, until decode is picked
         self.decided = 0
         self.disaggregated = 0
         self.active = 0                          # requests in a prefill leg or a transfer
@@ -130,6 +133,20 @@ class Disaggregation:
             self.gw.send(r, decode, now)
         else:
             self.start(r, decode, p, now)
+
+    def pick_first(self, r: Request) -> bool:
+        """prefill-first: the prefill profile picks r's prefill pod before the decode profile
+        runs (False: no prefill pod, and llm-d then fails the request)."""
+        p = self.router.pick(r, self.prefill_pods, self.gw.ctx)
+        if p is None:
+            return False
+        self.first_picks[r.id] = p
+        return True
+
+    def start_picked(self, r: Request, decode: int, now: int) -> None:
+        """prefill-first: the decode pod is picked; r goes to the prefill pod picked first."""
+        self.decided += 1
+        self.start(r, decode, self.first_picks.pop(r.id), now)
 
     # ---- the legs -------------------------------------------------------------------------
     def start(self, r: Request, decode: int, prefill: int, now: int) -> None:

@@ -140,6 +140,9 @@ class Gateway:
         ctx.now = now
         if self.pd_mode:
             pods = self.decode_pods
+            if self.pd.prefill_first and not self.pd.pick_first(r):
+                self.reject(r, now, HTTP_UNAVAILABLE, REASON_NO_ENDPOINTS)   # llm-d: the required prefill found no pod
+                return
         if self.decisions is not None:
             self.decisions.append((now, r.id, self.router.scores(r, pods, ctx)))
         if "router" in self.sim.external:
@@ -152,10 +155,15 @@ class Gateway:
         """Carry out a routing choice: pod index `i` (on to P/D when the scenario disaggregates),
         or None, no endpoint (HTTP 503). Decision traces call it on their forks of the run."""
         if i is None:
+            if self.pd_mode:
+                self.pd.first_picks.pop(r.id, None)
             self.reject(r, now, HTTP_UNAVAILABLE, REASON_NO_ENDPOINTS)
             return
         if self.pd_mode:
             pd = self.pd
+            if pd.prefill_first:
+                pd.start_picked(r, i, now)
+                return
             if "pd" in self.sim.external and pd.applies(r):
                 pd.ask(r, i, now)
                 return
@@ -188,7 +196,7 @@ class Gateway:
             return self.router.pick(r, pods, self.ctx)
 
         if not any(mask):
-            self.reject(r, now, HTTP_UNAVAILABLE, REASON_NO_ENDPOINTS)
+            self.apply_route(r, None, now)
             return
         self.sim.hand_over(Pending("router", now, r, pods, mask, resume, default))
 
