@@ -16,7 +16,7 @@ from blis_gym.schema.scenario import build, parse_scenario
 from blis_gym.sim.cluster.eviction import Eviction, EvictionConfig
 from blis_gym.sim.engine.request import State
 from blis_gym.sim.simulation import Simulation
-from helpers import assert_conserved, request, with_fields
+from helpers import assert_conserved, with_fields
 
 ROOT = Path(__file__).resolve().parent.parent
 ON = yaml.safe_load((ROOT / "scenarios" / "overload-evict-sheddable.yaml").read_text())

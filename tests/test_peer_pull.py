@@ -39,7 +39,7 @@ def test_second_turn_pulls_the_first_turns_blocks_in_the_link_time():
     assert s["completed_requests"] == 2
     assert pull["pulls"] == pull["pulls_completed"] == 1
     assert pull["pulled_tokens"] == 8100 // 16 * 16                 # the full blocks of prompt + output
-    kv_bytes = 40 * 8 * 128 * 2 * 2                                  # Qwen3-14B per token: layers x heads x dim x K,V x bf16
+    kv_bytes = 40 * 8 * 128 * 2 * 2              # Qwen3-14B per token: layers x KV heads x dim x (K, V) x bf16
     assert pull["pull_mean_ms"] == (50 + -(-8096 * kv_bytes // 50_000)) / 1000    # base + bytes / bandwidth
     _, off = run(with_fields(TWO_TURNS, cluster__peer_pull=None))
     assert "kv_peer_pull" not in off
