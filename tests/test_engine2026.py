@@ -236,3 +236,19 @@ def test_expert_parallelism_inside_one_tp_group_is_priced(kind):
     tp_only = make_step_model(kind, "Qwen/Qwen3-30B-A3B", "H100", 4)
     ep = make_step_model(kind, "Qwen/Qwen3-30B-A3B", "H100", 4, deployment=Deployment(expert_parallel=True))
     assert ep.step_time_us([(4096, 0, 4096)]) != tp_only.step_time_us([(4096, 0, 4096)])
+
+
+def test_lookahead_top_up_counts_the_blocks_each_decoder_crosses():
+    """The aggregate top-up (decoders counted by base mod 16) equals the per-decoder count."""
+    import random
+
+    from blis_gym.sim.engine.speculative import lookahead_blocks
+    rng = random.Random(3)
+    for _ in range(2000):
+        bases = [rng.randrange(0, 5000) for _ in range(rng.randrange(1, 40))]
+        tick, s, k = rng.randrange(0, 10_000), rng.randrange(1, 20), rng.randrange(0, 17)
+        phase = [0] * 16
+        for b in bases:
+            phase[b % 16] += 1
+        each = sum(-(-(b + tick + k + s) // 16) - (-(-(b + tick + k) // 16)) for b in bases)
+        assert lookahead_blocks(phase, tick, s, k) == each

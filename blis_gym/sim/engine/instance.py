@@ -322,6 +322,8 @@ class Instance:
         e = self.step_end
         if i >= n or e > t:
             return
+        if self.spec is not None:
+            return advance_planned(self, t)
         tick = self.tick
         phase = self.phase
         hist = self.itl_hist
@@ -343,8 +345,6 @@ class Instance:
             e += dt
             busy += dt
         m = i - self.plan_pos
-        if self.spec is not None:
-            return advance_planned(self, m, busy, start, e, i, n)
         self.tick = tick
         if blocks:
             self.kv._take_free(blocks)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .request import BLOCK_SIZE
+from .request import BLOCK_MASK, BLOCK_SIZE
 
 __all__ = ["SpecConfig", "SpecDraws", "SpecState", "acceptance_profile", "lookahead_blocks", "advance_planned",
            "plan_run", "METHODS"]
@@ -113,8 +113,11 @@ class SpecDraws:
 def lookahead_blocks(phase: list[int], tick: int, s: int, k: int) -> int:
     """New KV blocks the decoders need when the counter moves from tick to tick + s while each
     keeps k lookahead slots: decoders whose base is b (mod 16) hold ceil((b + tick + k) / 16)
-    blocks and need ceil((b + tick + s + k) / 16)."""
+    blocks and need ceil((b + tick + s + k) / 16), one more exactly when b + tick + k is one of
+    the s values below a multiple of 16 (for s <= 16)."""
     lo = tick + k
+    if s <= BLOCK_SIZE:
+        return sum(phase[(-lo - j) & BLOCK_MASK] for j in range(s))
     hi = lo + s
     n = 0
     for b in range(BLOCK_SIZE):
@@ -197,25 +200,39 @@ def plan_run(inst, n_dec: int, ctx: int) -> int:
     return sum(plan)
 
 
-def advance_planned(inst, m: int, busy: int, start: int, e: int, i: int, n: int) -> None:
-    """Instance._advance's bookkeeping for planned steps plan_pos..i-1 with speculation: the
-    counter moves by each step's advance, the KV top-up follows it, each step emits its advance
-    in tokens per decoder (the accepted ones with no gap)."""
+def advance_planned(inst, t: int) -> None:
+    """Instance._advance with speculation: apply the planned steps whose boundary is at or
+    before t. At each boundary the counter moves by the ending step's advance, the next step
+    tops up its KV, and it emits its advance in tokens per decoder (the accepted ones with no
+    gap)."""
     sp = inst.spec
-    phase, hist, a, nd, k = inst.phase, inst.itl_hist, inst.alpha_out, inst.n_dec, sp.k
-    tick, s, blocks, tokens = inst.tick, sp.s, 0, 0
-    for j in range(inst.plan_pos, i):
+    plan, plan_s = inst.plan, sp.plan_s
+    i, n, e = inst.plan_pos, len(inst.plan), inst.step_end
+    phase, hist, a, nd, k, log = inst.phase, inst.itl_hist, inst.alpha_out, inst.n_dec, sp.k, inst.step_log
+    tick, s = inst.tick, sp.s
+    blocks = busy = tokens = 0
+    start = e
+    while i < n and e <= t:
         tick += s                        # the step in flight ends
-        s = sp.plan_s[j]                 # the next planned one starts
+        s = plan_s[i]                    # the next planned one starts
+        dt = plan[i]
+        i += 1
         blocks += lookahead_blocks(phase, tick, s, k)
         tokens += nd * s
+        key = dt + a
+        hist[key] = hist.get(key, 0) + nd
         if s > 1:
             hist[a] = hist.get(a, 0) + nd * (s - 1)
+        if log is not None:
+            log.append((e, dt, [], nd))
+        start = e
+        e += dt
+        busy += dt
     inst.tick, sp.s = tick, s
     if blocks:
         inst.kv._take_free(blocks)
     inst.decode_tokens += tokens
-    inst.steps += m
+    inst.steps += i - inst.plan_pos
     inst.busy_us += busy
     inst.step_started = start
     inst.step_end = e
