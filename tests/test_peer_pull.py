@@ -66,3 +66,16 @@ def test_bad_peer_pull_parameters_are_one_line_errors(field, value):
         parse_scenario(with_fields(TWO_TURNS, **{f"cluster__peer_pull__{field}": value}))
     assert e.value.field == f"cluster.peer_pull.{field}"
     assert "\n" not in str(e.value)
+
+
+def test_prefill_legs_pull_the_conversation_from_the_decode_pod():
+    # P/D chat: a turn's context (the previous prompt + the output the decode pod generated) is
+    # on a decode pod; the prefill pod computing the next turn pulls it (llm-d: the computing pod
+    # is the prefill pod) instead of recomputing the previous output
+    chat = yaml.safe_load((ROOT / "scenarios" / "pd-chat-always.yaml").read_text())
+    data = with_fields(chat, workload__horizon_s=60)
+    sim, on = run(with_fields(data, cluster__peer_pull={"bandwidth_gb_s": 25}), check=True)
+    _, off = run(data)
+    assert on["kv_peer_pull"]["pulls"] > 0
+    assert on["ttft_mean_ms"] < off["ttft_mean_ms"]
+    assert_conserved(sim, on)

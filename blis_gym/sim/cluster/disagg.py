@@ -38,6 +38,7 @@ class GatewaySide(Protocol):
     instances: list[Instance]
     router: Router
     ctx: RouterContext
+    peer_pull: object                    # peer_pull.PeerPull, or None
 
     def send(self, r: Request, i: int, now: int) -> None: ...
 
@@ -169,6 +170,8 @@ class Disaggregation:
         p.in_flight += 1
         p.in_flight_tokens += r.input_len
         gw.record_choice(decode)
+        if gw.peer_pull is not None:            # llm-d: the pod computing the prompt is the prefill pod
+            gw.peer_pull.choose(leg, prefill)
         self.sim.dispatch(leg, self.instances[prefill], now)
 
     def leg_done(self, leg: Request, now: int, ok: bool) -> None:
