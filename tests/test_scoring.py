@@ -161,3 +161,27 @@ def test_autoscaler_claim_prices_money_per_request_served_within_slo():
     assert good > 0 and row["dollars_per_good_request"] == pytest.approx(row["dollars"] / good, abs=1e-8)
     router = play(Job(ROUTER, "router", "round-robin", "short", {"horizon_s": 2}, 1000))["row"]
     assert "dollars_per_good_request" not in router              # other slots keep their columns
+
+
+# ---- re-scoring a committed evaluation, and one held-out scenario by its label ----------------------
+def test_rescore_rebuilds_summary_and_report_exactly_from_results_csv(tmp_path):
+    from blis_gym.harness.evaluate import evaluate
+    from blis_gym.harness.report import rescore, write_all
+    jobs = [Job(ROUTER, "router", p, "short", {"horizon_s": 2}, s) for p in ("llm-d-default", "round-robin")
+            for s in (1000, 1001)]
+    from blis_gym.harness.claims import spec_kpis
+    write_all(tmp_path, evaluate(jobs, workers=1, quiet=True), env_id=ROUTER, policies=["llm-d-default", "round-robin"],
+              baseline="llm-d-default", scenarios=["short"], seeds=[1000, 1001], kpis=spec_kpis(ROUTER))
+    before = {f: (tmp_path / f).read_bytes() for f in ("summary.json", "report.md", "results.csv")}
+    (tmp_path / "summary.json").write_text((tmp_path / "summary.json").read_text().replace('"truncated"', '"old"'))
+    rescore(tmp_path, ROUTER)
+    assert {f: (tmp_path / f).read_bytes() for f in before} == before
+
+
+def test_a_held_out_scenario_is_played_alone_by_its_label():
+    from blis_gym.envs.config import load_spec
+    from blis_gym.harness.evaluate import plan
+    from blis_gym.harness.split import spec_split
+    jobs, labels, _ = plan(ROUTER, ["round-robin"], [1000], ["load-1.25x"])
+    entry = next(e for e in spec_split(ROUTER).eval.scenarios if e.name == "load-1.25x")
+    assert labels == ["load-1.25x"] and jobs[0].config == entry.env_config(load_spec("router")["config"])

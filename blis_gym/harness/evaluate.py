@@ -82,7 +82,7 @@ def plan(env_id: str, policies: list[str], seeds: list[int] | None = None,
     spec = load_spec(spec_name(env_id))
     slot = spec["slot"]
     if scenarios:
-        entries = [SplitScenario(name=_label(s), scenario=s) for s in scenarios]
+        entries = [_entry(env_id, s) for s in scenarios]
         labels = [e.name for e in entries]
         if len(set(labels)) != len(labels):
             raise ConfigError("--scenario", f"two scenarios share a name: {', '.join(labels)}")
@@ -105,6 +105,17 @@ def plan(env_id: str, policies: list[str], seeds: list[int] | None = None,
             cfg = entry.env_config(spec["config"])
             jobs += [Job(env_id, slot, p.text, entry.name, cfg, s) for s in seeds]
     return jobs, [e.name for e in entries], seeds
+
+
+def _entry(env_id: str, scenario: str) -> SplitScenario:
+    """A --scenario: a scenario of the spec's held-out split by its label (so one held-out
+    scenario, or an earlier held-out set, can be played alone), else a bundled name or a file."""
+    from ..envs.config import load_spec
+    if "split" in load_spec(spec_name(env_id)):
+        for e in spec_split(env_id).eval.scenarios:
+            if e.name == scenario:
+                return e
+    return SplitScenario(name=_label(scenario), scenario=scenario)
 
 
 def _label(scenario: str) -> str:

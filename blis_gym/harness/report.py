@@ -42,6 +42,25 @@ def write_all(out: Path, results: list[dict], *, env_id: str, policies: list[str
     return ["results.csv", "summary.json", "report.md", *plots(out, table, results, summary)]
 
 
+def rescore(out: Path, env_id: str, kpis=None) -> list[str]:
+    """Rewrite `out`'s summary.json and report.md from its results.csv with the current rules
+    (verdicts, intervals, cut-episode counts), without playing an episode: for evaluations whose
+    episodes are unchanged. The plots and results.csv are left as they are; the policies, their
+    order, the baseline, the scenarios and `same_arrivals` are read from the old summary."""
+    import pandas as pd
+    from .claims import spec_kpis
+    old = json.loads((out / "summary.json").read_text())
+    table = pd.read_csv(out / "results.csv")
+    seeds = sorted(int(x) for x in table.seed.unique())
+    args = dict(policies=old["policies_order"], baseline=old["baseline"], scenarios=old["scenarios"])
+    summary = summarize(table, env_id=env_id, seeds=seeds, **args)
+    summary.update(claims.pooled(table, kpis=kpis or spec_kpis(env_id), n_seeds=len(seeds), **args))
+    summary["same_arrivals"] = old["same_arrivals"]
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "report.md").write_text(markdown(summary))
+    return ["summary.json", "report.md"]
+
+
 def kpi_columns(table) -> list[str]:
     skip = {"policy", "scenario", "seed", "steps", "end_reason"}
     return [c for c in table.columns if c not in skip]
