@@ -463,6 +463,8 @@ class WorkloadSpec(Strict):
         else:
             if self.session is not None or self.closed_loop is not None:
                 raise ValueError("with clients, trace or inference_perf, put session/closed_loop in a client")
+            if self.clients is None:
+                self._nothing_unread()
         for c in self.clients or []:
             if (c.input or c.multimodal or self.input) is None or (c.output or self.output) is None:
                 raise ValueError(f"clients.{c.name}: give input and output (here or at workload level)")
@@ -472,6 +474,22 @@ class WorkloadSpec(Strict):
         if self.num_requests is None and self.horizon_s is None and not self._finite():
             raise ValueError("give num_requests or horizon_s (or both)")
         return self
+
+    def _nothing_unread(self) -> None:
+        """A trace or inference_perf workload without clients reads none of the single client's
+        fields (rate, arrival, lengths, prefix): setting one would silently change nothing."""
+        kind = "an inference_perf" if self.inference_perf is not None else "a trace"
+        lives = {"an inference_perf": {"rate": "inference_perf.stages", "arrival": "inference_perf.load_type and stages",
+                                    "input": "inference_perf.system_prompt_len and question_len",
+                                    "output": "inference_perf.output_len",
+                                    "prefix_tokens": "inference_perf.num_groups and system_prompt_len",
+                                    "prefix_group": "inference_perf.num_groups"},
+                 "a trace": dict.fromkeys(("rate", "arrival", "input", "output", "prefix_tokens", "prefix_group"),
+                                        "the trace file's rows")}[kind]
+        for name, where in lives.items():
+            if name in self.model_fields_set:
+                raise ValueError(f"{kind} workload never reads workload.{name} (its value lives in {where}); "
+                                 f"remove it, or add clients that use it")
 
     def _finite(self) -> bool:
         """Whether the workload ends by itself (then num_requests/horizon_s may be omitted)."""
