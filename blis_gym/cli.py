@@ -98,6 +98,8 @@ def run(scenario: str, seed: int | None, out_dir: Path | None, quiet: bool, plot
         path = scenario_path(scenario)
         sc = load_scenario(path, {"seed": seed} if seed is not None else None)
         cfg = build(sc, base_dir=path.parent)
+        if seed is not None:
+            _note_seed(sc.name, cfg.workload)
         if decision_trace:
             from .output.decision_trace import check_traceable
             check_traceable(cfg)
@@ -137,6 +139,14 @@ def run(scenario: str, seed: int | None, out_dir: Path | None, quiet: bool, plot
     if not quiet:
         _print_summary(summary, wall)
         Console().print(f"wrote {out_dir}/: {', '.join(written)}", highlight=False)
+
+
+def _note_seed(label: str, workload) -> None:
+    """Say it when the seeds asked for cannot change the requests (see sim/workload/randomness.py)."""
+    from .sim.workload.randomness import seed_note
+    note = seed_note(label, workload)
+    if note is not None:
+        err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
 
 
 def _plot_or_fail(run_dir: Path, out_dir: Path | None = None) -> list[Path]:

@@ -3,9 +3,11 @@ results table, the frontier CSV, the Pareto plot and the charts. Heavy imports h
 the command."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 
 @click.command()
@@ -58,14 +60,23 @@ def _run(sweep_file, out_dir, workers, backend, address, plot, latency, slo, qui
     sw = load_sweep(sweep_file)
     out_dir = out_dir or Path("results") / "sweeps" / sw.spec.name
     err = Console(stderr=True)
+    note = _seed_note(sw)
+    if note is not None:
+        err.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
 
     def started(total: int, todo: int) -> None:
         if not quiet:
             err.print(f"{sw.spec.name}: {total} points, {total - todo} already in {out_dir}, "
                       f"{todo} points to run", highlight=False, soft_wrap=True)
     t0 = time.perf_counter()
-    table = run_sweep(sw, out_dir, workers=workers, backend=backend, address=address, quiet=quiet,
-                      on_start=started)
+    try:
+        table = run_sweep(sw, out_dir, workers=workers, backend=backend, address=address, quiet=quiet,
+                          on_start=started)
+    except KeyboardInterrupt:
+        # every finished point is already saved; the same command runs only the missing ones
+        err.print(f"interrupted: the finished points are in {out_dir}; the same command resumes the sweep",
+                  highlight=False, soft_wrap=True)
+        sys.exit(130)
     written = ["results.parquet", "results.csv"]
     if plot:
         written += _plot(out_dir, table, latency, slo, quiet)
@@ -73,6 +84,20 @@ def _run(sweep_file, out_dir, workers, backend, address, plot, latency, slo, qui
         infeasible = int(table["reason"].notna().sum()) if len(table) else 0
         Console().print(f"{len(table)} points ({infeasible} infeasible) in {time.perf_counter() - t0:.1f} s; "
                         f"wrote {out_dir}/: {', '.join(written)}", highlight=False, soft_wrap=True)
+
+
+def _seed_note(sw) -> str | None:
+    """The note for `seeds:` on a sweep whose points have no random element in their workloads
+    (then every seed repeats the same runs), else None."""
+    if sw.spec.seeds is None or len({p.data.get("seed") for p in sw.points}) < 2:
+        return None
+    from ..schema.scenario import build, parse_scenario
+    from ..sim.workload.randomness import seed_note
+    notes = [seed_note(sw.spec.name, build(parse_scenario(p.data), base_dir=sw.base_dir).workload)
+             for p in sw.points]
+    if any(n is None for n in notes):
+        return None
+    return f"seeds: {notes[0]}" if len(sw.points) == 1 else f"seeds: every point of {notes[0]}"
 
 
 def _plot(out_dir: Path, table, latency, slo, quiet) -> list[str]:
