@@ -228,7 +228,9 @@ def compare(run_dirs: tuple[Path, ...], out: Path | None) -> None:
     console.print(t)
     if out is not None:
         try:
-            console.print(f"wrote {plot_compare(list(run_dirs), out)}", highlight=False)
+            names = [f"{label}: {s.get('scenario', d.name)} (seed {s.get('seed', '?')})"
+                     for label, d, s in zip(labels, run_dirs, summaries)]
+            console.print(f"wrote {plot_compare(list(run_dirs), out, names)}", highlight=False)
         except ConfigError as e:
             _fail(str(e))
 
@@ -236,12 +238,20 @@ def compare(run_dirs: tuple[Path, ...], out: Path | None) -> None:
 def _fmt_kpi(v, base, first: bool) -> str:
     if v is None:
         return "-"
-    text = f"{v:.4g}" if isinstance(v, float) else str(v)
+    text = _number(v)
     if first or base is None:
         return text
     if base == 0:
         return text if v == 0 else f"{text} (new)"
     return f"{text} ({100 * (v - base) / abs(base):+.1f}%)"
+
+
+def _number(v) -> str:
+    """A KPI for a table: thousands as whole numbers with separators (12,330, never 1.233e+04),
+    the rest to 4 significant digits."""
+    if isinstance(v, int) or (isinstance(v, float) and abs(v) >= 1000):
+        return f"{v:,.0f}"
+    return f"{v:.4g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
 
 
 def _run_with_progress(sim, quiet: bool, sampling=None):

@@ -254,6 +254,7 @@ def plots(out: Path, table, results: list[dict], summary: dict) -> list[str]:
             ax.grid(alpha=0.3)
         axes[0][0].set_ylabel("fraction of completed requests")
         _legend(axes[0][0])
+        fig.suptitle(f"{summary['env_id']}: {name} CDF per policy (completed requests of every seed)")
         written.append(_save(fig, out / f"cdf_{key.split('_')[0]}.png"))
 
     others = [p for p in policies if p != summary["baseline"]]
@@ -271,6 +272,7 @@ def plots(out: Path, table, results: list[dict], summary: dict) -> list[str]:
             ax.axhline(0, color="black", lw=0.8)
             ax.set_title(s)
             ax.set_xlabel("seed")
+            ax.xaxis.get_major_locator().set_params(integer=True)      # seeds are whole numbers
         axes[0][0].set_ylabel(f"return − {_short(summary['baseline'])}")
         _legend(axes[0][0])
         written.append(_save(fig, out / "paired_return.png"))
@@ -283,7 +285,7 @@ def _legend(ax) -> None:
 
 
 def _short(p: str) -> str:
-    return Path(p).name if p.endswith(".zip") else p
+    return Path(p).name if p.endswith((".zip", ".pt")) else p
 
 
 def _save(fig, path: Path) -> str:

@@ -87,13 +87,15 @@ def _save(plt, fig, path: Path) -> Path:
     return path
 
 
-def _per_instance(plt, series: dict, ylabel: str, title: str, path: Path) -> Path:
+def _per_instance(plt, series: dict, ylabel: str, title: str, path: Path, integer: bool = False) -> Path:
     fig, ax = plt.subplots(figsize=(8, 4))
     for name, (t, v) in series.items():
         ax.plot(t, v, label=name, linewidth=1)
     ax.set_xlabel("simulated time (s)")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
+    if integer:                            # whole requests: no 0.5 ticks
+        ax.yaxis.get_major_locator().set_params(integer=True)
     if len(series) <= 12:                  # a legend of dozens of pods hides the plot
         ax.legend(fontsize="small", ncol=2)
     return _save(plt, fig, path)
@@ -102,7 +104,8 @@ def _per_instance(plt, series: dict, ylabel: str, title: str, path: Path) -> Pat
 def plot_run(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
     """Draw a run's PNGs into `out_dir` (default: the run folder) and return their paths:
     latency_cdf.png (TTFT and E2E per SLO class), waiting.png and kv_usage.png (per instance over
-    time) and, when the run has pools, pools.png (pool sizes and cumulative dollars over time)."""
+    time) and, when the run has several pools or one that changes size, pools.png (pool sizes and
+    cumulative dollars over time)."""
     plt = pyplot()
     run_dir = check_run_dir(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir
@@ -125,17 +128,22 @@ def plot_run(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
 
     series = instance_series(run_dir)
     written.append(_per_instance(plt, series["waiting"], "waiting requests", f"{title}: queue per instance",
-                                 out_dir / "waiting.png"))
+                                 out_dir / "waiting.png", integer=True))
     written.append(_per_instance(plt, series["kv_usage"], "KV-cache use (fraction of blocks)",
                                  f"{title}: KV use per instance", out_dir / "kv_usage.png"))
 
-    if (run_dir / "pools.csv").is_file():
-        written.append(_plot_pools(plt, run_dir / "pools.csv", title, out_dir / "pools.png"))
+    if (run_dir / "pools.csv").is_file() and _pools_change(rows := _rows(run_dir / "pools.csv")):
+        written.append(_plot_pools(plt, rows, title, out_dir / "pools.png"))
     return written
 
 
-def _plot_pools(plt, path: Path, title: str, out: Path) -> Path:
-    rows = _rows(path)
+def _pools_change(rows: list[dict]) -> bool:
+    """Whether pools.png has something to show: several pools, or a pool whose size changes (a
+    scenario without `pools:` runs one fixed pool: its size would be a flat line)."""
+    return len({r["pool"] for r in rows}) > 1 or len({(r["active"], r["starting"]) for r in rows}) > 1
+
+
+def _plot_pools(plt, rows: list[dict], title: str, out: Path) -> Path:
     fig, (size_ax, cost_ax) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
     for pool in dict.fromkeys(r["pool"] for r in rows):
         mine = [r for r in rows if r["pool"] == pool]
@@ -154,15 +162,17 @@ def _plot_pools(plt, path: Path, title: str, out: Path) -> Path:
     return _save(plt, fig, out)
 
 
-def plot_compare(run_dirs: list[Path], out: Path) -> Path:
-    """One PNG: the TTFT and E2E CDFs of every run (all SLO classes together), overlaid."""
+def plot_compare(run_dirs: list[Path], out: Path, labels: list[str] | None = None) -> Path:
+    """One PNG: the TTFT and E2E CDFs of every run (all SLO classes together), overlaid; each
+    run named by `labels` (default: its folder)."""
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for run_dir in run_dirs:
+    for run_dir, name in zip(run_dirs, labels or [str(d) for d in run_dirs]):
         lat = completed_latencies(check_run_dir(run_dir))
         for ax, (key, _) in zip(axes, LATENCIES):
-            _cdf(ax, np.sort(np.concatenate([d[key] for d in lat.values()] or [np.empty(0)])), str(run_dir))
+            _cdf(ax, np.sort(np.concatenate([d[key] for d in lat.values()] or [np.empty(0)])), name)
     for ax, (_, label) in zip(axes, LATENCIES):
+        ax.set_title(f"{label.split(' (')[0]} CDF, completed requests")
         ax.set_xlabel(label)
         ax.set_ylabel("fraction of completed requests")
         ax.grid(alpha=0.3)
