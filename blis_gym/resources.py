@@ -55,5 +55,14 @@ def scenario_path(name_or_path: str | Path, field: str = "scenario") -> Path:
         return bundled[str(name_or_path)]
     if p.exists():
         raise ConfigError(field, f"{p} is not a file")
-    raise ConfigError(field, f"no such file or bundled scenario: {name_or_path} "
-                             f"(bundled: {', '.join(bundled)}; `blis-gym scenarios` describes them)")
+    raise ConfigError(field, f"no such file or bundled scenario: {name_or_path} ({suggest(str(name_or_path), bundled)})")
+
+
+def suggest(name: str, bundled) -> str:
+    """"did you mean X?" for a misspelt bundled name, else the list of bundled names."""
+    import difflib
+    close = difflib.get_close_matches(name, list(bundled), n=3, cutoff=0.6)
+    if close:
+        options = close[0] if len(close) == 1 else f"{', '.join(close[:-1])} or {close[-1]}"
+        return f"did you mean {options}? `blis-gym scenarios` lists them all"
+    return f"bundled: {', '.join(bundled)}; `blis-gym scenarios` describes them"

@@ -175,14 +175,14 @@ def resolve_base(spec: SweepSpec, where: Path) -> tuple[dict, Path]:
         data = json.loads(json.dumps(spec.scenario))
         data.setdefault("name", spec.name)
         return data, where
-    from ..resources import bundled_scenarios
+    from ..resources import bundled_scenarios, suggest
 
     name = spec.base
     bundled = bundled_scenarios()
     path = where / name                   # a path is relative to the sweep file
     if not path.is_file():
         if name not in bundled:
-            raise ConfigError("base", f"no bundled scenario or file {name!r}; bundled: {', '.join(bundled)}")
+            raise ConfigError("base", f"no bundled scenario or file {name!r}; {suggest(name, bundled)}")
         path = bundled[name]
     data = read_yaml(path, "base", mapping=True)
     data.setdefault("name", path.stem)
