@@ -17,6 +17,20 @@ class ConfigError(ValueError):
         return type(self), (self.field, self.message)
 
 
+
+def require_extra(extra: str, field: str, what: str, *modules: str) -> None:
+    """A one-line ConfigError naming the extra to install if any of `modules` is missing (the
+    optional dependencies of `what`: the `rl` extra's torch and SB3, `rllib`'s Ray RLlib)."""
+    import importlib.util
+    for name in modules:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):          # a parent package missing, or a broken one
+            found = False
+        if not found:
+            raise ConfigError(field, f"{what} needs the {extra} extra ({name} is not installed): "
+                                     f"pip install 'blis-gym[{extra}]'")
+
 class _Loader(yaml.SafeLoader):
     """SafeLoader that refuses what would otherwise be silently wrong or end in a traceback:
     duplicate keys (the last would win), integers too long to convert, lone surrogates."""

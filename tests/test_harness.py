@@ -487,7 +487,8 @@ def test_validation_plays_every_training_scenario_on_every_validation_seed():
 
     from blis_gym.harness.train import EpisodeCycle
     envs = [gym.make(ROUTER, config={"horizon_s": 1}),
-            gym.make(ROUTER, config={"horizon_s": 1, "scenario_overrides": {"workload": {"rate": 5}}})]
+            gym.make(ROUTER, config={"horizon_s": 1, "scenario_overrides": {
+                "workload": {"inference_perf": {"stages": [{"rate": 5, "duration_s": 150}]}}}})]
     cycle = EpisodeCycle(envs, [5000, 5001])
     played = []
     for _ in range(5):

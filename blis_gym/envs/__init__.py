@@ -29,5 +29,9 @@ def __getattr__(name):
     # lazy: blis_gym.envs.multi imports pettingzoo (an optional dependency)
     if name in ("MultiAgentEnv", "multi_agent_env"):
         import importlib
+        import importlib.util
+        if importlib.util.find_spec("pettingzoo") is None:
+            raise ModuleNotFoundError(f"blis_gym.envs.{name} needs the rl extra (pettingzoo is not installed): "
+                                      f"pip install 'blis-gym[rl]'", name="pettingzoo")
         return getattr(importlib.import_module(".multi", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

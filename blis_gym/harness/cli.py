@@ -21,7 +21,8 @@ def _fail(message: str) -> None:
 @click.command("eval")
 @click.argument("env_id")
 @click.option("--policy", "policies", multiple=True, required=True,
-              help="A heuristic of the slot by name, 'random', a checkpoint .zip, or module:function (repeat).")
+              help="A heuristic of the slot by name, 'random', a checkpoint .zip, an exported policy .pt, "
+                   "or module:function (repeat).")
 @click.option("--baseline", default=None, help="The policy every other is paired with (default: the first).")
 @click.option("--seeds", default=None, help="FIRST-LAST (inclusive) or one seed (default: the spec's eval seeds).")
 @click.option("--scenario", "scenarios", multiple=True,
@@ -29,13 +30,14 @@ def _fail(message: str) -> None:
 @click.option("--workers", type=int, default=None, help="Parallel episodes (default: the machine's cores).")
 @click.option("--backend", default="process", show_default=True, help="process, or ray (the ray extra).")
 @click.option("--address", default=None, help="Ray cluster address (default: a local Ray instance).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder for results.csv, summary.json, report.md and the plots.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for results.csv, summary.json, report.md and the plots (default: results/eval/<env>).")
 @click.option("--quiet", is_flag=True, help="No progress bar and no table.")
 def eval_command(env_id, policies, baseline, seeds, scenarios, workers, backend, address, out_dir, quiet):
     """Evaluate policies on ENV_ID (e.g. blis_gym/Router-v0) on the same seeds (common random
     numbers), paired against --baseline, with 95% confidence intervals."""
     from ..errors import ConfigError
+    out_dir = out_dir or Path("results") / "eval" / env_id.rsplit("/", 1)[-1]
     try:
         import blis_gym.envs  # noqa: F401  (registers the ids)
         from .claims import spec_kpis
@@ -50,6 +52,8 @@ def eval_command(env_id, policies, baseline, seeds, scenarios, workers, backend,
         jobs, labels, seed_list = plan(env_id, policies, seed_list, list(scenarios) or None)
         _warn_few_seeds(len(seed_list))
         kpis = spec_kpis(env_id)
+        if len(seed_list) > 1 and not quiet:
+            _note_seeds(env_id, jobs)
         results = evaluate(jobs, workers=workers, backend=backend, address=address, quiet=quiet)
         written = write_all(out_dir, results, env_id=env_id, policies=policies, baseline=baseline,
                             scenarios=labels, seeds=seed_list, kpis=kpis)
@@ -67,6 +71,24 @@ def _warn_few_seeds(n: int) -> None:
     if n < MIN_SEEDS:
         click.echo(f"warning: {n} seed{'s' * (n != 1)}, fewer than {MIN_SEEDS}: every verdict will be "
                    f"'{TOO_FEW}' (use --seeds with at least {MIN_SEEDS}, 20 is better)", err=True)
+
+
+def _note_seeds(env_id: str, jobs) -> None:
+    """One note per evaluation scenario whose workload no seed changes."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    from ..envs.config import load_scenario_for, load_spec, merge_config
+    from ..sim.workload.randomness import seed_note
+    from .split import spec_name
+    spec_config = load_spec(spec_name(env_id))["config"]
+    done = set()
+    for job in jobs:
+        if job.scenario not in done:
+            done.add(job.scenario)
+            note = seed_note(f"scenario {job.scenario}", load_scenario_for(merge_config(spec_config, job.config))[2].workload)
+            if note is not None:
+                Console(stderr=True).print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
 
 
 def _print_table(out_dir: Path, policies, baseline, labels) -> None:
@@ -100,8 +122,8 @@ def _print_table(out_dir: Path, policies, baseline, labels) -> None:
 
 @click.command("train")
 @click.argument("env_id", required=False)
-@click.option("--algo", type=click.Choice(["maskableppo", "ppo", "a2c", "dqn"]), default=None,
-              help="The algorithm (required unless --config gives it).")
+@click.option("--algo", default=None,
+              help="maskableppo, ppo, a2c or dqn (required unless --config gives it).")
 @click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="A recipe YAML (agents/<slot>.yaml, or a DIR/train.yaml to train it again).")
 @click.option("--steps", type=int, default=None, help="Environment steps to train for.")
@@ -111,8 +133,9 @@ def _print_table(out_dir: Path, policies, baseline, labels) -> None:
               help="Folder for model.zip, train.yaml, progress.csv and the learning curve.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train_command(env_id, algo, config, steps, seed, n_envs, out_dir, quiet):
-    """Train a policy for ENV_ID with SB3 / sb3-contrib, keeping the checkpoint that does best on
-    the spec's held-out validation seeds."""
+    """Train a policy for ENV_ID with SB3 / sb3-contrib (the rl extra), or on Ray RLlib with a
+    recipe's `backend: rllib` (the rllib extra), keeping the checkpoint that does best on the
+    spec's held-out validation seeds."""
     from ..errors import ConfigError
     try:
         if config is not None and not config.is_file():
@@ -132,6 +155,26 @@ def train_command(env_id, algo, config, steps, seed, n_envs, out_dir, quiet):
             click.echo(f"warm start: the clone picks the heuristic's action on {ws['agreement']:.1%} of "
                        f"{ws['samples']} decisions (per action {per}), with probability "
                        f"{ws['p_demonstrated']:.3f} on average")
-        best = result["best_validation_return"]
-        click.echo(f"best validation return: {'-' if best is None else f'{best:.1f}'}")
+        for line in _train_notes(recipe, result):
+            click.echo(line)
         click.echo(f"wrote {out_dir}/: {', '.join(result['written'])}")
+
+
+def _train_notes(recipe, result: dict) -> list[str]:
+    """What a short or unusual run should say: steps trained beyond those asked (whole
+    rollouts), and why there is no validation return."""
+    lines = []
+    done, rollout = result["steps_trained"], result["rollout_steps"]
+    if done > recipe.steps:
+        lines.append(f"trained {done:,} steps ({recipe.steps:,} asked): {recipe.algo} learns from whole rollouts "
+                     f"of {rollout:,} steps")
+    best = result["best_validation_return"]
+    model = result["written"][0]
+    if best is not None:
+        lines.append(f"best validation return: {best:.1f} ({model} is that model)")
+    elif recipe.eval_freq == 0:
+        lines.append(f"no validation (eval_freq: 0): {model} is the last model")
+    else:
+        lines.append(f"no validation yet: it runs every {recipe.eval_freq:,} steps (eval_freq) and training "
+                     f"stopped at {done:,}; {model} is the last model")
+    return lines

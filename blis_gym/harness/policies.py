@@ -8,6 +8,8 @@
 - `random`: uniform over the valid actions (`action_masks()`), seeded by the episode's seed;
 - a saved SB3 checkpoint (`*.zip`) whose algorithm is recorded beside it: `<name>.yaml` next
   to the zip or the `train.yaml` that `blis-gym train` writes in the same folder (key `algo`);
+- an exported policy (`*.pt`, what the RLlib backend writes: `blis_gym.harness.exported`),
+  played greedily among the valid actions;
 - `module:function`: a user's `f(obs, info, env) -> action`.
 
 Every policy plays through the same Gymnasium environment on the same seeds, so each sees the
@@ -26,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, read_yaml
+from ..errors import ConfigError, read_yaml, require_extra
 
 ALGOS = ("maskableppo", "ppo", "a2c", "dqn")
 RANDOM = "random"
@@ -145,6 +147,28 @@ class Checkpoint(Policy):
 
 
 @dataclass(frozen=True)
+class Exported(Checkpoint):
+    """An exported policy (`*.pt`, `blis_gym.harness.exported`: what the RLlib backend writes),
+    played like a checkpoint (its recipe's decide_classes and layout) on its own pod slots."""
+
+    def env_config(self, cfg: dict) -> dict:
+        from . import exported
+        if cfg.get("max_pods") is None:         # observations padded to the pod slots it was trained on
+            cfg = {**cfg, "max_pods": exported.load(self.path)[1]["max_pods"]}
+        return super().env_config(cfg)
+
+    def check(self, env) -> None:
+        from . import exported
+        exported.check(self.path, env.observation_space, env.action_space, self.text)
+
+    def actor(self, env, seed: int) -> Actor:
+        from . import exported
+        self.check(env)
+        act, u = exported.greedy(self.path), env.unwrapped
+        return lambda obs, info: act(obs, u.action_masks())
+
+
+@dataclass(frozen=True)
 class UserFunction(Policy):
     def actor(self, env, seed: int) -> Actor:
         fn = _user_function(self.text)
@@ -176,13 +200,26 @@ def parse_policy(text: str, slot: str) -> Policy:
         env_id = recipe.get("env_id")
         if env_id is not None and not isinstance(env_id, str):
             raise ConfigError("--policy", f"{side}: env_id must be an environment id, got {env_id!r}")
-        return Checkpoint(text, slot, text, checkpoint_algo(side, recipe), checkpoint_decide_classes(side, recipe),
+        algo = checkpoint_algo(side, recipe)
+        require_extra("rl", "--policy", f"playing the {algo} checkpoint {text}", "torch", "stable_baselines3",
+                      *(["sb3_contrib"] if algo == "maskableppo" else []))
+        return Checkpoint(text, slot, text, algo, checkpoint_decide_classes(side, recipe),
                           checkpoint_extended(recipe), checkpoint_residual(recipe), env_id)
+    if text.endswith(".pt"):
+        if not Path(text).is_file():
+            raise ConfigError("--policy", f"no exported policy file {text!r}")
+        require_extra("rl", "--policy", f"playing the exported policy {text}", "torch")
+        side = next((s for s in (Path(text).with_suffix(".yaml"), Path(text).parent / "train.yaml") if s.is_file()),
+                    None)
+        recipe = read_yaml(side, "--policy", mapping=True) if side else {}
+        return Exported(text, slot, text, "", checkpoint_decide_classes(side, recipe), checkpoint_extended(recipe),
+                        checkpoint_residual(recipe))
     if ":" in text:
         _user_function(text)
         return UserFunction(text, slot)
     raise ConfigError("--policy", f"unknown policy {text!r} for the {slot} slot; allowed: "
-                      f"{', '.join(policy_names(slot))}, a checkpoint .zip, or module:function")
+                      f"{', '.join(policy_names(slot))}, a checkpoint .zip, an exported policy .pt, or "
+                      f"module:function")
 
 
 def checkpoint_recipe(path: Path) -> tuple[Path, dict]:

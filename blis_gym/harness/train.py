@@ -26,7 +26,7 @@ import gymnasium as gym
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..errors import ConfigError, pydantic_error, read_yaml
+from ..errors import ConfigError, pydantic_error, read_yaml, require_extra
 from .policies import ALGOS
 
 
@@ -47,11 +47,23 @@ class WarmStart(BaseModel):
     exploration: float = Field(default=0.0, ge=0, lt=1)
 
 
+class RllibSettings(BaseModel):
+    """How many processes RLlib spreads the recipe over (`backend: rllib`); what it learns is the
+    recipe's `hyperparameters` (RLlib's PPO names) and `policy_kwargs` (its model config)."""
+    model_config = ConfigDict(extra="forbid")
+
+    num_env_runners: int = Field(default=0, ge=0)          # 0: sample in the training process
+    num_envs_per_env_runner: int = Field(default=1, ge=1)
+    num_learners: int = Field(default=0, ge=0)             # 0: learn in the training process
+
+
 class Recipe(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     env_id: str
     algo: Literal[ALGOS]
+    backend: Literal["sb3", "rllib"] = "sb3"              # rllib: Ray RLlib (blis_gym.harness.rllib)
+    rllib: Optional[RllibSettings] = None
     steps: int = Field(gt=0)
     seed: int = Field(default=0, ge=0)
     n_envs: int = Field(default=4, ge=1)
@@ -71,14 +83,27 @@ class Recipe(BaseModel):
     package_version: Optional[str] = None                 # written for the record; not checked
 
 
+# the command line's name of a recipe field it sets
+FLAGS = {"env_id": "ENV_ID", "algo": "--algo", "steps": "--steps", "seed": "--seed", "n_envs": "--n-envs"}
+
+
 def load_recipe(path: Path | None, **overrides) -> Recipe:
-    """A recipe from a YAML file (if any) with the command line's values over it."""
+    """A recipe from a YAML file (if any) with the command line's values over it; an error
+    about a value the command line gave (or should have given) names its flag."""
     data = read_yaml(path, "--config", mapping=True) if path is not None else {}
-    data.update({k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    data.update(given)
     try:
         return Recipe.model_validate(data)
     except ValidationError as e:
         err = pydantic_error(e, root=Recipe, whole="recipe")
+        if err.field in FLAGS and (err.field in given or path is None):
+            if err.field == "algo":
+                what = f"unknown algorithm {data['algo']!r}" if "algo" in data else "required"
+                raise ConfigError("--algo", f"{what}; allowed: {', '.join(ALGOS)}") from None
+            if err.field not in data:
+                raise ConfigError(FLAGS[err.field], "required (or a --config recipe that gives it)") from None
+            raise ConfigError(FLAGS[err.field], err.message) from None
         raise ConfigError(f"{path or 'train'}: {err.field}", err.message) from None
 
 
@@ -224,16 +249,12 @@ def train(recipe: Recipe, out: Path, *, quiet: bool = False) -> dict:
     train_seeds = recipe.train_seeds or split.train.seeds
     lo, hi = recipe.validation_seeds or split.validation.seeds
     val_seeds = list(range(lo, hi + 1))
-    policy = recipe.policy
-    if policy == "auto":
-        policy = "pod" if (slot == "router" and recipe.algo == "maskableppo") else "MlpPolicy"
-    if slot == "router" and recipe.algo != "maskableppo":
-        raise ConfigError("--algo", "the router needs maskableppo: its valid pods change with every request "
-                          "(action masks); ppo, a2c and dqn would pick unavailable pods")
-    if policy == "pod" and (slot != "router" or recipe.algo != "maskableppo"):
-        raise ConfigError("policy", "pod (PodPolicy) is the router's per-pod network, for maskableppo only")
-    if recipe.warm_start is not None and recipe.algo == "dqn":
-        raise ConfigError("warm_start", "behaviour cloning needs an actor-critic algorithm (ppo, a2c, maskableppo)")
+    if recipe.backend == "rllib":
+        from .rllib import check_recipe
+        check_recipe(recipe)
+        policy = None
+    else:
+        policy = _check_sb3_recipe(recipe, slot)
     configs = train_configs(recipe, spec, split)
     if recipe.warm_start is not None:
         from .warm_start import heuristic
@@ -245,6 +266,9 @@ def train(recipe: Recipe, out: Path, *, quiet: bool = False) -> dict:
     record = recipe.model_copy(update={"package_version": __version__, "train_seeds": tuple(train_seeds),
                                        "validation_seeds": (val_seeds[0], val_seeds[-1])})
     _write_recipe(record, out / "train.yaml")
+    if recipe.backend == "rllib":
+        from .rllib import train_rllib
+        return train_rllib(recipe, configs, train_seeds, val_seeds, out, quiet=quiet)
 
     import torch
     from stable_baselines3.common.logger import configure
@@ -280,7 +304,32 @@ def train(recipe: Recipe, out: Path, *, quiet: bool = False) -> dict:
         written.append("learning_curve.png")
     best_val = callbacks[0].best_mean_reward if callbacks else None
     return {"written": written, "best_validation_return": None if best_val in (None, -np.inf) else float(best_val),
-            "tensorboard": tb, "warm_start": cloned if recipe.warm_start is not None else None}
+            "tensorboard": tb, "warm_start": cloned if recipe.warm_start is not None else None,
+            "steps_trained": int(model.num_timesteps), "rollout_steps": _rollout_steps(model)}
+
+
+def _check_sb3_recipe(recipe: Recipe, slot: str) -> str:
+    """The SB3 policy class name the recipe trains, or a one-line ConfigError."""
+    require_extra("rl", "train", "training", "torch", "stable_baselines3", "sb3_contrib")
+    if recipe.rllib is not None:
+        raise ConfigError("rllib", "settings for backend: rllib; this recipe trains on sb3")
+    policy = recipe.policy
+    if policy == "auto":
+        policy = "pod" if (slot == "router" and recipe.algo == "maskableppo") else "MlpPolicy"
+    if slot == "router" and recipe.algo != "maskableppo":
+        raise ConfigError("--algo", "the router needs maskableppo: its valid pods change with every request "
+                          "(action masks); ppo, a2c and dqn would pick unavailable pods")
+    if policy == "pod" and (slot != "router" or recipe.algo != "maskableppo"):
+        raise ConfigError("policy", "pod (PodPolicy) is the router's per-pod network, for maskableppo only")
+    if recipe.warm_start is not None and recipe.algo == "dqn":
+        raise ConfigError("warm_start", "behaviour cloning needs an actor-critic algorithm (ppo, a2c, maskableppo)")
+    return policy
+
+
+def _rollout_steps(model) -> int:
+    """The steps SB3 collects between updates, so training stops at a multiple of them:
+    n_steps × n_envs for the on-policy algorithms, one step of every env for DQN."""
+    return int(getattr(model, "n_steps", 1)) * int(model.n_envs)
 
 
 def _build(recipe: Recipe, policy: str, venv):
@@ -305,11 +354,16 @@ def _build(recipe: Recipe, policy: str, venv):
         raise ConfigError("hyperparameters", f"{recipe.algo}: {e}") from None
 
 
+def full_episode_configs(configs: list[dict]) -> list[dict]:
+    """Validation plays the training configs without their episode cut."""
+    return [{k: v for k, v in c.items() if k not in ("horizon_s", "max_requests")} for c in configs]
+
+
 def _validation_callback(recipe: Recipe, configs: list[dict], seeds: list[int], out: Path):
     """Every `eval_freq` steps: the validation seeds on every validation scenario, full episodes
     (the training configs without their episode cut); the best mean return's model is kept."""
     from stable_baselines3.common.vec_env import DummyVecEnv
-    full = [{k: v for k, v in c.items() if k not in ("horizon_s", "max_requests")} for c in configs]
+    full = full_episode_configs(configs)
     env = DummyVecEnv([lambda: _make_validation_env(recipe.env_id, full, seeds)])
     freq = max(1, recipe.eval_freq // recipe.n_envs)
     kw = dict(n_eval_episodes=len(seeds) * len(full), eval_freq=freq, best_model_save_path=str(out), deterministic=True,
@@ -373,11 +427,18 @@ def _learning_curve(csv_path: Path, png: Path, title: str) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(5, 3))
+    drawn = 0
     for col, label in (("rollout/ep_rew_mean", "training episodes (mean of the last 100)"),
                        ("eval/mean_reward", "validation seeds (deterministic)")):
         if col in log:
             d = log[["time/total_timesteps", col]].dropna()
-            ax.plot(d["time/total_timesteps"], d[col], "o-" if col.startswith("eval") else "-", ms=3, label=label)
+            # markers where the points are few: a short run's single point is otherwise invisible
+            marker = "o" if col.startswith("eval") or len(d) <= 20 else None
+            ax.plot(d["time/total_timesteps"], d[col], marker=marker, ms=3, label=label)
+            drawn += len(d)
+    if not drawn:
+        ax.text(0.5, 0.5, "no training episode ended and no validation ran", ha="center", va="center",
+                transform=ax.transAxes, fontsize=8)
     ax.set_xlabel("steps")
     ax.set_ylabel("episode return")
     ax.set_title(title, fontsize=9)
