@@ -55,7 +55,8 @@ def scenario_path(name_or_path: str | Path, field: str = "scenario") -> Path:
         return bundled[str(name_or_path)]
     if p.exists():
         raise ConfigError(field, f"{p} is not a file")
-    raise ConfigError(field, f"no such file or bundled scenario: {name_or_path} ({suggest(str(name_or_path), bundled)})")
+    raise ConfigError(field, f"no such file or bundled scenario: {name_or_path} "
+                             f"({suggest(str(name_or_path), bundled)})")
 
 
 def suggest(name: str, bundled) -> str:

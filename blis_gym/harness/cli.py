@@ -86,7 +86,8 @@ def _note_seeds(env_id: str, jobs) -> None:
     for job in jobs:
         if job.scenario not in done:
             done.add(job.scenario)
-            note = seed_note(f"scenario {job.scenario}", load_scenario_for(merge_config(spec_config, job.config))[2].workload)
+            workload = load_scenario_for(merge_config(spec_config, job.config))[2].workload
+            note = seed_note(f"scenario {job.scenario}", workload)
             if note is not None:
                 Console(stderr=True).print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
 

@@ -138,17 +138,17 @@ def _logits(module):
 
 
 def _quiet_rllib() -> None:
-    """RLlib's notices (new API stack, deprecations) are not the user's to act on."""
+    """Ray's and RLlib's notices (token auth, new API stack, deprecations) are not the user's to
+    act on."""
     import logging
-    logging.getLogger("ray.rllib").setLevel(logging.ERROR)
+    for name in ("ray", "ray.rllib"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def _start_ray():
     """Connect to RAY_ADDRESS's cluster, or start Ray in this process; True if this call started it."""
-    import logging
-
     import ray
-    logging.getLogger("ray").setLevel(logging.ERROR)      # Ray's and RLlib's notices are not ours to show
+    _quiet_rllib()
     if ray.is_initialized():
         return False
     ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR", configure_logging=False)
@@ -191,8 +191,8 @@ def train_rllib(recipe, configs: list[dict], train_seeds, val_seeds: list[int], 
     from . import exported
     from .train import _learning_curve, full_episode_configs
     torch.set_num_threads(1)
-    started = _start_ray()
     config = ppo_config(recipe, configs, train_seeds)
+    started = _start_ray()
     try:
         algo = config.build_algo()
     except Exception as e:                  # RLlib validates the config here (batch sizes, ...)
@@ -204,6 +204,11 @@ def train_rllib(recipe, configs: list[dict], train_seeds, val_seeds: list[int], 
              "max_pods": int(probe.unwrapped.observer.max_pods), "env_id": recipe.env_id}
     probe.close()
     full = full_episode_configs(configs)
+
+    def export() -> None:
+        exported.save(_logits(algo.get_module()), out / "last.pt", **shape)
+        exported.load.cache_clear()                       # the same path, new weights
+
     rows, best, steps, next_val = [], None, 0, recipe.eval_freq or None
     bar = None if quiet else _bar(recipe.steps)
     try:
@@ -212,9 +217,8 @@ def train_rllib(recipe, configs: list[dict], train_seeds, val_seeds: list[int], 
             steps = int(result["env_runners"]["num_env_steps_sampled_lifetime"])
             row = {"time/total_timesteps": steps,
                    "rollout/ep_rew_mean": _unscaled(result["env_runners"].get("episode_return_mean"), recipe)}
-            exported.save(_logits(algo.get_module()), out / "last.pt", **shape)
             if next_val is not None and steps >= next_val:
-                exported.load.cache_clear()
+                export()
                 row["eval/mean_reward"] = ret = validation_return(str(out / "last.pt"), recipe.env_id, full, val_seeds)
                 if best is None or ret > best:
                     best = ret
@@ -223,6 +227,7 @@ def train_rllib(recipe, configs: list[dict], train_seeds, val_seeds: list[int], 
             rows.append(row)
             if bar is not None:
                 bar[0].update(bar[1], completed=min(steps, recipe.steps))
+        export()
         algo.save_to_path(str((out / "rllib_checkpoint").resolve()))
     finally:
         if bar is not None:

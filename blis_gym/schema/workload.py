@@ -479,13 +479,11 @@ class WorkloadSpec(Strict):
         """A trace or inference_perf workload without clients reads none of the single client's
         fields (rate, arrival, lengths, prefix): setting one would silently change nothing."""
         kind = "an inference_perf" if self.inference_perf is not None else "a trace"
-        lives = {"an inference_perf": {"rate": "inference_perf.stages", "arrival": "inference_perf.load_type and stages",
-                                    "input": "inference_perf.system_prompt_len and question_len",
-                                    "output": "inference_perf.output_len",
-                                    "prefix_tokens": "inference_perf.num_groups and system_prompt_len",
-                                    "prefix_group": "inference_perf.num_groups"},
-                 "a trace": dict.fromkeys(("rate", "arrival", "input", "output", "prefix_tokens", "prefix_group"),
-                                        "the trace file's rows")}[kind]
+        ip = {"rate": "inference_perf.stages", "arrival": "inference_perf.load_type and stages",
+              "input": "inference_perf.system_prompt_len and question_len", "output": "inference_perf.output_len",
+              "prefix_tokens": "inference_perf.num_groups and system_prompt_len",
+              "prefix_group": "inference_perf.num_groups"}
+        lives = ip if self.inference_perf is not None else dict.fromkeys(ip, "the trace file's rows")
         for name, where in lives.items():
             if name in self.model_fields_set:
                 raise ValueError(f"{kind} workload never reads workload.{name} (its value lives in {where}); "
