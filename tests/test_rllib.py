@@ -38,7 +38,7 @@ def _export(path, obs_dim=59, n_actions=4, max_pods=4):
 
 def test_exported_policy_plays_the_best_allowed_action(tmp_path):
     from blis_gym.harness import exported
-    act = exported.greedy(str(_export(tmp_path / "p.pt")))
+    act = exported.greedy(str(_export(tmp_path / "p.pt2")))
     obs = np.zeros(59, np.float32)
     assert act(obs, np.array([True, True, True, True])) == 0
     assert act(obs, np.array([False, False, True, True])) == 2           # a masked pod is never picked
@@ -50,7 +50,7 @@ def test_eval_pads_observations_to_the_exported_policy_pods_and_refuses_another_
     import blis_gym.envs  # noqa: F401
     from blis_gym.errors import ConfigError
     from blis_gym.harness.policies import parse_policy
-    p = parse_policy(str(_export(tmp_path / "six.pt", obs_dim=81, n_actions=6, max_pods=6)), "router")
+    p = parse_policy(str(_export(tmp_path / "six.pt2", obs_dim=81, n_actions=6, max_pods=6)), "router")
     cfg = p.env_config({"horizon_s": 5})
     assert cfg["max_pods"] == 6
     with gym.make("blis_gym/Router-v0", config=cfg) as env:                  # 4 pods padded to 6 slots
@@ -58,9 +58,9 @@ def test_eval_pads_observations_to_the_exported_policy_pods_and_refuses_another_
     with gym.make("blis_gym/Admission-v0") as env:
         with pytest.raises(ConfigError, match=r"--policy: .*expects observations of shape \(81,\)"):
             p.check(env)
-    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
-    with pytest.raises(ConfigError, match=r"--policy: .*junk\.pt: cannot load it as an exported policy"):
-        parse_policy(str(tmp_path / "junk.pt"), "router").env_config({})
+    (tmp_path / "junk.pt2").write_bytes(b"not a torch file")
+    with pytest.raises(ConfigError, match=r"--policy: .*junk\.pt2: cannot load it as an exported policy"):
+        parse_policy(str(tmp_path / "junk.pt2"), "router").env_config({})
 
 
 @pytest.mark.parametrize("change, field", [
@@ -98,15 +98,15 @@ def test_rllib_recipe_trains_and_eval_plays_its_exported_policy(tmp_path):
     r = CliRunner().invoke(main, ["train", "--config", str(RECIPE), "--steps", "2000", "--out", str(tmp_path / "X"),
                                   "--quiet"])
     assert r.exit_code == 0, r.output
-    for f in ("model.pt", "last.pt", "train.yaml", "progress.csv", "rllib_checkpoint"):
+    for f in ("model.pt2", "last.pt2", "train.yaml", "progress.csv", "rllib_checkpoint"):
         assert (tmp_path / "X" / f).exists(), f
-    r = CliRunner().invoke(main, ["eval", "blis_gym/Router-v0", "--policy", str(tmp_path / "X" / "model.pt"),
+    r = CliRunner().invoke(main, ["eval", "blis_gym/Router-v0", "--policy", str(tmp_path / "X" / "model.pt2"),
                                   "--policy", "llm-d-default", "--seeds", "1000", "--scenario", "router-shared-prefix",
                                   "--workers", "1", "--out", str(tmp_path / "eval"), "--quiet"])
     assert r.exit_code == 0, r.output
     import pandas as pd
     rows = pd.read_csv(tmp_path / "eval" / "results.csv")
-    mine = rows[rows.policy.str.endswith("model.pt")]
+    mine = rows[rows.policy.str.endswith("model.pt2")]
     assert len(mine) == 1
     assert all(math.isfinite(mine[k].iloc[0]) for k in ("return", "ttft_mean_ms"))
 

@@ -7,6 +7,6 @@
 - `report`: results.csv, summary.json, report.md and plots;
 - `train`: SB3 / sb3-contrib training with held-out validation and a recorded configuration;
 - `rllib`: the same recipes on Ray RLlib (`backend: rllib`), and the multi-agent env under RLlib;
-- `exported`: exported policies (`*.pt`, what the RLlib backend writes), played by `eval`;
+- `exported`: exported policies (`*.pt2`, what the RLlib backend writes), played by `eval`;
 - `cli`: the click commands.
 """

@@ -21,7 +21,7 @@ def _fail(message: str) -> None:
 @click.command("eval")
 @click.argument("env_id")
 @click.option("--policy", "policies", multiple=True, required=True,
-              help="A heuristic of the slot by name, 'random', a checkpoint .zip, an exported policy .pt, "
+              help="A heuristic of the slot by name, 'random', a checkpoint .zip, an exported policy .pt2, "
                    "or module:function (repeat).")
 @click.option("--baseline", default=None, help="The policy every other is paired with (default: the first).")
 @click.option("--seeds", default=None, help="FIRST-LAST (inclusive) or one seed (default: the spec's eval seeds).")

@@ -1,8 +1,8 @@
-"""Exported policies (`*.pt`): a network from observation to action logits, saved by
+"""Exported policies (`*.pt2`): a network from observation to action logits, saved by
 `torch.export` (a program of torch operations, no Python class to import).
 
-The RLlib backend (`blis_gym.harness.rllib`) writes its policies this way (`DIR/model.pt`), so
-`blis-gym eval --policy DIR/model.pt` plays them with torch alone (the `rl` extra), without
+The RLlib backend (`blis_gym.harness.rllib`) writes its policies this way (`DIR/model.pt2`), so
+`blis-gym eval --policy DIR/model.pt2` plays them with torch alone (the `rl` extra), without
 Ray. The file carries its spaces (`blis_gym.json` inside the archive: `obs_dim`, `n_actions`,
 `max_pods`, `env_id`), so a policy for another environment is refused in one line, and
 evaluation pads a scenario with fewer pods to the policy's `max_pods` (the env's `max_pods`). The policy plays

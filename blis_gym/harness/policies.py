@@ -8,7 +8,7 @@
 - `random`: uniform over the valid actions (`action_masks()`), seeded by the episode's seed;
 - a saved SB3 checkpoint (`*.zip`) whose algorithm is recorded beside it: `<name>.yaml` next
   to the zip or the `train.yaml` that `blis-gym train` writes in the same folder (key `algo`);
-- an exported policy (`*.pt`, what the RLlib backend writes: `blis_gym.harness.exported`),
+- an exported policy (`*.pt2`, what the RLlib backend writes: `blis_gym.harness.exported`),
   played greedily among the valid actions;
 - `module:function`: a user's `f(obs, info, env) -> action`.
 
@@ -148,7 +148,7 @@ class Checkpoint(Policy):
 
 @dataclass(frozen=True)
 class Exported(Checkpoint):
-    """An exported policy (`*.pt`, `blis_gym.harness.exported`: what the RLlib backend writes),
+    """An exported policy (`*.pt2`, `blis_gym.harness.exported`: what the RLlib backend writes),
     played like a checkpoint (its recipe's decide_classes and layout) on its own pod slots."""
 
     def env_config(self, cfg: dict) -> dict:
@@ -205,7 +205,7 @@ def parse_policy(text: str, slot: str) -> Policy:
                       *(["sb3_contrib"] if algo == "maskableppo" else []))
         return Checkpoint(text, slot, text, algo, checkpoint_decide_classes(side, recipe),
                           checkpoint_extended(recipe), checkpoint_residual(recipe), env_id)
-    if text.endswith(".pt"):
+    if text.endswith(".pt2"):
         if not Path(text).is_file():
             raise ConfigError("--policy", f"no exported policy file {text!r}")
         require_extra("rl", "--policy", f"playing the exported policy {text}", "torch")
@@ -218,7 +218,7 @@ def parse_policy(text: str, slot: str) -> Policy:
         _user_function(text)
         return UserFunction(text, slot)
     raise ConfigError("--policy", f"unknown policy {text!r} for the {slot} slot; allowed: "
-                      f"{', '.join(policy_names(slot))}, a checkpoint .zip, an exported policy .pt, or "
+                      f"{', '.join(policy_names(slot))}, a checkpoint .zip, an exported policy .pt2, or "
                       f"module:function")
 
 

@@ -285,7 +285,7 @@ def _legend(ax) -> None:
 
 
 def _short(p: str) -> str:
-    return Path(p).name if p.endswith((".zip", ".pt")) else p
+    return Path(p).name if p.endswith((".zip", ".pt2")) else p
 
 
 def _save(fig, path: Path) -> str:

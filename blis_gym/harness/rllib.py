@@ -10,9 +10,9 @@ sample and learn (`RllibSettings`). Observations reach the network as
 `{"observations": obs, "action_mask": mask}` and `MaskedPPOModule` puts −inf on the logits of
 masked actions, so the router never picks a pod that cannot take the request.
 
-What `blis-gym train` writes for it: `model.pt` (the exported policy with the best validation
-return, else the last; `blis-gym eval --policy DIR/model.pt` plays it with torch alone),
-`last.pt`, `rllib_checkpoint/` (the whole algorithm: `restore(path)` resumes it),
+What `blis-gym train` writes for it: `model.pt2` (the exported policy with the best validation
+return, else the last; `blis-gym eval --policy DIR/model.pt2` plays it with torch alone),
+`last.pt2`, `rllib_checkpoint/` (the whole algorithm: `restore(path)` resumes it),
 `train.yaml`, `progress.csv` and `learning_curve.png`.
 
 Ray starts in-process unless `RAY_ADDRESS` names a cluster: then the env runners and learners
@@ -206,7 +206,7 @@ def train_rllib(recipe, configs: list[dict], train_seeds, val_seeds: list[int], 
     full = full_episode_configs(configs)
 
     def export() -> None:
-        exported.save(_logits(algo.get_module()), out / "last.pt", **shape)
+        exported.save(_logits(algo.get_module()), out / "last.pt2", **shape)
         exported.load.cache_clear()                       # the same path, new weights
 
     rows, best, steps, next_val = [], None, 0, recipe.eval_freq or None
@@ -219,10 +219,11 @@ def train_rllib(recipe, configs: list[dict], train_seeds, val_seeds: list[int], 
                    "rollout/ep_rew_mean": _unscaled(result["env_runners"].get("episode_return_mean"), recipe)}
             if next_val is not None and steps >= next_val:
                 export()
-                row["eval/mean_reward"] = ret = validation_return(str(out / "last.pt"), recipe.env_id, full, val_seeds)
+                ret = validation_return(str(out / "last.pt2"), recipe.env_id, full, val_seeds)
+                row["eval/mean_reward"] = ret
                 if best is None or ret > best:
                     best = ret
-                    shutil.copy(out / "last.pt", out / "model.pt")
+                    shutil.copy(out / "last.pt2", out / "model.pt2")
                 next_val = (steps // recipe.eval_freq + 1) * recipe.eval_freq
             rows.append(row)
             if bar is not None:
@@ -236,9 +237,9 @@ def train_rllib(recipe, configs: list[dict], train_seeds, val_seeds: list[int], 
         if started:
             ray.shutdown()
     if best is None:
-        shutil.copy(out / "last.pt", out / "model.pt")
+        shutil.copy(out / "last.pt2", out / "model.pt2")
     _write_progress(rows, out / "progress.csv")
-    written = ["model.pt", "last.pt", "rllib_checkpoint/", "train.yaml", "progress.csv"]
+    written = ["model.pt2", "last.pt2", "rllib_checkpoint/", "train.yaml", "progress.csv"]
     if _learning_curve(out / "progress.csv", out / "learning_curve.png", recipe.env_id):
         written.append("learning_curve.png")
     return {"written": written, "best_validation_return": best, "tensorboard": False, "warm_start": None,
