@@ -29,6 +29,7 @@ from pathlib import Path
 from ...errors import ConfigError
 from ..engine.request import Content, Request, prompt_key
 from ..limits import MAX_DURATION_S, MAX_TOKENS
+from .source import Session
 
 BLOCK_TOKENS = 512           # Mooncake's tokens per hash id
 
@@ -121,8 +122,6 @@ class _AgentStream:
     (`WorkloadSource.finished`)."""
 
     def __init__(self, trace: AgenticTrace, src, c):
-        from .source import Session
-        self.Session = Session
         self.trace = trace
         self.c = c
         self.priority = src.w.priority(c.slo_class)
@@ -164,7 +163,7 @@ class _AgentStream:
         own = s.first_input - (prefix.length if prefix is not None else 0)
         content = Content(prefix, ((prompt_key(rid), own),))
         turns = 1 + len(s.ins)
-        sess = self.Session(src.new_session_id(), c.name, turns, s.ins, s.outs, s.thinks, True, prefix, c.tenant)
+        sess = Session(src.new_session_id(), c.name, turns, s.ins, s.outs, s.thinks, True, prefix, c.tenant)
         req = Request(rid, s.arrival_us, content.length, s.first_output, content, slo_class=c.slo_class,
                       priority=self.priority, tenant=c.tenant, client=c.name, session=sess, turn=0,
                       deadline=s.arrival_us + c.timeout_us if c.timeout_us else 0)
