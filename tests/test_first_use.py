@@ -191,3 +191,14 @@ def test_unknown_scenario_gets_did_you_mean(tmp_path):
     assert "did you mean cluster-4xh100-default" in line and "single-10k" not in line
     line = one_error_line(run("run", "xyzzy", "--out", tmp_path))
     assert "did you mean" not in line and "single-10k" in line          # nothing close: the list
+
+
+def test_a_heuristic_plays_a_scenario_without_that_section():
+    # round-robin's override nulls the router's scorers and picker; `default` has no router
+    # section, so those nulls must delete nothing rather than reach the schema
+    from blis_gym.envs.config import merge_data
+    assert merge_data({"seed": 1}, {"router": {"policy": "round-robin", "scorers": None}}) == \
+        {"seed": 1, "router": {"policy": "round-robin"}}
+    from blis_gym.harness.evaluate import plan
+    jobs, labels, seeds = plan("blis_gym/Router-v0", ["round-robin"], [1], ["default"])
+    assert labels == ["default"] and len(jobs) == 1

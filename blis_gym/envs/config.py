@@ -127,8 +127,8 @@ def merge_data(base: dict, over: dict) -> dict:
     for k, v in over.items():
         if v is None:
             out.pop(k, None)
-        elif isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = merge_data(out[k], v)
+        elif isinstance(v, dict):          # into a missing mapping too: its None values delete nothing
+            out[k] = merge_data(out[k] if isinstance(out.get(k), dict) else {}, v)
         else:
             out[k] = copy.deepcopy(v)
     return out
