@@ -406,17 +406,17 @@ def test_fc_ttl_expiry_exact():
     fc.enqueue(b, 300)
     fc.enqueue(c, 200)
     assert fc.next_expiry() == 1_100
-    assert fc.expire(1_099) == []
-    assert fc.expire(1_100) == [a]                    # exactly enqueue + ttl
+    assert list(fc.expire(1_099)) == []
+    assert list(fc.expire(1_100)) == [a]                    # exactly enqueue + ttl
     assert fc.next_expiry() == 1_200
-    assert fc.expire(5_000) == [c, b]                 # oldest first
+    assert list(fc.expire(5_000)) == [c, b]                 # oldest first
     assert fc.next_expiry() is None and len(fc) == 0
     # dispatched / removed requests do not expire
     fc.enqueue(a, 0)
     fc.enqueue(b, 10)
     assert fc.dispatch(0.0, 5) is a
     assert fc.remove(b)
-    assert fc.expire(10**9) == [] and fc.next_expiry() is None
+    assert list(fc.expire(10**9)) == [] and fc.next_expiry() is None
     # default TTL is 60 s
     fc = FlowControl()
     fc.enqueue(a, 7)

@@ -270,3 +270,20 @@ def test_cached_tokens_never_exceed_the_prompt_after_recompute_preemption(tmp_pa
         r = dict(zip(col, row.split(",")))
         assert 0 <= int(r["cached_tokens"]) <= int(r["input_tokens"])
     assert s["prefix_cache_hit_rate"] > 0        # the re-admission's hits still count there, as vLLM's
+
+
+def test_requests_expiring_together_in_the_flow_control_queue_keep_the_invariants():
+    # two requests reach their TTL at the same instant: each is rejected before the next leaves
+    # the queue, so the invariant check after each rejection counts every request (found by
+    # the property suite: the second was out of the queue and not yet rejected)
+    sim, s = _run({"workload": {"rate": 50, "horizon_s": 0.1, "arrival": {"process": "constant"},
+                                "input": {**CONST, "value": 1}, "output": {**CONST, "value": 3},
+                                "clients": [{"name": "a", "rate_fraction": 0.5},
+                                            {"name": "b", "rate_fraction": 0.5, "session": {"turns": 1}}]},
+                   "router": {"policy": "round-robin"},
+                   "gateway": {"admission": "always-admit",
+                               "flow_control": {"max_queue": 0, "per_band_capacity": 0, "dispatch_tick_ms": 0.5,
+                                                "ttl_s": 0.01, "saturation": {"detector": "concurrency",
+                                                                              "max_concurrency": 1}}}})
+    assert_conserved(sim, s)
+    assert s["rejection_reasons"] == {"429 rejected-ttl-expired": 2}

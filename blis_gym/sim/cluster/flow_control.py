@@ -44,6 +44,7 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_right, insort
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 from blis_gym.errors import ConfigError
@@ -207,18 +208,18 @@ class FlowControl:
             return req
         return None
 
-    def expire(self, now: int) -> list:
-        """Remove and return the requests whose enqueue time + ttl <= now, oldest first."""
-        out = []
+    def expire(self, now: int) -> Iterator:
+        """Remove the requests whose enqueue time + ttl <= now, oldest first, yielding each as
+        it leaves: the caller ends one before the next leaves, so no request is ever out of the
+        queue without being ended (the simulation's invariants hold after every step)."""
         if not self.ttl_us:
-            return out
+            return
         heap = self._heap
         while heap and heap[0][0] <= now:
             _, seq, req = heapq.heappop(heap)
             if self._is_live(seq, req):
                 self._drop(req)
-                out.append(req)
-        return out
+                yield req
 
     def remove(self, req) -> bool:
         """Take a queued request out (client timeout / disconnect). False if it is not queued."""
