@@ -196,9 +196,14 @@ def test_unknown_scenario_gets_did_you_mean(tmp_path):
 def test_a_heuristic_plays_a_scenario_without_that_section():
     # round-robin's override nulls the router's scorers and picker; `default` has no router
     # section, so those nulls must delete nothing rather than reach the schema
-    from blis_gym.envs.config import merge_data
-    assert merge_data({"seed": 1}, {"router": {"policy": "round-robin", "scorers": None}}) == \
-        {"seed": 1, "router": {"policy": "round-robin"}}
+    from blis_gym.envs.config import merge_data, scenario_data
+    over = merge_data({}, {"router": {"policy": "round-robin", "scorers": None}})
+    assert over == {"router": {"policy": "round-robin", "scorers": None}}      # composed: the None stays
+    data, _ = scenario_data({"scenario": "default", "scenario_overrides": over})
+    assert data["router"] == {"policy": "round-robin"}                         # applied: nothing to delete
+    data, _ = scenario_data({"scenario": "cluster-4xh100-default", "scenario_overrides": {"cluster": {
+        "instances": None}}})
+    assert "instances" not in data["cluster"]                                  # an existing key is deleted
     from blis_gym.harness.evaluate import plan
     jobs, labels, seeds = plan("blis_gym/Router-v0", ["round-robin"], [1], ["default"])
     assert labels == ["default"] and len(jobs) == 1

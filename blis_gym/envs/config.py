@@ -127,11 +127,20 @@ def merge_data(base: dict, over: dict) -> dict:
     for k, v in over.items():
         if v is None:
             out.pop(k, None)
-        elif isinstance(v, dict):          # into a missing mapping too: its None values delete nothing
-            out[k] = merge_data(out[k] if isinstance(out.get(k), dict) else {}, v)
+        elif isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge_data(out[k], v)
         else:
             out[k] = copy.deepcopy(v)
     return out
+
+
+def _deleting_only_what_exists(over: dict, data) -> dict:
+    """Overrides about to be applied to scenario data, without the Nones that have nothing to
+    delete: a heuristic's `router: {scorers: null}` on a scenario without a router section must
+    not become a null field of a new one. (Composed overrides keep their Nones: merge_data.)"""
+    have = data if isinstance(data, dict) else {}
+    return {k: _deleting_only_what_exists(v, have.get(k)) if isinstance(v, dict) else v
+            for k, v in over.items() if v is not None or k in have}
 
 
 def spec_path(name: str | Path) -> Path:
@@ -187,7 +196,7 @@ def scenario_data(cfg: dict) -> tuple[dict, Path]:
     over = cfg.get("scenario_overrides") or {}
     if not isinstance(over, dict):
         raise ConfigError("config.scenario_overrides", "must be a mapping of scenario fields")
-    data = merge_data(data, over)
+    data = merge_data(data, _deleting_only_what_exists(over, data))
     if cfg.get("horizon_s") is not None:                # checked by check_config
         data["workload"] = {**data.get("workload", {}), "horizon_s": float(cfg["horizon_s"])}
     return data, base
