@@ -262,3 +262,11 @@ def test_the_per_pod_network_has_a_follow_logit_for_a_residual_router_and_replay
     act = p.actor(big, 1000)
     obs, info = big.reset(seed=1000)
     assert big.action_space.n == 7 and 0 <= act(obs, info) < 7
+
+
+def test_a_heuristic_replaces_the_router_a_recipe_already_overrides():
+    from blis_gym.harness.policies import parse_policy
+    cfg = {**gym.make(ROUTER).unwrapped.config, "scenario": "lora-affinity", "scenario_overrides": PL}
+    for name in ("predicted-latency", "round-robin"):
+        env = gym.make(ROUTER, config=parse_policy(name, "router").env_config(cfg)).unwrapped
+        assert env._scenario.router["policy"] == name         # lora-affinity's scorers gone, no error

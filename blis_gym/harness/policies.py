@@ -93,7 +93,13 @@ class Heuristic(Policy):
                     p["autoscaler"] = {**p["autoscaler"], "policy": self.name}
             over = {"pools": pools}
             cfg["scale_step"] = max([int(p.get("max_instances") or p.get("instances") or 1) for p in pools] + [1])
-        cfg["scenario_overrides"] = merge_data(cfg.get("scenario_overrides") or {}, over)
+        base = cfg.get("scenario_overrides") or {}
+        if self.slot == "router" and isinstance(base.get("router"), dict):
+            # merge_data would drop the None values (deletions) against the existing router entry;
+            # they must reach the scenario, or a scenario's own scorers stay (e.g. lora-affinity's)
+            base = {**base, "router": {**base["router"], **over["router"]}}
+            over = {}
+        cfg["scenario_overrides"] = merge_data(base, over)
         return cfg
 
     def actor(self, env, seed: int) -> Actor:
