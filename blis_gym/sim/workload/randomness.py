@@ -49,5 +49,6 @@ def seed_note(label: str, workload) -> str | None:
     """The one line to say when seeds are asked of a workload that no seed changes, else None."""
     if random_parts(workload):
         return None
-    return (f"{label} has no random element in its workload (constant arrivals, fixed lengths): every seed "
-            f"sends the same requests, so runs differ only where a policy draws at random")
+    kinds = {"a replayed trace" if c.trace is not None else "constant arrivals, fixed lengths" for c in workload.clients}
+    return (f"{label} has no random element in its workload ({'; '.join(sorted(kinds))}): every seed "
+            f"sends the same requests, so runs differ only where a policy or the engine draws at random")
