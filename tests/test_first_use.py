@@ -141,11 +141,12 @@ def test_learning_curve_of_one_point_is_visible(tmp_path):
     import matplotlib.image as mpimg
 
     from blis_gym.harness.train import _learning_curve
-    (tmp_path / "progress.csv").write_text("time/total_timesteps,rollout/ep_rew_mean\n8192,-3.5\n")
+    (tmp_path / "progress.csv").write_text("time/total_timesteps,rollout/ep_rew_mean,eval/mean_reward\n8192,-3.5,\n")
     assert _learning_curve(tmp_path / "progress.csv", tmp_path / "c.png", "t")
     img = mpimg.imread(tmp_path / "c.png")[..., :3]
-    blue = np.abs(img - np.array([31, 119, 180]) / 255).sum(axis=-1) < 0.1     # matplotlib's first colour
-    assert blue.sum() > 10                       # the point is drawn (a marker), not an empty axes
+    colour = [np.abs(img - np.array(c) / 255).sum(axis=-1) < 0.1 for c in ((31, 119, 180), (255, 127, 14))]
+    assert colour[0].sum() > 10                  # the point is drawn (a marker), not an empty axes
+    assert colour[1].sum() == 0                  # and the validation curve, without points, is not in the legend
 
 
 # ---- items 5-7 -----------------------------------------------------------------------------------

@@ -254,7 +254,7 @@ def plots(out: Path, table, results: list[dict], summary: dict) -> list[str]:
             ax.grid(alpha=0.3)
         axes[0][0].set_ylabel("fraction of completed requests")
         _legend(axes[0][0])
-        fig.suptitle(f"{summary['env_id']}: {name} CDF per policy (completed requests of every seed)")
+        fig.suptitle(f"{summary['env_id']}: {name} CDF per policy, all seeds", fontsize=8)
         written.append(_save(fig, out / f"cdf_{key.split('_')[0]}.png"))
 
     others = [p for p in policies if p != summary["baseline"]]

@@ -430,12 +430,13 @@ def _learning_curve(csv_path: Path, png: Path, title: str) -> bool:
     drawn = 0
     for col, label in (("rollout/ep_rew_mean", "training episodes (mean of the last 100)"),
                        ("eval/mean_reward", "validation seeds (deterministic)")):
-        if col in log:
-            d = log[["time/total_timesteps", col]].dropna()
-            # markers where the points are few: a short run's single point is otherwise invisible
-            marker = "o" if col.startswith("eval") or len(d) <= 20 else None
-            ax.plot(d["time/total_timesteps"], d[col], marker=marker, ms=3, label=label)
-            drawn += len(d)
+        d = log[["time/total_timesteps", col]].dropna() if col in log else None
+        if d is None or d.empty:              # no legend entry for a curve without points
+            continue
+        # markers where the points are few: a short run's single point is otherwise invisible
+        marker = "o" if col.startswith("eval") or len(d) <= 20 else None
+        ax.plot(d["time/total_timesteps"], d[col], marker=marker, ms=3, label=label)
+        drawn += len(d)
     if not drawn:
         ax.text(0.5, 0.5, "no training episode ended and no validation ran", ha="center", va="center",
                 transform=ax.transAxes, fontsize=8)
