@@ -115,7 +115,7 @@ def test_seeds_asked_of_a_workload_without_randomness_get_one_note(tmp_path):
 
 
 def test_sweep_seeds_on_a_deterministic_workload_get_one_note(tmp_path):
-    from blis_gym.sweep.cli import _seed_note
+    from blis_gym.cli.sweep import _seed_note
     from blis_gym.sweep.spec import parse_sweep
     base = {"base": "single-request", "grid": {"tp": [1, 2]}}
     assert "no random element" in _seed_note(parse_sweep({**base, "seeds": 2}, tmp_path))
@@ -125,8 +125,8 @@ def test_sweep_seeds_on_a_deterministic_workload_get_one_note(tmp_path):
 
 # ---- item 4: a short training run explains itself -----------------------------------------------
 def test_short_training_notes_say_why_there_is_no_validation_and_the_steps_trained():
-    from blis_gym.harness.cli import _train_notes
-    from blis_gym.harness.train import load_recipe
+    from blis_gym.cli.train_eval import _train_notes
+    from blis_gym.harness.recipe import load_recipe
     recipe = load_recipe(None, env_id="blis_gym/Admission-v0", algo="ppo", steps=5000)
     lines = _train_notes(recipe, {"steps_trained": 8192, "rollout_steps": 8192, "best_validation_return": None,
                                   "written": ["model.zip"]})
@@ -140,9 +140,9 @@ def test_short_training_notes_say_why_there_is_no_validation_and_the_steps_train
 def test_learning_curve_of_one_point_is_visible(tmp_path):
     import matplotlib.image as mpimg
 
-    from blis_gym.harness.train import _learning_curve
+    from blis_gym.harness.learning_curve import draw_learning_curve
     (tmp_path / "progress.csv").write_text("time/total_timesteps,rollout/ep_rew_mean,eval/mean_reward\n8192,-3.5,\n")
-    assert _learning_curve(tmp_path / "progress.csv", tmp_path / "c.png", "t")
+    assert draw_learning_curve(tmp_path / "progress.csv", tmp_path / "c.png", "t")
     img = mpimg.imread(tmp_path / "c.png")[..., :3]
     colour = [np.abs(img - np.array(c) / 255).sum(axis=-1) < 0.1 for c in ((31, 119, 180), (255, 127, 14))]
     assert colour[0].sum() > 10                  # the point is drawn (a marker), not an empty axes
@@ -165,7 +165,7 @@ def test_ctrl_c_in_a_sweep_says_the_same_command_resumes(tmp_path, monkeypatch):
 @pytest.mark.parametrize("value, text", [(9517.3, "9,517"), (12330.0, "12,330"), (0.9548, "0.9548"),
                                          (3600, "3,600"), (0.0, "0"), (0.000012, "1.20e-05")])
 def test_compare_numbers_never_switch_to_exponent_notation_for_thousands(value, text):
-    from blis_gym.cli import _number
+    from blis_gym.cli.run import _number
     assert _number(value) == text
 
 

@@ -198,7 +198,8 @@ def test_eval_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
 
 def test_train_writes_a_checkpoint_that_eval_accepts_and_its_train_yaml_reproduces(tmp_path):
     pytest.importorskip("stable_baselines3")
-    from blis_gym.harness.train import load_recipe, train
+    from blis_gym.harness.recipe import load_recipe
+    from blis_gym.harness.train import train
     recipe = load_recipe(None, env_id="blis_gym/Admission-v0", algo="ppo", steps=64, n_envs=1, vec_env="dummy",
                          eval_freq=0, env_config={"horizon_s": 1},
                          hyperparameters={"n_steps": 32, "batch_size": 32, "n_epochs": 1})
@@ -217,7 +218,8 @@ def test_train_writes_a_checkpoint_that_eval_accepts_and_its_train_yaml_reproduc
 
 def test_a_checkpoint_is_evaluated_on_the_requests_it_was_trained_to_decide(tmp_path):
     pytest.importorskip("stable_baselines3")
-    from blis_gym.harness.train import load_recipe, train
+    from blis_gym.harness.recipe import load_recipe
+    from blis_gym.harness.train import train
     recipe = load_recipe(None, env_id="blis_gym/Admission-v0", algo="ppo", steps=32, n_envs=1, vec_env="dummy",
                          eval_freq=0, env_config={"horizon_s": 1, "decide_classes": ["critical"]},
                          hyperparameters={"n_steps": 32, "batch_size": 32, "n_epochs": 1})
@@ -303,7 +305,8 @@ def test_an_error_in_a_worker_process_is_the_same_one_line_error():
 
 # ---- training on the split's scenario mix ---------------------------------------------------------
 def test_training_episodes_draw_each_training_scenario_reproducibly():
-    from blis_gym.harness.train import Recipe, ScenarioMix, train_configs
+    from blis_gym.harness.recipe import Recipe
+    from blis_gym.harness.training_envs import ScenarioMix, train_configs
     env_id = "blis_gym/Admission-v0"
     spec = load_spec("admission")
     split = spec_split(env_id)
@@ -331,21 +334,21 @@ def test_the_per_pod_router_policy_reads_its_layout_through_the_scenario_mix():
     pytest.importorskip("sb3_contrib")
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from blis_gym.harness.train import _make_train_env
+    from blis_gym.harness.training_envs import make_train_env
     from blis_gym.harness.pod_network import pod_policy_kwargs
     rates = [{"horizon_s": 2, "scenario_overrides": {"workload": {"inference_perf": {"stages": [{"rate": r, "duration_s": 150}]}}}}
              for r in (19, 28)]
-    venv = DummyVecEnv([lambda: _make_train_env(ROUTER, rates, 0, 9, reward_scale=0.01)])
+    venv = DummyVecEnv([lambda: make_train_env(ROUTER, rates, 0, 9, reward_scale=0.01)])
     kw = pod_policy_kwargs(venv)
     venv.close()
     assert kw["max_pods"] == 4 and kw["n_obs"] == venv.observation_space.shape[0]
 
 
 def test_training_rewards_are_scaled_but_the_logged_return_is_not():
-    from blis_gym.harness.train import _make_train_env
+    from blis_gym.harness.training_envs import make_train_env
     cfg = [{"horizon_s": 5}]
-    plain = _make_train_env("blis_gym/Admission-v0", cfg, 3, 3)
-    scaled = _make_train_env("blis_gym/Admission-v0", cfg, 3, 3, reward_scale=0.01)
+    plain = make_train_env("blis_gym/Admission-v0", cfg, 3, 3)
+    scaled = make_train_env("blis_gym/Admission-v0", cfg, 3, 3, reward_scale=0.01)
     totals = []
     for env in (plain, scaled):
         env.reset(seed=0)
@@ -362,7 +365,7 @@ def test_training_rewards_are_scaled_but_the_logged_return_is_not():
 def test_training_scenarios_must_share_their_spaces():
     import gymnasium as gym
 
-    from blis_gym.harness.train import ScenarioMix
+    from blis_gym.harness.training_envs import ScenarioMix
     four = gym.make(ROUTER, config={"horizon_s": 1})
     six = gym.make(ROUTER, config={"horizon_s": 1, "scenario_overrides": {"cluster": {"instances": 6}}})
     with pytest.raises(ConfigError, match="split.train.scenarios.*max_pods"):
@@ -412,7 +415,8 @@ def test_every_spec_names_its_claim_and_a_bad_kpi_is_one_line():
 # ---- warm start: behaviour cloning from a heuristic ------------------------------------------------
 def test_warm_start_clones_a_deterministic_heuristic_before_training(tmp_path):
     pytest.importorskip("stable_baselines3")
-    from blis_gym.harness.train import load_recipe, train
+    from blis_gym.harness.recipe import load_recipe
+    from blis_gym.harness.train import train
     recipe = load_recipe(None, env_id="blis_gym/Admission-v0", algo="ppo", steps=32, n_envs=1, vec_env="dummy",
                          eval_freq=0, env_config={"horizon_s": 3},
                          warm_start={"policy": "reject-all", "episodes": 2, "epochs": 40, "batch_size": 256},
@@ -430,7 +434,8 @@ def test_warm_start_exploration_keeps_the_clone_stochastic(tmp_path):
     """Label smoothing 0.2 over two actions: the clone's optimum gives the heuristic's action
     0.8 + 0.2 / 2 = 0.9, and still picks it everywhere."""
     pytest.importorskip("stable_baselines3")
-    from blis_gym.harness.train import load_recipe, train
+    from blis_gym.harness.recipe import load_recipe
+    from blis_gym.harness.train import train
     recipe = load_recipe(None, env_id="blis_gym/Admission-v0", algo="ppo", steps=32, n_envs=1, vec_env="dummy",
                          eval_freq=0, env_config={"horizon_s": 3},
                          warm_start={"policy": "reject-all", "episodes": 2, "epochs": 60, "batch_size": 256,
@@ -463,7 +468,7 @@ def test_clone_reports_recall_per_action_so_a_missed_rare_action_shows():
     import gymnasium as gym
     from stable_baselines3 import PPO
 
-    from blis_gym.harness.train import WarmStart
+    from blis_gym.harness.recipe import WarmStart
     from blis_gym.harness.warm_start import Demonstrations, clone
     env = gym.make("blis_gym/Admission-v0", config={"horizon_s": 1})
     model = PPO("MlpPolicy", env, seed=0, device="cpu")
@@ -485,7 +490,7 @@ def test_warm_start_needs_a_heuristic_of_the_slot(tmp_path):
 def test_validation_plays_every_training_scenario_on_every_validation_seed():
     import gymnasium as gym
 
-    from blis_gym.harness.train import EpisodeCycle
+    from blis_gym.harness.training_envs import EpisodeCycle
     envs = [gym.make(ROUTER, config={"horizon_s": 1}),
             gym.make(ROUTER, config={"horizon_s": 1, "scenario_overrides": {
                 "workload": {"inference_perf": {"stages": [{"rate": 5, "duration_s": 150}]}}}})]

@@ -53,7 +53,8 @@ def test_every_split_part_has_its_own_variant_of_every_family(env_id):
 
 def test_validation_plays_its_own_scenarios_when_the_split_names_them():
     from blis_gym.envs.config import load_spec
-    from blis_gym.harness.train import Recipe, train_configs, validation_configs
+    from blis_gym.harness.recipe import Recipe
+    from blis_gym.harness.training_envs import train_configs, validation_configs
     recipe = Recipe(env_id=ROUTER, algo="maskableppo", steps=1, env_config={"horizon_s": 30})
     spec, split = load_spec("router"), spec_split(ROUTER)
     train = train_configs(recipe, spec, split)

@@ -11,7 +11,8 @@ import yaml
 from click.testing import CliRunner
 from rich.console import Console
 
-from blis_gym.cli import _print_summary, main
+from blis_gym.cli import main
+from blis_gym.cli.run import _print_summary
 from blis_gym.resources import bundled_scenarios
 
 pytest.importorskip("matplotlib")

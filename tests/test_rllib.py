@@ -72,7 +72,8 @@ def test_eval_pads_observations_to_the_exported_policy_pods_and_refuses_another_
 def test_rllib_recipe_refuses_what_it_does_not_take(tmp_path, change, field):
     pytest.importorskip("ray.rllib")
     from blis_gym.errors import ConfigError
-    from blis_gym.harness.train import Recipe, train
+    from blis_gym.harness.recipe import Recipe
+    from blis_gym.harness.train import train
     recipe = Recipe.model_validate({**yaml.safe_load(RECIPE.read_text()), **change})
     with pytest.raises(ConfigError) as e:
         train(recipe, tmp_path / "X", quiet=True)
@@ -82,7 +83,8 @@ def test_rllib_recipe_refuses_what_it_does_not_take(tmp_path, change, field):
 
 def test_sb3_recipe_refuses_rllib_settings(tmp_path):
     from blis_gym.errors import ConfigError
-    from blis_gym.harness.train import load_recipe, train
+    from blis_gym.harness.recipe import load_recipe
+    from blis_gym.harness.train import train
     recipe = load_recipe(None, env_id="blis_gym/Admission-v0", algo="ppo", steps=10)
     recipe = recipe.model_copy(update={"rllib": yaml.safe_load(RECIPE.read_text())["rllib"]})
     with pytest.raises(ConfigError, match="rllib: settings for backend: rllib"):

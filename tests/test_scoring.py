@@ -131,7 +131,7 @@ def test_fewer_than_ten_seeds_is_too_few_whatever_the_interval():
 
 
 def test_eval_warns_about_few_seeds(capsys):
-    from blis_gym.harness.cli import _warn_few_seeds
+    from blis_gym.cli.train_eval import _warn_few_seeds
     _warn_few_seeds(9)
     assert "warning: 9 seeds, fewer than 10" in capsys.readouterr().err
     _warn_few_seeds(10)

@@ -18,7 +18,8 @@ AGENTS = Path(__file__).resolve().parent.parent / "agents"
 @pytest.mark.slow
 def test_router_recipe_learns_briefly_and_evaluates_with_finite_kpis(tmp_path):
     from blis_gym.harness.evaluate import Job, play
-    from blis_gym.harness.train import load_recipe, train
+    from blis_gym.harness.recipe import load_recipe
+    from blis_gym.harness.train import train
     recipe = load_recipe(AGENTS / "router.yaml", steps=3072, n_envs=2)
     recipe = recipe.model_copy(update={"env_config": {"horizon_s": 15.0}, "eval_freq": 2048,
                                        "validation_seeds": (5000, 5000), "vec_env": "dummy"})

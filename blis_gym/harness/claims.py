@@ -47,7 +47,7 @@ class KpiSpec(BaseModel):
     @field_validator("primary", "secondary", "guards")
     @classmethod
     def _known(cls, v):
-        from .evaluate import CLASS_KPIS, KPIS, OPTIONAL_KPIS
+        from .kpi_names import CLASS_KPIS, KPIS, OPTIONAL_KPIS
         for name in [v] if isinstance(v, str) else v:
             base = name.rsplit(".", 1)[-1]
             if not (base in KPIS and ("." not in name or base in CLASS_KPIS)
@@ -97,7 +97,7 @@ def pooled(table, *, policies: list[str], baseline: str, scenarios: list[str], k
            n_seeds: int | None = None) -> dict:
     """summary.json's `kpi`, `pooled` ({policy: {kpi: mean_ci}}), `pooled_paired` ({policy: {kpi:
     paired}}), `per_scenario`, `truncated` and `verdict` ({policy: {verdict, ...}}) entries."""
-    from .evaluate import has_range, higher_is_better
+    from .kpi_names import has_range, higher_is_better
     n_seeds = n_seeds if n_seeds is not None else table.seed.nunique()
     out: dict = {"kpi": kpis.model_dump(), "pooled": {}, "pooled_paired": {}, "per_scenario": {},
                  "truncated": truncated_counts(table, policies, scenarios), "verdict": {}}
@@ -122,7 +122,7 @@ def scenario_check(table, policy: str, baseline: str, scenario: str, kpi: str) -
     """The primary KPI on one scenario: both means, the paired difference and whether the
     policy collapses there (worse by more than COLLAPSE_FRACTION of the baseline's mean, the
     interval clear of 0)."""
-    from .evaluate import higher_is_better
+    from .kpi_names import higher_is_better
     def values(p):
         rows = table[(table.policy == p) & (table.scenario == scenario)].sort_values("seed")
         return [None if v is None or v != v else float(v) for v in rows[kpi]]

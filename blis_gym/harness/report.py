@@ -20,7 +20,7 @@ import math
 from pathlib import Path
 
 from . import claims, stats
-from .evaluate import has_range, higher_is_better
+from .kpi_names import has_range, higher_is_better
 
 HEADLINE = ("return", "goodput_rps", "slo_attainment", "ttft_p90_ms", "e2e_p90_ms", "dollars")
 

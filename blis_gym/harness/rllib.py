@@ -69,7 +69,7 @@ class MaskedObservation(gym.ObservationWrapper):
 def make_train_env(env_config: dict):
     """The training episodes of a recipe (its `env_config` as `train_rllib` passes it)."""
     import blis_gym  # noqa: F401  (registers the ids in an env runner process)
-    from .train import ScaledReward, ScenarioMix, SeedRange
+    from .training_envs import ScaledReward, ScenarioMix, SeedRange
     envs = [gym.make(env_config["env_id"], config=c) for c in env_config["configs"]]
     env = SeedRange(envs[0] if len(envs) == 1 else ScenarioMix(envs), *env_config["seeds"])
     scale = env_config.get("reward_scale", 1.0)
@@ -162,7 +162,7 @@ def ppo_config(recipe, configs: list[dict], train_seeds):
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
     from ray.tune.registry import register_env
 
-    from .train import RllibSettings
+    from .recipe import RllibSettings
     _quiet_rllib()
     register_env(TRAIN_ENV, make_train_env)
     s = recipe.rllib or RllibSettings()
@@ -189,7 +189,8 @@ def train_rllib(recipe, configs: list[dict], train_seeds, val_seeds: list[int], 
     import torch
 
     from . import exported
-    from .train import _learning_curve, full_episode_configs
+    from .learning_curve import draw_learning_curve
+    from .training_envs import full_episode_configs
     torch.set_num_threads(1)
     config = ppo_config(recipe, configs, train_seeds)
     started = _start_ray()
@@ -240,7 +241,7 @@ def train_rllib(recipe, configs: list[dict], train_seeds, val_seeds: list[int], 
         shutil.copy(out / "last.pt2", out / "model.pt2")
     _write_progress(rows, out / "progress.csv")
     written = ["model.pt2", "last.pt2", "rllib_checkpoint/", "train.yaml", "progress.csv"]
-    if _learning_curve(out / "progress.csv", out / "learning_curve.png", recipe.env_id):
+    if draw_learning_curve(out / "progress.csv", out / "learning_curve.png", recipe.env_id):
         written.append("learning_curve.png")
     return {"written": written, "best_validation_return": best, "tensorboard": False, "warm_start": None,
             "steps_trained": steps, "rollout_steps": int(config.total_train_batch_size)}

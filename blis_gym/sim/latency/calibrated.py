@@ -37,7 +37,7 @@ from pathlib import Path
 import yaml
 
 from blis_gym.errors import ConfigError, read_yaml
-from .deployment import Deployment, all_reduce_factor, all_to_all_factor, spans_nodes
+from .deployment import Deployment, all_reduce_factor, all_to_all_factor, check_deployment, spans_nodes
 from .hardware import load_hardware
 from .kv_capacity import validate_tp
 from .model_config import load_model
@@ -107,7 +107,6 @@ class CalibratedPhysics:
     def __init__(self, model, hw, tp: int = 1, params: Mapping[str, float] | None = None,
                  interconnect: Mapping[str, float] | None = None, dp: int = 1,
                  deployment: Deployment | None = None):
-        from .step_time import check_deployment
         dep = deployment or Deployment(dp=dp)
         if params is None or interconnect is None:
             p0, i0 = load_calibration()

@@ -22,9 +22,14 @@ The default Deployment() is today's engine: every model built with it is unchang
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from blis_gym.errors import ConfigError
 
-__all__ = ["Deployment", "DEFAULT", "spans_nodes"]
+if TYPE_CHECKING:
+    from .model_config import ModelConfig
+
+__all__ = ["Deployment", "DEFAULT", "check_deployment", "spans_nodes"]
 
 
 @dataclass(frozen=True)
@@ -69,3 +74,15 @@ def all_to_all_factor(gpus: int, dep: Deployment, hw) -> float:
     if gpus <= g:
         return (gpus - 1) / gpus
     return (g - 1) / gpus + (gpus - g) / gpus * hw.intranode_gb_s / hw.internode_gb_s
+
+
+def check_deployment(model: ModelConfig, dep: Deployment) -> None:
+    """What every model refuses: data-parallel ranks or expert parallelism without a MoE model
+    (a dense model's DP ranks are independent engines: more instances)."""
+    if isinstance(dep.dp, bool) or not isinstance(dep.dp, int) or not 1 <= dep.dp <= 64:
+        raise ConfigError("dp", f"must be an integer in [1, 64], got {dep.dp!r}")
+    if dep.dp > 1 and not model.is_moe:
+        raise ConfigError("dp", f"{model.name} is not a MoE model: its data-parallel ranks are independent "
+                                "engines (give more instances instead of dp)")
+    if dep.expert_parallel and not model.is_moe:
+        raise ConfigError("vllm.enable_expert_parallel", f"{model.name} has no experts to distribute")

@@ -22,7 +22,7 @@ import yaml
 
 from blis_gym.errors import ConfigError
 
-from .deployment import DEFAULT, Deployment, all_reduce_factor, all_to_all_factor, spans_nodes
+from .deployment import DEFAULT, Deployment, all_reduce_factor, all_to_all_factor, check_deployment, spans_nodes
 from .hardware import Hardware, load_hardware
 from .kv_capacity import validate_tp
 from .model_config import ModelConfig, load_model
@@ -61,18 +61,6 @@ def _common(model, hw, tp, dp, deployment):
     dep = deployment or (Deployment(dp=dp) if dp != 1 else DEFAULT)
     check_deployment(model, dep)
     return model, hw, tp, dep
-
-
-def check_deployment(model: ModelConfig, dep: Deployment) -> None:
-    """What every model refuses: data-parallel ranks or expert parallelism without a MoE model
-    (a dense model's DP ranks are independent engines: more instances)."""
-    if isinstance(dep.dp, bool) or not isinstance(dep.dp, int) or not 1 <= dep.dp <= 64:
-        raise ConfigError("dp", f"must be an integer in [1, 64], got {dep.dp!r}")
-    if dep.dp > 1 and not model.is_moe:
-        raise ConfigError("dp", f"{model.name} is not a MoE model: its data-parallel ranks are independent "
-                                "engines (give more instances instead of dp)")
-    if dep.expert_parallel and not model.is_moe:
-        raise ConfigError("vllm.enable_expert_parallel", f"{model.name} has no experts to distribute")
 
 
 class _StepModelBase:

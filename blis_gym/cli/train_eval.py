@@ -1,21 +1,15 @@
-"""`blis-gym eval` and `blis-gym train` (registered in blis_gym/cli.py).
+"""`blis-gym eval` and `blis-gym train` (registered in blis_gym/cli/__init__.py).
 
 Only click is imported here: gymnasium, torch, SB3, pandas and matplotlib load inside the
 commands, so `blis-gym --help` stays fast.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
-
-def _fail(message: str) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    sys.exit(2)
+from .common import fail
 
 
 @click.command("eval")
@@ -40,9 +34,9 @@ def eval_command(env_id, policies, baseline, seeds, scenarios, workers, backend,
     out_dir = out_dir or Path("results") / "eval" / env_id.rsplit("/", 1)[-1]
     try:
         import blis_gym.envs  # noqa: F401  (registers the ids)
-        from .claims import spec_kpis
-        from .evaluate import evaluate, parse_seeds, plan
-        from .report import write_all
+        from ..harness.claims import spec_kpis
+        from ..harness.evaluate import evaluate, parse_seeds, plan
+        from ..harness.report import write_all
         policies = list(policies)
         baseline = baseline or policies[0]
         if baseline not in policies:
@@ -58,16 +52,16 @@ def eval_command(env_id, policies, baseline, seeds, scenarios, workers, backend,
         written = write_all(out_dir, results, env_id=env_id, policies=policies, baseline=baseline,
                             scenarios=labels, seeds=seed_list, kpis=kpis)
     except ConfigError as e:
-        _fail(str(e))
+        fail(str(e))
     except OSError as e:
-        _fail(f"--out: cannot write {out_dir}: {e.strerror}")
+        fail(f"--out: cannot write {out_dir}: {e.strerror}")
     if not quiet:
         _print_table(out_dir, policies, baseline, labels)
         click.echo(f"wrote {out_dir}/: {', '.join(written)}")
 
 
 def _warn_few_seeds(n: int) -> None:
-    from .claims import MIN_SEEDS, TOO_FEW
+    from ..harness.claims import MIN_SEEDS, TOO_FEW
     if n < MIN_SEEDS:
         click.echo(f"warning: {n} seed{'s' * (n != 1)}, fewer than {MIN_SEEDS}: every verdict will be "
                    f"'{TOO_FEW}' (use --seeds with at least {MIN_SEEDS}, 20 is better)", err=True)
@@ -80,7 +74,7 @@ def _note_seeds(env_id: str, jobs) -> None:
 
     from ..envs.config import load_scenario_for, load_spec, merge_config
     from ..sim.workload.randomness import seed_note
-    from .split import spec_name
+    from ..harness.split import spec_name
     spec_config = load_spec(spec_name(env_id))["config"]
     done = set()
     for job in jobs:
@@ -115,7 +109,7 @@ def _print_table(out_dir: Path, policies, baseline, labels) -> None:
     for sc in labels:
         for p in policies:
             row(sc, p, s["policies"][p][sc].get(kpi), s["paired"].get(p, {}).get(sc, {}).get(kpi))
-    from .report import _verdict_text
+    from ..harness.report import _verdict_text
     for p in policies:
         row("pooled", p, s["pooled"][p].get(kpi), s["pooled_paired"].get(p, {}).get(kpi), _verdict_text(s, p))
     Console().print(t)
@@ -142,13 +136,14 @@ def train_command(env_id, algo, config, steps, seed, n_envs, out_dir, quiet):
         if config is not None and not config.is_file():
             raise ConfigError("--config", f"no recipe file {str(config)!r}")
         import blis_gym.envs  # noqa: F401
-        from .train import load_recipe, train
+        from ..harness.recipe import load_recipe
+        from ..harness.train import train
         recipe = load_recipe(config, env_id=env_id, algo=algo, steps=steps, seed=seed, n_envs=n_envs)
         result = train(recipe, out_dir, quiet=quiet)
     except ConfigError as e:
-        _fail(str(e))
+        fail(str(e))
     except OSError as e:
-        _fail(f"--out: cannot write {out_dir}: {e.strerror}")
+        fail(f"--out: cannot write {out_dir}: {e.strerror}")
     if not quiet:
         ws = result["warm_start"]
         if ws is not None:

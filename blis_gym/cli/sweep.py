@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 import click
+
+from .common import fail
 from rich.markup import escape
 
 
@@ -29,7 +31,7 @@ def sweep(sweep_file: Path | None, out_dir: Path | None, workers: int | None, ba
     """Run every point of SWEEP_FILE (a base scenario and the axes to vary; see docs/sweeps.md;
     or a bundled study by name: capacity, admission, pd) that --out does not hold yet, and write results.parquet, results.csv, frontier.csv,
     pareto.png and the sweep file's charts there."""
-    from ..cli import _fail
+
     from ..errors import ConfigError
 
     try:
@@ -46,7 +48,7 @@ def sweep(sweep_file: Path | None, out_dir: Path | None, workers: int | None, ba
             raise ConfigError("--workers", f"must be at least 1, not {workers}")
         _run(sweep_file, out_dir, workers, backend, address, plot, latency, slo, quiet)
     except ConfigError as e:
-        _fail(str(e))
+        fail(str(e))
 
 
 def _run(sweep_file, out_dir, workers, backend, address, plot, latency, slo, quiet) -> None:
@@ -54,8 +56,8 @@ def _run(sweep_file, out_dir, workers, backend, address, plot, latency, slo, qui
 
     from rich.console import Console
 
-    from .runner import run_sweep
-    from .spec import load_sweep
+    from ..sweep.runner import run_sweep
+    from ..sweep.spec import load_sweep
 
     sw = load_sweep(sweep_file)
     out_dir = out_dir or Path("results") / "sweeps" / sw.spec.name
@@ -104,9 +106,9 @@ def _plot(out_dir: Path, table, latency, slo, quiet) -> list[str]:
     """The sweep file's charts, and its frontier (frontier.csv, pareto.png); the files written."""
     import json
 
-    from .charts import write_charts
-    from .runner import MANIFEST, load_results
-    from .spec import ChartSpec
+    from ..sweep.charts import write_charts
+    from ..sweep.runner import MANIFEST, load_results
+    from ..sweep.spec import ChartSpec
 
     if table is None:
         table = load_results(out_dir)
@@ -123,8 +125,8 @@ def _frontier(out_dir: Path, table, meta: dict, latency, slo, quiet) -> None:
     from rich.table import Table
 
     from ..errors import ConfigError
-    from .pareto import write_frontier
-    from .spec import ParetoSpec
+    from ..sweep.pareto import write_frontier
+    from ..sweep.spec import ParetoSpec
 
     spec = ParetoSpec(**meta["pareto"])
     if latency is not None or slo is not None:
