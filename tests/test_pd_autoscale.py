@@ -169,7 +169,8 @@ BAD = [
      "pools.0.load_time_s"),
     ("prefill pool alone", {"pools": [{"name": "a", "role": "prefill"}]}, "pools"),
     ("unknown autoscaler", {"pools": [{"name": "a", "autoscaler": {"policy": "magic"}}]}, "pools.0.autoscaler.policy"),
-    ("gpus per node below tp", {"tp": 2, "pools": [{"name": "a", "gpus_per_node": 1}]}, "pools[0].gpus_per_node"),
+    ("gpus per node neither a multiple nor a divisor of tp", {"tp": 4, "pools": [{"name": "a", "gpus_per_node": 3}]},
+     "pools[0].gpus_per_node"),
 ]
 
 
