@@ -155,7 +155,7 @@ def test_empty_engine_settings_are_vllm_defaults(tmp_path):
     r = CliRunner().invoke(main, ["validate", str(p), "--out", str(out), "--quiet"])
     assert r.exit_code == 0, r.output
     s = json.loads((out / "summary.json").read_text())
-    assert s["skipped"] == [] and s["per_experiment"]["e1"]["completed"]["calibrated"] == 10
+    assert s["skipped"] == [] and s["per_experiment"]["e1"]["completed"]["hybrid"] == 10
     # the defaults follow the GPU and the vLLM version (V1 engine from 0.8)
     h100, a100 = load_hardware("H100"), load_hardware("A100-80GB")
     assert vllm_batch_defaults(h100, "0.15.1") == (1024, 8192) and vllm_batch_defaults(a100, "0.15.1") == (256, 2048)
@@ -238,16 +238,16 @@ def test_validate_all_latency_models_side_by_side(small_csv, tmp_path):
     assert r.exit_code == 0, r.output
     assert "trained-physics" in r.output and "roofline" in r.output
     s = json.loads((out / "summary.json").read_text())
-    assert list(s["median_ape"]) == ["calibrated", "trained-physics", "roofline"]
+    assert list(s["median_ape"]) == ["hybrid", "calibrated", "trained-physics", "roofline"]
     assert all(s["median_ape"][k]["e2e_mean"] is not None for k in s["median_ape"])
     with open(out / "validation.csv") as f:
         rows = list(csv.DictReader(f))
     keys = {k: sorted((x["exp_id"], x["stage_index"], x["metric"]) for x in rows if x["latency_model"] == k)
             for k in s["median_ape"]}
-    assert keys["calibrated"] == keys["trained-physics"] == keys["roofline"]      # the same rows
+    assert keys["hybrid"] == keys["calibrated"] == keys["trained-physics"] == keys["roofline"]      # the same rows
     # each model predicts differently
     e2e = {x["latency_model"]: x["predicted"] for x in rows if x["metric"] == "e2e_mean" and x["stage_index"] == "-1"}
-    assert len(set(e2e.values())) == 3
+    assert len(set(e2e.values())) == 4
 
 
 # ---- shipped measurements, calibrate --out / --install, fetch-data --------------------------------
@@ -399,9 +399,9 @@ def test_cross_validate_writes_the_table(tmp_path):
         rows = list(csv.DictReader(f))
     assert {(x["fold"], x["exp_id"]) for x in rows} == {("qwen2.5-7b", "q1"), ("qwen2.5-7b", "q2"),
                                                        ("llama-2-7b", "l1"), ("llama-3.1-8b", trace[:-4])}
-    assert {x["metric"] for x in rows} == {"e2e_mean", "ttft_mean", "itl_mean"}
+    assert {x["metric"] for x in rows} == {"e2e_mean", "ttft_mean", "itl_mean", "e2e_p99", "ttft_p99"}
     for x in rows:
-        for k in ("calibrated", "trained-physics", "roofline"):
+        for k in ("hybrid", "calibrated", "trained-physics", "roofline"):
             assert float(x[f"pred_{k}"]) > 0 and float(x[f"ape_{k}"]) >= 0
     doc = json.loads((out / "cv_model.json").read_text())
     folds = {f["held_out"]: f for f in doc["folds"]}
@@ -411,4 +411,6 @@ def test_cross_validate_writes_the_table(tmp_path):
     s = doc["summary"]
     assert set(s["by_model"]) == {"qwen2.5-7b", "llama-2-7b", "llama-3.1-8b"}
     assert set(s["by_gpu"]) == {"H100", "RTX-4090"} and s["by_workload"]["sharegpt trace"]["n"] == 1
-    assert s["median_ape"]["calibrated"]["e2e_mean"] is not None
+    assert s["median_ape"]["calibrated"]["e2e_mean"] is not None and s["median_ape"]["hybrid"]["e2e_mean"] is not None
+    # every fold refits the hybrid on its training cases only: different folds, different coefficients
+    assert folds["qwen2.5-7b"]["hybrid"] != folds["llama-2-7b"]["hybrid"]

@@ -21,7 +21,7 @@ from .common import err_console, fail, fmt
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results/validate"),
               show_default=True, help="Output folder for validation.csv, summary.json and validation.svg.")
 @click.option("--calibration", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Coefficients file (default: the bundled blis_gym/data/calibrated.yaml).")
+              help="Coefficients file of the calibrated model (default: the bundled blis_gym/data/calibrated.yaml).")
 @click.option("--stage-cap", "stage_cap_s", type=float, default=None,
               help="Cut every load stage to this many seconds (faster, approximate).")
 @click.option("--only", multiple=True, help="Only these exp_id values (repeatable).")
@@ -31,8 +31,8 @@ from .common import err_console, fail, fmt
 @click.option("--kv-blocks", "kv_blocks", type=int, default=None, help="Per-request trace: KV blocks.")
 @click.option("--max-num-seqs", type=int, default=None, help="Per-request trace: vLLM max_num_seqs.")
 @click.option("--max-num-batched-tokens", type=int, default=None, help="Per-request trace: token budget.")
-@click.option("--latency-model", default="calibrated", show_default=True,
-              type=click.Choice(["calibrated", "trained-physics", "roofline", "all"], case_sensitive=False),
+@click.option("--latency-model", default="hybrid", show_default=True,
+              type=click.Choice(["hybrid", "calibrated", "trained-physics", "roofline", "all"], case_sensitive=False),
               help="Step-time model to score; `all` scores each on the same rows, side by side.")
 @click.option("--model-config", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="A HuggingFace config.json for models that are not bundled.")
@@ -113,11 +113,17 @@ def validate(file: Path, out_dir: Path, calibration: Path | None, stage_cap_s: f
 @click.option("--regularised", is_flag=True,
               help="Fit with the prior (as the cross-validation folds do) instead of the unregularised fit "
                    "that produced the shipped coefficients.")
+@click.option("--latency-model", "latency_model", default=None,
+              type=click.Choice(["hybrid", "calibrated", "all"], case_sensitive=False),
+              help="Which model to fit: hybrid (ridge least squares, OUT/hybrid.yaml) or calibrated (pattern "
+                   "search, OUT/calibrated.yaml; the default). With --cv: which models to refit per fold "
+                   "(default all); trained-physics and roofline are always scored.")
 @click.option("--quiet", is_flag=True, help="No progress log.")
 def calibrate(data: tuple, out_dir: Path, install: bool, holdout: str | None, max_evals: int | None, workers: int,
-              cv: str | None, regularised: bool, quiet: bool) -> None:
-    """Fit the `calibrated` step-time model's coefficients (deterministic pattern search) and
-    write them to OUT/calibrated.yaml; the package's coefficients change only with --install."""
+              cv: str | None, regularised: bool, latency_model: str | None, quiet: bool) -> None:
+    """Fit a step-time model's coefficients (`calibrated`: deterministic pattern search; `hybrid`:
+    ridge least squares) and write them to OUT/; the package's coefficients change only with
+    --install."""
     import shutil
 
     from ..fidelity.calibrate import DEFAULT_DATA, DEFAULT_HOLDOUT, MAX_EVALS
@@ -139,8 +145,17 @@ def calibrate(data: tuple, out_dir: Path, install: bool, holdout: str | None, ma
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         fail(f"--out: cannot create {out_dir}: {e.strerror}")
+    kind = (latency_model or ("all" if cv else "calibrated")).lower()
     if cv:
-        _cross_validate(list(data) or list(DEFAULT_DATA), cv, out_dir, max_evals, workers, quiet, log)
+        fitted = ("hybrid", "calibrated") if kind == "all" else (kind,)
+        kinds = [k for k in ("hybrid", "calibrated", "trained-physics", "roofline")
+                 if k in fitted or k in ("trained-physics", "roofline")]
+        _cross_validate(list(data) or list(DEFAULT_DATA), cv, out_dir, max_evals, workers, quiet, log, kinds)
+        return
+    if kind == "all":
+        fail("--latency-model all: only with --cv (a fit makes one model's coefficients)")
+    if kind == "hybrid":
+        _fit_hybrid(list(data) or list(DEFAULT_DATA), out_dir, hold, install, quiet, log)
         return
     out_file = out_dir / "calibrated.yaml"
     try:
@@ -160,14 +175,27 @@ def calibrate(data: tuple, out_dir: Path, install: bool, holdout: str | None, ma
                         f"evaluations; wrote {out_file}{installed}", highlight=False)
 
 
+def _fit_hybrid(data: list, out_dir: Path, holdout: tuple, install: bool, quiet: bool, log) -> None:
+    """`calibrate --latency-model hybrid`: OUT/hybrid.yaml (and the package's with --install)."""
+    from ..fidelity.hybrid_fit import calibrate_hybrid
+
+    try:
+        calibrate_hybrid(data, out_dir / "hybrid.yaml", holdout=holdout, install=install, log=log)
+    except ConfigError as e:
+        fail(str(e))
+    if not quiet:
+        Console().print(f"wrote {out_dir / 'hybrid.yaml'}{' and installed it' if install else ''}", highlight=False)
+
+
 def _cross_validate(data: list, by: str, out_dir: Path, max_evals: int | None, workers: int, quiet: bool,
-                    log) -> None:
+                    log, kinds: list) -> None:
     """`calibrate --cv`: the leave-one-out table, printed and written to OUT/cv_<by>.{csv,json}."""
     from ..fidelity.calibrate import load_cases
     from ..fidelity.crossval import CV_MAX_EVALS, cross_validate, format_cv, write_cv
 
     try:
-        res = cross_validate(load_cases(data), by, max_evals=max_evals or CV_MAX_EVALS, workers=workers, log=log)
+        res = cross_validate(load_cases(data), by, max_evals=max_evals or CV_MAX_EVALS, workers=workers, log=log,
+                             kinds=kinds)
         paths = write_cv(out_dir, res)
     except ConfigError as e:
         fail(str(e))
@@ -176,13 +204,15 @@ def _cross_validate(data: list, by: str, out_dir: Path, max_evals: int | None, w
     if quiet:
         return
     console = Console(soft_wrap=True)          # table lines stay whole (they are Markdown rows)
-    console.print(f"leave-one-{by}-out, median APE % (E2E mean / TTFT mean / ITL) over held-out experiments:",
-                  highlight=False)
+    console.print(f"leave-one-{by}-out, median APE % (E2E mean / TTFT mean / ITL / E2E p99 / TTFT p99) over "
+                  f"held-out experiments:", highlight=False)
     for line in format_cv(res):
         console.print(line, highlight=False, markup=False)
-    for w in res["summary"]["calibrated_worse_than_trained_physics_e2e"]:
-        console.print(f"calibrated worse than trained-physics on E2E: {w['group']} {w['name']} "
-                      f"({w['calibrated']} vs {w['trained-physics']})", highlight=False)
+    first = res["kinds"][0]
+    for w in res["summary"]["default_worse"]:
+        other = next(k for k in w if k not in ("group", "name", "metric", first))
+        console.print(f"{first} worse than {other} on {w['metric']}: {w['group']} {w['name']} "
+                      f"({w[first]} vs {w[other]})", highlight=False)
     for s in res["skipped"]:
         console.print(f"skipped {s['exp_id']}: {s['reason']}", highlight=False)
     console.print(f"wrote {', '.join(str(p) for p in paths)}", highlight=False)

@@ -32,8 +32,8 @@ from blis_gym.errors import ConfigError
 
 from ..parallel import worker_pool
 from ..sim.latency.calibrated import DEFAULT_INTERCONNECT, PARAM_NAMES
-from .validate import (Experiment, TraceCase, ape, is_trace, load_experiments, load_trace, resolve_measurements,
-                       run_experiment)
+from .validate import (Experiment, TraceCase, _check_known, ape, is_trace, load_experiments, load_trace,
+                       resolve_measurements, run_experiment)
 
 __all__ = [
     "BOUNDS",
@@ -277,3 +277,23 @@ def calibrate(data: str | Path | Sequence[str | Path] = DEFAULT_DATA, out: str |
     if out is not None:
         write_calibration(out, params, info)
     return {"params": params, **info}
+
+
+def _model_id(case) -> str:
+    return case.settings["model"] if isinstance(case, TraceCase) else case.model
+
+
+def _gpu_id(case) -> str:
+    return case.settings["hardware"] if isinstance(case, TraceCase) else case.hardware
+
+
+def usable(cases: Sequence) -> tuple[list, list[dict]]:
+    """(cases that can be fitted and replayed, [{exp_id, reason}] for the others)."""
+    keep, skipped = [], []
+    for c in cases:
+        reason = "overloaded run (most requests failed)" if c.overloaded else _check_known(_model_id(c), _gpu_id(c))
+        if reason:
+            skipped.append({"exp_id": c.exp_id, "reason": reason})
+        else:
+            keep.append(c)
+    return keep, skipped

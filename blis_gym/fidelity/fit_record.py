@@ -44,6 +44,9 @@ def fit_record(kind: str, calibration=None) -> FitRecord:
     in use, None for the bundled one)."""
     if kind == "trained-physics":
         return _trained_physics()
+    if kind == "hybrid":
+        from ..sim.latency.hybrid import fit_info
+        return _record(fit_info())
     if kind == "calibrated":
         from ..sim.latency.calibrated import _load_yaml
         try:

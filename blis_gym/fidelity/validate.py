@@ -33,6 +33,7 @@ from blis_gym.schema.trace_meta import parse_trace_meta
 from blis_gym.sim.limits import MAX_COUNT, MAX_DURATION_S, MAX_RATE, MAX_TOKENS, MAX_USERS, MIN_DURATION_S
 
 from ..sim.latency.calibrated import CalibratedPhysics, load_calibration
+from ..sim.latency.hybrid import HYBRID_PARAMS, HybridPhysics, load_hybrid
 from .fit_record import fit_record, split_of
 from .outcome import unserved
 
@@ -329,14 +330,31 @@ def _setting(name: str, v, lo: float, hi: float = MAX_COUNT, int_: bool = True):
 
 
 #: step-time models `validate --latency-model` accepts (`all` = every one on the same rows)
-LATENCY_MODELS = ("calibrated", "trained-physics", "roofline")
+LATENCY_MODELS = ("hybrid", "calibrated", "trained-physics", "roofline")
+#: what validate replays with when no --latency-model is given (docs/fidelity.md: the cross-validated table)
+DEFAULT_LATENCY_MODEL = "hybrid"
+
+
+def coefficients_for(kind: str, params):
+    """The coefficients a replay with step-time model `kind` uses: `params` when they are that
+    model's (a fit in progress), else its bundled ones (the calibrated model's default is the
+    caller's --calibration file)."""
+    if kind == "hybrid":
+        return dict(params) if params and set(HYBRID_PARAMS) <= set(params) else load_hybrid()
+    return params
 
 
 def step_model(kind: str, m, hw, tp: int, params=None, interconnect=None, deployment=None):
-    """A fresh step-time model of `kind` (one per instance: the calibrated model keeps state)."""
+    """A fresh step-time model of `kind` (one per instance: the calibrated and hybrid models
+    keep state). `kind` may also be a factory (model, hw, tp, params) -> step model (the hybrid
+    fit's recording model)."""
     extra = {"deployment": deployment} if deployment is not None else {}
+    if callable(kind):
+        return kind(m, hw, tp, params, **extra)
     if kind == "calibrated":
         return CalibratedPhysics(m, hw, tp, params=params, interconnect=interconnect, **extra)
+    if kind == "hybrid":
+        return HybridPhysics(m, hw, tp, params=coefficients_for(kind, params), **extra)
     from blis_gym.sim.latency import make_step_model
     return make_step_model(kind, m, hw, tp, **extra)
 
@@ -424,8 +442,10 @@ def _stats(ttft_us: np.ndarray, e2e_us: np.ndarray, out_len: float) -> dict:
 def run_experiment(e: Experiment, params: Mapping[str, float] | None = None,
                    interconnect: Mapping[str, float] | None = None, stage_cap_s: float | None = None,
                    template_tokens: int = TEMPLATE_TOKENS, progress: Callable | None = None,
-                   latency_model: str = "calibrated", model_config: str | None = None) -> dict:
-    """Predicted metrics per stage index (-1 = whole run) for experiment e."""
+                   latency_model: str = "calibrated", model_config: str | None = None,
+                   with_sim: Callable | None = None) -> dict:
+    """Predicted metrics per stage index (-1 = whole run) for experiment e (`with_sim` is handed
+    the Simulation before it runs)."""
     from blis_gym.sim.engine import State
     from blis_gym.sim.simulation import Simulation
     from blis_gym.sim.workload.builders import inference_perf_workload
@@ -434,6 +454,7 @@ def run_experiment(e: Experiment, params: Mapping[str, float] | None = None,
         p0, i0 = load_calibration()
         params = params or p0
         interconnect = interconnect or i0
+    params = coefficients_for(latency_model, params)
     stages = list(zip([r for r, _ in e.stages], e.stage_durations(stage_cap_s)))
     # inference-perf's shared_prefix generator builds groups x prompts fixed prompts and cycles
     # through them (every prompt is re-sent); request_timeout is null (no client deadline).
@@ -446,6 +467,8 @@ def run_experiment(e: Experiment, params: Mapping[str, float] | None = None,
                      dp=e.dp, vllm_version=e.vllm_version, latency_model=latency_model,
                      cpu_kv_blocks=e.cpu_kv_blocks, expert_parallel=e.expert_parallel)
     sim = Simulation(cfg)
+    if with_sim:
+        with_sim(sim)
     sim.run(progress=progress)
     a = sim.metrics.arrays()
     ok = a["state"] == int(State.COMPLETED)
@@ -519,7 +542,7 @@ def compare_rows(e: Experiment, pred: dict, split: str) -> list[dict]:
 
 
 def _latency_models(latency_model: str) -> tuple[str, ...]:
-    key = str(latency_model or "calibrated").strip().lower().replace("_", "-")
+    key = str(latency_model or DEFAULT_LATENCY_MODEL).strip().lower().replace("_", "-")
     if key == "all":
         return LATENCY_MODELS
     if key not in LATENCY_MODELS:
@@ -536,7 +559,7 @@ def _aggregates_summary(rows: list[dict]) -> dict:
 def validate_aggregates(path: str | Path, out_dir: str | Path | None = None, *,
                         calibration: str | Path | None = None, stage_cap_s: float | None = None,
                         only: list[str] | None = None, progress: Callable | None = None,
-                        plot: bool = True, latency_model: str = "calibrated",
+                        plot: bool = True, latency_model: str = DEFAULT_LATENCY_MODEL,
                         model_config: str | Path | None = None) -> dict:
     """Validate every experiment of an aggregates CSV with one step-time model, or with each
     (`latency_model="all"`, on the same experiments); writes validation.csv, summary.json and a
@@ -741,9 +764,9 @@ class TraceCase:
         return self.path.stem
 
     def replay(self, params, interconnect, kind: str = "calibrated", model_config: str | None = None,
-               progress: Callable | None = None) -> dict:
+               progress: Callable | None = None, with_sim: Callable | None = None) -> dict:
         return _replay_trace(self.path, self.settings, self.cols, self.lines, self.t_col, params, interconnect,
-                             kind, model_config, progress)
+                             kind, model_config, progress, with_sim)
 
 
 def is_trace(path: str | Path) -> bool:
@@ -769,7 +792,7 @@ def load_trace(path: str | Path, overrides: Mapping | None = None) -> TraceCase:
 
 def validate_trace(path: str | Path, out_dir: str | Path | None = None, *, calibration=None,
                    overrides: Mapping | None = None, progress: Callable | None = None, plot: bool = True,
-                   latency_model: str = "calibrated", model_config: str | Path | None = None) -> dict:
+                   latency_model: str = DEFAULT_LATENCY_MODEL, model_config: str | Path | None = None) -> dict:
     """Replay a per-request trace at its engine arrival times and compare request by request
     (with one step-time model, or with each when latency_model is "all")."""
     kinds = _latency_models(latency_model)
@@ -820,7 +843,7 @@ def validate_trace(path: str | Path, out_dir: str | Path | None = None, *, calib
 
 
 def _replay_trace(path: Path, st: Mapping, cols: dict, lines: np.ndarray, t_col: str, params, inter, kind: str,
-                  model_config: str | None, progress: Callable | None) -> dict:
+                  model_config: str | None, progress: Callable | None, with_sim: Callable | None = None) -> dict:
     """One replay of a per-request trace with step-time model `kind`: comparison rows, Pearson r,
     per-request MAPE and the per-request latencies."""
     from blis_gym.sim.engine import State
@@ -835,6 +858,7 @@ def _replay_trace(path: Path, st: Mapping, cols: dict, lines: np.ndarray, t_col:
     # Engine-clock measurements (in-process AsyncLLM, no HTTP): TTFT and E2E start at the engine
     # queue, so the API-server overhead and the post-stream overhead are not part of them. An HTTP
     # client's recording (`blis-gym observe`, meta "clock": "client") includes them.
+    params = coefficients_for(kind, params)
     p = dict(params) if st.get("clock") == "client" else {**params, "api_us": 0.0, "final_us": 0.0}
     # arrival times at the trace's microsecond resolution (as a csv trace of them would read)
     arrival_us = np.rint(np.array([float(f"{t:.6f}") for t in arr[order]]) * 1e6).astype(np.int64)
@@ -848,6 +872,8 @@ def _replay_trace(path: Path, st: Mapping, cols: dict, lines: np.ndarray, t_col:
                      max_model_len=st.get("max_model_len"), name=name, latency_model=kind, dp=st.get("dp", 1),
                      cpu_kv_blocks=st.get("cpu_kv_blocks") or 0, expert_parallel=bool(st.get("expert_parallel")))
     sim = Simulation(cfg)
+    if with_sim:
+        with_sim(sim)
     sim.run(progress=(lambda k, _t: progress(k, n, name)) if progress else None)
     a = sim.metrics.arrays()
     idx = np.argsort(a["id"], kind="stable")
@@ -974,7 +1000,7 @@ def write_svg_plot(path: Path, rows: list[dict]) -> None:
                 parts.append(f'<path d="M{x:.1f},{y - 4:.1f} L{x + 4:.1f},{y:.1f} L{x:.1f},{y + 4:.1f} '
                              f'L{x - 4:.1f},{y:.1f} Z" fill="none" stroke="{c}">{tip}</path>')
     parts.append(f'<text x="8" y="{H + 36}">filled circle = mean, square = p90, diamond = p99; blue = fitted '
-                 f'experiments, red = held out, purple = not seen by the fit, green = per-request trace; dashed = exact, '
-                 f'grey = ±10%</text>')
+                 f'experiments, red = held out, purple = not seen by the fit, green = per-request trace; '
+                 f'dashed = exact, grey = ±10%</text>')
     parts.append("</svg>")
     path.write_text("\n".join(parts) + "\n")

@@ -200,7 +200,7 @@ class PoolSpec(Strict):
     hardware: Optional[str] = None                         # default: the scenario's
     tp: Optional[TP] = None
     dp: Optional[TP] = None                                # data-parallel ranks of a MoE engine
-    latency_model: Optional[Literal["trained-physics", "roofline", "calibrated"]] = None
+    latency_model: Optional[Literal["trained-physics", "roofline", "calibrated", "hybrid"]] = None
     vllm: dict = Field(default_factory=dict)               # overrides of the scenario's vllm fields
     min_instances: Optional[InstancesOrZero] = None
     max_instances: Optional[Instances] = None
@@ -253,7 +253,7 @@ class Scenario(Strict):
     hardware: str = "H100"
     tp: TP = 1
     dp: TP = 1                   # data-parallel ranks of a MoE model stepping as one engine (vLLM DP)
-    latency_model: Literal["trained-physics", "roofline", "calibrated"] = "trained-physics"
+    latency_model: Literal["trained-physics", "roofline", "calibrated", "hybrid"] = "trained-physics"
     vllm: VLLMSpec = VLLMSpec()
     workload: WorkloadSpec
     cluster: ClusterSpec = ClusterSpec()

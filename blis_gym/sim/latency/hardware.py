@@ -28,6 +28,12 @@ class Hardware:
     intranode_gb_s: float = 32.0        # GPU-to-GPU link inside a node, per GPU and direction, GB/s
     internode_gb_s: float = 25.0        # scale-out network per GPU and direction, GB/s (InfiniBand / RoCE)
     internode_latency_us: float = 10.0  # start-up latency of one collective over that network
+    memory: str = ""                    # memory technology (HBM3, GDDR6, ...): how well KV reads use the bandwidth
+
+    @property
+    def gddr(self) -> bool:
+        """Graphics memory (GDDR): paged-attention KV reads reach a smaller share of its bandwidth."""
+        return self.memory.upper().startswith("GDDR")
 
     def peak_tflops(self, weight_bytes: float) -> float:
         """FLOP rate for a model: the FP8 rate iff weights are 1 byte and the GPU has FP8 units."""
@@ -63,6 +69,7 @@ def _table() -> tuple[dict[str, Hardware], dict[str, str]]:
             intranode_gb_s=float(f.get("intranode_gb_s", 32.0)),
             internode_gb_s=float(f.get("internode_gb_s", 25.0)),
             internode_latency_us=float(f.get("internode_latency_us", 10.0)),
+            memory=str(f.get("memory", "")),
         )
         index[_norm(name)] = name
         for alias in f.get("aliases", []):

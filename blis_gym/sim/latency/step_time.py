@@ -29,7 +29,7 @@ from .model_config import ModelConfig, load_model
 
 __all__ = ["TrainedPhysics", "Roofline", "make_step_model", "default_coefficients", "STEP_MODEL_KINDS"]
 
-STEP_MODEL_KINDS = ("trained-physics", "roofline", "calibrated")
+STEP_MODEL_KINDS = ("trained-physics", "roofline", "calibrated", "hybrid")
 
 
 @lru_cache(maxsize=1)
@@ -90,6 +90,9 @@ class TrainedPhysics(_StepModelBase):
     """BLIS trained-physics step time: physics basis terms times fitted betas, plus overheads."""
 
     kind = "trained-physics"
+    #: BLIS computes every attention size from hidden / heads; a subclass may use the config's
+    #: head_dim instead (they differ for Mistral-Nemo, Qwen3-32B, ...)
+    config_head_dim = False
 
     def __init__(self, model: "ModelConfig | str", hw: "Hardware | str", tp: int = 1,
                  alpha: "Sequence[float] | None" = None, beta: "Sequence[float] | None" = None,
@@ -121,7 +124,7 @@ class TrainedPhysics(_StepModelBase):
 
         m = model
         L, d, H, Hkv = m.num_layers, float(m.hidden), m.num_heads, m.num_kv_heads
-        d_h = d / H                         # step time always uses hidden/heads
+        d_h = float(m.head_dim) if self.config_head_dim else d / H     # BLIS: always hidden/heads
         d_kv = Hkv * d_h
         n_moe, n_dense = m.moe_layer_split
         G = tp * dp if m.is_moe else tp
@@ -383,8 +386,9 @@ class Roofline(_StepModelBase):
 
 
 def make_step_model(kind: str, model: "ModelConfig | str", hw: "Hardware | str", tp: int = 1, **kw):
-    """Build a step-time model: ``kind`` is "trained-physics", "roofline" or "calibrated" (the
-    physics model fitted to the ground-truth set by `blis-gym calibrate`)."""
+    """Build a step-time model: ``kind`` is "trained-physics", "roofline", "calibrated" (the
+    physics model fitted to the ground-truth set by `blis-gym calibrate`) or "hybrid"
+    (trained-physics's step structure refitted, with a scheduling delay: sim/latency/hybrid.py)."""
     key = str(kind).strip().lower().replace("_", "-")
     if key == "trained-physics":
         return TrainedPhysics(model, hw, tp, **kw)
@@ -393,4 +397,7 @@ def make_step_model(kind: str, model: "ModelConfig | str", hw: "Hardware | str",
     if key == "calibrated":
         from .calibrated import CalibratedPhysics
         return CalibratedPhysics(model, hw, tp, **kw)
+    if key == "hybrid":
+        from .hybrid import HybridPhysics
+        return HybridPhysics(model, hw, tp, **kw)
     raise ConfigError("latency_model", f"unknown latency model {kind!r}; allowed: {', '.join(STEP_MODEL_KINDS)}")
