@@ -119,3 +119,23 @@ def test_run_experiment_uses_the_given_hybrid_coefficients(tmp_path):
     slow = {**load_hybrid(), "api_us": load_hybrid()["api_us"] + 50_000}
     fast, late = run_experiment(e, latency_model="hybrid"), run_experiment(e, slow, {}, latency_model="hybrid")
     assert late[-1]["ttft_mean"] == pytest.approx(fast[-1]["ttft_mean"] + 50.0, abs=0.01)
+
+
+def _run_hybrid(name: str, horizon_s: float = 10.0) -> dict:
+    import yaml
+
+    from blis_gym.resources import scenario_path
+    from blis_gym.schema.scenario import build, parse_scenario
+    from blis_gym.sim.simulation import Simulation
+    d = yaml.safe_load(open(scenario_path(name)))
+    d["latency_model"] = "hybrid"
+    d["workload"]["horizon_s"] = horizon_s
+    return Simulation(build(parse_scenario(d))).run()
+
+
+def test_the_2026_engine_settings_are_carried():
+    # speculative decoding: the verified tokens per step make decoding faster, as with trained-physics
+    spec, off = _run_hybrid("spec-decode"), _run_hybrid("spec-decode-off")
+    assert spec["completed_requests"] > 0 and spec["itl_mean_ms"] < 0.5 * off["itl_mean_ms"]
+    # DP2 + expert parallelism prices its all-to-all instead of being refused
+    assert _run_hybrid("moe-dp-ep")["completed_requests"] > 0
