@@ -37,8 +37,9 @@ __all__ = ["FREE", "PRIOR", "RIDGE", "calibrate_hybrid", "fit_hybrid", "observe"
 #: the coefficients a fit can move (one basis column each)
 BASIS = ("b1a", "b2a", "b2b", "b2b_gddr", "b3", "b6", "b7", "b8", "api_us", "sched_steps")
 #: what the shipped fit and the cross-validation folds move: the KV-read efficiency on HBM and on
-#: GDDR cards and the scheduling delay. Freeing the other betas as well (b1a alone, or all of
-#: BASIS) was worse out of sample (leave-one-model-out E2E 7.3 and 9-10 % against 6.1 %).
+#: GDDR cards and the scheduling delay. Freeing more betas was worse out of sample (b1a as well:
+#: leave-one-model-out E2E 7.3 % against 6.1 %; every beta: worse than trained-physics on the
+#: folds it reached; docs/fidelity.md).
 FREE = ("b2b", "b2b_gddr", "api_us", "sched_steps")
 #: prior spread of each free coefficient (its centre is trained-physics's value): one spread
 #: away costs as much as a 1/sqrt(ridge) relative error on one row
