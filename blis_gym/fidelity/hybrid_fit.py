@@ -33,7 +33,6 @@ from .validate import TraceCase, run_experiment
 
 __all__ = ["FREE", "PRIOR", "RIDGE", "calibrate_hybrid", "fit_hybrid", "observe", "prior_centre", "write_hybrid"]
 
-#: what the fit moves, in the order of the basis columns below
 #: the coefficients a fit can move (one basis column each)
 BASIS = ("b1a", "b2a", "b2b", "b2b_gddr", "b3", "b6", "b7", "b8", "api_us", "sched_steps")
 #: what the shipped fit and the cross-validation folds move: the KV-read efficiency on HBM and on
