@@ -44,8 +44,9 @@ def write_all(out: Path, results: list[dict], *, env_id: str, policies: list[str
 
 def rescore(out: Path, env_id: str, kpis=None) -> list[str]:
     """Rewrite `out`'s summary.json and report.md from its results.csv with the current rules
-    (verdicts, intervals, cut-episode counts), without playing an episode: for evaluations whose
-    episodes are unchanged. The plots and results.csv are left as they are; the policies, their
+    (verdicts, intervals, cut-episode counts) and redraw kpis.png and paired_return.png, without
+    playing an episode: for evaluations whose episodes are unchanged. results.csv and the CDFs
+    (they need every request's latency) are left as they are; the policies, their
     order, the baseline, the scenarios and `same_arrivals` are read from the old summary."""
     import pandas as pd
     from .claims import spec_kpis
@@ -58,7 +59,7 @@ def rescore(out: Path, env_id: str, kpis=None) -> list[str]:
     summary["same_arrivals"] = old["same_arrivals"]
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "report.md").write_text(markdown(summary))
-    return ["summary.json", "report.md"]
+    return ["summary.json", "report.md", *kpi_plots(out, table, summary)]
 
 
 def kpi_columns(table) -> list[str]:
@@ -211,6 +212,11 @@ def _scenario_lines(summary: dict) -> list[str]:
 
 # ---- plots ---------------------------------------------------------------------------------------
 def plots(out: Path, table, results: list[dict], summary: dict) -> list[str]:
+    return kpi_plots(out, table, summary) + cdf_plots(out, results, summary)
+
+
+def kpi_plots(out: Path, table, summary: dict) -> list[str]:
+    """kpis.png and paired_return.png: from results.csv's table and the summary alone."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -239,24 +245,6 @@ def plots(out: Path, table, results: list[dict], summary: dict) -> list[str]:
     fig.suptitle(f"{summary['env_id']}: mean over seeds, 95% CI")
     written.append(_save(fig, out / "kpis.png"))
 
-    for key, name in (("ttft_ms", "TTFT"), ("e2e_ms", "E2E latency")):
-        fig, axes = plt.subplots(1, len(scenarios), figsize=(3.6 * len(scenarios), 3), squeeze=False)
-        for ax, s in zip(axes[0], scenarios):
-            for p in policies:
-                import numpy as np
-                v = [r[key] for r in results if r["row"]["policy"] == p and r["row"]["scenario"] == s]
-                v = np.sort(np.concatenate(v)) if v else np.zeros(0)
-                if len(v):
-                    ax.plot(v, np.arange(1, len(v) + 1) / len(v), label=_short(p))
-            ax.set_xscale("log")
-            ax.set_xlabel(f"{name} (ms)")
-            ax.set_title(s)
-            ax.grid(alpha=0.3)
-        axes[0][0].set_ylabel("fraction of completed requests")
-        _legend(axes[0][0])
-        fig.suptitle(f"{summary['env_id']}: {name} CDF per policy, all seeds", fontsize=8)
-        written.append(_save(fig, out / f"cdf_{key.split('_')[0]}.png"))
-
     others = [p for p in policies if p != summary["baseline"]]
     if others:
         fig, axes = plt.subplots(1, len(scenarios), figsize=(3.6 * len(scenarios), 3), squeeze=False)
@@ -276,6 +264,35 @@ def plots(out: Path, table, results: list[dict], summary: dict) -> list[str]:
         axes[0][0].set_ylabel(f"return − {_short(summary['baseline'])}")
         _legend(axes[0][0])
         written.append(_save(fig, out / "paired_return.png"))
+    return written
+
+
+def cdf_plots(out: Path, results: list[dict], summary: dict) -> list[str]:
+    """cdf_ttft.png and cdf_e2e.png: every completed request's latency, per policy."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    plt.rcParams.update({"font.size": 8, "svg.hashsalt": "blis-gym"})
+    policies, scenarios = summary["policies_order"], summary["scenarios"]
+    written = []
+    for key, name in (("ttft_ms", "TTFT"), ("e2e_ms", "E2E latency")):
+        fig, axes = plt.subplots(1, len(scenarios), figsize=(3.6 * len(scenarios), 3), squeeze=False)
+        for ax, s in zip(axes[0], scenarios):
+            for p in policies:
+                import numpy as np
+                v = [r[key] for r in results if r["row"]["policy"] == p and r["row"]["scenario"] == s]
+                v = np.sort(np.concatenate(v)) if v else np.zeros(0)
+                if len(v):
+                    ax.plot(v, np.arange(1, len(v) + 1) / len(v), label=_short(p))
+            ax.set_xscale("log")
+            ax.set_xlabel(f"{name} (ms)")
+            ax.set_title(s)
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel("fraction of completed requests")
+        _legend(axes[0][0])
+        fig.suptitle(f"{summary['env_id']}: {name} CDF per policy, all seeds", fontsize=8)
+        written.append(_save(fig, out / f"cdf_{key.split('_')[0]}.png"))
+
     return written
 
 
