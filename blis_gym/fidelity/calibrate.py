@@ -32,8 +32,10 @@ from blis_gym.errors import ConfigError
 
 from ..parallel import worker_pool
 from ..sim.latency.calibrated import DEFAULT_INTERCONNECT, PARAM_NAMES
-from .validate import (Experiment, TraceCase, _check_known, ape, is_trace, load_experiments, load_trace,
-                       resolve_measurements, run_experiment)
+from .engine_setup import _check_known
+from .measured import Experiment, is_trace, load_experiments, resolve_measurements
+from .replay import TraceCase, load_trace, run_experiment
+from .scoring import ape
 
 __all__ = [
     "BOUNDS",

@@ -23,7 +23,8 @@ from blis_gym.errors import ConfigError
 from ..sim.latency.calibrated import DEFAULT_INTERCONNECT
 from .calibrate import REGULARISED, Procedure, _gpu_id, _model_id, fit, usable
 from .hybrid_fit import fit_hybrid, observe, prior_centre
-from .validate import TraceCase, ape, run_experiment
+from .replay import TraceCase, run_experiment
+from .scoring import ape
 
 __all__ = ["CV_BY", "CV_MAX_EVALS", "case_gpu", "case_model", "case_workload", "cross_validate", "cv_folds",
            "format_cv", "summarise_cv", "write_cv"]

@@ -29,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..sim.latency.hybrid import HYBRID_PARAMS, HybridPhysics, start_params
-from .validate import TraceCase, run_experiment
+from .replay import TraceCase, run_experiment
 
 __all__ = ["FREE", "PRIOR", "RIDGE", "calibrate_hybrid", "fit_hybrid", "observe", "prior_centre", "write_hybrid"]
 
