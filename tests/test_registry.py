@@ -18,7 +18,7 @@ def test_names_list_every_builtin():
                                            "probabilistic-queue-guard", "reject-all", "tier-shed", "token-bucket"]
     assert registry.names("pd") == ["always", "edpp", "never", "prefix-threshold"]
     assert registry.names("autoscaler") == ["external", "hpa", "wva", "wva-throughput", "wva-tokens", "wva-v2"]
-    assert registry.names("step_time") == ["calibrated", "roofline", "trained-physics"]
+    assert registry.names("step_time") == ["calibrated", "hybrid", "roofline", "trained-physics"]
     assert "prefix-cache" in registry.names("scorer")
 
 

@@ -2,7 +2,7 @@
 `latency_model` names (the models live in `blis_gym.sim.latency`)."""
 from __future__ import annotations
 
-from blis_gym.sim.latency.step_time import STEP_MODEL_KINDS, make_step_model
+from blis_gym.sim.latency.models import STEP_MODEL_KINDS, make_step_model
 
 from .registry import register
 

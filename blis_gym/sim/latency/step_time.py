@@ -27,9 +27,8 @@ from .hardware import Hardware, load_hardware
 from .kv_capacity import validate_tp
 from .model_config import ModelConfig, load_model
 
-__all__ = ["TrainedPhysics", "Roofline", "make_step_model", "default_coefficients", "STEP_MODEL_KINDS"]
+__all__ = ["TrainedPhysics", "Roofline", "default_coefficients"]
 
-STEP_MODEL_KINDS = ("trained-physics", "roofline", "calibrated", "hybrid")
 
 
 @lru_cache(maxsize=1)
@@ -384,20 +383,3 @@ class Roofline(_StepModelBase):
         s_us = int((compute if compute > memory else memory) * 1e6)
         return s_us if s_us > 1 else 1
 
-
-def make_step_model(kind: str, model: "ModelConfig | str", hw: "Hardware | str", tp: int = 1, **kw):
-    """Build a step-time model: ``kind`` is "trained-physics", "roofline", "calibrated" (the
-    physics model fitted to the ground-truth set by `blis-gym calibrate`) or "hybrid"
-    (trained-physics's step structure refitted, with a scheduling delay: sim/latency/hybrid.py)."""
-    key = str(kind).strip().lower().replace("_", "-")
-    if key == "trained-physics":
-        return TrainedPhysics(model, hw, tp, **kw)
-    if key == "roofline":
-        return Roofline(model, hw, tp, **kw)
-    if key == "calibrated":
-        from .calibrated import CalibratedPhysics
-        return CalibratedPhysics(model, hw, tp, **kw)
-    if key == "hybrid":
-        from .hybrid import HybridPhysics
-        return HybridPhysics(model, hw, tp, **kw)
-    raise ConfigError("latency_model", f"unknown latency model {kind!r}; allowed: {', '.join(STEP_MODEL_KINDS)}")
