@@ -7,7 +7,7 @@ from pydantic import Field, model_validator
 
 from ..sim.limits import MAX_TURNS
 from ..sim.workload.session_turns import GeometricTurns, UniformTurns
-from ..sim.workload.source import SessionConfig
+from ..sim.workload.clients import SessionConfig
 from .bounded import Strict
 
 Turns = Annotated[int, Field(gt=0, le=MAX_TURNS)]

@@ -15,7 +15,7 @@ Blocks are identified by their chained hashes, as in the GPU store (`kv.py`). Wh
   filesystem tier (an LRU of `fs_blocks`), or are dropped without one. A block lives in at
   most one lower tier.
 - Load (lower tier -> GPU): a waiting request whose prompt continues, after its GPU hits, with
-  blocks found in a lower tier gets them loaded (see `Instance._start_load`): the time is
+  blocks found in a lower tier gets them loaded (see `scheduler.Scheduler._start_load`): the time is
   blocks x bytes per block / bandwidth of the tier they come from. Loaded blocks from the
   filesystem are promoted into the CPU tier; CPU blocks stay (touched).
 """

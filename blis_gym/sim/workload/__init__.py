@@ -4,7 +4,8 @@ from .builders import from_blis_spec, inference_perf_client, inference_perf_work
 from .distributions import (Constant, ConstantArrivals, Diurnal, Empirical, Exponential, GammaArrivals, Gaussian,
                             LogNormal, Multimodal, ParetoLogNormal, PoissonArrivals, Spike, Stages, ThinkTime,
                             TimeVarying, WeibullArrivals, Windows, make_arrivals)
-from .source import PRIORITY, Client, ClosedLoop, Session, SessionConfig, TraceSession, Workload, WorkloadSource
+from .clients import PRIORITY, Client, ClosedLoop, SessionConfig, Workload
+from .source import Session, TraceSession, WorkloadSource
 from .traces import TraceData, load_trace, read_trace
 
 __all__ = ["Client", "ClosedLoop", "Constant", "ConstantArrivals", "Diurnal", "Empirical", "Exponential",

@@ -12,7 +12,7 @@ from .cohorts import diurnal_windows, drain_windows, members
 from .distributions import (Constant, ConstantArrivals, Empirical, Exponential, GammaArrivals, Gaussian, LogNormal,
                             Multimodal, ParetoLogNormal, PoissonArrivals, Stages, TimeVarying, WeibullArrivals, Windows,
                             weibull_cv)
-from .source import PRIORITY, Client, ClosedLoop, SessionConfig, Workload
+from .clients import PRIORITY, Client, ClosedLoop, SessionConfig, Workload
 
 
 def _stage_list(stages) -> list[tuple[float, float]]:

@@ -233,7 +233,7 @@ def read_trace(path: str | Path, format: str = "csv") -> TraceData:
 def load_trace(path: str | Path, format: str = "csv", name: str = "trace", **client_fields):
     """A Workload from a trace: csv/azure -> one trace client `name` (extra keyword arguments set
     Client fields: slo_class, tenant, timeout_us, prefix_group...); blis-v2 -> the spec's clients."""
-    from .source import Client, Workload
+    from .clients import Client, Workload
     if format not in FORMATS:
         raise ConfigError("trace.format", f"unknown format {format!r}; use one of {', '.join(FORMATS)}")
     if format == "blis-v2":
