@@ -99,6 +99,17 @@ def role_saturation(pods: Sequence[PodSignals], detector: Callable[[Sequence[Pod
 # Policies
 # ---------------------------------------------------------------------------------------------
 
+class StageAwareSaturation:
+    """The saturation an admitter reads: its detector (`_detect`) over all the pods, or with
+    `stage_aware` the worse of the prefill and the decode pools' (llm-d-router v0.10)."""
+    stage_aware = False
+
+    def saturation(self, pods, now) -> float:
+        if self.stage_aware:
+            return role_saturation(pods, lambda ps: self._detect(ps, now))
+        return self._detect(pods, now)
+
+
 class AlwaysAdmit:
     name = "always-admit"
 
@@ -140,7 +151,7 @@ class TokenBucket:
         return Decision(False, HTTP_TOO_MANY, REASON_TOKEN_BUCKET)
 
 
-class GaieLegacy:
+class GaieLegacy(StageAwareSaturation):
     """llm-d's legacy admission controller (flow control off): priority >= 0 always admitted;
     priority < 0 rejected 429 iff saturation >= 1.0 (gradient utilization detector by default)."""
     name = "gaie-legacy"
@@ -153,11 +164,6 @@ class GaieLegacy:
         self.detector = detector
         self.max_concurrency = max_concurrency
         self.stage_aware = stage_aware
-
-    def saturation(self, pods, now) -> float:
-        if self.stage_aware:
-            return role_saturation(pods, lambda ps: self._detect(ps, now))
-        return self._detect(pods, now)
 
     def _detect(self, pods, now) -> float:
         if self.detector == "concurrency":
@@ -174,7 +180,7 @@ class GaieLegacy:
         return ADMIT
 
 
-class Probabilistic:
+class Probabilistic(StageAwareSaturation):
     """llm-d's `probabilistic-admitter`: a sheddable request is rejected with probability
     min(sat^power * k, 1); sat = utilization mean with never-scraped pods at 1.0 and no
     staleness check. Exactly one rng.random() is drawn per sheddable decision."""
@@ -187,11 +193,6 @@ class Probabilistic:
         self.queue_threshold = queue_threshold
         self.kv_threshold = kv_threshold
         self.stage_aware = stage_aware
-
-    def saturation(self, pods, now) -> float:
-        if self.stage_aware:
-            return role_saturation(pods, lambda ps: self._detect(ps, now))
-        return self._detect(pods, now)
 
     def _detect(self, pods, now) -> float:
         return utilization_saturation(pods, now, self.queue_threshold, self.kv_threshold, None, True)
