@@ -8,8 +8,7 @@ from pathlib import Path
 
 import click
 
-from .common import fail
-from rich.markup import escape
+from .common import fail, note
 
 
 @click.command()
@@ -62,9 +61,9 @@ def _run(sweep_file, out_dir, workers, backend, address, plot, latency, slo, qui
     sw = load_sweep(sweep_file)
     out_dir = out_dir or Path("results") / "sweeps" / sw.spec.name
     err = Console(stderr=True)
-    note = _seed_note(sw)
-    if note is not None:
-        err.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+    seeds_note = _seed_note(sw)
+    if seeds_note is not None:
+        note(seeds_note)
 
     def started(total: int, todo: int) -> None:
         if not quiet:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .common import fail
+from .common import fail, note_seed
 
 
 @click.command("eval")
@@ -69,21 +69,14 @@ def _warn_few_seeds(n: int) -> None:
 
 def _note_seeds(env_id: str, jobs) -> None:
     """One note per evaluation scenario whose workload no seed changes."""
-    from rich.console import Console
-    from rich.markup import escape
-
     from ..envs.config import load_scenario_for, load_spec, merge_config
-    from ..sim.workload.randomness import seed_note
     from ..harness.split import spec_name
     spec_config = load_spec(spec_name(env_id))["config"]
     done = set()
     for job in jobs:
         if job.scenario not in done:
             done.add(job.scenario)
-            workload = load_scenario_for(merge_config(spec_config, job.config))[2].workload
-            note = seed_note(f"scenario {job.scenario}", workload)
-            if note is not None:
-                Console(stderr=True).print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+            note_seed(f"scenario {job.scenario}", load_scenario_for(merge_config(spec_config, job.config))[2].workload)
 
 
 def _print_table(out_dir: Path, policies, baseline, labels) -> None:
