@@ -430,6 +430,28 @@ def test_warm_start_clones_a_deterministic_heuristic_before_training(tmp_path):
     assert row["rejected_requests"] > 0 and row["rejection_rate"] == 1.0
 
 
+def test_a_warm_started_run_validates_its_clone_before_the_first_update(tmp_path):
+    """The clone is validated at step 0 and kept as model.zip unless RL beats it: here no later
+    validation comes (eval_freq beyond the run), so model.zip is the clone of reject-all."""
+    pytest.importorskip("stable_baselines3")
+    import csv
+
+    from blis_gym.harness.recipe import load_recipe
+    from blis_gym.harness.train import train
+    recipe = load_recipe(None, env_id="blis_gym/Admission-v0", algo="ppo", steps=64, n_envs=1, vec_env="dummy",
+                         eval_freq=10_000, env_config={"horizon_s": 3}, validation_seeds=(5000, 5000),
+                         warm_start={"policy": "reject-all", "episodes": 2, "epochs": 40, "batch_size": 256},
+                         hyperparameters={"n_steps": 32, "batch_size": 32, "n_epochs": 1, "learning_rate": 0.5})
+    res = train(recipe, tmp_path / "w", quiet=True)
+    assert res["best_validation_return"] is not None
+    rows = [r for r in csv.DictReader(open(tmp_path / "w" / "progress.csv")) if r.get("eval/mean_reward")]
+    assert [r["time/total_timesteps"] for r in rows] == ["0"]
+    assert float(rows[0]["eval/mean_reward"]) == pytest.approx(res["best_validation_return"])
+    row = play(Job("blis_gym/Admission-v0", "admission", str(tmp_path / "w" / "model.zip"), "s",
+                   {"horizon_s": 2}, 1000))["row"]
+    assert row["rejection_rate"] == 1.0
+
+
 def test_warm_start_exploration_keeps_the_clone_stochastic(tmp_path):
     """Label smoothing 0.2 over two actions: the clone's optimum gives the heuristic's action
     0.8 + 0.2 / 2 = 0.9, and still picks it everywhere."""

@@ -83,6 +83,7 @@ def pooled_values(table, policy: str, scenarios: list[str], kpi: str) -> list[Op
 MIN_SEEDS = 10
 COLLAPSE_FRACTION = 0.10
 TOO_FEW = "too few seeds"
+VERDICTS = ("wins", "ties", "loses", "collapses", TOO_FEW)     # every verdict `verdict` gives
 
 
 def truncated_counts(table, policies: list[str], scenarios: list[str]) -> dict:

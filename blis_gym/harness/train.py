@@ -85,7 +85,8 @@ def train(recipe: Recipe, out: Path, *, quiet: bool = False) -> dict:
     tb = _has_tensorboard()
     model.set_logger(configure(str(out), ["csv", "tensorboard"] if tb else ["csv"]))
     val_configs = validation_configs(recipe, spec, split, configs)
-    callbacks = [_validation_callback(recipe, val_configs, val_seeds, out)] if recipe.eval_freq else []
+    callbacks = [_validation_callback(recipe, val_configs, val_seeds, out,
+                                      from_start=recipe.warm_start is not None)] if recipe.eval_freq else []
     # validation runs one env in this process whatever the training vector env: SB3 warns of it
     warnings.filterwarnings("ignore", message="Training and eval env are not of the same type")
     try:
@@ -153,9 +154,12 @@ def _build(recipe: Recipe, policy: str, venv):
         raise ConfigError("hyperparameters", f"{recipe.algo}: {e}") from None
 
 
-def _validation_callback(recipe: Recipe, configs: list[dict], seeds: list[int], out: Path):
+def _validation_callback(recipe: Recipe, configs: list[dict], seeds: list[int], out: Path, *,
+                         from_start: bool = False):
     """Every `eval_freq` steps: the validation seeds on every validation scenario, full episodes
-    (the training configs without their episode cut); the best mean return's model is kept."""
+    (the training configs without their episode cut); the best mean return's model is kept.
+    `from_start` also validates the model before the first update (the warm start's clone), so
+    RL that never beats its starting point ships that starting point, not a worse departure."""
     from stable_baselines3.common.vec_env import DummyVecEnv
     full = full_episode_configs(configs)
     env = DummyVecEnv([lambda: make_validation_env(recipe.env_id, full, seeds)])
@@ -163,10 +167,18 @@ def _validation_callback(recipe: Recipe, configs: list[dict], seeds: list[int], 
     kw = dict(n_eval_episodes=len(seeds) * len(full), eval_freq=freq, best_model_save_path=str(out), deterministic=True,
               verbose=0)
     if recipe.algo == "maskableppo":
-        from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback
-        return MaskableEvalCallback(env, **kw)
-    from stable_baselines3.common.callbacks import EvalCallback
-    return EvalCallback(env, **kw)
+        from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback as cls
+    else:
+        from stable_baselines3.common.callbacks import EvalCallback as cls
+    if not from_start:
+        return cls(env, **kw)
+
+    class FromStart(cls):
+        def _on_training_start(self) -> None:
+            super()._on_training_start()
+            self._on_step()                   # n_calls is 0 here, so this is a validation at step 0
+
+    return FromStart(env, **kw)
 
 
 def _progress(total: int):
