@@ -122,10 +122,13 @@ class Checkpoint(Policy):
     extended: bool = False              # trained on the extended observation (its recipe says)
     residual_overrides: str | None = None   # residual: its recipe's scenario_overrides (JSON)
     env_id: str | None = None           # the environment its recipe trained it on
+    scale_step: int | None = None       # autoscaler: the replicas per tick its actions span (its recipe's)
 
     def env_config(self, cfg: dict) -> dict:
         if self.decide_classes is not None:
             cfg = {**cfg, "decide_classes": list(self.decide_classes)}
+        if self.scale_step is not None:
+            cfg = {**cfg, "scale_step": self.scale_step}
         if self.extended:
             cfg = {**cfg, "observation": {**cfg["observation"], "extended": True}}
         if self.residual_overrides is not None:
@@ -210,7 +213,8 @@ def parse_policy(text: str, slot: str) -> Policy:
         require_extra("rl", "--policy", f"playing the {algo} checkpoint {text}", "torch", "stable_baselines3",
                       *(["sb3_contrib"] if algo == "maskableppo" else []))
         return Checkpoint(text, slot, text, algo, checkpoint_decide_classes(side, recipe),
-                          checkpoint_extended(recipe), checkpoint_residual(recipe), env_id)
+                          checkpoint_extended(recipe), checkpoint_residual(recipe), env_id,
+                          checkpoint_scale_step(side, recipe))
     if text.endswith(".pt2"):
         if not Path(text).is_file():
             raise ConfigError("--policy", f"no exported policy file {text!r}")
@@ -219,7 +223,7 @@ def parse_policy(text: str, slot: str) -> Policy:
                     None)
         recipe = read_yaml(side, "--policy", mapping=True) if side else {}
         return Exported(text, slot, text, "", checkpoint_decide_classes(side, recipe), checkpoint_extended(recipe),
-                        checkpoint_residual(recipe))
+                        checkpoint_residual(recipe), scale_step=checkpoint_scale_step(side, recipe))
     if ":" in text:
         _user_function(text)
         return UserFunction(text, slot)
@@ -258,6 +262,18 @@ def checkpoint_decide_classes(side: Path, recipe: dict) -> tuple[str, ...] | Non
         raise ConfigError("--policy", f"{side}: env_config.decide_classes must be a list of SLO class names, "
                           f"got {classes!r}")
     return tuple(classes)
+
+
+def checkpoint_scale_step(side: Path | None, recipe: dict) -> int | None:
+    """The autoscaler's replicas per tick the checkpoint's actions span (its recipe's
+    `env_config.scale_step`; None: the env's own). Its action a means a change of a − k, so it
+    is played with the k it was trained with."""
+    k = (recipe.get("env_config") or {}).get("scale_step")
+    if k is None:
+        return None
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ConfigError("--policy", f"{side}: env_config.scale_step must be a whole number >= 1, got {k!r}")
+    return k
 
 
 def checkpoint_extended(recipe: dict) -> bool:
