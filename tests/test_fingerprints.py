@@ -44,9 +44,9 @@ SHORTEN = {
     "pd-codegen-edpp": {"horizon_s": 250},
     "pd-codegen-never": {"horizon_s": 250},
     "pd-codegen-threshold16": {"horizon_s": 250},
-    "router-outside-bursty-8-56": {"horizon_s": 30},
+    "router-outside-bursts": {"horizon_s": 30},
     "router-outside-load-1.5x": {"horizon_s": 30},
-    "router-outside-mixed-2h100-2a100": {"horizon_s": 30},
+    "router-outside-mixed-gpus": {"horizon_s": 30},
     "router-shared-prefix": {"horizon_s": 30},
     "single-10k": {"num_requests": 600},
 }

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "agents" / "results"
 SLOTS = {"router": "blis_gym/Router-v0", "admission": "blis_gym/Admission-v0", "pd": "blis_gym/PDDecider-v0",
          "autoscaler": "blis_gym/Autoscaler-v0"}
-OUTSIDE = ("router-outside-bursty-8-56", "router-outside-load-1.5x", "router-outside-mixed-2h100-2a100")
+OUTSIDE = ("router-outside-bursts", "router-outside-load-1.5x", "router-outside-mixed-gpus")
 
 
 def _summary(slot: str) -> dict:
