@@ -145,10 +145,14 @@ class Checkpoint(Policy):
         if self.env_id is not None and here is not None and self.env_id != here:
             raise ConfigError("--policy", f"{self.text}: trained on {self.env_id} (its recipe's env_id), "
                                           f"not on {here}")
-        _fitted(self.path, self.algo, env.observation_space, env.action_space, self.text)
+        self.network(env)
+
+    def network(self, env):
+        """The checkpoint's policy network for `env`'s spaces (a ConfigError if it cannot play it)."""
+        return _fitted(self.path, self.algo, env.observation_space, env.action_space, self.text)
 
     def actor(self, env, seed: int) -> Actor:
-        net = _fitted(self.path, self.algo, env.observation_space, env.action_space, self.text)
+        net = self.network(env)
         u = env.unwrapped
         if self.algo == "maskableppo":
             return lambda obs, info: int(net.predict(obs, deterministic=True, action_masks=u.action_masks())[0])
